@@ -1,0 +1,62 @@
+"""Helpers every command shares: settings from the global options, parsing of rates
+and durations, and one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from shopsentry.config import Settings, load_settings
+from shopsentry.errors import ConfigError
+
+
+class State:
+    """What the global options set; settings are built on first use."""
+
+    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+        self.config = config
+        self.overrides = overrides
+        self._settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, **self.overrides)
+        return self._settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    state = ctx.find_root().obj
+    if not isinstance(state, State):  # called without the root callback (tests)
+        state = State(None, {})
+        ctx.find_root().obj = state
+    return state.settings()
+
+
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:/\s*(s|sec|m|min|h|hour|d|day))?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(text: str) -> float:
+    """'3000/h' → events per second (0.833...). A bare number is per hour, as in the seed."""
+    match = _RATE.match(text)
+    if not match:
+        raise ConfigError(f"bad rate {text!r}", hint="write it like 1000/h, 50/s or 3000")
+    value = float(match.group(1))
+    unit = (match.group(2) or "h").lower()
+    return value / _UNIT_SECONDS[unit]
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|min|h|d)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """'1h' / '30m' / '45s' / '2d' → seconds. A bare number is seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"bad duration {text!r}", hint="write it like 45s, 30m, 1h or 2d")
+    value = float(match.group(1))
+    unit = (match.group(2) or "s").lower()
+    return value * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[unit]

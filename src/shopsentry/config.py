@@ -1,0 +1,283 @@
+"""Settings for every part of shopsentry, with the seed design's numbers as defaults.
+
+Only entry points (the CLI, the API app factory, DAG files) build a :class:`Settings`
+from the environment; library code receives the object it needs. Environment variables
+use the prefix ``SHOPSENTRY_`` and ``__`` for nesting, e.g.
+``SHOPSENTRY_DETECTOR__THRESHOLD=0.8`` or ``SHOPSENTRY_BUS=kafka://127.0.0.1:9092``.
+A TOML file (``SHOPSENTRY_CONFIG`` or ``--config``) may set the same keys; the
+environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Frozen):
+    """One topic as the seed specifies it (Component 1 and section 6)."""
+
+    name: str
+    partitions: int = Field(ge=1, le=1024)
+    replication_factor: int = Field(default=3, ge=1, le=16)
+    retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
+    min_insync_replicas: int = Field(default=2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _isr_fits(self) -> TopicSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            # A single-broker development setup asks for RF 1; min ISR follows it down.
+            object.__setattr__(self, "min_insync_replicas", self.replication_factor)
+        return self
+
+
+class TopicsSettings(_Frozen):
+    purchase_events: TopicSettings = TopicSettings(name="purchase-events", partitions=3, retention_ms=7 * DAY_MS)
+    user_behavior: TopicSettings = TopicSettings(name="user-behavior", partitions=2, retention_ms=3 * DAY_MS)
+    fraud_alerts: TopicSettings = TopicSettings(name="fraud-alerts", partitions=2, retention_ms=7 * DAY_MS)
+    decisions: TopicSettings = TopicSettings(name="decisions", partitions=3, retention_ms=7 * DAY_MS)
+    dead_letter: TopicSettings = TopicSettings(name="dead-letter", partitions=1, retention_ms=14 * DAY_MS)
+    labels: TopicSettings = TopicSettings(name="fraud-labels", partitions=1, retention_ms=90 * DAY_MS)
+    reviews: TopicSettings = TopicSettings(name="alert-reviews", partitions=1, retention_ms=90 * DAY_MS)
+    notifications_dead_letter: TopicSettings = TopicSettings(
+        name="notifications-dead-letter", partitions=1, retention_ms=14 * DAY_MS
+    )
+
+    def all(self) -> list[TopicSettings]:
+        return [getattr(self, name) for name in type(self).model_fields]
+
+    def with_replication(self, replication_factor: int) -> TopicsSettings:
+        """The same topics with another replication factor (a single-broker dev cluster)."""
+        changed = {
+            name: getattr(self, name).model_copy(
+                update={
+                    "replication_factor": replication_factor,
+                    "min_insync_replicas": min(getattr(self, name).min_insync_replicas, replication_factor),
+                }
+            )
+            for name in type(self).model_fields
+        }
+        return TopicsSettings(**changed)
+
+
+class KafkaSettings(_Frozen):
+    """Client settings for the production engine (confluent-kafka / librdkafka names)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    client_id: str = "shopsentry"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=1_000_000, ge=1)
+    request_timeout_ms: int = Field(default=15_000, ge=100)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class DetectorSettings(_Frozen):
+    """The hot path (seed Flow 1 and section 3, step 5)."""
+
+    group_id: str = "fraud-detector"
+    workers: int = Field(default=2, ge=1, le=64)
+    threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    decline_threshold: float = Field(default=0.95, ge=0.0, le=1.0)
+    batch_max_records: int = Field(default=500, ge=1)
+    batch_max_wait_ms: int = Field(default=20, ge=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    top_features: int = Field(default=3, ge=0, le=20)
+    model_poll_interval_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> DetectorSettings:
+        if self.decline_threshold < self.threshold:
+            raise ValueError("decline_threshold must be >= threshold")
+        return self
+
+
+class StateSettings(_Frozen):
+    backend: Literal["local", "redis"] = "local"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+
+class ModelSettings(_Frozen):
+    """Model platform (seed Component 4: XGBoost, threshold 0.7, weekly retraining)."""
+
+    name: str = "shopsentry-fraud"
+    tracking_uri: str | None = None  # None: sqlite under the data dir
+    experiment: str = "shopsentry-fraud"
+    validation_days: int = Field(default=7, ge=1)
+    review_budget_per_day: int = Field(default=100, ge=1)
+    fpr_budget: float = Field(default=0.05, gt=0, lt=1)
+
+
+class WarehouseSettings(_Frozen):
+    path: Path | None = None  # None: warehouse.duckdb under the data dir
+    dbt_target: Literal["duckdb", "snowflake"] = "duckdb"
+    loader_group_id: str = "warehouse-loader"
+
+
+class LoadSettings(_Frozen):
+    """Seed section 3: the load the system is sized for."""
+
+    expected_per_hour: float = Field(default=1000, gt=0)
+    peak_per_hour: float = Field(default=3000, gt=0)
+    safety_factor: float = Field(default=5, ge=1)
+    queue_depth: int = Field(default=1000, ge=1)
+    outage_minutes: float = Field(default=20, gt=0)
+
+
+class SloSettings(_Frozen):
+    """Seed section 4, Component 5: the thresholds alerts fire on."""
+
+    end_to_end_ms: float = 500
+    prediction_p95_ms: float = 300
+    consumer_lag: int = 1000
+    false_positive_rate: float = 0.05
+    dag_success_rate: float = 0.99
+    query_p95_s: float = 30
+
+
+class ApiSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    demo_mode: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    cors_origins: tuple[str, ...] = ()
+
+
+class NotifierSettings(_Frozen):
+    group_id: str = "alert-notifier"
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_min_severity: Literal["medium", "high", "critical"] = "medium"
+    email_min_severity: Literal["medium", "high", "critical"] = "high"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    email_from: str = "shopsentry@localhost"
+    email_to: tuple[str, ...] = ()
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one shopsentry process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPSENTRY_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path("data"))
+    bus: str = "local"
+    log_fsync: Literal["batch", "always", "never"] = "batch"
+    topics: TopicsSettings = TopicsSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    detector: DetectorSettings = DetectorSettings()
+    state: StateSettings = StateSettings()
+    model: ModelSettings = ModelSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    load: LoadSettings = LoadSettings()
+    slo: SloSettings = SloSettings()
+    api: ApiSettings = ApiSettings()
+    notifier: NotifierSettings = NotifierSettings()
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_url(cls, value: str) -> str:
+        if value == "local" or value.startswith(("local://", "kafka://")):
+            return value
+        raise ValueError("must be 'local', 'local:///path/to/dir' or 'kafka://host:port[,host:port]'")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("SHOPSENTRY_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    # Derived locations: one place decides where each part keeps its files.
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.bus.removeprefix("local://")) if self.bus.startswith("local://") else self.data_dir / "log"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.warehouse.path or self.data_dir / "warehouse.duckdb"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.model.tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_dir(self) -> Path:
+        return self.data_dir / "mlartifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def kafka_bootstrap(self) -> str | None:
+        return self.bus.removeprefix("kafka://") if self.bus.startswith("kafka://") else None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked, for `config show` and logs."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from (in order of precedence) overrides, environment, TOML file.
+
+    Raises :class:`~shopsentry.errors.ConfigError` with the field at fault.
+    """
+    from pydantic import ValidationError
+
+    from shopsentry.errors import ConfigError
+
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist", hint="pass an existing TOML file")
+        os.environ["SHOPSENTRY_CONFIG"] = str(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"bad config value for {field}: {first['msg']}", hint="see `shopsentry config show`") from exc

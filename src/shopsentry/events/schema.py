@@ -1,0 +1,247 @@
+"""One schema per event type: validation, JSON (de)serialisation and JSON Schema.
+
+Every event carries ``event_id``, ``source`` (web | mobile | pos), ``user_id``,
+``occurred_at`` (UTC) and ``schema_version``. Purchases travel on ``purchase-events``,
+the behaviour events on ``user-behavior``, decisions on ``decisions``, alerts on
+``fraud-alerts``, and labels (the ground truth, out of band) on ``fraud-labels``: the
+detector never reads labels, so models are evaluated honestly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+SCHEMA_VERSION = 1
+
+Source = Literal["web", "mobile", "pos"]
+PaymentMethod = Literal["card", "paypal", "apple_pay", "google_pay", "bank_transfer", "gift_card", "cash"]
+Band = Literal["approve", "review", "decline"]
+Severity = Literal["medium", "high", "critical"]
+Verdict = Literal["confirmed_fraud", "false_positive"]
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Fingerprint = Annotated[str, Field(min_length=1, max_length=128)]
+Country = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")]
+Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")]
+
+
+class _Event(BaseModel):
+    """Fields every event has. Unknown fields are refused, so typos surface at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Id
+    source: Source
+    user_id: Id
+    occurred_at: AwareDatetime
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class Purchase(_Event):
+    """A completed checkout: the event the detector scores."""
+
+    event_type: Literal["purchase"] = "purchase"
+    order_id: Id
+    amount: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    currency: Currency = "USD"
+    item_count: int = Field(ge=1, le=1000)
+    payment_method: PaymentMethod
+    card_fingerprint: Fingerprint | None = None
+    device_fingerprint: Fingerprint | None = None
+    ip_fingerprint: Fingerprint | None = None
+    country: Country
+    billing_country: Country
+    shipping_country: Country | None = None
+    merchant_category: Annotated[str, Field(max_length=32)] | None = None
+
+
+class _Behavior(_Event):
+    device_fingerprint: Fingerprint | None = None
+    ip_fingerprint: Fingerprint | None = None
+    country: Country | None = None
+
+
+class PageView(_Behavior):
+    event_type: Literal["page_view"] = "page_view"
+    page: Annotated[str, Field(max_length=512)]
+
+
+class Search(_Behavior):
+    event_type: Literal["search"] = "search"
+    query: Annotated[str, Field(max_length=512)]
+
+
+class AddToCart(_Behavior):
+    event_type: Literal["add_to_cart"] = "add_to_cart"
+    product_id: Id
+    quantity: int = Field(ge=1, le=1000)
+    price: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+
+
+class Login(_Behavior):
+    event_type: Literal["login"] = "login"
+
+
+class FailedLogin(_Behavior):
+    event_type: Literal["failed_login"] = "failed_login"
+    reason: Literal["bad_password", "unknown_device", "locked", "mfa_failed"] = "bad_password"
+
+
+class PasswordChange(_Behavior):
+    event_type: Literal["password_change"] = "password_change"
+
+
+class AddressChange(_Behavior):
+    event_type: Literal["address_change"] = "address_change"
+    address_kind: Literal["billing", "shipping"] = "shipping"
+    new_country: Country
+
+
+class PaymentMethodAdded(_Behavior):
+    event_type: Literal["payment_method_added"] = "payment_method_added"
+    payment_method: PaymentMethod
+    card_fingerprint: Fingerprint | None = None
+
+
+Behavior = Annotated[
+    PageView | Search | AddToCart | Login | FailedLogin | PasswordChange | AddressChange | PaymentMethodAdded,
+    Field(discriminator="event_type"),
+]
+BEHAVIOR_TYPES: tuple[str, ...] = (
+    "page_view",
+    "search",
+    "add_to_cart",
+    "login",
+    "failed_login",
+    "password_change",
+    "address_change",
+    "payment_method_added",
+)
+
+
+class FeatureContribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    value: float | None
+    contribution: float
+
+
+class Decision(_Event):
+    """The detector's answer for one purchase; ``event_id`` is the purchase's, so
+    consumers deduplicate decisions on it after an at-least-once redelivery."""
+
+    event_type: Literal["decision"] = "decision"
+    order_id: Id
+    amount: float
+    currency: Currency
+    probability: float = Field(ge=0, le=1)
+    band: Band
+    threshold: float
+    model_version: str
+    top_features: tuple[FeatureContribution, ...] = ()
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    decided_at: AwareDatetime
+
+
+class FraudAlert(_Event):
+    """A purchase over the fraud threshold; ``alert_id`` is derived from ``event_id``."""
+
+    event_type: Literal["fraud_alert"] = "fraud_alert"
+    alert_id: Id
+    order_id: Id
+    amount: float
+    currency: Currency
+    probability: float = Field(ge=0, le=1)
+    severity: Severity
+    band: Band
+    model_version: str
+    top_features: tuple[FeatureContribution, ...] = ()
+    decided_at: AwareDatetime
+
+
+class Label(_Event):
+    """Ground truth for one purchase, known from ``known_at`` on (a chargeback, an
+    analyst review). ``event_id`` is the purchase's; ``source`` is the purchase's."""
+
+    event_type: Literal["label"] = "label"
+    order_id: Id
+    is_fraud: bool
+    scenario: Annotated[str, Field(max_length=64)] | None = None
+    label_source: Literal["chargeback", "review", "simulator"] = "chargeback"
+    known_at: AwareDatetime
+
+
+class Review(BaseModel):
+    """An analyst's verdict on an alert (written by the API, read as a label)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_type: Literal["review"] = "review"
+    alert_id: Id
+    event_id: Id
+    user_id: Id
+    verdict: Verdict
+    note: Annotated[str, Field(max_length=2000)] = ""
+    reviewer: Annotated[str, Field(max_length=128)] = "analyst"
+    reviewed_at: AwareDatetime
+
+
+def severity_for(probability: float, threshold: float) -> Severity:
+    """Map a probability above the alert threshold to a severity for routing."""
+    span = max(1.0 - threshold, 1e-9)
+    position = (probability - threshold) / span
+    if position >= 2 / 3:
+        return "critical"
+    if position >= 1 / 3:
+        return "high"
+    return "medium"
+
+
+def band_for(probability: float, threshold: float, decline_threshold: float) -> Band:
+    if probability >= decline_threshold:
+        return "decline"
+    if probability >= threshold:
+        return "review"
+    return "approve"
+
+
+# TypeAdapters are built once: validating through them is the hot path.
+PURCHASE = TypeAdapter(Purchase)
+BEHAVIOR: TypeAdapter[Behavior] = TypeAdapter(Behavior)
+DECISION = TypeAdapter(Decision)
+ALERT = TypeAdapter(FraudAlert)
+LABEL = TypeAdapter(Label)
+REVIEW = TypeAdapter(Review)
+
+# The schema exported by `shopsentry schema export`, one entry per event type.
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "purchase": Purchase,
+    "page_view": PageView,
+    "search": Search,
+    "add_to_cart": AddToCart,
+    "login": Login,
+    "failed_login": FailedLogin,
+    "password_change": PasswordChange,
+    "address_change": AddressChange,
+    "payment_method_added": PaymentMethodAdded,
+    "decision": Decision,
+    "fraud_alert": FraudAlert,
+    "label": Label,
+    "review": Review,
+}
+
+# Anything a source may send: a purchase or a behaviour event, picked by ``event_type``.
+AnyEvent = Annotated[
+    Purchase | PageView | Search | AddToCart | Login | FailedLogin | PasswordChange | AddressChange | PaymentMethodAdded,
+    Field(discriminator="event_type"),
+]
