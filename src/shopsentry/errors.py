@@ -98,3 +98,8 @@ class NoChampion(TerminalError):
             f"no champion model registered under {name!r}",
             hint="train one with `shopsentry train`",
         )
+
+
+class TrainingDataError(TerminalError):
+    """The labelled data set cannot be built or is unusable for training (too small,
+    no known fraud, missing columns)."""
