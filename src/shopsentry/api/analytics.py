@@ -1,0 +1,113 @@
+"""Reports over the warehouse (read-only DuckDB through :mod:`shopsentry.warehouse.queries`).
+
+The warehouse is built by the batch path; until it is, these endpoints answer 503 with
+the command that builds it rather than an empty report that looks like "no sales".
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from shopsentry.api.deps import AnalystDep, ServicesDep
+from shopsentry.api.models import DailySales, DailySalesReport, ErrorBody, FraudKpis
+from shopsentry.config import Settings
+from shopsentry.errors import ShopsentryError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    429: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+Start = Annotated[date | None, Query(description="first day (inclusive)")]
+End = Annotated[date | None, Query(description="last day (inclusive)")]
+
+
+class WarehouseUnavailable(Exception):
+    """Raised to the route when the warehouse cannot answer; carries the 503 message."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _query(name: str) -> Callable[..., list[dict[str, Any]]]:
+    try:
+        module = importlib.import_module("shopsentry.warehouse.queries")
+    except ModuleNotFoundError as exc:
+        if exc.name != "shopsentry.warehouse.queries":
+            raise
+        raise WarehouseUnavailable("the warehouse query module is not installed") from None
+    func: Callable[..., list[dict[str, Any]]] = getattr(module, name)
+    return func
+
+
+def warehouse_rows(settings: Settings, name: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run one read-only warehouse query; any reason it cannot answer is a WarehouseUnavailable."""
+    if not settings.warehouse_path.exists():
+        raise WarehouseUnavailable(
+            f"the warehouse is not built yet ({settings.warehouse_path.name} missing):"
+            " run `shopsentry batch run hourly_etl`"
+        )
+    func = _query(name)
+    try:
+        return func(settings, **kwargs)
+    except ShopsentryError as exc:
+        logger.warning("warehouse query %s failed: %s", name, exc.one_line())
+        raise WarehouseUnavailable(
+            exc.one_line(), retry_after=5 if exc.retryable else None
+        ) from None
+
+
+def _unavailable(exc: WarehouseUnavailable) -> HTTPException:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.message, headers=headers)
+
+
+@router.get("/daily-sales", response_model=DailySalesReport, responses=_ERRORS)
+def daily_sales(
+    _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
+) -> DailySalesReport:
+    """Orders and revenue per day (the warehouse's fct_daily_sales)."""
+    try:
+        rows = warehouse_rows(services.settings, "daily_sales", start=start, end=end)
+    except WarehouseUnavailable as exc:
+        raise _unavailable(exc) from None
+    return DailySalesReport(
+        source="warehouse", rows=[DailySales.model_validate(_sales_row(r)) for r in rows]
+    )
+
+
+def _sales_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Accept the warehouse's column names (sales_date/order_count/gross_revenue...)."""
+    day = next((row[k] for k in ("day", "sales_date", "order_date", "date") if k in row), None)
+    orders = next(
+        (row[k] for k in ("orders", "order_count", "purchases", "n_orders") if k in row), 0
+    )
+    revenue = next(
+        (row[k] for k in ("revenue", "gross_revenue", "total_amount", "amount") if k in row), 0.0
+    )
+    return {"day": day, "orders": orders or 0, "revenue": revenue or 0.0}
+
+
+@router.get("/fraud-kpis", response_model=FraudKpis, responses=_ERRORS)
+def fraud_kpis(
+    _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
+) -> FraudKpis:
+    """Fraud KPIs per day from the warehouse (alerts, caught fraud, false-positive rate)."""
+    try:
+        rows = warehouse_rows(services.settings, "fraud_kpis", start=start, end=end)
+    except WarehouseUnavailable as exc:
+        raise _unavailable(exc) from None
+    return FraudKpis(rows=rows)

@@ -1,0 +1,228 @@
+"""The FastAPI application factory.
+
+:func:`create_app` builds everything a request needs up front (key store, alert store,
+log), so a misconfiguration (demo keys outside demo mode) fails at start, not at the
+first request. The background store consumer starts with the app's lifespan and stops
+with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopsentry import __version__
+from shopsentry.api import alerts, analytics, dashboard, events, health
+from shopsentry.api.consumer import StoreConsumer, store_topics
+from shopsentry.api.deps import Services
+from shopsentry.api.metrics import ApiMetrics
+from shopsentry.api.security import IssuedKey, KeyStore, RateLimiter, assert_safe_keys
+from shopsentry.api.store import AlertStore
+from shopsentry.bus.base import EventLog
+from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def api_dir(settings: Settings) -> Path:
+    """Where the service keeps its keys and alert store."""
+    return settings.data_dir / "api"
+
+
+def open_keys(settings: Settings) -> KeyStore:
+    return KeyStore(api_dir(settings) / "keys.db")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: by Content-Length up front, and by counting
+    the bytes as they stream in (a chunked or lying client cannot get around it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes", "errors": []},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        code = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = (
+                getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+            )
+            method = scope.get("method", "")
+            self.metrics.requests.labels(template, method, str(code)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one ``{field, reason}`` per problem, the same shape as invalid events."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        errors.append(
+            {"field": ".".join(loc) or "(request)", "reason": str(err.get("msg", "invalid"))}
+        )
+    first = errors[0] if errors else {"field": "(request)", "reason": "invalid"}
+    return JSONResponse(
+        {"detail": f"invalid request: {first['field']}: {first['reason']}", "errors": errors},
+        status_code=422,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    log: EventLog | None = None,
+    start_consumer: bool = True,
+) -> FastAPI:
+    """Build the service. ``log`` lets a caller share an already open log (tests, demo).
+
+    Raises :class:`~shopsentry.errors.ConfigError` when demo keys are active outside
+    demo mode. In demo mode the demo keys are created and listed in
+    ``app.state.demo_keys`` for the caller to print (never logged).
+    """
+    keys = open_keys(settings)
+    demo_keys: list[IssuedKey] = keys.ensure_demo_keys() if settings.api.demo_mode else []
+    try:
+        assert_safe_keys(keys, demo_mode=settings.api.demo_mode)
+    except Exception:
+        keys.close()
+        raise
+    if log is None:
+        from shopsentry.bus import open_log
+
+        log = open_log(settings)
+    store = AlertStore(api_dir(settings) / "alerts.db", topics=store_topics(settings))
+    metrics = ApiMetrics()
+    consumer = StoreConsumer(settings, log, store) if start_consumer else None
+    metrics.watch_store(store, consumer)
+    services = Services(
+        settings=settings,
+        log=log,
+        keys=keys,
+        store=store,
+        limiter=RateLimiter(settings.api.rate_limit_per_minute),
+        metrics=metrics,
+        consumer=consumer,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if consumer is not None:
+            consumer.start()
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="shopsentry",
+        version=__version__,
+        description="Event ingest, fraud alerts and reviews, analytics and the live dashboard.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.demo_keys = demo_keys
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (events, alerts, analytics, health, dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+        )
+    # Outermost last: the body limit runs before anything reads the body.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    return app
+
+
+def describe_keys(keys: list[IssuedKey]) -> list[dict[str, Any]]:
+    """Rows for printing issued keys at the CLI (the only place a token is shown)."""
+    return [{"role": k.role, "source": k.source or "-", "token": k.token} for k in keys]

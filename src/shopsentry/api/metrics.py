@@ -1,0 +1,102 @@
+"""Prometheus metrics of the service.
+
+Each app gets its own registry, so tests can build many apps in one process and a
+scrape shows only this service's series. Request metrics are labelled by the route
+template (``/v1/alerts/{alert_id}``), never the raw path, to keep cardinality bounded.
+Review KPIs are read from the store at scrape time, so they are right after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from shopsentry.api.consumer import StoreConsumer
+    from shopsentry.api.store import AlertStore
+
+
+class StoreCollector(Collector):
+    """Fraud KPIs and alert counts, computed from the store when scraped."""
+
+    def __init__(self, store: AlertStore, consumer: StoreConsumer | None) -> None:
+        self.store = store
+        self.consumer = consumer
+
+    def collect(self) -> Iterator[Metric]:
+        from shopsentry.api.summary import totals
+
+        t = totals(self.store)
+        fpr = GaugeMetricFamily(
+            "shopsentry_false_positive_rate",
+            "False positives among analyst-reviewed alerts (target < 5%).",
+        )
+        fpr.add_metric(
+            [], t["false_positive_rate"] if t["false_positive_rate"] is not None else 0.0
+        )
+        yield fpr
+        rate = GaugeMetricFamily(
+            "shopsentry_fraud_detection_rate",
+            "Share of scored purchases flagged as fraud (review or decline band).",
+        )
+        rate.add_metric([], t["fraud_rate"] if t["fraud_rate"] is not None else 0.0)
+        yield rate
+        alerts = GaugeMetricFamily(
+            "shopsentry_api_alerts", "Alerts in the store by review status.", labels=["status"]
+        )
+        alerts.add_metric(["open"], t["open"])
+        alerts.add_metric(["confirmed_fraud"], t["confirmed_fraud"])
+        alerts.add_metric(["false_positive"], t["false_positive"])
+        yield alerts
+        if self.consumer is not None and self.consumer.lag_samples:
+            lag = GaugeMetricFamily(
+                "shopsentry_api_observed_detector_lag",
+                "Detector group lag as last sampled by the service.",
+            )
+            lag.add_metric([], self.consumer.lag_samples[-1][1])
+            yield lag
+
+
+class ApiMetrics:
+    """The counters and histograms the request path updates."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "shopsentry_api_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shopsentry_api_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.ingested = Counter(
+            "shopsentry_api_events_ingested",
+            "Events accepted by POST /v1/events (durable in the log).",
+            ["topic", "source"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "shopsentry_api_events_rejected",
+            "Ingest requests refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.reviews = Counter(
+            "shopsentry_api_reviews",
+            "Analyst reviews recorded.",
+            ["verdict"],
+            registry=self.registry,
+        )
+
+    def watch_store(self, store: AlertStore, consumer: StoreConsumer | None) -> None:
+        self.registry.register(StoreCollector(store, consumer))

@@ -1,0 +1,169 @@
+"""Request and response bodies of the HTTP API (kept apart from the event schemas:
+the wire contract of the service may evolve without touching what flows in the log)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopsentry.events.schema import Band, Severity, Verdict
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+    index: int | None = Field(
+        default=None, description="Position in a batch, when the body was an array."
+    )
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[FieldError] = []
+
+
+class IngestAccepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+    topics: dict[str, int] = Field(description="How many events went to each topic.")
+
+
+class Feature(BaseModel):
+    name: str
+    value: float | None
+    contribution: float
+
+
+class AlertSummary(BaseModel):
+    alert_id: str
+    event_id: str
+    user_id: str
+    order_id: str
+    amount: float
+    currency: str
+    source: str
+    probability: float
+    severity: Severity
+    band: Band
+    model_version: str
+    top_features: list[Feature]
+    occurred_at: datetime
+    decided_at: datetime
+    status: Literal["open", "reviewed"]
+    verdict: Verdict | None = None
+    note: str | None = None
+    reviewer: str | None = None
+    reviewed_at: datetime | None = None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertSummary]
+    total: int
+    limit: int
+    offset: int
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
+class HistoryItem(BaseModel):
+    event_id: str
+    order_id: str
+    amount: float
+    currency: str
+    source: str
+    occurred_at: datetime
+    payment_method: str | None = None
+    country: str | None = None
+    band: Band | None = None
+    probability: float | None = None
+    decided_at: datetime | None = None
+
+
+class DecisionInfo(BaseModel):
+    probability: float
+    band: Band
+    model_version: str
+    top_features: list[Feature]
+    latency_ms: dict[str, float]
+    decided_at: datetime
+
+
+class AlertDetail(AlertSummary):
+    event: dict[str, Any] | None = Field(
+        description="The original purchase, when the service saw it."
+    )
+    decision: DecisionInfo | None
+    history: list[HistoryItem] = Field(
+        description="The user's recent purchases and their decisions, newest first."
+    )
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class ReviewStats(BaseModel):
+    alerts: int
+    open: int
+    reviewed: int
+    confirmed_fraud: int
+    false_positive: int
+    false_positive_rate: float | None = Field(
+        description="false_positive / reviewed; null before any review."
+    )
+
+
+class DailySales(BaseModel):
+    day: date
+    orders: int
+    revenue: float
+
+
+class DailySalesReport(BaseModel):
+    source: Literal["warehouse", "stream"]
+    rows: list[DailySales]
+
+
+class FraudKpis(BaseModel):
+    source: Literal["warehouse"] = "warehouse"
+    rows: list[dict[str, Any]]
+
+
+class HealthCheck(BaseModel):
+    ok: bool
+    detail: str = ""
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, HealthCheck]
+
+
+class DashboardSeries(BaseModel):
+    t: list[int] = Field(description="Minute starts, epoch seconds.")
+    events_per_minute: dict[str, list[int]]
+    decisions_by_band: dict[str, list[int]]
+    latency_p95_ms: list[float | None]
+    fraud_rate: list[float | None]
+    false_positive_rate: list[float | None]
+
+
+class LagSeries(BaseModel):
+    t: list[float]
+    lag: list[int]
+
+
+class DashboardSummary(BaseModel):
+    generated_at: datetime
+    totals: dict[str, Any]
+    series: DashboardSeries
+    consumer_lag: LagSeries
+    alert_queue: list[AlertSummary]
+    daily_sales: DailySalesReport
+    ingested_total: float

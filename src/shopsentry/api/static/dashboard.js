@@ -1,0 +1,212 @@
+// shopsentry dashboard: polls /v1/dashboard/summary and draws it with uPlot (vendored).
+// Data is only ever put into the page with textContent, never innerHTML.
+(function () {
+  "use strict";
+
+  const POLL_MS = Number(new URLSearchParams(location.search).get("interval") || 2000);
+  const KEY_STORE = "shopsentry.apiKey";
+  const COLORS = { purchases: "#4aa3ff", behavior: "#a371f7", approve: "#3fb950", review: "#d29922",
+                   decline: "#f85149", latency: "#4aa3ff", lag: "#a371f7", fraud: "#f85149", fp: "#d29922",
+                   sales: "#3fb950" };
+  const charts = {};
+  let apiKey = sessionStorage.getItem(KEY_STORE) || document.body.dataset.demoKey || "";
+  let timer = null;
+
+  const $ = (id) => document.getElementById(id);
+  const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
+  const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
+  const ms = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(0) + " ms");
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function setStatus(text, ok) {
+    const s = $("conn-status");
+    s.textContent = text;
+    s.className = "status " + (ok ? "ok" : "bad");
+  }
+
+  async function api(path, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    opts.headers["X-API-Key"] = apiKey;
+    if (opts.body) opts.headers["Content-Type"] = "application/json";
+    const res = await fetch(path, opts);
+    if (!res.ok) {
+      let detail = res.statusText;
+      try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
+      throw new Error(res.status + " " + detail);
+    }
+    return res.json();
+  }
+
+  // --- charts -------------------------------------------------------------------------
+  function chartWidth(id) { return Math.max(320, $(id).clientWidth || 440); }
+
+  function makeChart(id, series, opts) {
+    const o = Object.assign({
+      width: chartWidth(id), height: 200,
+      scales: { x: { time: true } },
+      series: [{}].concat(series),
+      axes: [{ stroke: "#8b98a5", grid: { stroke: "#26313d" } },
+             { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 56 }],
+      legend: { live: false },
+    }, opts || {});
+    const empty = [[]].concat(series.map(() => []));
+    charts[id] = new uPlot(o, empty, $(id));
+    return charts[id];
+  }
+
+  function line(label, color, extra) {
+    return Object.assign({ label: label, stroke: color, width: 2, spanGaps: true, points: { show: false } }, extra || {});
+  }
+
+  function bars(label, color) {
+    return { label: label, stroke: color, fill: color + "99", width: 1,
+             paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } };
+  }
+
+  function initCharts() {
+    makeChart("chart-events", [line("purchases", COLORS.purchases), line("behaviour", COLORS.behavior)]);
+    makeChart("chart-bands", [line("approve", COLORS.approve), line("review", COLORS.review),
+                              line("decline", COLORS.decline)]);
+    makeChart("chart-latency", [line("p95 ms", COLORS.latency)]);
+    makeChart("chart-lag", [line("lag (records)", COLORS.lag)]);
+    makeChart("chart-rates", [line("fraud rate %", COLORS.fraud), line("false-positive rate %", COLORS.fp)]);
+    makeChart("chart-sales", [bars("revenue", COLORS.sales)]);
+    window.addEventListener("resize", () => {
+      for (const id in charts) charts[id].setSize({ width: chartWidth(id), height: 200 });
+    });
+  }
+
+  const toPct = (arr) => arr.map((v) => (v === null ? null : 100 * v));
+
+  function drawCharts(s) {
+    const x = s.series.t;
+    charts["chart-events"].setData([x, s.series.events_per_minute.purchases, s.series.events_per_minute.behavior]);
+    const b = s.series.decisions_by_band;
+    charts["chart-bands"].setData([x, b.approve, b.review, b.decline]);
+    charts["chart-latency"].setData([x, s.series.latency_p95_ms]);
+    charts["chart-lag"].setData([s.consumer_lag.t, s.consumer_lag.lag]);
+    charts["chart-rates"].setData([x, toPct(s.series.fraud_rate), toPct(s.series.false_positive_rate)]);
+    const days = s.daily_sales.rows.map((r) => Date.parse(r.day + "T00:00:00Z") / 1000);
+    charts["chart-sales"].setData([days, s.daily_sales.rows.map((r) => r.revenue)]);
+    $("sales-source").textContent = "(" + s.daily_sales.source + ")";
+  }
+
+  // --- KPIs and the alert queue -----------------------------------------------------------
+  function drawKpis(s) {
+    const t = s.totals;
+    $("kpi-decisions").textContent = num(t.decisions);
+    $("kpi-open").textContent = num(t.open);
+    $("kpi-reviewed").textContent = num(t.reviewed);
+    $("kpi-fraud-rate").textContent = pct(t.fraud_rate);
+    $("kpi-fp-rate").textContent = pct(t.false_positive_rate);
+    $("kpi-p95").textContent = ms(t.latency_p95_ms);
+    $("kpi-ingested").textContent = num(s.ingested_total);
+  }
+
+  async function review(alertId, verdict, row) {
+    for (const btn of row.querySelectorAll("button")) btn.disabled = true;
+    try {
+      const updated = await api("/v1/alerts/" + encodeURIComponent(alertId) + "/review", {
+        method: "POST", body: JSON.stringify({ verdict: verdict, note: "reviewed from the dashboard" }),
+      });
+      row.className = "reviewed";
+      row.dataset.status = updated.status;
+      row.querySelector(".status-cell").textContent = "reviewed: " + updated.verdict;
+    } catch (err) {
+      setStatus("review failed: " + err.message, false);
+      for (const btn of row.querySelectorAll("button")) btn.disabled = false;
+    }
+  }
+
+  async function showDetail(alertId) {
+    const box = $("alert-detail");
+    box.hidden = false;
+    box.replaceChildren(el("p", "loading " + alertId + "…"));
+    try {
+      const a = await api("/v1/alerts/" + encodeURIComponent(alertId));
+      const parts = [el("h2", a.alert_id + " · " + a.user_id + " · " + a.amount.toFixed(2) + " " + a.currency)];
+      parts.push(el("p", "score " + a.probability.toFixed(3) + " (" + a.band + ", model " + a.model_version + ")"));
+      const feats = el("ul");
+      for (const f of a.top_features) feats.append(el("li", f.name + " = " + f.value + " (contribution " + f.contribution.toFixed(3) + ")"));
+      parts.push(el("h2", "Top features"), feats);
+      const hist = el("ul");
+      for (const h of a.history) hist.append(el("li", h.occurred_at + " · " + h.amount.toFixed(2) + " " + h.currency + " · " + (h.band || "undecided")));
+      parts.push(el("h2", "Recent history of " + a.user_id), hist);
+      box.replaceChildren(...parts);
+    } catch (err) {
+      box.replaceChildren(el("p", "cannot load " + alertId + ": " + err.message));
+    }
+  }
+
+  function drawQueue(s) {
+    const body = $("alert-table").querySelector("tbody");
+    const rows = [];
+    for (const a of s.alert_queue) {
+      const tr = el("tr", null, a.status === "reviewed" ? "reviewed" : "");
+      tr.dataset.alertId = a.alert_id;
+      tr.dataset.status = a.status;
+      tr.append(el("td", new Date(a.decided_at).toLocaleTimeString()));
+      const idCell = el("td");
+      const link = el("a", a.alert_id);
+      link.addEventListener("click", () => showDetail(a.alert_id));
+      idCell.append(link);
+      tr.append(idCell, el("td", a.user_id), el("td", a.amount.toFixed(2) + " " + a.currency),
+                el("td", a.probability.toFixed(3)));
+      const sev = el("td"); sev.append(el("span", a.severity, "sev-" + a.severity)); tr.append(sev);
+      tr.append(el("td", a.top_features.map((f) => f.name).join(", ")));
+      tr.append(el("td", a.status === "reviewed" ? "reviewed: " + a.verdict : "open", "status-cell"));
+      const actions = el("td");
+      if (a.status !== "reviewed") {
+        const fraud = el("button", "Confirm fraud", "fraud review-fraud");
+        const fp = el("button", "False positive", "fp review-fp");
+        fraud.addEventListener("click", () => review(a.alert_id, "confirmed_fraud", tr));
+        fp.addEventListener("click", () => review(a.alert_id, "false_positive", tr));
+        actions.append(fraud, " ", fp);
+      }
+      tr.append(actions);
+      rows.push(tr);
+    }
+    body.replaceChildren(...rows);
+    $("queue-count").textContent = "(" + s.totals.open + " open)";
+  }
+
+  // --- polling ----------------------------------------------------------------------------
+  async function refresh() {
+    if (!apiKey) { setStatus("enter an analyst key", false); return; }
+    try {
+      const s = await api("/v1/dashboard/summary");
+      drawKpis(s);
+      drawCharts(s);
+      // Do not rebuild the table while a review request is in flight on it.
+      if (!document.querySelector("#alert-table button:disabled")) drawQueue(s);
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      setStatus("connected", true);
+    } catch (err) {
+      setStatus(err.message, false);
+    }
+  }
+
+  function start() {
+    if (timer) clearInterval(timer);
+    refresh();
+    timer = setInterval(refresh, POLL_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    initCharts();
+    $("api-key").value = apiKey;
+    $("key-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      apiKey = $("api-key").value.trim();
+      sessionStorage.setItem(KEY_STORE, apiKey);
+      start();
+    });
+    start();
+  });
+})();

@@ -1,0 +1,463 @@
+"""The alert store: what the service knows about alerts, decisions and reviews.
+
+A background consumer (:mod:`shopsentry.api.consumer`) copies ``fraud-alerts``,
+``decisions`` and ``purchase-events`` into this SQLite file so the API answers from an
+index instead of scanning the log. Delivery is at least once, so every write is
+idempotent: rows are keyed by ``event_id`` / ``alert_id``, and per-partition offsets
+are stored in the same transaction as the rows, so a replay after a crash neither
+duplicates an alert nor counts traffic twice.
+
+Every query binds its parameters; no caller-supplied text is ever formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shopsentry.bus.base import Record
+from shopsentry.errors import InvalidEvent, TerminalError
+from shopsentry.events.codec import decode_as
+from shopsentry.events.schema import Decision, FraudAlert, Purchase, Review
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 20
+_SCHEMA = """
+create table if not exists offsets (
+    topic text not null, partition integer not null, next_offset integer not null,
+    primary key (topic, partition)
+);
+create table if not exists traffic (
+    minute integer not null, topic text not null, count integer not null,
+    primary key (minute, topic)
+);
+create table if not exists purchases (
+    event_id text primary key, user_id text not null, order_id text not null,
+    amount real not null, currency text not null, source text not null,
+    payment_method text, country text, occurred_ms integer not null, raw_json text not null
+);
+create index if not exists purchases_user on purchases (user_id, occurred_ms);
+create table if not exists decisions (
+    event_id text primary key, user_id text not null, order_id text not null,
+    amount real not null, currency text not null, source text not null,
+    probability real not null, band text not null, model_version text not null,
+    top_features text not null, latency_ms text not null, e2e_ms real,
+    occurred_ms integer not null, decided_ms integer not null
+);
+create index if not exists decisions_user on decisions (user_id, decided_ms);
+create index if not exists decisions_time on decisions (decided_ms);
+create table if not exists alerts (
+    alert_id text primary key, event_id text not null unique, user_id text not null,
+    order_id text not null, amount real not null, currency text not null, source text not null,
+    probability real not null, severity text not null, band text not null,
+    model_version text not null, top_features text not null,
+    occurred_ms integer not null, decided_ms integer not null,
+    status text not null default 'open', verdict text, note text, reviewer text, reviewed_ms integer
+);
+create index if not exists alerts_time on alerts (decided_ms, alert_id);
+create index if not exists alerts_user on alerts (user_id, decided_ms);
+create index if not exists alerts_status on alerts (status, decided_ms);
+"""
+
+_ALERT_COLUMNS = (
+    "alert_id, event_id, user_id, order_id, amount, currency, source, probability, severity, band,"
+    " model_version, top_features, occurred_ms, decided_ms,"
+    " status, verdict, note, reviewer, reviewed_ms"
+)
+
+
+class InvalidCursor(TerminalError):
+    """A paging cursor that this store did not hand out."""
+
+
+class UnknownAlert(TerminalError):
+    """No alert has this id."""
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+def encode_cursor(decided_ms: int, alert_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{decided_ms}|{alert_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        decided, _, alert_id = raw.partition("|")
+        if not alert_id:
+            raise ValueError(raw)
+        return int(decided), alert_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(
+            "cursor is not one this API returned", hint="pass next_cursor from a previous page"
+        ) from None
+
+
+def end_to_end_ms(decision: Decision) -> float:
+    """Event time to decision, as the detector measured it when it says so."""
+    for key in ("end_to_end", "e2e", "total"):
+        if key in decision.latency_ms:
+            return float(decision.latency_ms[key])
+    return max(0.0, (decision.decided_at - decision.occurred_at).total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    status: str | None = None
+    severity: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("status", self.status),
+            ("severity", self.severity),
+            ("user_id", self.user_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.since is not None:
+            clauses.append("decided_ms >= ?")
+            params.append(to_ms(self.since))
+        if self.until is not None:
+            clauses.append("decided_ms < ?")
+            params.append(to_ms(self.until))
+        return (" and ".join(clauses) or "1 = 1"), params
+
+
+class AlertStore:
+    """SQLite (WAL) under the data dir; one writer thread (the consumer), many readers."""
+
+    def __init__(self, path: Path, *, topics: dict[str, str]) -> None:
+        """``topics`` maps a role ('purchases', 'decisions', 'alerts', 'behavior') to a topic."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.topics = topics
+        self._kind_of = {name: kind for kind, name in topics.items()}
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            self._db.execute("commit")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read with bound parameters (the only way callers reach the file)."""
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def ping(self) -> bool:
+        return self.query("select 1") == [(1,)]
+
+    # -- writes (the consumer) -------------------------------------------------------
+
+    def apply(self, records: Iterable[Record]) -> int:
+        """Store a polled batch in one transaction; return how many records were new."""
+        new = 0
+        with self._tx() as db:
+            positions = {
+                (t, p): o
+                for t, p, o in db.execute(
+                    "select topic, partition, next_offset from offsets"
+                ).fetchall()
+            }
+            for record in records:
+                if record.offset < positions.get((record.topic, record.partition), 0):
+                    continue  # already applied before a redelivery
+                positions[(record.topic, record.partition)] = record.offset + 1
+                new += 1
+                self._apply_one(db, record)
+            db.executemany(
+                "insert into offsets (topic, partition, next_offset) values (?, ?, ?)"
+                " on conflict (topic, partition) do update set next_offset = excluded.next_offset",
+                [(t, p, o) for (t, p), o in positions.items()],
+            )
+        return new
+
+    def _apply_one(self, db: sqlite3.Connection, record: Record) -> None:
+        kind = self._kind_of.get(record.topic)
+        if kind in ("purchases", "behavior"):
+            db.execute(
+                "insert into traffic (minute, topic, count) values (?, ?, 1)"
+                " on conflict (minute, topic) do update set count = count + 1",
+                (record.timestamp_ms // 60_000, record.topic),
+            )
+        try:
+            if kind == "purchases":
+                self._put_purchase(db, decode_as("purchase", record.value), record.value)
+            elif kind == "decisions":
+                self._put_decision(db, decode_as("decision", record.value))
+            elif kind == "alerts":
+                self._put_alert(db, decode_as("fraud_alert", record.value))
+        except InvalidEvent as exc:
+            # The detector dead-letters bad input; here we only note it and move on.
+            logger.warning(
+                "skipping undecodable record %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc.message,
+            )
+
+    @staticmethod
+    def _put_purchase(db: sqlite3.Connection, p: Purchase, raw: bytes) -> None:
+        db.execute(
+            "insert or ignore into purchases (event_id, user_id, order_id, amount, currency,"
+            " source, payment_method, country, occurred_ms, raw_json)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                p.event_id,
+                p.user_id,
+                p.order_id,
+                p.amount,
+                p.currency,
+                p.source,
+                p.payment_method,
+                p.country,
+                to_ms(p.occurred_at),
+                raw.decode(),
+            ),
+        )
+
+    @staticmethod
+    def _put_decision(db: sqlite3.Connection, d: Decision) -> None:
+        features = json.dumps([f.model_dump() for f in d.top_features])
+        db.execute(
+            "insert or ignore into decisions (event_id, user_id, order_id, amount, currency,"
+            " source, probability,"
+            " band, model_version, top_features, latency_ms, e2e_ms, occurred_ms, decided_ms)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                d.event_id,
+                d.user_id,
+                d.order_id,
+                d.amount,
+                d.currency,
+                d.source,
+                d.probability,
+                d.band,
+                d.model_version,
+                features,
+                json.dumps(d.latency_ms),
+                end_to_end_ms(d),
+                to_ms(d.occurred_at),
+                to_ms(d.decided_at),
+            ),
+        )
+
+    @staticmethod
+    def _put_alert(db: sqlite3.Connection, a: FraudAlert) -> None:
+        features = json.dumps([f.model_dump() for f in a.top_features])
+        db.execute(
+            "insert or ignore into alerts (alert_id, event_id, user_id, order_id, amount,"
+            " currency, source,"
+            " probability, severity, band, model_version, top_features, occurred_ms, decided_ms)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                a.alert_id,
+                a.event_id,
+                a.user_id,
+                a.order_id,
+                a.amount,
+                a.currency,
+                a.source,
+                a.probability,
+                a.severity,
+                a.band,
+                a.model_version,
+                features,
+                to_ms(a.occurred_at),
+                to_ms(a.decided_at),
+            ),
+        )
+
+    def prune(self, older_than: datetime) -> int:
+        """Drop purchases and decisions past the log's retention; alerts are kept."""
+        cutoff = to_ms(older_than)
+        with self._tx() as db:
+            gone = db.execute("delete from purchases where occurred_ms < ?", (cutoff,)).rowcount
+            gone += db.execute("delete from decisions where decided_ms < ?", (cutoff,)).rowcount
+            gone += db.execute("delete from traffic where minute < ?", (cutoff // 60_000,)).rowcount
+        return gone
+
+    # -- alerts ------------------------------------------------------------------------
+
+    @staticmethod
+    def _alert_row(row: Sequence[Any]) -> dict[str, Any]:
+        keys = [c.strip() for c in _ALERT_COLUMNS.split(",")]
+        item = dict(zip(keys, row, strict=True))
+        item["top_features"] = json.loads(item["top_features"])
+        item["occurred_at"] = from_ms(item.pop("occurred_ms"))
+        item["decided_at"] = from_ms(item.pop("decided_ms"))
+        item["reviewed_at"] = from_ms(item.pop("reviewed_ms"))
+        return item
+
+    def list_alerts(
+        self, flt: AlertFilter, *, limit: int, offset: int = 0, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """A page of alerts, newest first, the total matching, and the next page's cursor."""
+        where, params = flt.where()
+        (total,) = self.query(f"select count(*) from alerts where {where}", params)[0]
+        page_where, page_params = where, list(params)
+        if cursor is not None:
+            decided_ms, alert_id = decode_cursor(cursor)
+            page_where += " and (decided_ms < ? or (decided_ms = ? and alert_id < ?))"
+            page_params += [decided_ms, decided_ms, alert_id]
+            offset = 0
+        rows = self.query(
+            f"select {_ALERT_COLUMNS} from alerts where {page_where}"
+            " order by decided_ms desc, alert_id desc limit ? offset ?",
+            [*page_params, limit + 1, offset],
+        )
+        items = [self._alert_row(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit and items:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last[13], last[0])
+        return items, int(total), next_cursor
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        rows = self.query(f"select {_ALERT_COLUMNS} from alerts where alert_id = ?", [alert_id])
+        return self._alert_row(rows[0]) if rows else None
+
+    def event_of(self, event_id: str) -> dict[str, Any] | None:
+        """The original purchase, when the store saw it on purchase-events."""
+        rows = self.query("select raw_json from purchases where event_id = ?", [event_id])
+        return json.loads(rows[0][0]) if rows else None
+
+    def decision_of(self, event_id: str) -> dict[str, Any] | None:
+        rows = self.query(
+            "select probability, band, model_version, top_features, latency_ms, decided_ms"
+            " from decisions where event_id = ?",
+            [event_id],
+        )
+        if not rows:
+            return None
+        prob, band, version, features, latency, decided = rows[0]
+        return {
+            "probability": prob,
+            "band": band,
+            "model_version": version,
+            "top_features": json.loads(features),
+            "latency_ms": json.loads(latency),
+            "decided_at": from_ms(decided),
+        }
+
+    def user_history(self, user_id: str, *, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+        """The user's recent purchases with the decision on each (either may be missing)."""
+        rows = self.query(
+            """
+            select event_id, order_id, amount, currency, source, occurred_ms,
+                   max(payment_method), max(country), max(band), max(probability), max(decided_ms)
+            from (
+                select event_id, order_id, amount, currency, source, occurred_ms,
+                       payment_method, country,
+                       null as band, null as probability, null as decided_ms
+                from purchases where user_id = ?
+                union all
+                select event_id, order_id, amount, currency, source, occurred_ms, null, null,
+                       band, probability, decided_ms
+                from decisions where user_id = ?
+            )
+            group by event_id
+            order by occurred_ms desc, event_id desc
+            limit ?
+            """,
+            [user_id, user_id, limit],
+        )
+        keys = (
+            "event_id",
+            "order_id",
+            "amount",
+            "currency",
+            "source",
+            "occurred_at",
+            "payment_method",
+            "country",
+            "band",
+            "probability",
+            "decided_at",
+        )
+        history = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=True))
+            item["occurred_at"] = from_ms(item["occurred_at"])
+            item["decided_at"] = from_ms(item["decided_at"])
+            history.append(item)
+        return history
+
+    def record_review(self, review: Review) -> dict[str, Any]:
+        """Mark the alert reviewed (a later review replaces an earlier one)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "update alerts set status = 'reviewed', verdict = ?, note = ?, reviewer = ?,"
+                " reviewed_ms = ?"
+                " where alert_id = ?",
+                (
+                    review.verdict,
+                    review.note,
+                    review.reviewer,
+                    to_ms(review.reviewed_at),
+                    review.alert_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise UnknownAlert(f"no alert {review.alert_id!r}")
+        alert = self.get_alert(review.alert_id)
+        assert alert is not None
+        return alert
+
+    def review_stats(self) -> dict[str, Any]:
+        """Review counts and the false-positive rate: false positives / reviewed alerts."""
+        rows = dict(
+            self.query(
+                "select coalesce(verdict, 'open'), count(*) from alerts"
+                " group by coalesce(verdict, 'open')"
+            )
+        )
+        confirmed = int(rows.get("confirmed_fraud", 0))
+        false_pos = int(rows.get("false_positive", 0))
+        reviewed = confirmed + false_pos
+        return {
+            "alerts": sum(int(v) for v in rows.values()),
+            "open": int(rows.get("open", 0)),
+            "reviewed": reviewed,
+            "confirmed_fraud": confirmed,
+            "false_positive": false_pos,
+            "false_positive_rate": (false_pos / reviewed) if reviewed else None,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
