@@ -1,0 +1,149 @@
+"""Outputs of the hot path: decisions, fraud alerts and dead letters, as ready-to-send records.
+
+Decisions and alerts are built as plain dicts and serialised with orjson instead of
+constructing a pydantic ``Decision`` per event (about 10x cheaper); the field set and
+formats match :class:`~shopsentry.events.schema.Decision` and
+:class:`~shopsentry.events.schema.FraudAlert` exactly, which a unit test proves by
+validating the bytes with the schema's TypeAdapters. Their ``event_id`` is the
+purchase's and ``alert_id`` is derived from it, so every output is deterministic per
+input: a redelivery re-emits the same ids and readers deduplicate on ``event_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from shopsentry.bus.base import Record
+from shopsentry.events.schema import SCHEMA_VERSION, Purchase, band_for, severity_for
+
+if TYPE_CHECKING:
+    from shopsentry.detection.model_reload import Scorer
+    from shopsentry.detection.pipeline import BatchOutcome
+
+_DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    decisions_topic: str
+    alerts_topic: str
+    dead_letter_topic: str
+    threshold: float
+    decline_threshold: float
+    top_features: int
+
+
+def dead_letter(cfg: RoutingConfig, record: Record, reason: str, stage: str) -> OutRecord:
+    """The original key and bytes, with Kafka Connect style ``dlq.*`` headers."""
+    one_line = " ".join(reason.split())[:1000]
+    headers = (
+        ("dlq.reason", one_line.encode()),
+        ("dlq.topic", record.topic.encode()),
+        ("dlq.partition", str(record.partition).encode()),
+        ("dlq.offset", str(record.offset).encode()),
+        ("dlq.stage", stage.encode()),
+    )
+    return OutRecord(cfg.dead_letter_topic, record.key, record.value, headers)
+
+
+def _contributions(items: Sequence[Any]) -> list[dict[str, Any]]:
+    result = []
+    for item in items:
+        value = getattr(item, "value", None)
+        if value is not None:
+            value = float(value)
+            if value != value:  # NaN: "missing", which the schema spells null
+                value = None
+        result.append(
+            {"name": str(item.name), "value": value, "contribution": float(item.contribution)}
+        )
+    return result
+
+
+def route_decisions(
+    out: BatchOutcome,
+    decided: Sequence[tuple[Record, Purchase]],
+    X: np.ndarray,
+    probs: np.ndarray,
+    scorer: Scorer,
+    cfg: RoutingConfig,
+    latency_ms: dict[str, float],
+    started_ms: int,
+) -> None:
+    """Append a decision per purchase (and an alert when over the threshold) to ``out``."""
+    threshold, decline = cfg.threshold, cfg.decline_threshold
+    flagged = np.flatnonzero(probs >= threshold)
+    explained: dict[int, list[dict[str, Any]]] = {}
+    if cfg.top_features > 0 and flagged.size:
+        for i, contribs in zip(
+            flagged.tolist(), scorer.explain(X[flagged], cfg.top_features), strict=True
+        ):
+            explained[i] = _contributions(contribs)
+    decided_at = datetime.now(UTC)
+    version = scorer.version
+    outputs = out.outputs
+    bands = out.bands
+    severities = out.severities
+    decisions_topic, alerts_topic = cfg.decisions_topic, cfg.alerts_topic
+    dumps = orjson.dumps
+    for i, ((record, p), prob) in enumerate(zip(decided, probs.tolist(), strict=True)):
+        band = band_for(prob, threshold, decline)
+        bands[band] = bands.get(band, 0) + 1
+        top = explained.get(i, [])
+        event_latency = dict(latency_ms)
+        event_latency["queue"] = float(max(0, started_ms - record.timestamp_ms))
+        decision = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": p.event_id,
+            "source": p.source,
+            "user_id": p.user_id,
+            "occurred_at": p.occurred_at,
+            "event_type": "decision",
+            "order_id": p.order_id,
+            "amount": p.amount,
+            "currency": p.currency,
+            "probability": prob,
+            "band": band,
+            "threshold": threshold,
+            "model_version": version,
+            "top_features": top,
+            "latency_ms": event_latency,
+            "decided_at": decided_at,
+        }
+        outputs.append(OutRecord(decisions_topic, record.key, dumps(decision, option=_DUMP_OPTS)))
+        if band != "approve":
+            severity = severity_for(prob, threshold)
+            severities[severity] = severities.get(severity, 0) + 1
+            alert = {
+                "schema_version": SCHEMA_VERSION,
+                "event_id": p.event_id,
+                "source": p.source,
+                "user_id": p.user_id,
+                "occurred_at": p.occurred_at,
+                "event_type": "fraud_alert",
+                "alert_id": "alert-" + p.event_id,
+                "order_id": p.order_id,
+                "amount": p.amount,
+                "currency": p.currency,
+                "probability": prob,
+                "severity": severity,
+                "band": band,
+                "model_version": version,
+                "top_features": top,
+                "decided_at": decided_at,
+            }
+            outputs.append(OutRecord(alerts_topic, record.key, dumps(alert, option=_DUMP_OPTS)))

@@ -1,0 +1,329 @@
+"""One detector worker: a consumer-group member running the hot path batch after batch.
+
+The order of the I/O per micro-batch is what makes the effects exactly-once:
+
+1. produce decisions / alerts / dead letters, then ``flush`` (returns = durable);
+2. save the changed user states **together with** the highest offset applied per input
+   partition, atomically;
+3. commit the consumer offsets.
+
+A crash before 1 completes re-runs the batch from the old state: same features, same
+decision ids. A crash between 1 and 2 re-emits the same decisions (same ``event_id``;
+readers deduplicate on it) — the only window in which a duplicate can appear. A crash
+between 2 and 3 redelivers records whose offsets the state already holds: they are
+skipped entirely (no feature update, no output), so no feature ever counts an event
+twice. Consumer offsets are committed only once the outputs are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
+from shopsentry.config import Settings
+from shopsentry.detection.metrics import WorkerMetrics
+from shopsentry.detection.model_reload import ModelHolder, Scorer
+from shopsentry.detection.pipeline import BatchOutcome, BatchPipeline, FeatureOps, PipelineConfig
+from shopsentry.detection.routing import RoutingConfig
+from shopsentry.errors import CommitFailed
+from shopsentry.features.store import StateStore
+
+logger = logging.getLogger(__name__)
+
+# How long one idle poll may block: bounds how fast a stop request is noticed.
+IDLE_POLL_S = 0.2
+LAG_REFRESH_S = 5.0
+# Raw end-to-end samples kept for benchmarks (float32, 4 bytes each).
+MAX_LATENCY_SAMPLES = 5_000_000
+
+
+@dataclass
+class WorkerOptions:
+    index: int = 0
+    metrics_port: int = 0  # 0: no HTTP endpoint
+    max_events: int | None = None  # stop after this many input records (tests, benchmarks)
+    exit_when_idle_s: float | None = None  # stop after this long without records
+    latency_samples: Path | None = None  # write raw e2e latencies (seconds, .npy) at exit
+
+
+@dataclass
+class WorkerSummary:
+    index: int
+    records: int = 0
+    purchases: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    batches: int = 0
+    elapsed_s: float = 0.0
+    model_versions: list[str] = field(default_factory=list)
+
+    @property
+    def purchases_per_s(self) -> float:
+        return self.purchases / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    t, d = settings.topics, settings.detector
+    return PipelineConfig(
+        purchase_topic=t.purchase_events.name,
+        behavior_topic=t.user_behavior.name,
+        max_event_bytes=d.max_event_bytes,
+        routing=RoutingConfig(
+            decisions_topic=t.decisions.name,
+            alerts_topic=t.fraud_alerts.name,
+            dead_letter_topic=t.dead_letter.name,
+            threshold=d.threshold,
+            decline_threshold=d.decline_threshold,
+            top_features=d.top_features,
+        ),
+    )
+
+
+class Worker:
+    """Consume → hot path → durable outputs → state → commit, until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: EventLog,
+        store: StateStore,
+        holder: ModelHolder,
+        ops: FeatureOps,
+        options: WorkerOptions | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.store = store
+        self.holder = holder
+        self.options = options or WorkerOptions()
+        self.metrics = metrics or WorkerMetrics()
+        self.pipeline = BatchPipeline(pipeline_config(settings), ops)
+        self.summary = WorkerSummary(index=self.options.index)
+        self._stop = threading.Event()
+        self._applied: dict[TopicPartition, int] = {}
+        self._buffer: list[Record] = []
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._latencies: list[np.ndarray] = []
+        self._latency_count = 0
+        self._last_lag = 0.0
+
+    # -- control ---------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current batch, commit, leave the group (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- rebalance callbacks (run inside poll) ------------------------------------------
+    def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        applied = self.store.applied_offsets(list(tps))
+        self._applied.update(applied)
+        logger.info(
+            "worker %d assigned %s (applied offsets %s)", self.options.index, list(tps), applied
+        )
+
+    def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        if self._buffer:
+            # Records polled for a batch that was still filling: finish them now, while
+            # this member still owns their partitions.
+            buffered, self._buffer = self._buffer, []
+            self._run_batch(buffered)
+        for tp in tps:
+            self._applied.pop(tp, None)
+        logger.info("worker %d revoked %s", self.options.index, list(tps))
+
+    # -- main loop -------------------------------------------------------------------
+    def run(self) -> WorkerSummary:
+        started = time.monotonic()
+        opts = self.options
+        if opts.metrics_port:
+            self.metrics.serve(opts.metrics_port)
+        scorer = self.holder.load_initial(self.stopping_fn)
+        if scorer is None:
+            return self.summary
+        self.metrics.set_model_version(scorer.version)
+        self.summary.model_versions.append(scorer.version)
+        self.holder.start()
+        topics = self.settings.topics
+        self._producer = self.log.producer()
+        self._consumer = self.log.consumer(
+            self.settings.detector.group_id,
+            [topics.purchase_events.name, topics.user_behavior.name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            client_id=f"detector-{opts.index}",
+        )
+        last_records = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                swapped = self.holder.swap_if_ready()
+                if swapped is not None:
+                    self.metrics.set_model_version(swapped.version)
+                    self.summary.model_versions.append(swapped.version)
+                records = self._poll_batch(self._consumer)
+                now = time.monotonic()
+                if now - self._last_lag >= LAG_REFRESH_S:
+                    self._refresh_lag()
+                if not records:
+                    if (
+                        opts.exit_when_idle_s is not None
+                        and now - last_records >= opts.exit_when_idle_s
+                    ):
+                        logger.info(
+                            "worker %d idle for %.1fs; stopping", opts.index, opts.exit_when_idle_s
+                        )
+                        break
+                    continue
+                last_records = now
+                self._run_batch(records)
+                if opts.max_events is not None and self.summary.records >= opts.max_events:
+                    logger.info(
+                        "worker %d reached --max-events %d; stopping", opts.index, opts.max_events
+                    )
+                    break
+        finally:
+            self.summary.elapsed_s = time.monotonic() - started
+            self._close()
+        return self.summary
+
+    def stopping_fn(self) -> bool:
+        return self._stop.is_set()
+
+    def _poll_batch(self, consumer: Consumer) -> list[Record]:
+        """Up to ``batch_max_records`` records: block for the first, then take whatever
+        is already available for at most ``batch_max_wait_ms`` (no waiting at low load)."""
+        d = self.settings.detector
+        first = consumer.poll(max_records=d.batch_max_records, timeout=IDLE_POLL_S)
+        if not first:
+            return []
+        self._buffer = list(first)
+        deadline = time.monotonic() + d.batch_max_wait_ms / 1000
+        while len(self._buffer) < d.batch_max_records and time.monotonic() < deadline:
+            more = consumer.poll(max_records=d.batch_max_records - len(self._buffer), timeout=0)
+            if not more:
+                break
+            self._buffer.extend(more)
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _run_batch(self, records: list[Record]) -> None:
+        """One micro-batch, end to end, in the order that makes effects exactly-once."""
+        m = self.metrics
+        m.in_flight.set(len(records))
+        scorer: Scorer | None = self.holder.current
+        assert scorer is not None and self._producer is not None and self._consumer is not None
+        outcome = self.pipeline.process(records, self._applied, scorer, self.store)
+
+        t0 = time.perf_counter()
+        producer = self._producer
+        for out in outcome.outputs:
+            producer.send(out.topic, out.value, out.key, headers=out.headers)
+        if outcome.outputs:
+            producer.flush()
+        durable_ms = time.time_ns() // 1_000_000
+        t1 = time.perf_counter()
+        if outcome.state_changes or outcome.applied:
+            self.store.save(outcome.state_changes, outcome.applied)
+            self._applied.update(outcome.applied)
+        try:
+            self._consumer.commit(outcome.commit)
+        except CommitFailed as exc:
+            # The state already holds the applied offsets: the new owner skips these records.
+            logger.warning(
+                "worker %d: commit refused (%s); the state's offsets cover it",
+                self.options.index,
+                exc,
+            )
+        t2 = time.perf_counter()
+        outcome.stages_s["produce"] = t1 - t0
+        outcome.stages_s["commit"] = t2 - t1
+        self._record(outcome, durable_ms, len(records))
+        m.in_flight.set(0)
+
+    def _record(self, outcome: BatchOutcome, durable_ms: int, n_records: int) -> None:
+        m = self.metrics
+        s = self.summary
+        s.batches += 1
+        s.records += n_records
+        s.purchases += outcome.purchases
+        for topic, n in outcome.events_by_topic.items():
+            m.events_processed.labels(topic).inc(n)
+        for topic, n in outcome.skipped_by_topic.items():
+            m.redelivered.labels(topic).inc(n)
+            s.skipped += n
+        for band, n in outcome.bands.items():
+            m.decisions.labels(band).inc(n)
+        for severity, n in outcome.severities.items():
+            m.alerts.labels(severity).inc(n)
+        for stage, n in outcome.dead_letters.items():
+            m.dead_letter.labels(stage).inc(n)
+            s.dead_lettered += n
+        for stage, seconds in outcome.stages_s.items():
+            m.stage[stage].observe(seconds)
+        if outcome.prediction_s is not None:
+            m.prediction.observe(outcome.prediction_s)
+        if outcome.timestamps_ms:
+            e2e = (durable_ms - np.asarray(outcome.timestamps_ms, dtype=np.int64)) / 1000.0
+            m.e2e.observe_many(e2e)
+            if (
+                self.options.latency_samples is not None
+                and self._latency_count < MAX_LATENCY_SAMPLES
+            ):
+                self._latencies.append(e2e.astype(np.float32))
+                self._latency_count += e2e.size
+
+    def _refresh_lag(self) -> None:
+        self._last_lag = time.monotonic()
+        if self._consumer is None:
+            return
+        owned = self._consumer.assignment()
+        try:
+            lags = self.log.group_lag(self.settings.detector.group_id)
+        except Exception:  # lag is observability: never let it stop the stream
+            logger.debug("consumer lag refresh failed", exc_info=True)
+            return
+        self.metrics.set_lag(
+            {
+                (p.topic, p.partition): p.lag
+                for p in lags
+                if TopicPartition(p.topic, p.partition) in owned
+            }
+        )
+
+    def _close(self) -> None:
+        self.holder.stop()
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # revokes (on_revoke finishes any buffered batch)
+            except Exception:
+                logger.exception("worker %d: closing the consumer failed", self.options.index)
+        if self._producer is not None:
+            self._producer.close()
+        if self.options.latency_samples is not None:
+            samples = (
+                np.concatenate(self._latencies)
+                if self._latencies
+                else np.zeros(0, dtype=np.float32)
+            )
+            self.options.latency_samples.parent.mkdir(parents=True, exist_ok=True)
+            np.save(self.options.latency_samples, samples)
+        logger.info(
+            "worker %d done: %d records, %d purchases, %d dead-lettered, %d skipped in %.1fs",
+            self.options.index,
+            self.summary.records,
+            self.summary.purchases,
+            self.summary.dead_lettered,
+            self.summary.skipped,
+            self.summary.elapsed_s,
+        )

@@ -1,0 +1,86 @@
+"""The online feature-state store: per-user state plus the per-partition applied offsets.
+
+The detector keeps two kinds of per-user state, in two namespaces: ``purchase`` (updated
+only from purchase events) and ``behavior`` (updated only from behaviour events). The two
+topics have different partition counts, so a user's purchases and behaviour may be owned
+by different workers; each worker writes only its own namespace and reads the other.
+
+Idempotence lives here too. Each write stores, in the same atomic transaction as the
+states, the highest offset applied per input partition. After a crash or a rebalance a
+worker skips any redelivered record at or below that offset, so a feature never counts
+an event twice — however far the consumer's committed offset lags behind.
+
+Backends: :mod:`shopsentry.features.local_store` (SQLite, WAL, in ``settings.state_dir``)
+and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
+``settings.state.backend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from shopsentry.bus.base import TopicPartition
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
+
+PURCHASE_NS = "purchase"
+BEHAVIOR_NS = "behavior"
+NAMESPACES: tuple[str, ...] = (PURCHASE_NS, BEHAVIOR_NS)
+
+# The applied offset of a partition nothing was ever applied from.
+NOTHING_APPLIED = -1
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Per-user state bytes by namespace, and applied offsets, written atomically together."""
+
+    def load(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The stored state of each key that has one (absent keys are left out)."""
+        ...
+
+    def applied_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The highest offset applied per partition (``NOTHING_APPLIED`` when none)."""
+        ...
+
+    def save(
+        self,
+        changes: Mapping[str, Mapping[str, bytes]],
+        applied: Mapping[TopicPartition, int],
+    ) -> None:
+        """Write ``changes`` (namespace → key → state) and ``applied`` offsets in one
+        atomic step: after a crash either all of it is visible or none of it."""
+        ...
+
+    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        """Every (key, state) of a namespace: for audits, tests and rebuilds, not the hot path."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every state and applied offset (a full replay from the log follows)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_namespace(namespace: str) -> None:
+    """Refuse a namespace outside :data:`NAMESPACES` (a typo would silently split state)."""
+    if namespace not in NAMESPACES:
+        from shopsentry.errors import ConfigError
+
+        raise ConfigError(f"unknown state namespace {namespace!r}", hint=f"use one of {NAMESPACES}")
+
+
+def open_store(settings: Settings, *, prefix: str | None = None) -> StateStore:
+    """The store ``settings.state.backend`` names, keyed under ``prefix`` (default: the
+    detector's consumer group, so two groups never share applied offsets)."""
+    key_prefix = prefix if prefix is not None else settings.detector.group_id
+    if settings.state.backend == "redis":
+        from shopsentry.features.redis_store import RedisStateStore
+
+        return RedisStateStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
+    from shopsentry.features.local_store import LocalStateStore
+
+    return LocalStateStore(settings.state_dir / f"{key_prefix}.sqlite")

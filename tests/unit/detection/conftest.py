@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopsentry.events.codec import encode
+from shopsentry.features.local_store import LocalStateStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalStateStore]:
+    s = LocalStateStore(tmp_path / "state.sqlite")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def encoded() -> Callable[[Any], bytes]:
+    return encode

@@ -1,0 +1,175 @@
+"""The embedded state store, the model hot-reload holder and the batch histograms."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from shopsentry.bus.base import TopicPartition
+from shopsentry.detection.metrics import BatchHistogram, WorkerMetrics
+from shopsentry.detection.model_reload import ModelHolder
+from shopsentry.errors import ConfigError, ModelError, NoChampion
+from shopsentry.features.local_store import LocalStateStore
+from shopsentry.features.store import NOTHING_APPLIED, PURCHASE_NS, StateStore
+
+from .fakes import FakeScorer
+
+TP0, TP1 = TopicPartition("purchase-events", 0), TopicPartition("purchase-events", 1)
+
+
+# -- local state store ---------------------------------------------------------------
+def test_local_store_round_trip_and_applied_offsets(store: LocalStateStore) -> None:
+    assert isinstance(store, StateStore)
+    assert store.load(PURCHASE_NS, ["a"]) == {}
+    assert store.applied_offsets([TP0]) == {TP0: NOTHING_APPLIED}
+    store.save({PURCHASE_NS: {"a": b"1", "b": b"2"}}, {TP0: 5})
+    store.save({PURCHASE_NS: {"a": b"3"}}, {TP0: 3, TP1: 9})  # TP0 may never move backwards
+    assert store.load(PURCHASE_NS, ["a", "b", "c", "a"]) == {"a": b"3", "b": b"2"}
+    assert store.applied_offsets([TP0, TP1]) == {TP0: 5, TP1: 9}
+    assert dict(store.items(PURCHASE_NS)) == {"a": b"3", "b": b"2"}
+    store.clear()
+    assert dict(store.items(PURCHASE_NS)) == {}
+
+
+def test_local_store_loads_more_keys_than_one_sql_statement_takes(store: LocalStateStore) -> None:
+    states = {f"user-{i}": str(i).encode() for i in range(2_300)}
+    store.save({PURCHASE_NS: states}, {})
+    assert store.load(PURCHASE_NS, list(states)) == states
+
+
+def test_local_store_save_is_atomic(store: LocalStateStore) -> None:
+    with pytest.raises(ConfigError):
+        store.save({PURCHASE_NS: {"a": b"1"}, "typo": {"b": b"2"}}, {TP0: 1})
+    assert store.load(PURCHASE_NS, ["a"]) == {}
+    assert store.applied_offsets([TP0]) == {TP0: NOTHING_APPLIED}
+
+
+def _writer(path: str, worker: int) -> None:
+    s = LocalStateStore(Path(path))
+    for i in range(50):
+        s.save({PURCHASE_NS: {f"w{worker}-{i}": b"x"}}, {TopicPartition("t", worker): i})
+    s.close()
+
+
+def test_local_store_is_shared_by_processes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    s = LocalStateStore(path)
+    assert len(dict(s.items(PURCHASE_NS))) == 100
+    assert s.applied_offsets([TopicPartition("t", 0), TopicPartition("t", 1)]) == {
+        TopicPartition("t", 0): 49,
+        TopicPartition("t", 1): 49,
+    }
+    s.close()
+
+
+# -- model holder --------------------------------------------------------------------
+def test_holder_loads_a_new_champion_and_swaps_only_when_asked() -> None:
+    champion = {"v": "1"}
+    loads: list[str] = []
+
+    def load() -> FakeScorer:
+        loads.append(champion["v"])
+        return FakeScorer(version=champion["v"])
+
+    holder = ModelHolder(load, lambda: champion["v"], interval_s=60)
+    assert holder.load_initial(lambda: False).version == "1"  # type: ignore[union-attr]
+    holder.check_once()
+    assert holder.swap_if_ready() is None and loads == ["1"]  # same version: nothing loaded
+    champion["v"] = "2"
+    holder.check_once()
+    assert holder.current.version == "1"  # type: ignore[union-attr]  # not swapped mid-batch
+    assert holder.swap_if_ready().version == "2"  # type: ignore[union-attr]
+    assert holder.current.version == "2"  # type: ignore[union-attr]
+
+
+def test_a_failed_load_keeps_the_old_model_and_is_not_retried() -> None:
+    champion = {"v": "1"}
+    attempts: list[str] = []
+
+    def load() -> FakeScorer:
+        attempts.append(champion["v"])
+        if champion["v"] == "bad":
+            raise ModelError("corrupted model file")
+        return FakeScorer(version=champion["v"])
+
+    outcomes: list[str] = []
+    holder = ModelHolder(load, lambda: champion["v"], interval_s=60, on_outcome=outcomes.append)
+    holder.load_initial(lambda: False)
+    champion["v"] = "bad"
+    holder.check_once()
+    holder.check_once()
+    assert holder.swap_if_ready() is None and holder.current.version == "1"  # type: ignore[union-attr]
+    assert attempts == ["1", "bad"] and outcomes == ["loaded", "failed"]
+
+
+def test_a_probe_error_is_survived() -> None:
+    def probe() -> str:
+        raise OSError("registry down")
+
+    holder = ModelHolder(lambda: FakeScorer(), probe, interval_s=60)
+    holder.load_initial(lambda: False)
+    holder.check_once()
+    assert holder.current.version == "1"  # type: ignore[union-attr]
+
+
+def test_initial_load_waits_for_a_champion_and_honours_stop() -> None:
+    calls = {"n": 0}
+
+    def load() -> FakeScorer:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise NoChampion("m")
+        return FakeScorer(version="9")
+
+    holder = ModelHolder(load, lambda: None, interval_s=0.01)
+    assert holder.load_initial(lambda: False).version == "9"  # type: ignore[union-attr]
+
+    def never() -> FakeScorer:
+        raise NoChampion("m")
+
+    stop = threading.Event()
+    holder2 = ModelHolder(never, lambda: None, interval_s=0.01)
+    threading.Timer(0.05, stop.set).start()
+    assert holder2.load_initial(stop.is_set) is None
+
+
+# -- metrics -------------------------------------------------------------------------
+def test_batch_histogram_matches_prometheus_le_semantics() -> None:
+    h = BatchHistogram((0.01, 0.1, 1.0))
+    h.observe_many(np.array([0.005, 0.01, 0.05, 0.5, 2.0]))
+    buckets, total = h.snapshot()
+    assert buckets == [("0.01", 2.0), ("0.1", 3.0), ("1.0", 4.0), ("+Inf", 5.0)]
+    assert total == pytest.approx(2.565)
+    assert h.count == 5 and h.quantile(0.5) == 0.1
+
+
+def test_worker_metrics_expose_the_shared_names() -> None:
+    m = WorkerMetrics()
+    m.decisions.labels("approve").inc(3)
+    m.e2e.observe_many([0.002, 0.004])
+    m.stage["features"].observe(0.001)
+    m.set_model_version("5")
+    m.set_lag({("purchase-events", 1): 7})
+    text = generate_latest(m.registry).decode()
+    for needle in (
+        'shopsentry_decisions_total{band="approve"} 3.0',
+        'shopsentry_end_to_end_latency_seconds_count{since="log_timestamp"} 2.0',
+        'shopsentry_stage_latency_seconds_bucket{le="0.0025",stage="features"} 1.0',
+        'shopsentry_model_version_info{version="5"} 1.0',
+        'shopsentry_consumer_lag{partition="1",topic="purchase-events"} 7.0',
+        "shopsentry_in_flight_events 0.0",
+        "shopsentry_prediction_latency_seconds_count 0.0",
+    ):
+        assert needle in text, needle
