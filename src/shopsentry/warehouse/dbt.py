@@ -1,0 +1,214 @@
+"""Run the dbt project in ``warehouse/`` in-process through dbt's Python API.
+
+One function, :func:`run_dbt`, wraps ``dbtRunner().invoke`` so every caller (the jobs,
+the CLI, Airflow tasks, tests) runs dbt the same way: project and profiles from the repo's
+``warehouse/`` directory, the DuckDB file and target from shopsentry's settings (passed to
+``profiles.yml`` through ``SHOPSENTRY_WAREHOUSE_PATH`` / ``SHOPSENTRY_DBT_TARGET``), and
+dbt's own target/log directories under the data dir so parallel test runs never share
+artifacts. Failures become :class:`DbtFailed` (a model did not build) or
+:class:`DataQualityFailed` (a test or freshness check failed), each naming the nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.warehouse.db import DataQualityFailed, DbtFailed
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ENV = "SHOPSENTRY_DBT_PROJECT_DIR"
+# dbt's runner keeps global state (flags, adapters); one invocation at a time per process.
+_DBT_LOCK = threading.Lock()
+
+# Called with (nodes finished so far, description of the node just finished).
+NodeCallback = Callable[[int, str], None]
+
+
+def project_dir() -> Path:
+    """The dbt project: ``$SHOPSENTRY_DBT_PROJECT_DIR``, else ``warehouse/`` of the checkout."""
+    override = os.environ.get(PROJECT_ENV)
+    if override:
+        return Path(override).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "warehouse" / "dbt_project.yml"
+        if candidate.is_file():
+            return candidate.parent
+    candidate = Path.cwd() / "warehouse"
+    if (candidate / "dbt_project.yml").is_file():
+        return candidate.resolve()
+    raise DbtFailed(
+        "cannot find the dbt project (warehouse/dbt_project.yml)",
+        hint=f"run from the repository or set {PROJECT_ENV}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    unique_id: str
+    resource_type: str
+    status: str
+    message: str
+    seconds: float
+    failures: int | None = None
+
+
+@dataclass
+class DbtRunResult:
+    """What one dbt invocation did, node by node."""
+
+    command: list[str]
+    nodes: list[NodeResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def by_status(self, *statuses: str) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status in statuses]
+
+    @property
+    def models_built(self) -> int:
+        return sum(1 for n in self.nodes if n.resource_type == "model" and n.status == "success")
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(
+            1 for n in self.nodes if n.resource_type in {"test", "unit_test"} and n.status == "pass"
+        )
+
+
+@contextmanager
+def _dbt_environment(settings: Settings) -> Iterator[None]:
+    """Expose the settings to profiles.yml for the duration of one invocation."""
+    values = {
+        "SHOPSENTRY_WAREHOUSE_PATH": str(settings.warehouse_path.resolve()),
+        "SHOPSENTRY_DBT_TARGET": settings.warehouse.dbt_target,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _describe(node: Any) -> str:
+    return str(getattr(node, "unique_id", node))
+
+
+def run_dbt(
+    settings: Settings,
+    command: Sequence[str],
+    *,
+    on_node: NodeCallback | None = None,
+    fail_on_tests: bool = True,
+) -> DbtRunResult:
+    """Invoke ``dbt <command>`` against the warehouse; raise if anything failed.
+
+    ``command`` is dbt's own arguments, e.g. ``["build", "--exclude", "tag:ml"]``.
+    A failed or erroring test (or an erroring source freshness check) raises
+    :class:`DataQualityFailed` when ``fail_on_tests`` is set; a model, seed or snapshot
+    that failed to build, or dbt itself failing, raises :class:`DbtFailed`.
+    """
+    import time
+
+    from dbt.cli.main import dbtRunner
+
+    project = project_dir()
+    work = (settings.data_dir / "dbt").resolve()
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    args = [
+        *command,
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(project),
+        "--target-path",
+        str(work / "target"),
+        "--log-path",
+        str(work / "logs"),
+        "--quiet",
+        "--no-use-colors",
+    ]
+    finished = 0
+
+    def callback(event: Any) -> None:
+        nonlocal finished
+        if event.info.name == "NodeFinished" and on_node is not None:
+            finished += 1
+            node_info = event.data.node_info
+            on_node(finished, f"{node_info.resource_type} {node_info.node_name}")
+
+    started = time.perf_counter()
+    with _DBT_LOCK, _dbt_environment(settings):
+        outcome = dbtRunner(callbacks=[callback]).invoke(args)
+    result = DbtRunResult(command=list(command), seconds=time.perf_counter() - started)
+    raw = outcome.result
+    for r in getattr(raw, "results", None) or []:
+        node = r.node
+        result.nodes.append(
+            NodeResult(
+                unique_id=_describe(node),
+                resource_type=str(getattr(node, "resource_type", "")),
+                status=str(r.status),
+                message=str(r.message or ""),
+                seconds=float(r.execution_time or 0.0),
+                failures=r.failures,
+            )
+        )
+    if outcome.exception is not None:
+        raise DbtFailed(
+            f"dbt {' '.join(command)} could not run: {outcome.exception}",
+            hint=f"see {work / 'logs' / 'dbt.log'}",
+        ) from outcome.exception
+    broken = [n for n in result.nodes if n.status in {"error", "runtime error"}]
+    broken_builds = [n for n in broken if n.resource_type not in {"test", "unit_test", "source"}]
+    if broken_builds:
+        raise DbtFailed(
+            f"dbt {command[0]}: {len(broken_builds)} node(s) failed to build: "
+            + "; ".join(
+                f"{n.unique_id}: {n.message.splitlines()[0] if n.message else 'error'}"
+                for n in broken_builds[:3]
+            ),
+            failures=[n.unique_id for n in broken_builds],
+            hint=f"see {work / 'logs' / 'dbt.log'}",
+        )
+    checks = [
+        n
+        for n in result.nodes
+        if n.status in {"fail", "error", "runtime error"}
+        and n.resource_type in {"test", "unit_test", "source"}
+    ]
+    if checks and fail_on_tests:
+        raise DataQualityFailed([f"{n.unique_id} ({_short(n)})" for n in checks])
+    if not outcome.success and not checks:
+        raise DbtFailed(f"dbt {' '.join(command)} failed", hint=f"see {work / 'logs' / 'dbt.log'}")
+    logger.info(
+        "dbt %s: %d models built, %d checks passed in %.1fs",
+        " ".join(command),
+        result.models_built,
+        result.tests_passed,
+        result.seconds,
+    )
+    return result
+
+
+def _short(node: NodeResult) -> str:
+    if node.failures:
+        return f"{node.failures} failing row(s)"
+    first = node.message.splitlines()[0] if node.message else node.status
+    return first[:160]
