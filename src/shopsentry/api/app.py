@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -169,6 +170,7 @@ def create_app(
     except Exception:
         keys.close()
         raise
+    owns_log = log is None
     if log is None:
         from shopsentry.bus import open_log
 
@@ -185,6 +187,7 @@ def create_app(
         limiter=RateLimiter(settings.api.rate_limit_per_minute),
         metrics=metrics,
         consumer=consumer,
+        owns_log=owns_log,
     )
 
     @asynccontextmanager
@@ -201,9 +204,20 @@ def create_app(
         version=__version__,
         description="Event ingest, fraud alerts and reviews, analytics and the live dashboard.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below from vendored assets: no CDN at run time
         redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="shopsentry API",
+            swagger_js_url="/static/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
+
     app.state.services = services
     app.state.demo_keys = demo_keys
     app.add_exception_handler(RequestValidationError, _validation_error)

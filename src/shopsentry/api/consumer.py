@@ -75,7 +75,7 @@ class StoreConsumer:
             try:
                 if consumer is None:
                     consumer = self.log.consumer(self.group_id, topics, client_id="shopsentry-api")
-                records = consumer.poll(max_records=500, timeout=0.5)
+                records = consumer.poll(max_records=500, timeout=0.25)
                 if records:
                     self.records_applied += self.store.apply(records)
                     consumer.commit()

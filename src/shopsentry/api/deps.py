@@ -34,6 +34,7 @@ class Services:
     limiter: RateLimiter
     metrics: ApiMetrics
     consumer: StoreConsumer | None = None
+    owns_log: bool = False
     _producer: Producer | None = None
     # One producer shared by request threads; send+flush happen under this lock so a
     # request's flush covers exactly its own records.
@@ -52,6 +53,8 @@ class Services:
             self._producer.close()
         self.store.close()
         self.keys.close()
+        if self.owns_log:
+            self.log.close()
 
 
 def get_services(request: Request) -> Services:
