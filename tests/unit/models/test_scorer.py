@@ -1,0 +1,188 @@
+"""The fast scorer agrees with XGBoost, handles missing values, and refuses bad models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from shopsentry.errors import ModelError, NoChampion
+from shopsentry.models.forest import NumpyEvaluator, parse_model
+from shopsentry.models.scorer import (
+    ChampionWatcher,
+    build_scorer,
+    champion_version,
+    load_champion,
+    write_pointer,
+)
+from tests.unit.models.conftest import FEATURES, synthetic, train_raw
+
+
+def reference(raw: bytes, X: np.ndarray) -> np.ndarray:
+    booster = xgb.Booster(model_file=bytearray(raw))
+    return booster.inplace_predict(X)
+
+
+@pytest.fixture
+def scorer(model_raw, kernel_cache):
+    return build_scorer(model_raw, version="1", cache_dir=kernel_cache, expected_features=FEATURES)
+
+
+def test_compiled_scorer_matches_xgboost_batch_and_single_rows(scorer, model_raw):
+    X, _ = synthetic(3000, seed=5)
+    assert scorer.evaluator_kind == "compiled"
+    expected = reference(model_raw, X)
+    np.testing.assert_allclose(scorer.predict(X), expected, atol=1e-5, rtol=0)
+    for i in range(0, 40):  # the single-row path interleaves trees instead of rows
+        np.testing.assert_allclose(
+            scorer.predict(X[i : i + 1]), expected[i : i + 1], atol=1e-5, rtol=0
+        )
+    for n in (7, 8, 9, 65):  # block and remainder boundaries
+        np.testing.assert_allclose(scorer.predict(X[:n]), expected[:n], atol=1e-5, rtol=0)
+
+
+def test_numpy_evaluator_matches_xgboost(model_raw):
+    X, _ = synthetic(500, seed=6)
+    evaluator = NumpyEvaluator(parse_model(model_raw, FEATURES))
+    np.testing.assert_allclose(evaluator.predict(X), reference(model_raw, X), atol=1e-5, rtol=0)
+
+
+def test_missing_features_follow_default_directions(scorer, model_raw):
+    X = np.full((3, len(FEATURES)), np.nan, dtype=np.float32)
+    X[1, :4] = [3.0, np.nan, 1.0, 0.0]
+    X[2, 0] = -2.0
+    got = scorer.predict(X)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, reference(model_raw, X), atol=1e-5, rtol=0)
+
+
+def test_non_contiguous_and_float64_input_is_scored_the_same(scorer, model_raw):
+    X, _ = synthetic(100, seed=8)
+    wide = np.asfortranarray(X.astype(np.float64))
+    np.testing.assert_allclose(scorer.predict(wide), reference(model_raw, X), atol=1e-5, rtol=0)
+
+
+def test_wrong_width_input_is_an_error_not_garbage(scorer):
+    with pytest.raises(ValueError, match="expected shape"):
+        scorer.predict(np.zeros((2, len(FEATURES) - 1), np.float32))
+
+
+def test_explain_gives_top_features_that_add_up_to_the_margin(scorer):
+    X, _ = synthetic(5, seed=9)
+    X[0, 0] = 4.0  # a row dominated by feat_0
+    top = scorer.explain(X[:1], top_k=3)[0]
+    assert len(top) == 3
+    assert top[0].name == "feat_0" and top[0].value == pytest.approx(4.0)
+    assert top[0].contribution >= top[1].contribution >= top[2].contribution
+    full = scorer.explain(X, top_k=len(FEATURES))
+    booster = xgb.Booster(model_file=bytearray(scorer._raw))
+    bias = booster.predict(xgb.DMatrix(X, feature_names=list(FEATURES)), pred_contribs=True)[:, -1]
+    for row, contributions in enumerate(full):
+        total = sum(c.contribution for c in contributions) + bias[row]
+        assert total == pytest.approx(scorer.margin(X[row : row + 1])[0], abs=1e-4)
+        missing = [c for c in contributions if np.isnan(X[row, FEATURES.index(c.name)])]
+        assert all(c.value is None for c in missing)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda raw: raw[: len(raw) // 2],
+        lambda raw: b"\x00\x01garbage" + raw[10:],
+        lambda raw: b"",
+    ],
+    ids=["truncated", "garbage", "empty"],
+)
+def test_corrupted_model_bytes_are_refused(model_raw, kernel_cache, corrupt):
+    with pytest.raises(ModelError):
+        build_scorer(
+            corrupt(model_raw), version="9", cache_dir=kernel_cache, expected_features=FEATURES
+        )
+
+
+def test_model_with_wrong_feature_count_is_refused(kernel_cache):
+    X, y = synthetic(500, seed=3)
+    raw = train_raw(X[:, :5], y, rounds=5, names=FEATURES[:5])
+    with pytest.raises(ModelError, match="expects 5 features"):
+        build_scorer(raw, version="2", cache_dir=kernel_cache, expected_features=FEATURES)
+
+
+def test_model_with_renamed_features_is_refused(model_raw, kernel_cache):
+    renamed = ("other", *FEATURES[1:])
+    with pytest.raises(ModelError, match="differ"):
+        build_scorer(model_raw, version="2", cache_dir=kernel_cache, expected_features=renamed)
+
+
+def test_tampered_leaf_is_caught_by_the_checksum(model_raw, kernel_cache):
+    doc = json.loads(model_raw)
+    doc["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"][-1] += 1.0
+    tampered = json.dumps(doc).encode()
+    import hashlib
+
+    with pytest.raises(ModelError, match="checksum"):
+        build_scorer(
+            tampered,
+            version="3",
+            cache_dir=kernel_cache,
+            expected_sha256=hashlib.sha256(model_raw).hexdigest(),
+        )
+
+
+def test_unsupported_objective_is_refused(kernel_cache):
+    X, y = synthetic(300, seed=4)
+    booster = xgb.train(
+        {"objective": "reg:squarederror", "nthread": 1}, xgb.DMatrix(X, label=y.astype(float)), 3
+    )
+    with pytest.raises(ModelError, match="objective"):
+        build_scorer(bytes(booster.save_raw("json")), version="4", cache_dir=kernel_cache)
+
+
+def test_numpy_fallback_when_no_compiler(model_raw, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcc/cc reachable
+    monkeypatch.delenv("CC", raising=False)
+    scorer = build_scorer(
+        model_raw, version="5", cache_dir=tmp_path / "k", expected_features=FEATURES
+    )
+    assert scorer.evaluator_kind == "numpy"
+    X, _ = synthetic(50, seed=2)
+    np.testing.assert_allclose(scorer.predict(X), reference(model_raw, X), atol=1e-5, rtol=0)
+
+
+def _publish(settings, version: str, raw: bytes) -> None:
+    import hashlib
+
+    path = settings.data_dir / "models" / "test" / f"v{version}" / "model.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    write_pointer(settings, "test", version, path, hashlib.sha256(raw).hexdigest(), FEATURES)
+
+
+def test_no_pointer_means_no_champion(settings):
+    assert champion_version(settings) is None
+    with pytest.raises(NoChampion):
+        load_champion(settings, FEATURES)
+
+
+def test_watcher_swaps_only_to_a_model_that_loads(settings, model_raw):
+    watcher = ChampionWatcher(settings, FEATURES)
+    assert watcher.poll() is False and watcher.scorer is None
+    _publish(settings, "1", model_raw)
+    assert champion_version(settings) == "1"
+    assert watcher.poll() is True and watcher.scorer.version == "1"
+    assert watcher.poll() is False  # unchanged pointer: nothing reloaded
+
+    _publish(settings, "2", model_raw[:-40])  # a corrupted champion is promoted
+    assert watcher.poll() is False
+    assert watcher.scorer.version == "1"  # the previous champion keeps serving
+    assert "v2" not in (watcher.last_error or "") and watcher.last_error
+
+    X, _ = synthetic(200, seed=11)
+    wrong = train_raw(X[:, :4], np.arange(200) % 7 == 0, rounds=3, names=FEATURES[:4])
+    _publish(settings, "3", wrong)  # an incompatible champion (4 features)
+    assert watcher.poll() is False and watcher.scorer.version == "1"
+    assert "features" in watcher.last_error
+
+    _publish(settings, "4", model_raw)
+    assert watcher.poll() is True and watcher.scorer.version == "4"
