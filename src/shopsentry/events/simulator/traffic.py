@@ -1,0 +1,342 @@
+"""Legitimate traffic, drawn as whole numpy columns (the bulk of every run).
+
+A *session* is one visit: maybe a login (sometimes after a mistyped password), page
+views and searches, items added to the cart, and often a purchase (POS visits are a
+purchase alone). Session start times follow each user's active hours in local time;
+sessions are expanded to events with vectorised repeats, so a month of 20,000 users
+costs seconds. The life events of :mod:`.population` (trip, new phone, new card) shape
+the sessions that fall after them; their marker events (the login abroad, the login
+from the new phone, the card added) are emitted here too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shopsentry.events.simulator.config import (
+    ADD_TO_CART,
+    ADDRESS_CHANGE,
+    CARD,
+    CARD_BACKED,
+    CASH,
+    CATEGORY_WEIGHTS,
+    COUNTRIES,
+    DAY_US,
+    FAILED_LOGIN,
+    HOUR_US,
+    LOGIN,
+    PAGE_VIEW,
+    PASSWORD_CHANGE,
+    PM_ADDED,
+    POS_CATEGORIES,
+    PURCHASE,
+    QUERIES,
+    SEARCH,
+    TAG_OF,
+    US,
+    SimulatorConfig,
+)
+from shopsentry.events.simulator.frame import Frame, RowBuilder, filled
+from shopsentry.events.simulator.population import MOBILE, NEVER, Population, new_ids
+
+# Order of event kinds inside a session (columns of the per-session count matrix).
+SESSION_ORDER = np.array(
+    [
+        FAILED_LOGIN,
+        LOGIN,
+        PAGE_VIEW,
+        SEARCH,
+        ADD_TO_CART,
+        PASSWORD_CHANGE,
+        ADDRESS_CHANGE,
+        PURCHASE,
+    ],
+    dtype=np.int8,
+)
+POS_SOURCE = 2
+CONVERSION = 0.33  # share of web/mobile sessions that end in a purchase
+
+
+def sample_session_starts(
+    pop: Population, count: int, config: SimulatorConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` (user, start time) pairs inside the run window, following each user's
+    activity level and local active hours (rejection sampling over whole days)."""
+    start, end = config.start_us, config.end_us
+    day_lo = start // DAY_US - 1
+    day_hi = end // DAY_US + 1
+    weights = pop.activity / pop.activity.sum()
+    users_out: list[np.ndarray] = []
+    ts_out: list[np.ndarray] = []
+    have = 0
+    accept = max((end - start) / ((day_hi - day_lo + 1) * DAY_US), 1e-3)
+    while have < count:
+        batch = int(min(max((count - have) / accept * 1.3 + 64, 256), 5_000_000))
+        users = rng.choice(pop.n, size=batch, p=weights)
+        days = rng.integers(day_lo, day_hi + 1, size=batch)
+        local_hour = rng.normal(pop.peak_hour[users], pop.hour_sd[users]) % 24.0
+        ts = days * DAY_US + ((local_hour - pop.tz[users]) * HOUR_US).astype(np.int64)
+        ok = (ts >= start) & (ts < end) & (ts >= pop.created_us[users])
+        users_out.append(users[ok])
+        ts_out.append(ts[ok])
+        have += int(ok.sum())
+        accept = max(float(ok.mean()), 1e-4)
+    return np.concatenate(users_out)[:count].astype(np.int32), np.concatenate(ts_out)[:count]
+
+
+def _session_counts(is_pos: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per-session event counts in :data:`SESSION_ORDER` and the split-order flag."""
+    s = len(is_pos)
+    online = ~is_pos
+    login = online & (rng.random(s) < 0.3)
+    failed = np.where(login & (rng.random(s) < 0.05), 1 + rng.binomial(2, 0.3, size=s), 0)
+    pages = np.where(online, 1 + rng.poisson(2.5, size=s), 0)
+    searches = np.where(online, rng.poisson(0.8, size=s), 0)
+    buys = is_pos | (rng.random(s) < CONVERSION)
+    split = online & buys & (rng.random(s) < 0.03)
+    purchases = buys.astype(np.int64) + split * rng.integers(1, 3, size=s)
+    carts = np.where(online & buys, 1 + rng.binomial(3, 0.3, size=s), 0)
+    pwd = online & (rng.random(s) < 0.002)
+    addr = online & (rng.random(s) < 0.003)
+    counts = np.stack([failed, login, pages, searches, carts, pwd, addr, purchases], axis=1).astype(
+        np.int64
+    )
+    return counts, split
+
+
+def legit_sessions(
+    pop: Population, config: SimulatorConfig, rng: np.random.Generator, target_events: int | None
+) -> Frame:
+    """All legitimate sessions of the run as event rows (unsorted).
+
+    ``target_events`` None: history mode, each user's natural session rate. Otherwise
+    sessions are drawn until their events reach the target, so ``--rate`` is met closely.
+    """
+    if target_events is None:
+        days = (config.end_us - config.start_us) / DAY_US
+        n_sessions = int(rng.poisson(config.sessions_per_user_day * pop.n * days))
+    else:
+        n_sessions = int(target_events / 2.5) + 16
+    users, t0 = sample_session_starts(pop, n_sessions, config, rng)
+    s = len(users)
+
+    is_pos = rng.random(s) < pop.p_pos[users]
+    counts, split = _session_counts(is_pos, rng)
+    # Device, source, IP and country of each session.
+    slot = (rng.random(s) * pop.n_devices[users]).astype(np.int64)
+    device = pop.devices[users, slot]
+    kind = pop.device_kind[users, slot].astype(np.int8)
+    switched = (t0 >= pop.phone_switch_us[users]) & (slot == pop.phone_slot[users])
+    device = np.where(switched, pop.new_phone[users], device)
+    kind = np.where(switched, MOBILE, kind).astype(np.int8)
+    ip = pop.device_ip[users, slot]
+    roaming = (kind == MOBILE) & (rng.random(s) < 0.35)
+    ip = np.where(roaming, new_ids(rng, s), ip)
+    in_trip = (t0 >= pop.trip_start_us[users]) & (t0 < pop.trip_end_us[users])
+    country = np.where(in_trip, pop.trip_country[users], pop.home[users]).astype(np.int16)
+    ip = np.where(in_trip, pop.trip_ip[users], ip)
+    store = np.where(
+        in_trip, pop.trip_country[users].astype(np.int64) * 1000 + 999, pop.store[users]
+    )
+    terminal = store * 7919 + 104_729  # shared by every customer of one shop
+    source = np.where(is_pos, POS_SOURCE, kind).astype(np.int8)
+    device = np.where(is_pos, terminal, device)
+    ip = np.where(is_pos, terminal + 1, ip)
+
+    # Expand sessions to events.
+    lengths = counts.sum(axis=1)
+    total = int(lengths.sum())
+    etype = np.repeat(np.tile(SESSION_ORDER, s), counts.ravel())
+    sess = np.repeat(np.arange(s), lengths)
+    gaps = rng.exponential(35.0 * US, size=total).astype(np.int64)
+    first = np.zeros(s, dtype=np.int64)
+    first[1:] = np.cumsum(lengths)[:-1]
+    is_purchase = etype == PURCHASE
+    # A second or third order in a session comes minutes after the first.
+    later_order = is_purchase & (np.r_[False, etype[:-1] == PURCHASE])
+    gaps = np.where(later_order, rng.uniform(90, 900, size=total) * US, gaps).astype(np.int64)
+    gaps[first[lengths > 0]] = 0
+    csum = np.cumsum(gaps)
+    within = csum - csum[first][sess]
+    ts = t0[sess] + within
+    ts += ts % US == 0  # keep a fractional second, so every timestamp renders alike
+    u = users[sess]
+
+    frame = filled(
+        total,
+        ts=ts,
+        user=u,
+        etype=etype,
+        source=source[sess],
+        device=device[sess],
+        ip=ip[sess],
+        country=country[sess],
+    )
+    cols = frame.cols
+    _fill_purchases(cols, pop, rng, is_purchase, sess, is_pos, in_trip, split, switched, config)
+    _fill_behaviour(cols, pop, rng, etype)
+    if target_events is not None:
+        # Keep whole sessions, in their random draw order, until the events that fall
+        # inside the window reach the target (sessions near the end spill past it).
+        inside = np.bincount(sess, weights=ts < config.end_us, minlength=s)
+        keep = int(np.searchsorted(np.cumsum(inside), target_events, side="right"))
+        frame = frame.take(np.flatnonzero(sess < keep))
+    return frame
+
+
+def _fill_purchases(
+    cols: dict[str, np.ndarray],
+    pop: Population,
+    rng: np.random.Generator,
+    is_purchase: np.ndarray,
+    sess: np.ndarray,
+    is_pos: np.ndarray,
+    in_trip: np.ndarray,
+    split: np.ndarray,
+    switched: np.ndarray,
+    config: SimulatorConfig,
+) -> None:
+    idx = np.flatnonzero(is_purchase)
+    m = len(idx)
+    u = cols["user"][idx]
+    ps = sess[idx]
+    pos = is_pos[ps]
+    ts = cols["ts"][idx]
+
+    amount = np.exp(rng.normal(pop.mu[u], pop.sigma[u]))
+    amount = np.where(pos, amount * 0.6, amount)
+    big = ~pos & (rng.random(m) < 0.006)
+    amount = np.where(big, amount * rng.uniform(4, 12, size=m), amount)
+    amount = np.clip(np.round(amount, 2), 1.0, 250_000.0)
+    items = np.where(big, 1, 1 + rng.poisson(0.9, size=m))
+
+    pm = np.where(rng.random(m) < 0.8, pop.primary_pm[u], CARD)
+    pm = np.where(pos, np.where(rng.random(m) < 0.85, CARD, CASH), pm).astype(np.int8)
+    card_slot = (rng.random(m) * pop.n_cards[u]).astype(np.int64)
+    card = pop.cards[u, card_slot]
+    uses_new = (ts >= pop.card_add_us[u]) & (rng.random(m) < 0.6)
+    card = np.where(uses_new, pop.new_card[u], card)
+    backed = np.isin(pm, list(CARD_BACKED))
+    card = np.where(backed, card, -1)
+
+    home = pop.home[u]
+    trip = in_trip[ps]
+    gift = ~pos & (rng.random(m) < 0.03)
+    other = (home + rng.integers(1, len(COUNTRIES), size=m)) % len(COUNTRIES)
+    shipping = np.where(gift, other, home)
+    shipping = np.where(trip & (rng.random(m) < 0.3), pop.trip_country[u], shipping)
+    shipping = np.where(pos, -1, shipping).astype(np.int16)
+
+    cw = np.asarray(CATEGORY_WEIGHTS, dtype=float)
+    category = np.where(
+        rng.random(m) < 0.45, pop.fav_category[u], rng.choice(len(cw), size=m, p=cw / cw.sum())
+    )
+    category = np.where(
+        pos, np.asarray(POS_CATEGORIES)[rng.integers(0, len(POS_CATEGORIES), size=m)], category
+    )
+
+    local_hour = ((ts // HOUR_US) + pop.tz[u]) % 24
+    new_phone_days = (cols["device"][idx] == pop.new_phone[u]) & (
+        ts - pop.phone_switch_us[u] < 7 * DAY_US
+    )
+    tag = np.full(m, -1, dtype=np.int16)
+    # Lowest priority first, so the most telling case wins.
+    tag[pop.night_owl[u] & (local_hour < 6)] = TAG_OF["night_owl"]
+    tag[split[ps]] = TAG_OF["split_order"]
+    tag[uses_new & backed] = TAG_OF["new_card"]
+    tag[gift] = TAG_OF["gift_abroad"]
+    tag[big] = TAG_OF["big_ticket"]
+    tag[new_phone_days & switched[ps]] = TAG_OF["new_phone"]
+    tag[trip] = TAG_OF["travel"]
+
+    cols["amount"][idx] = amount
+    cols["qty"][idx] = items
+    cols["pm"][idx] = pm
+    cols["card"][idx] = card
+    cols["billing"][idx] = home
+    cols["shipping"][idx] = shipping
+    cols["aux"][idx] = category
+    cols["tag"][idx] = tag
+
+
+def _fill_behaviour(
+    cols: dict[str, np.ndarray], pop: Population, rng: np.random.Generator, etype: np.ndarray
+) -> None:
+    n = len(etype)
+    aux = rng.integers(0, 100_000, size=n)
+    search = etype == SEARCH
+    aux[search] = rng.integers(0, len(QUERIES), size=int(search.sum()))
+    failed = etype == FAILED_LOGIN
+    aux[failed] = np.where(rng.random(int(failed.sum())) < 0.9, 0, 1)
+    addr = etype == ADDRESS_CHANGE
+    aux[addr] = 1  # shipping address
+    cols["shipping"][addr] = pop.home[cols["user"][addr]]
+    cart = np.flatnonzero(etype == ADD_TO_CART)
+    u = cols["user"][cart]
+    cols["amount"][cart] = np.round(np.exp(rng.normal(pop.mu[u] - 0.4, 0.5)), 2)
+    cols["qty"][cart] = 1 + rng.binomial(2, 0.2, size=len(cart))
+    cols["aux"][:] = np.where(etype == PURCHASE, cols["aux"], aux)
+
+
+def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.Generator) -> Frame:
+    """The events that start a life event: the first login from a new phone (sometimes
+    after a forgotten password and a reset), the card being added, the login abroad."""
+    rows = RowBuilder()
+    start, end = config.start_us, config.end_us
+    for u in np.flatnonzero((pop.phone_switch_us >= start) & (pop.phone_switch_us < end)):
+        t = int(pop.phone_switch_us[u])
+        common = {
+            "user": u,
+            "source": MOBILE,
+            "device": int(pop.new_phone[u]),
+            "ip": int(pop.device_ip[u, 0]),
+            "country": int(pop.home[u]),
+        }
+        if rng.random() < 0.3:
+            rows.add(ts=t - 90 * US, etype=FAILED_LOGIN, aux=0, **common)
+            if rng.random() < 0.5:
+                rows.add(ts=t - 40 * US, etype=PASSWORD_CHANGE, **common)
+        rows.add(ts=t, etype=LOGIN, **common)
+        rows.add(ts=t + 20 * US, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
+    for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)):
+        t = int(pop.card_add_us[u])
+        rows.add(
+            ts=t,
+            user=u,
+            etype=PM_ADDED,
+            source=int(pop.device_kind[u, 0]),
+            device=int(pop.devices[u, 0]),
+            ip=int(pop.device_ip[u, 0]),
+            country=int(pop.home[u]),
+            pm=CARD,
+            card=int(pop.new_card[u]),
+        )
+    for u in np.flatnonzero((pop.trip_start_us >= start) & (pop.trip_start_us < end)):
+        t = int(pop.trip_start_us[u]) + int(rng.uniform(0, 12) * HOUR_US)
+        slot = int(rng.integers(0, pop.n_devices[u]))
+        dev = (
+            int(pop.new_phone[u])
+            if t >= pop.phone_switch_us[u] and slot == pop.phone_slot[u]
+            else int(pop.devices[u, slot])
+        )
+        rows.add(
+            ts=t,
+            user=u,
+            etype=LOGIN,
+            source=int(pop.device_kind[u, slot]),
+            device=dev,
+            ip=int(pop.trip_ip[u]),
+            country=int(pop.trip_country[u]),
+        )
+    frame = rows.frame()
+    keep = (
+        (frame.cols["ts"] >= start)
+        & (frame.cols["ts"] < end)
+        & (pop.created_us[frame.cols["user"]] <= frame.cols["ts"])
+    )
+    frame = frame.take(np.flatnonzero(keep))
+    frame.cols["ts"] += frame.cols["ts"] % US == 0
+    return frame
+
+
+__all__ = ["NEVER", "legit_sessions", "life_event_markers", "sample_session_starts"]
