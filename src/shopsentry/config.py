@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path("data"))
     bus: str = "local"
     log_fsync: Literal["batch", "always", "never"] = "batch"
+    # Embedded log consumer groups: a member silent this long is presumed dead and its
+    # partitions move to the others (Kafka's session.timeout.ms; Kafka uses kafka.session_timeout_ms).
+    log_session_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
     topics: TopicsSettings = TopicsSettings()
     kafka: KafkaSettings = KafkaSettings()
     detector: DetectorSettings = DetectorSettings()
