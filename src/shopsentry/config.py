@@ -179,6 +179,13 @@ class NotifierSettings(_Frozen):
 
 
 def default_data_dir() -> Path:
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_port: int = Field(default=9450, ge=0, le=65535)  # 0: no /metrics endpoint
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
 

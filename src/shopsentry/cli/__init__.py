@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "shopsentry.cli.batch",
     "shopsentry.cli.serve",
     "shopsentry.cli.capacity",
+    "shopsentry.cli.notify",
     "shopsentry.cli.bench",
     "shopsentry.cli.demo",
 )

@@ -1,0 +1,291 @@
+"""The notifier loop: fraud-alerts → channels by severity → ledger → commit.
+
+For each alert record, in partition order: decode it (an undecodable record goes to the
+notifications dead-letter topic with the reason), then for each channel whose minimum
+severity it meets and which the ledger does not show as done, try delivery with
+exponential backoff and jitter up to ``max_attempts``; a delivery that still fails (or
+that the receiver refuses outright) goes to the dead-letter topic, durably, with the
+channel and the reason. Only then is the outcome written to the ledger, and offsets are
+committed after the whole batch. A stop request interrupts a backoff wait at once and
+commits only the alerts that were finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from shopsentry.bus import open_log
+from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
+from shopsentry.config import NotifierSettings, Settings
+from shopsentry.errors import ConfigError, InvalidEvent
+from shopsentry.events.codec import decode_as
+from shopsentry.events.schema import FraudAlert
+from shopsentry.notify.base import Channel, DeliveryFailed, severity_at_least
+from shopsentry.notify.email import EmailChannel
+from shopsentry.notify.ledger import DeliveryLedger
+from shopsentry.notify.webhook import WebhookChannel
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATIONS = Counter(
+    "shopsentry_notifications",
+    "Alert deliveries by channel kind and outcome (delivered, retry, dead_letter, duplicate).",
+    ["channel", "outcome"],
+)
+_jitter = secrets.SystemRandom()
+
+
+def build_channels(config: NotifierSettings) -> list[Channel]:
+    """The channels the settings describe; a half-configured channel is a ConfigError."""
+    channels: list[Channel] = [
+        WebhookChannel(
+            url,
+            config.webhook_secret,
+            min_severity=config.webhook_min_severity,
+            timeout_s=config.webhook_timeout_s,
+        )
+        for url in config.webhook_urls
+    ]
+    if config.smtp_host:
+        channels.append(
+            EmailChannel(
+                config.smtp_host,
+                config.smtp_port,
+                config.email_from,
+                config.email_to,
+                min_severity=config.email_min_severity,
+                starttls=config.smtp_starttls,
+                username=config.smtp_username,
+                password=config.smtp_password,
+                timeout_s=config.smtp_timeout_s,
+            )
+        )
+    elif config.email_to:
+        raise ConfigError(
+            "email recipients are set but no SMTP host", hint="set SHOPSENTRY_NOTIFIER__SMTP_HOST"
+        )
+    return channels
+
+
+def backoff_delay(
+    attempt: int, initial_s: float, max_s: float, retry_after_s: float | None = None
+) -> float:
+    """Wait before attempt ``attempt + 1``: initial·2^(attempt-1), capped, with jitter in
+    [50 %, 100 %] so many notifiers retrying one receiver do not hit it in lockstep. A
+    receiver's Retry-After raises the wait (never past the cap)."""
+    base = min(max_s, initial_s * 2 ** (attempt - 1))
+    delay: float = base * _jitter.uniform(0.5, 1.0)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, max_s))
+    return delay
+
+
+@dataclass(slots=True)
+class NotifierStats:
+    """What one run did (also in the ``notifications_total`` metric)."""
+
+    records: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    invalid: int = 0
+
+
+class Notifier:
+    """Consumes fraud-alerts in ``settings.notifier.group_id`` and delivers them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log: EventLog | None = None,
+        channels: Sequence[Channel] | None = None,
+        ledger: DeliveryLedger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.notifier
+        self.channels = list(channels) if channels is not None else build_channels(self.config)
+        if not self.channels:
+            raise ConfigError(
+                "no notification channel is configured",
+                hint="set SHOPSENTRY_NOTIFIER__WEBHOOK_URLS or SHOPSENTRY_NOTIFIER__SMTP_HOST",
+            )
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                "two notification channels have the same name", hint="remove the duplicate URL"
+            )
+        self._owns_log = log is None
+        self.log = log if log is not None else open_log(settings)
+        self._owns_ledger = ledger is None
+        self.ledger = ledger or DeliveryLedger(
+            settings.state_dir / f"notifier-{self.config.group_id}.sqlite"
+        )
+        self.topic = settings.topics.fraud_alerts.name
+        self.dead_letter_topic = settings.topics.notifications_dead_letter.name
+        self.stats = NotifierStats()
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_timeout_s: float = 0.5,
+        max_records: int | None = None,
+        until_idle: bool = False,
+    ) -> NotifierStats:
+        """Deliver until ``stop`` is set (or ``max_records`` alerts are handled, or, with
+        ``until_idle``, a poll returns nothing). Offsets of finished alerts are committed
+        before returning."""
+        consumer = self.log.consumer(
+            self.config.group_id,
+            [self.topic],
+            auto_offset_reset="earliest",
+            client_id="shopsentry-notifier",
+        )
+        producer = self.log.producer()
+        logger.info("notifier on %s as %s → %s", self.topic, self.config.group_id, self.channels)
+        try:
+            while not stop.is_set():
+                if max_records is not None and self.stats.records >= max_records:
+                    break
+                batch = consumer.poll(
+                    100 if max_records is None else max_records - self.stats.records,
+                    timeout=poll_timeout_s,
+                )
+                if not batch:
+                    if until_idle:
+                        break
+                    continue
+                self._process(batch, consumer, producer, stop)
+        finally:
+            producer.close()
+            consumer.close()
+        return self.stats
+
+    def _process(
+        self, batch: list[Record], consumer: Consumer, producer: Producer, stop: threading.Event
+    ) -> None:
+        done: dict[TopicPartition, int] = {}
+        try:
+            for record in batch:
+                if not self._handle(record, producer, stop):
+                    break  # stopped mid-retry: this alert and the rest are redelivered next time
+                done[record.tp] = record.offset + 1
+                self.stats.records += 1
+        finally:
+            if done:
+                consumer.commit(done)
+
+    def _handle(self, record: Record, producer: Producer, stop: threading.Event) -> bool:
+        try:
+            alert: FraudAlert = decode_as("fraud_alert", record.value)
+        except InvalidEvent as exc:
+            logger.warning(
+                "undecodable alert at %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc.message,
+            )
+            self._dead_letter(producer, record, "decode", exc.message, attempts=0)
+            self.stats.invalid += 1
+            return True
+        for channel in self.channels:
+            if not severity_at_least(alert.severity, channel.min_severity):
+                continue
+            if self.ledger.outcome(alert.alert_id, channel.name) is not None:
+                NOTIFICATIONS.labels(channel.kind, "duplicate").inc()
+                self.stats.duplicates += 1
+                continue
+            result = self._deliver(channel, alert, stop)
+            if result is None:
+                return False
+            attempts, failure = result
+            if failure is None:
+                self.ledger.record(alert.alert_id, channel.name, "delivered", attempts=attempts)
+                NOTIFICATIONS.labels(channel.kind, "delivered").inc()
+                self.stats.delivered += 1
+                continue
+            logger.warning(
+                "giving up on %s for %s after %d attempt(s): %s",
+                channel.name,
+                alert.alert_id,
+                attempts,
+                failure.reason,
+            )
+            self._dead_letter(producer, record, channel.name, failure.reason, attempts=attempts)
+            self.ledger.record(
+                alert.alert_id,
+                channel.name,
+                "dead_lettered",
+                attempts=attempts,
+                detail=failure.reason,
+            )
+            NOTIFICATIONS.labels(channel.kind, "dead_letter").inc()
+            self.stats.dead_lettered += 1
+        return True
+
+    def _deliver(
+        self, channel: Channel, alert: FraudAlert, stop: threading.Event
+    ) -> tuple[int, DeliveryFailed | None] | None:
+        """(attempts, None) on success, (attempts, last failure) when out of tries,
+        None if stopped."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                channel.deliver(alert)
+                return attempt, None
+            except DeliveryFailed as exc:
+                if not exc.retryable or attempt >= self.config.max_attempts:
+                    return attempt, exc
+                delay = backoff_delay(
+                    attempt,
+                    self.config.backoff_initial_s,
+                    self.config.backoff_max_s,
+                    exc.retry_after_s,
+                )
+                logger.info(
+                    "%s for %s failed (%s); attempt %d in %.2f s",
+                    channel.name,
+                    alert.alert_id,
+                    exc.reason,
+                    attempt + 1,
+                    delay,
+                )
+                NOTIFICATIONS.labels(channel.kind, "retry").inc()
+                self.stats.retries += 1
+                if stop.wait(delay):
+                    return None
+
+    def _dead_letter(
+        self, producer: Producer, record: Record, channel: str, reason: str, *, attempts: int
+    ) -> None:
+        """The original bytes and key with the reason in headers (the project's DLQ
+        convention); flushed before the ledger and the offset move on."""
+        headers = [
+            ("dlq.reason", reason.splitlines()[0][:500].encode() if reason else b"unknown"),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.stage", b"notify"),
+            ("dlq.channel", channel.encode()),
+            ("dlq.attempts", str(attempts).encode()),
+        ]
+        producer.send(self.dead_letter_topic, record.value, record.key, headers=headers)
+        producer.flush()
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        if self._owns_ledger:
+            self.ledger.close()
+        if self._owns_log:
+            self.log.close()
