@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 GROUP_ID = "api-alerts"
 LAG_SAMPLE_EVERY_S = 5.0
 PRUNE_EVERY_S = 600.0
+POLL_TIMEOUT_S = 0.1  # also bounds how long stop() waits
 
 
 def store_topics(settings: Settings) -> dict[str, str]:
@@ -75,7 +76,7 @@ class StoreConsumer:
             try:
                 if consumer is None:
                     consumer = self.log.consumer(self.group_id, topics, client_id="shopsentry-api")
-                records = consumer.poll(max_records=500, timeout=0.25)
+                records = consumer.poll(max_records=500, timeout=POLL_TIMEOUT_S)
                 if records:
                     self.records_applied += self.store.apply(records)
                     consumer.commit()

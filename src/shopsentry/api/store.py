@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from shopsentry.events.schema import Decision, FraudAlert, Purchase, Review
 logger = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 20
+_PLAUSIBLE_MS = 3_600_000  # an hour: beyond it a timestamp is not live
 _SCHEMA = """
 create table if not exists offsets (
     topic text not null, partition integer not null, next_offset integer not null,
@@ -111,11 +113,23 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 def end_to_end_ms(decision: Decision) -> float:
-    """Event time to decision, as the detector measured it when it says so."""
+    """Event time to decision. On a live feed that is ``decided_at - occurred_at``; when
+    the events carry a replayed or accelerated clock (far from the detector's), fall back
+    to the stage times the detector measured (parse, features, score, queue)."""
     for key in ("end_to_end", "e2e", "total"):
         if key in decision.latency_ms:
             return float(decision.latency_ms[key])
-    return max(0.0, (decision.decided_at - decision.occurred_at).total_seconds() * 1000)
+    wall = (decision.decided_at - decision.occurred_at).total_seconds() * 1000
+    if 0 <= wall <= _PLAUSIBLE_MS:
+        return wall
+    return float(sum(v for v in decision.latency_ms.values() if 0 <= v <= _PLAUSIBLE_MS))
+
+
+def traffic_minute(record: Record, now_ms: int) -> int:
+    """The minute a record counts in: its log timestamp on a live feed, else the time the
+    store saw it (a simulator's accelerated clock would put it hours away from now)."""
+    ts = record.timestamp_ms if abs(now_ms - record.timestamp_ms) <= _PLAUSIBLE_MS else now_ms
+    return ts // 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +199,7 @@ class AlertStore:
     def apply(self, records: Iterable[Record]) -> int:
         """Store a polled batch in one transaction; return how many records were new."""
         new = 0
+        now_ms = int(time.time() * 1000)
         with self._tx() as db:
             positions = {
                 (t, p): o
@@ -197,7 +212,7 @@ class AlertStore:
                     continue  # already applied before a redelivery
                 positions[(record.topic, record.partition)] = record.offset + 1
                 new += 1
-                self._apply_one(db, record)
+                self._apply_one(db, record, now_ms)
             db.executemany(
                 "insert into offsets (topic, partition, next_offset) values (?, ?, ?)"
                 " on conflict (topic, partition) do update set next_offset = excluded.next_offset",
@@ -205,13 +220,13 @@ class AlertStore:
             )
         return new
 
-    def _apply_one(self, db: sqlite3.Connection, record: Record) -> None:
+    def _apply_one(self, db: sqlite3.Connection, record: Record, now_ms: int) -> None:
         kind = self._kind_of.get(record.topic)
         if kind in ("purchases", "behavior"):
             db.execute(
                 "insert into traffic (minute, topic, count) values (?, ?, 1)"
                 " on conflict (minute, topic) do update set count = count + 1",
-                (record.timestamp_ms // 60_000, record.topic),
+                (traffic_minute(record, now_ms), record.topic),
             )
         try:
             if kind == "purchases":

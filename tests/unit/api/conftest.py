@@ -23,7 +23,8 @@ from shopsentry.events.schema import (
     severity_for,
 )
 
-T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+# Recent, on a minute boundary: the dashboard draws the last minutes of live data.
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
 
 
 def purchase_json(
@@ -119,6 +120,12 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.02)
+
+
+def caught_up(log: Any, group: str) -> bool:
+    """True once ``group`` has committed up to the end of every non-empty partition."""
+    lags = log.group_lag(group)
+    return bool(lags) and all(p.committed is not None and p.lag == 0 for p in lags if p.end_offset)
 
 
 def read_topic(log: Any, topic: str) -> list[Any]:

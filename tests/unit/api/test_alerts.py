@@ -1,0 +1,199 @@
+"""The alert store fed from the log, the alert API (filters, paging, detail) and reviews."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from fastapi.testclient import TestClient
+
+from shopsentry.config import Settings
+from tests.unit.api.conftest import T0, Keys, caught_up, publish, read_topic, scored, wait_for
+
+
+def feed(client: TestClient, log: Any, settings: Settings, items: list[Any]) -> None:
+    """Publish and wait until the service's consumer group has read to the end of the log."""
+    publish(log, settings, items)
+    wait_for(lambda: caught_up(log, "api-alerts"), "the store consumer to catch up")
+
+
+def test_alerts_arrive_from_the_log_and_are_deduplicated(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    items = [scored(i, probability=0.9) for i in range(3)] + [scored(3, probability=0.2)]
+    feed(client, log, api_settings, items)
+    # At-least-once delivery: the detector may publish the same alert again.
+    feed(client, log, api_settings, [items[0]])
+
+    page = client.get("/v1/alerts", headers=keys.header(keys.analyst)).json()
+    assert page["total"] == 3
+    assert [a["alert_id"] for a in page["items"]] == [
+        "alert-ev-0002",
+        "alert-ev-0001",
+        "alert-ev-0000",
+    ]
+    assert page["items"][0]["top_features"][0]["name"] == "amount_vs_user_mean"
+    assert page["items"][0]["status"] == "open"
+
+
+def test_filters(client: TestClient, keys: Keys, log: Any, api_settings: Settings) -> None:
+    items = [
+        scored(0, user_id="alice", probability=0.99),
+        scored(1, user_id="bob", probability=0.75),
+        scored(2, user_id="alice", probability=0.8, at=T0 + timedelta(hours=2)),
+    ]
+    feed(client, log, api_settings, items)
+    h = keys.header(keys.analyst)
+
+    def ids(**params: str) -> list[str]:
+        response = client.get("/v1/alerts", params=params, headers=h)
+        assert response.status_code == 200, response.text
+        return sorted(a["alert_id"] for a in response.json()["items"])
+
+    assert ids(user_id="alice") == ["alert-ev-0000", "alert-ev-0002"]
+    assert ids(severity="critical") == ["alert-ev-0000"]
+    assert ids(since=(T0 + timedelta(hours=1)).isoformat()) == ["alert-ev-0002"]
+    assert ids(until=(T0 + timedelta(hours=1)).isoformat()) == ["alert-ev-0000", "alert-ev-0001"]
+    client.post("/v1/alerts/alert-ev-0001/review", json={"verdict": "false_positive"}, headers=h)
+    assert ids(status="reviewed") == ["alert-ev-0001"]
+    assert ids(status="open") == ["alert-ev-0000", "alert-ev-0002"]
+
+
+def test_paging_by_offset_and_by_cursor_covers_every_alert_once(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    feed(client, log, api_settings, [scored(i) for i in range(7)])
+    h = keys.header(keys.analyst)
+
+    offset_ids = []
+    for offset in range(0, 7, 3):
+        page = client.get("/v1/alerts", params={"limit": 3, "offset": offset}, headers=h).json()
+        assert page["total"] == 7
+        offset_ids += [a["alert_id"] for a in page["items"]]
+
+    cursor_ids: list[str] = []
+    params: dict[str, Any] = {"limit": 3}
+    pages = 0
+    while True:
+        page = client.get("/v1/alerts", params=params, headers=h).json()
+        cursor_ids += [a["alert_id"] for a in page["items"]]
+        pages += 1
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": 3, "cursor": page["next_cursor"]}
+
+    expected = [f"alert-ev-{i:04d}" for i in reversed(range(7))]
+    assert offset_ids == expected
+    assert cursor_ids == expected
+    assert pages == 3
+    bad = client.get("/v1/alerts", params={"cursor": "not-a-cursor"}, headers=h)
+    assert bad.status_code == 422
+
+
+def test_detail_has_event_score_features_and_user_history(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    items = [scored(i, user_id="carol", probability=0.1 * i) for i in range(1, 10)]
+    feed(client, log, api_settings, items)
+
+    response = client.get("/v1/alerts/alert-ev-0009", headers=keys.header(keys.analyst))
+    assert response.status_code == 200
+    detail = response.json()
+    assert detail["event"]["order_id"] == "order-ev-0009"
+    assert detail["event"]["payment_method"] == "card"
+    assert detail["probability"] == 0.9
+    assert detail["decision"]["latency_ms"]["end_to_end"] == 49.0
+    assert [f["name"] for f in detail["top_features"]] == ["amount_vs_user_mean", "new_device"]
+    history = detail["history"]
+    assert [h["event_id"] for h in history][:3] == ["ev-0009", "ev-0008", "ev-0007"]
+    assert len(history) == 9
+    assert {h["band"] for h in history} == {"approve", "review"}
+
+    assert client.get("/v1/alerts/alert-nope", headers=keys.header(keys.analyst)).status_code == 404
+
+
+def test_review_is_stored_published_and_feeds_the_false_positive_rate(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    feed(client, log, api_settings, [scored(i, user_id=f"u{i}") for i in range(4)])
+    h = keys.header(keys.analyst)
+
+    assert client.get("/v1/reviews/stats", headers=h).json()["false_positive_rate"] is None
+    verdicts = {0: "confirmed_fraud", 1: "false_positive", 2: "confirmed_fraud"}
+    for i, verdict in verdicts.items():
+        response = client.post(
+            f"/v1/alerts/alert-ev-{i:04d}/review",
+            json={"verdict": verdict, "note": f"case {i}"},
+            headers=h,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "reviewed"
+        assert response.json()["verdict"] == verdict
+
+    reviews = [orjson.loads(r.value) for r in read_topic(log, api_settings.topics.reviews.name)]
+    assert sorted((r["alert_id"], r["verdict"]) for r in reviews) == [
+        ("alert-ev-0000", "confirmed_fraud"),
+        ("alert-ev-0001", "false_positive"),
+        ("alert-ev-0002", "confirmed_fraud"),
+    ]
+    assert reviews[0]["event_id"].startswith("ev-") and reviews[0]["note"].startswith("case")
+
+    stats = client.get("/v1/reviews/stats", headers=h).json()
+    assert stats["reviewed"] == 3 and stats["open"] == 1
+    assert abs(stats["false_positive_rate"] - 1 / 3) < 1e-9
+    assert "shopsentry_false_positive_rate 0.333" in client.get("/metrics").text
+    detail = client.get("/v1/alerts/alert-ev-0001", headers=h).json()
+    assert detail["note"] == "case 1" and detail["reviewed_at"] is not None
+
+
+def test_review_permissions_and_validation(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    feed(client, log, api_settings, [scored(0)])
+    url = "/v1/alerts/alert-ev-0000/review"
+    body = {"verdict": "false_positive"}
+
+    assert client.post(url, json=body).status_code == 401
+    assert client.post(url, json=body, headers=keys.header(keys.web)).status_code == 403
+    assert client.get("/v1/alerts", headers=keys.header(keys.web)).status_code == 403
+    bad = client.post(url, json={"verdict": "maybe"}, headers=keys.header(keys.analyst))
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "verdict"
+    extra = client.post(
+        url, json={"verdict": "false_positive", "admin": True}, headers=keys.header(keys.analyst)
+    )
+    assert extra.status_code == 422
+    missing = client.post(
+        "/v1/alerts/alert-nope/review", json=body, headers=keys.header(keys.analyst)
+    )
+    assert missing.status_code == 404
+    assert client.post(url, json=body, headers=keys.header(keys.admin)).status_code == 200
+    assert read_topic(log, api_settings.topics.reviews.name)[0].key == b"user-1"
+
+
+def test_store_survives_a_restart_without_double_counting(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    from shopsentry.api import create_app
+
+    feed(client, log, api_settings, [scored(i) for i in range(3)])
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    traffic = store.query("select sum(count) from traffic")[0][0]
+    assert traffic == 3
+    # A second app on the same data dir whose consumer group starts from the beginning:
+    # every record is delivered again, and the store must ignore all of them.
+    app2 = create_app(api_settings, log=log)
+    app2.state.services.consumer.group_id = "api-alerts-replay"
+
+    def replayed() -> bool:
+        lags = log.group_lag("api-alerts-replay")
+        return bool(lags) and all(
+            p.committed is not None and p.lag == 0 for p in lags if p.end_offset
+        )
+
+    with TestClient(app2) as second:
+        wait_for(replayed, "the replay group to reach the end of the log")
+        assert app2.state.services.consumer.records_applied == 0
+        assert second.get("/v1/alerts", headers=keys.header(keys.analyst)).json()["total"] == 3
+        assert app2.state.services.store.query("select sum(count) from traffic")[0][0] == 3

@@ -1,0 +1,174 @@
+"""Health, metrics, docs, the dashboard page and its summary, and warehouse analytics."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shopsentry.config import Settings
+from shopsentry.warehouse.db import WarehouseBusy
+from tests.unit.api.conftest import T0, Keys, caught_up, publish, scored, wait_for
+
+
+def test_healthz_reports_log_store_and_consumer(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"log", "store", "consumer"}
+
+
+def test_healthz_is_503_when_the_log_fails(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+
+    def broken() -> list[str]:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(services.log, "list_topics", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["log"] == {"ok": False, "detail": "OSError: disk gone"}
+
+
+def test_metrics_are_prometheus_text_labelled_by_route_template(
+    client: TestClient, keys: Keys
+) -> None:
+    client.get("/v1/alerts/alert-x", headers=keys.header(keys.analyst))
+    client.get("/v1/alerts/alert-y", headers=keys.header(keys.analyst))
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert (
+        'shopsentry_api_requests_total{method="GET",route="/v1/alerts/{alert_id}",status="404"} 2.0'
+        in text
+    )
+    assert "shopsentry_api_request_duration_seconds_bucket" in text
+    for name in (
+        "shopsentry_false_positive_rate",
+        "shopsentry_fraud_detection_rate",
+        "shopsentry_api_alerts",
+    ):
+        assert re.search(rf"^{name}\b", text, re.M), name
+
+
+def test_docs_and_dashboard_load_only_local_assets(client: TestClient) -> None:
+    for path in ("/docs", "/dashboard", "/"):
+        page = client.get(path)
+        assert page.status_code == 200
+        for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+            assert url.startswith("/"), f"{path} loads {url} from outside the service"
+            if url.startswith("/static/"):
+                assert client.get(url).status_code == 200, url
+    page = client.get("/dashboard").text
+    for chart in (
+        "chart-events",
+        "chart-bands",
+        "chart-latency",
+        "chart-lag",
+        "chart-rates",
+        "chart-sales",
+    ):
+        assert f'id="{chart}"' in page
+    assert client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["summary"]
+
+
+def test_dashboard_summary_aggregates_the_store(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    probabilities = [0.1, 0.2, 0.8, 0.99, 0.3, 0.75]
+    items = [scored(i, probability=p, user_id=f"u{i}") for i, p in enumerate(probabilities)]
+    items += [scored(10 + i, probability=0.1, at=T0 + timedelta(minutes=3)) for i in range(4)]
+    publish(log, api_settings, items)
+    wait_for(lambda: caught_up(log, "api-alerts"), "store consumer")
+    h = keys.header(keys.analyst)
+    client.post("/v1/alerts/alert-ev-0002/review", json={"verdict": "false_positive"}, headers=h)
+
+    response = client.get("/v1/dashboard/summary", params={"window_minutes": 20}, headers=h)
+    assert response.status_code == 200
+    s = response.json()
+    assert s["totals"]["decisions"] == 10
+    assert s["totals"]["flagged"] == 3
+    assert s["totals"]["false_positive_rate"] == 1.0
+    series = s["series"]
+    assert len(series["t"]) == 20
+    first = series["t"].index(int(T0.timestamp()))
+    assert series["decisions_by_band"]["approve"][first] == 3
+    assert series["decisions_by_band"]["review"][first] == 2
+    assert series["decisions_by_band"]["decline"][first] == 1
+    assert series["fraud_rate"][first] == 0.5
+    assert series["fraud_rate"][first + 3] == 0.0
+    assert series["fraud_rate"][first + 1] is None
+    assert series["latency_p95_ms"][first] == 45.0  # nearest rank of 40..45
+    assert sum(series["events_per_minute"]["purchases"]) == 10
+    assert [a["alert_id"] for a in s["alert_queue"]][:2] == ["alert-ev-0005", "alert-ev-0003"]
+    assert s["alert_queue"][-1]["status"] == "reviewed"
+    assert s["daily_sales"]["source"] == "stream"
+    expected: dict[str, dict[str, Any]] = {}
+    for item in items:
+        day = expected.setdefault(
+            item.purchase.occurred_at.date().isoformat(), {"orders": 0, "revenue": 0.0}
+        )
+        day["orders"] += 1
+        day["revenue"] += item.purchase.amount
+    assert s["daily_sales"]["rows"] == [{"day": d, **v} for d, v in sorted(expected.items())]
+    assert client.get("/v1/dashboard/summary", headers=keys.header(keys.web)).status_code == 403
+
+
+def test_analytics_are_503_until_the_warehouse_is_built(client: TestClient, keys: Keys) -> None:
+    for path in ("/v1/analytics/daily-sales", "/v1/analytics/fraud-kpis"):
+        response = client.get(path, headers=keys.header(keys.analyst))
+        assert response.status_code == 503
+        assert "shopsentry batch run" in response.json()["detail"]
+
+
+@pytest.fixture
+def warehouse_file(api_settings: Settings) -> Path:
+    path = api_settings.warehouse_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")  # only its existence matters to the API; queries are replaced below
+    return path
+
+
+def test_analytics_map_warehouse_rows_and_errors(
+    client: TestClient, keys: Keys, warehouse_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def daily_sales(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
+        calls.append(kwargs)
+        return [{"sales_date": date(2026, 11, 19), "order_count": 3, "gross_revenue": 99.5}]
+
+    def fraud_kpis(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
+        raise WarehouseBusy(warehouse_file)
+
+    module = types.ModuleType("shopsentry.warehouse.queries")
+    module.daily_sales = daily_sales  # type: ignore[attr-defined]
+    module.fraud_kpis = fraud_kpis  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "shopsentry.warehouse.queries", module)
+    h = keys.header(keys.analyst)
+
+    sales = client.get("/v1/analytics/daily-sales", params={"start": "2026-11-01"}, headers=h)
+    assert sales.status_code == 200
+    assert sales.json() == {
+        "source": "warehouse",
+        "rows": [{"day": "2026-11-19", "orders": 3, "revenue": 99.5}],
+    }
+    assert calls == [{"start": date(2026, 11, 1), "end": None}]
+    busy = client.get("/v1/analytics/fraud-kpis", headers=h)
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "5"
+    assert (
+        client.get(
+            "/v1/analytics/daily-sales", params={"start": "yesterday"}, headers=h
+        ).status_code
+        == 422
+    )
