@@ -103,3 +103,8 @@ class NoChampion(TerminalError):
 class TrainingDataError(TerminalError):
     """The labelled data set cannot be built or is unusable for training (too small,
     no known fraud, missing columns)."""
+
+
+class NotEnoughReplicasProduceError(ProduceError, NotEnoughReplicas):
+    """Records were refused because a partition's in-sync replicas fell below
+    min.insync.replicas: catchable both as ProduceError and as NotEnoughReplicas."""

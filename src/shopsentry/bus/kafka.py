@@ -1,0 +1,393 @@
+"""Apache Kafka as the event log, through confluent-kafka (librdkafka).
+
+:class:`KafkaLog` implements :class:`~shopsentry.bus.base.EventLog`: topic admin here,
+producer and consumer in :mod:`shopsentry.bus.kafka_client`, configuration and error
+translation in :mod:`shopsentry.bus.kafka_config`.
+
+Every call that talks to the cluster is bounded: the first use probes the brokers for at
+most ``connect_timeout_s`` and turns silence into :class:`BrokerUnavailable`, refused
+credentials into :class:`AuthenticationFailed`; admin requests wait at most
+``request_timeout_ms``. Nothing blocks forever on a broker that is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+)
+from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ClusterMetadata,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
+
+from shopsentry.bus.base import (
+    Consumer,
+    PartitionInfo,
+    PartitionLag,
+    Producer,
+    RebalanceCallback,
+    TopicInfo,
+    TopicPartition,
+    TopicSpec,
+)
+from shopsentry.bus.kafka_config import (
+    ErrorWatch,
+    admin_config,
+    translate,
+    unavailable_error,
+)
+from shopsentry.config import KafkaSettings
+from shopsentry.errors import ConfigError, UnknownTopic
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REPLICA_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+    }
+)
+
+
+class KafkaLog:
+    """The event log on an Apache Kafka cluster (``--bus kafka://host:port[,host:port]``)."""
+
+    def __init__(self, bootstrap: str, settings: KafkaSettings | None = None) -> None:
+        if not bootstrap.strip():
+            raise ConfigError("empty Kafka bootstrap address", hint="use --bus kafka://host:port")
+        self.bootstrap = bootstrap
+        self.settings = settings or KafkaSettings()
+        self._watch = ErrorWatch(f"Kafka admin client ({bootstrap})")
+        conf = admin_config(bootstrap, self.settings)
+        conf["error_cb"] = self._watch
+        self._admin = AdminClient(conf)
+        self._reachable = False
+        self._timeout = self.settings.request_timeout_ms / 1000
+
+    def __repr__(self) -> str:
+        # Never the config dict: it holds the SASL password.
+        return (
+            f"KafkaLog(bootstrap={self.bootstrap!r}, security_protocol="
+            f"{self.settings.security_protocol!r}, user={self.settings.sasl_username!r})"
+        )
+
+    # -- reachability ------------------------------------------------------------------
+    def metadata(self, topic: str | None = None) -> ClusterMetadata:
+        """Cluster metadata, probing for at most ``connect_timeout_s``; auth failures
+        are reported as soon as the broker refuses us, not at the end of the wait."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                md = self._admin.list_topics(topic=topic, timeout=max(0.1, min(1.0, remaining)))
+            except KafkaException as exc:
+                self._admin.poll(0)  # serve error_cb so the watch learns why
+                self._watch.raise_if_auth_failed(self.bootstrap)
+                if time.monotonic() >= deadline:
+                    raise unavailable_error(
+                        self.bootstrap,
+                        self.settings.connect_timeout_s,
+                        self._watch.last_error or exc.args[0],
+                    ) from None
+                continue
+            self._reachable = True
+            return md
+
+    def ensure_reachable(self) -> None:
+        """Probe once per log; producers and consumers call this before they are built."""
+        if not self._reachable:
+            self.metadata()
+
+    def _result(self, future: Future[T], action: str, topic: str | None = None) -> T:
+        try:
+            return future.result(timeout=self._timeout + 1)
+        except KafkaException as exc:
+            self._admin.poll(0)
+            self._watch.raise_if_auth_failed(self.bootstrap)
+            raise translate(
+                exc.args[0], bootstrap=self.bootstrap, topic=topic, action=action
+            ) from None
+        except TimeoutError:
+            raise unavailable_error(self.bootstrap, self._timeout, self._watch.last_error) from None
+
+    # -- topics ------------------------------------------------------------------------
+    def list_topics(self) -> list[str]:
+        return sorted(t for t in self.metadata().topics if not t.startswith("__"))
+
+    def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist yet, with their partitions, replication,
+        retention.ms and min.insync.replicas; existing topics are left alone."""
+        md = self.metadata()
+        brokers = len(md.brokers)
+        missing = [s for s in specs if s.name not in md.topics]
+        if not missing:
+            return
+        too_wide = [s for s in missing if s.replication_factor > brokers]
+        if too_wide:
+            worst = max(s.replication_factor for s in too_wide)
+            raise ConfigError(
+                f"replication factor {worst} needs {worst} brokers, the cluster at "
+                f"{self.bootstrap} has {brokers}",
+                hint=f"pass --replication-factor {brokers}",
+            )
+        new = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config={
+                    "retention.ms": str(s.retention_ms),
+                    "min.insync.replicas": str(s.min_insync_replicas),
+                },
+            )
+            for s in missing
+        ]
+        futures = self._admin.create_topics(
+            new, request_timeout=self._timeout, operation_timeout=self._timeout
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=self._timeout + 1)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # created concurrently by someone else: fine
+                if err.code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                    raise ConfigError(
+                        f"cannot create {name!r}: {err.str()}",
+                        hint=f"pass --replication-factor {brokers}",
+                    ) from None
+                raise translate(
+                    err, bootstrap=self.bootstrap, topic=name, action=f"creating {name!r}"
+                ) from None
+            logger.info("created topic %s", name)
+        self._wait_for_leaders([s.name for s in missing])
+
+    def _wait_for_leaders(self, names: list[str]) -> None:
+        """A new topic is usable once every partition has a leader in the metadata."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            md = self.metadata()
+            if all(
+                n in md.topics
+                and md.topics[n].error is None
+                and md.topics[n].partitions
+                and all(p.leader >= 0 for p in md.topics[n].partitions.values())
+                for n in names
+            ):
+                return
+            time.sleep(0.1)
+        logger.warning("topics %s created but leaders not yet visible", names)
+
+    def partitions_of(self, topic: str) -> list[int]:
+        md = self.metadata()
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise UnknownTopic(topic)
+        return sorted(md.topics[topic].partitions)
+
+    def require_topics(self, topics: Sequence[str]) -> None:
+        md = self.metadata()
+        for t in topics:
+            if t not in md.topics or md.topics[t].error is not None:
+                raise UnknownTopic(t)
+
+    def watermarks(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """(low, high) watermark of each partition: earliest kept offset and next offset."""
+        if not tps:
+            return {}
+        out: dict[TopicPartition, list[int]] = {tp: [0, 0] for tp in tps}
+        for index, spec in ((0, _EARLIEST), (1, _LATEST)):
+            pending = list(tps)
+            deadline = time.monotonic() + self._timeout
+            while pending:
+                req = {CkTopicPartition(tp.topic, tp.partition): spec for tp in pending}
+                futures = self._admin.list_offsets(req, request_timeout=self._timeout)
+                retry: list[TopicPartition] = []
+                for ck_tp, future in futures.items():
+                    tp = TopicPartition(ck_tp.topic, ck_tp.partition)
+                    try:
+                        info = future.result(timeout=self._timeout + 1)
+                    except KafkaException as exc:
+                        # A leader that just moved or was just elected answers "not
+                        # leader" for a moment: ask again until the deadline.
+                        if exc.args[0].code() in _LEADER_MOVING and time.monotonic() < deadline:
+                            retry.append(tp)
+                            continue
+                        self._admin.poll(0)
+                        self._watch.raise_if_auth_failed(self.bootstrap)
+                        raise translate(
+                            exc.args[0],
+                            bootstrap=self.bootstrap,
+                            topic=tp.topic,
+                            action="listing offsets",
+                        ) from None
+                    out[tp][index] = max(0, info.offset)
+                pending = retry
+                if pending:
+                    time.sleep(0.1)
+        return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        self.ensure_reachable()
+        futures = self._admin.describe_topics(
+            TopicCollection([name]), request_timeout=self._timeout
+        )
+        desc = self._result(futures[name], f"describing {name!r}", name)
+        marks = self.watermarks([TopicPartition(name, p.id) for p in desc.partitions])
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        config_future = self._admin.describe_configs([resource], request_timeout=self._timeout)[
+            resource
+        ]
+        entries = self._result(config_future, f"describing {name!r} config", name)
+        config = {
+            k: e.value for k, e in entries.items() if e.value is not None and not e.is_sensitive
+        }
+        parts = tuple(
+            PartitionInfo(
+                partition=p.id,
+                start_offset=marks[TopicPartition(name, p.id)][0],
+                end_offset=marks[TopicPartition(name, p.id)][1],
+                leader=p.leader.id if p.leader is not None and p.leader.id >= 0 else None,
+                replicas=tuple(n.id for n in p.replicas),
+                isr=tuple(n.id for n in p.isr),
+            )
+            for p in sorted(desc.partitions, key=lambda p: p.id)
+        )
+        return TopicInfo(name=name, partitions=parts, config=config)
+
+    def under_min_isr(self, tps: Sequence[TopicPartition]) -> list[tuple[TopicPartition, int, int]]:
+        """The partitions among ``tps`` whose in-sync replicas are fewer than the topic's
+        min.insync.replicas, as (partition, isr size, minimum): why acks=all writes fail."""
+        found: list[tuple[TopicPartition, int, int]] = []
+        for topic in sorted({tp.topic for tp in tps}):
+            info = self.describe_topic(topic)
+            minimum = int(info.config.get("min.insync.replicas", "1"))
+            wanted = {tp.partition for tp in tps if tp.topic == topic}
+            found.extend(
+                (TopicPartition(topic, p.partition), len(p.isr), minimum)
+                for p in info.partitions
+                if p.partition in wanted and len(p.isr) < minimum
+            )
+        return found
+
+    # -- groups ------------------------------------------------------------------------
+    def list_groups(self) -> list[str]:
+        self.ensure_reachable()
+        result = self._result(
+            self._admin.list_consumer_groups(request_timeout=self._timeout), "listing groups"
+        )
+        return sorted(g.group_id for g in result.valid)
+
+    def group_lag(self, group: str) -> list[PartitionLag]:
+        """Committed offset, end offset and owner of every partition of the topics the
+        group has committed to or is assigned."""
+        self.ensure_reachable()
+        offsets_future = self._admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout
+        )[group]
+        committed_tps = (
+            self._result(offsets_future, f"reading offsets of group {group!r}").topic_partitions
+            or []
+        )
+        committed = {
+            TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in committed_tps
+        }
+        description = self._result(
+            self._admin.describe_consumer_groups([group], request_timeout=self._timeout)[group],
+            f"describing group {group!r}",
+        )
+        owner: dict[TopicPartition, str] = {}
+        for member in description.members or []:
+            assignment = member.assignment.topic_partitions if member.assignment else []
+            for tp in assignment:
+                owner[TopicPartition(tp.topic, tp.partition)] = member.client_id or member.member_id
+        topics = {tp.topic for tp in committed} | {tp.topic for tp in owner}
+        if not topics:
+            return []
+        md = self.metadata()
+        all_tps = [
+            TopicPartition(t, p)
+            for t in sorted(topics)
+            if t in md.topics
+            for p in sorted(md.topics[t].partitions)
+        ]
+        marks = self.watermarks(all_tps)
+        return [
+            PartitionLag(
+                group=group,
+                topic=tp.topic,
+                partition=tp.partition,
+                committed=committed.get(tp),
+                end_offset=marks[tp][1],
+                member=owner.get(tp),
+            )
+            for tp in all_tps
+        ]
+
+    # -- clients -------------------------------------------------------------------------
+    def producer(self) -> Producer:
+        from shopsentry.bus.kafka_client import KafkaProducer
+
+        self.ensure_reachable()
+        return KafkaProducer(self)
+
+    def consumer(
+        self,
+        group_id: str | None,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        auto_offset_reset: str = "earliest",
+        client_id: str | None = None,
+    ) -> Consumer:
+        from shopsentry.bus.kafka_client import KafkaConsumer
+
+        self.require_topics(topics)
+        return KafkaConsumer(
+            self,
+            group_id,
+            list(topics),
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+            auto_offset_reset=auto_offset_reset,
+            client_id=client_id,
+        )
+
+    def close(self) -> None:
+        """The admin client holds no group membership; dropping it is enough."""
+        self._admin.poll(0)
+
+    def describe(self) -> dict[str, Any]:
+        """What `topics describe`/health endpoints show about the connection (no secrets)."""
+        md = self.metadata()
+        return {
+            "bootstrap": self.bootstrap,
+            "brokers": sorted(md.brokers),
+            "controller": md.controller_id,
+            "security_protocol": self.settings.security_protocol,
+        }
