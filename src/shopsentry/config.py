@@ -182,6 +182,13 @@ class NotifierSettings(_Frozen):
 
 
 def default_data_dir() -> Path:
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_port: int = Field(default=9450, ge=0, le=65535)  # 0: no /metrics endpoint
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
 
@@ -198,6 +205,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path("data"))
     bus: str = "local"
     log_fsync: Literal["batch", "always", "never"] = "batch"
+    # Embedded log consumer groups: a member silent this long is presumed dead and its
+    # partitions move to the others (Kafka's session.timeout.ms; Kafka uses kafka.session_timeout_ms).
+    log_session_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
     topics: TopicsSettings = TopicsSettings()
     kafka: KafkaSettings = KafkaSettings()
     detector: DetectorSettings = DetectorSettings()
