@@ -179,9 +179,6 @@ class NotifierSettings(_Frozen):
     email_to: tuple[str, ...] = ()
     max_attempts: int = Field(default=5, ge=1)
     backoff_initial_s: float = Field(default=0.5, gt=0)
-
-
-def default_data_dir() -> Path:
     backoff_max_s: float = Field(default=30.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     smtp_starttls: bool = False
@@ -189,6 +186,9 @@ def default_data_dir() -> Path:
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     metrics_port: int = Field(default=9450, ge=0, le=65535)  # 0: no /metrics endpoint
+
+
+def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
 
