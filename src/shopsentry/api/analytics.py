@@ -98,7 +98,13 @@ def _sales_row(row: dict[str, Any]) -> dict[str, Any]:
     revenue = next(
         (row[k] for k in ("revenue", "gross_revenue", "total_amount", "amount") if k in row), 0.0
     )
-    return {"day": day, "orders": orders or 0, "revenue": revenue or 0.0}
+    extra = ("avg_order_value", "customers", "accepted_revenue", "fraud_revenue")
+    return {
+        "day": day,
+        "orders": orders or 0,
+        "revenue": revenue or 0.0,
+        **{k: row.get(k) for k in extra},
+    }
 
 
 @router.get("/fraud-kpis", response_model=FraudKpis, responses=_ERRORS)

@@ -123,6 +123,10 @@ class DailySales(BaseModel):
     day: date
     orders: int
     revenue: float
+    avg_order_value: float | None = None
+    customers: int | None = None
+    accepted_revenue: float | None = None
+    fraud_revenue: float | None = None
 
 
 class DailySalesReport(BaseModel):

@@ -119,7 +119,8 @@ def test_dashboard_summary_aggregates_the_store(
         )
         day["orders"] += 1
         day["revenue"] += item.purchase.amount
-    assert s["daily_sales"]["rows"] == [{"day": d, **v} for d, v in sorted(expected.items())]
+    rows = [{k: r[k] for k in ("day", "orders", "revenue")} for r in s["daily_sales"]["rows"]]
+    assert rows == [{"day": d, **v} for d, v in sorted(expected.items())]
     assert client.get("/v1/dashboard/summary", headers=keys.header(keys.web)).status_code == 403
 
 
@@ -158,10 +159,9 @@ def test_analytics_map_warehouse_rows_and_errors(
 
     sales = client.get("/v1/analytics/daily-sales", params={"start": "2026-11-01"}, headers=h)
     assert sales.status_code == 200
-    assert sales.json() == {
-        "source": "warehouse",
-        "rows": [{"day": "2026-11-19", "orders": 3, "revenue": 99.5}],
-    }
+    assert sales.json()["source"] == "warehouse"
+    rows = [(r["day"], r["orders"], r["revenue"]) for r in sales.json()["rows"]]
+    assert rows == [("2026-11-19", 3, 99.5)]
     assert calls == [{"start": date(2026, 11, 1), "end": None}]
     busy = client.get("/v1/analytics/fraud-kpis", headers=h)
     assert busy.status_code == 503
