@@ -9,7 +9,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from shopsentry.config import Settings
-from tests.unit.api.conftest import T0, Keys, caught_up, publish, read_topic, scored, wait_for
+from tests.unit.api.factories import T0, Keys, caught_up, publish, read_topic, scored, wait_for
 
 
 def feed(client: TestClient, log: Any, settings: Settings, items: list[Any]) -> None:

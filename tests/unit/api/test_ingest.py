@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shopsentry.config import Settings
-from tests.unit.api.conftest import Keys, make_keys, purchase_json, read_topic
+from tests.unit.api.factories import Keys, make_keys, purchase_json, read_topic
 
 
 def behaviour_json(

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shopsentry.config import Settings
-from tests.unit.api.conftest import Keys, caught_up, publish, scored, wait_for
+from tests.unit.api.factories import Keys, caught_up, publish, scored, wait_for
 
 INJECTIONS = (
     "' OR 1=1 --",

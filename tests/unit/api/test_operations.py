@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from shopsentry.config import Settings
 from shopsentry.warehouse.db import WarehouseBusy
-from tests.unit.api.conftest import T0, Keys, caught_up, publish, scored, wait_for
+from tests.unit.api.factories import T0, Keys, caught_up, publish, scored, wait_for
 
 
 def test_healthz_reports_log_store_and_consumer(client: TestClient) -> None:
