@@ -46,10 +46,22 @@
   // --- charts -------------------------------------------------------------------------
   function chartWidth(id) { return Math.max(320, $(id).clientWidth || 440); }
 
+  // Non-negative quantities: y from 0; a lone point or a flat line still gets a sane box.
+  function yRange(u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; }
+  // The x range comes from the data itself: a single sample gets ``pad`` seconds either side.
+  function xRange(pad) {
+    return (u) => {
+      const xs = u.data[0] || [];
+      if (!xs.length) { const now = Date.now() / 1000; return [now - 3600, now]; }
+      const lo = xs[0], hi = xs[xs.length - 1];
+      return lo === hi ? [lo - pad, hi + pad] : [lo, hi];
+    };
+  }
+
   function makeChart(id, series, opts) {
     const o = Object.assign({
       width: chartWidth(id), height: 200,
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: xRange(60) }, y: { range: yRange } },
       series: [{}].concat(series),
       axes: [{ stroke: "#8b98a5", grid: { stroke: "#26313d" } },
              { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 56 }],
@@ -61,7 +73,9 @@
   }
 
   function line(label, color, extra) {
-    return Object.assign({ label: label, stroke: color, width: 2, spanGaps: true, points: { show: false } }, extra || {});
+    // Points are drawn too, so a minute with data next to empty minutes is still visible.
+    return Object.assign({ label: label, stroke: color, width: 2, spanGaps: true,
+                           points: { show: true, size: 5, fill: color } }, extra || {});
   }
 
   function bars(label, color) {
@@ -74,12 +88,17 @@
     makeChart("chart-bands", [line("approve", COLORS.approve), line("review", COLORS.review),
                               line("decline", COLORS.decline)]);
     makeChart("chart-latency", [line("p95 ms", COLORS.latency)]);
-    makeChart("chart-lag", [line("lag (records)", COLORS.lag)]);
+    makeChart("chart-lag", [line("lag (records)", COLORS.lag)], {
+      scales: { x: { time: true, range: xRange(30) }, y: { range: yRange } },
+    });
     makeChart("chart-rates", [line("fraud rate %", COLORS.fraud), line("false-positive rate %", COLORS.fp)]);
-    makeChart("chart-sales", [bars("revenue", COLORS.sales)]);
+    makeChart("chart-sales", [bars("revenue", COLORS.sales)], {
+      scales: { x: { time: true, range: xRange(86400) }, y: { range: yRange } },
+    });
     window.addEventListener("resize", () => {
       for (const id in charts) charts[id].setSize({ width: chartWidth(id), height: 200 });
     });
+    window.shopsentryCharts = charts;  // for the browser test and for poking at in devtools
   }
 
   const toPct = (arr) => arr.map((v) => (v === null ? null : 100 * v));

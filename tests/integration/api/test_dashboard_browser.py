@@ -1,0 +1,159 @@
+"""The dashboard in a real browser: headless Chromium opens the page served by uvicorn,
+watches alerts arrive while events flow into the log, reviews one, and the review is
+both shown and published to ``alert-reviews``. A screenshot is kept as a test artifact.
+
+Events flow the way the detector emits them (purchases, behaviour, decisions, alerts
+written into the embedded log by another log client) so this test needs no model.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shopsentry.config import Settings
+from shopsentry.events.codec import encode
+from shopsentry.events.schema import PageView
+from tests.unit.api.factories import make_keys, publish, read_topic, scored
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Probabilities cycling through approve / review / decline so every chart has data.
+PROBABILITIES = (0.05, 0.12, 0.3, 0.08, 0.82, 0.2, 0.97, 0.15, 0.74, 0.03)
+
+
+class Traffic:
+    """Publishes scored purchases (and page views) into the log until stopped."""
+
+    def __init__(self, settings: Settings, every_s: float = 0.15) -> None:
+        from shopsentry.bus import open_log
+
+        self.settings = settings
+        self.log = open_log(settings)
+        self.every_s = every_s
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        producer = self.log.producer()
+        i = 0
+        while not self._stop.is_set():
+            now = datetime.now(UTC)
+            # scored() offsets event i by i seconds: start it i seconds back so it is "now".
+            item = scored(
+                i,
+                user_id=f"user-{i % 7}",
+                probability=PROBABILITIES[i % len(PROBABILITIES)],
+                at=now - timedelta(seconds=i),
+            )
+            publish(self.log, self.settings, [item])
+            view = PageView(
+                event_id=f"pv-{i:05d}",
+                source="web",
+                user_id=item.purchase.user_id,
+                occurred_at=now,
+                page="/checkout",
+            )
+            producer.send(
+                self.settings.topics.user_behavior.name, encode(view), key=view.user_id.encode()
+            )
+            producer.flush()
+            self.sent += 1
+            i += 1
+            self._stop.wait(self.every_s)
+        producer.close()
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.log.close()
+
+
+def _chart_points(page: Any, chart_id: str) -> int:
+    """How many non-null values the chart's uPlot instance is drawing (all series)."""
+    return int(
+        page.evaluate(
+            """(id) => {
+                const u = window.shopsentryCharts[id];
+                return u.data.slice(1).flat().filter((v) => v !== null && v !== undefined).length;
+            }""",
+            chart_id,
+        )
+    )
+
+
+def test_dashboard_shows_live_alerts_and_records_a_review(
+    tmp_path: Path, browser_page: Any, live_server: Any, artifact_dir: Path
+) -> None:
+    from shopsentry.api import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", log_fsync="never")
+    keys = make_keys(settings)
+    app = create_app(settings)
+    page = browser_page
+
+    with live_server(app) as server, Traffic(settings):
+        page.goto(f"{server.url}/dashboard?interval=500")
+        assert page.title() == "shopsentry · live"
+        page.fill("#api-key", keys.analyst)
+        page.click("#key-form button")
+        page.wait_for_selector("#conn-status.ok", timeout=20_000)
+
+        rows = "#alert-table tbody tr[data-status=open]"
+        page.wait_for_selector(rows, timeout=30_000)
+        first_count = page.locator(rows).count()
+        # More alerts keep arriving while events flow.
+        page.wait_for_function(
+            "(n) => document.querySelectorAll("
+            " '#alert-table tbody tr[data-status=open]').length > n",
+            arg=first_count,
+            timeout=30_000,
+        )
+
+        row = page.locator(rows).first
+        alert_id = row.get_attribute("data-alert-id")
+        assert alert_id and alert_id.startswith("alert-ev-")
+        row.locator("button.review-fp").click()
+        reviewed = f'#alert-table tbody tr[data-alert-id="{alert_id}"][data-status=reviewed]'
+        page.wait_for_selector(reviewed, timeout=20_000)
+        assert "false_positive" in page.locator(f"{reviewed} .status-cell").inner_text()
+        # The next poll rebuilds the table from the server: still reviewed there.
+        page.wait_for_function(
+            "() => document.querySelector('#kpi-reviewed').textContent === '1'", timeout=20_000
+        )
+        page.wait_for_selector(reviewed, timeout=20_000)
+        page.wait_for_function(
+            "() => document.querySelector('#kpi-fp-rate').textContent === '100.0%'", timeout=20_000
+        )
+
+        # Details of an alert open below the queue.
+        page.locator(f'#alert-table tbody tr[data-alert-id="{alert_id}"] a').click()
+        page.wait_for_selector("#alert-detail h2", timeout=10_000)
+        assert "Top features" in page.locator("#alert-detail").inner_text()
+
+        charts = ("chart-events", "chart-bands", "chart-latency", "chart-lag", "chart-rates")
+        assert page.locator(".chart canvas").count() == len(charts) + 1
+        for chart in (*charts, "chart-sales"):
+            assert _chart_points(page, chart) > 0, f"{chart} has nothing to draw"
+        assert page.locator("#kpi-decisions").inner_text() not in ("–", "0")
+        page.screenshot(path=str(artifact_dir / "dashboard.png"), full_page=True)
+
+    from shopsentry.bus import open_log
+
+    log = open_log(settings)
+    try:
+        reviews = [orjson.loads(r.value) for r in read_topic(log, settings.topics.reviews.name)]
+    finally:
+        log.close()
+    assert [(r["alert_id"], r["verdict"]) for r in reviews] == [(alert_id, "false_positive")]
+    assert reviews[0]["note"] == "reviewed from the dashboard"
