@@ -106,6 +106,27 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open between invocations.
+
+    DuckDB has one writer per file and refuses a second connection with another
+    configuration in the same process; the job's next step (a read-only query, the
+    loader of the next run, another process) must find the file free.
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another adapter (Snowflake) holds no local file
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception as exc:  # a failed close must not hide the run's own outcome
+                logger.debug("closing dbt's DuckDB environment failed: %s", exc)
+
+
 def _describe(node: Any) -> str:
     return str(getattr(node, "unique_id", node))
 
@@ -155,7 +176,10 @@ def run_dbt(
 
     started = time.perf_counter()
     with _DBT_LOCK, _dbt_environment(settings):
-        outcome = dbtRunner(callbacks=[callback]).invoke(args)
+        try:
+            outcome = dbtRunner(callbacks=[callback]).invoke(args)
+        finally:
+            _release_duckdb()
     result = DbtRunResult(command=list(command), seconds=time.perf_counter() - started)
     raw = outcome.result
     for r in getattr(raw, "results", None) or []:

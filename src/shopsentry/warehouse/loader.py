@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -176,6 +176,14 @@ def recorded_offsets(con: duckdb.DuckDBPyConnection, group: str) -> dict[TopicPa
         [group],
     ).fetchall()
     return {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
+
+
+def query_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
+    """A query's result as an Arrow table, across DuckDB versions (2.x renamed the call)."""
+    relation = con.sql(sql, params=params)
+    method = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
+    table: pa.Table = method()
+    return table
 
 
 def _texts(values: Sequence[bytes]) -> pa.Array:
@@ -548,12 +556,13 @@ def _history_table(con: duckdb.DuckDBPyConnection, file: Path) -> pa.Table:
                 f"{file} has neither a raw_json column nor the labels columns",
                 hint="history Parquet must be the canonical events or labels table",
             )
-        return con.execute(
+        return query_arrow(
+            con,
             f"""select ?::varchar as _topic, 0::integer as _partition,
                        (row_number() over () - 1)::bigint as _offset, {text_sql} as _text
                 from read_parquet(?)""",
             [origin, str(file)],
-        ).fetch_arrow_table()
+        )
     import gzip
 
     data = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()

@@ -1,0 +1,223 @@
+"""daily_fraud_report: one self-contained HTML page per day for the fraud team (06:00).
+
+Reads the analytics layer read-only (alerts, confirmed fraud, precision from analyst
+reviews, top scenarios, revenue, detection latency) for the report day and the two weeks
+before it, draws the charts with matplotlib as inline SVG (no external files, no
+JavaScript, opens from a mail attachment), and writes
+``<reports_dir>/fraud-report-YYYY-MM-DD.html`` atomically.
+
+The page depends only on the warehouse's contents: no wall-clock time, fixed SVG ids,
+so rerunning the report for a day gives a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.pipelines.common import Progress, no_progress
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
+
+TREND_DAYS = 14
+TEMPLATE = "fraud_report.html.j2"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    day: date
+    path: Path
+    summary: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "path": str(self.path), "summary": self.summary}
+
+
+def report_path(settings: Settings, day: date) -> Path:
+    return settings.reports_dir / f"fraud-report-{day.isoformat()}.html"
+
+
+def _svg(fig: Figure) -> str:
+    """A figure as inline SVG without the date stamp, so reruns are identical."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _charts(trend: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.hashsalt"] = "shopsentry-fraud-report"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    days = [r["day"].strftime("%m-%d") for r in trend]
+    x = list(range(len(days)))
+    charts: dict[str, str] = {}
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    width = 0.4
+    ax.bar(
+        [i - width / 2 for i in x],
+        [r["alerts"] for r in trend],
+        width,
+        label="alerts",
+        color="#d98c3a",
+    )
+    ax.bar(
+        [i + width / 2 for i in x],
+        [r["confirmed_fraud"] for r in trend],
+        width,
+        label="confirmed fraud",
+        color="#b03a2e",
+    )
+    ax.set_xticks(x, days, rotation=45, fontsize=8)
+    ax.set_title("Alerts and confirmed fraud per day")
+    ax.legend(fontsize=8)
+    charts["alerts"] = _svg(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    precision = [r["review_precision"] for r in trend]
+    fpr = [r["false_positive_rate"] for r in trend]
+    ax.plot(
+        x,
+        [p if p is not None else float("nan") for p in precision],
+        marker="o",
+        label="precision (reviews)",
+    )
+    ax.plot(
+        x,
+        [f if f is not None else float("nan") for f in fpr],
+        marker="s",
+        label="false-positive rate",
+    )
+    ax.axhline(0.05, color="grey", linestyle="--", linewidth=1, label="FPR target 5%")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(x, days, rotation=45, fontsize=8)
+    ax.set_title("Precision and false-positive rate from analyst reviews")
+    ax.legend(fontsize=8)
+    charts["precision"] = _svg(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    ax.bar(x, [r["revenue"] or 0 for r in trend], color="#2e86c1", label="revenue")
+    ax.bar(x, [r["loss_prevented"] or 0 for r in trend], color="#28b463", label="loss prevented")
+    ax.set_xticks(x, days, rotation=45, fontsize=8)
+    ax.set_title("Revenue and loss prevented per day")
+    ax.legend(fontsize=8)
+    charts["revenue"] = _svg(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    for key, label in (("detection_latency_p50_ms", "p50"), ("detection_latency_p95_ms", "p95")):
+        ax.plot(
+            x,
+            [r[key] if r[key] is not None else float("nan") for r in trend],
+            marker="o",
+            label=label,
+        )
+    ax.axhline(500, color="grey", linestyle="--", linewidth=1, label="SLO 500 ms")
+    ax.set_xticks(x, days, rotation=45, fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title("Detection latency (purchase → decision)")
+    ax.legend(fontsize=8)
+    charts["latency"] = _svg(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, max(1.6, 0.4 * len(scenarios) + 0.8)))
+    names = [s["scenario"] for s in reversed(scenarios)]
+    ax.barh(
+        names, [s["fraud_orders"] for s in reversed(scenarios)], color="#b03a2e", label="confirmed"
+    )
+    ax.barh(names, [s["detected"] for s in reversed(scenarios)], color="#28b463", label="detected")
+    ax.set_title("Top fraud scenarios (last 7 days)")
+    ax.legend(fontsize=8)
+    charts["scenarios"] = _svg(fig)
+    return charts
+
+
+def _render(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("shopsentry.pipelines", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v: "–" if v is None else f"{v * 100:.1f}%"
+    env.filters["money"] = lambda v: "–" if v is None else f"{v:,.2f}"
+    env.filters["ms"] = lambda v: "–" if v is None else f"{v:,.0f} ms"
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def daily_fraud_report(
+    settings: Settings, day: date | None = None, *, progress: Progress = no_progress
+) -> ReportResult:
+    """Write the report for ``day`` (default: yesterday, UTC) and return where it is."""
+    from datetime import UTC, datetime
+
+    from markupsafe import Markup
+
+    from shopsentry.warehouse import queries
+
+    day = day or (datetime.now(UTC).date() - timedelta(days=1))
+    progress("queries", 0, 4)
+    trend = queries.fraud_kpis(settings, start=day - timedelta(days=TREND_DAYS - 1), end=day)
+    progress("queries", 1, 4)
+    sales = queries.daily_sales(settings, start=day, end=day)
+    progress("queries", 2, 4)
+    scenarios = queries.top_scenarios(settings, start=day - timedelta(days=6), end=day, limit=8)
+    progress("queries", 3, 4)
+    alerts = queries.alerts_on(settings, day, limit=25)
+    progress("queries", 4, 4)
+
+    today = next((r for r in trend if r["day"] == day), None)
+    progress("charts", 0, 1)
+    charts = {k: Markup(v) for k, v in _charts(trend, scenarios).items()} if trend else {}  # noqa: S704 - our own SVG
+    progress("charts", 1, 1)
+    summary = {
+        "orders": today["orders"] if today else 0,
+        "alerts": today["alerts"] if today else 0,
+        "alert_rate": today["alert_rate"] if today else None,
+        "confirmed_fraud": today["confirmed_fraud"] if today else 0,
+        "review_precision": today["review_precision"] if today else None,
+        "false_positive_rate": today["false_positive_rate"] if today else None,
+        "loss_prevented": today["loss_prevented"] if today else 0.0,
+        "revenue": sales[0]["revenue"] if sales else 0.0,
+        "detection_latency_p95_ms": today["detection_latency_p95_ms"] if today else None,
+        "top_scenario": scenarios[0]["scenario"] if scenarios else None,
+    }
+    html = _render(
+        {
+            "day": day,
+            "summary": summary,
+            "today": today,
+            "sales": sales[0] if sales else None,
+            "trend": trend,
+            "scenarios": scenarios,
+            "alerts": alerts,
+            "charts": charts,
+            "fpr_target": settings.slo.false_positive_rate,
+            "trend_days": TREND_DAYS,
+        }
+    )
+    path = report_path(settings, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)
+    logger.info("daily fraud report for %s written to %s", day, path)
+    return ReportResult(day=day, path=path, summary=summary)

@@ -1,0 +1,130 @@
+"""weekly_model_retrain: training set → train → evaluate → promote through the gate.
+
+The seed's Flow 3 (Sundays 02:00). Two steps, separate Airflow tasks:
+
+1. :func:`build_training_set` runs ``dbt build --select +tag:ml``: the incremental
+   layers catch up, then ``ml_features.training_set`` is rebuilt from the shared feature
+   definitions (point-in-time) and tested.
+2. :func:`train` calls the model part's ``train_and_register``, which trains on labels
+   known at ``as_of``, evaluates on the held-out last days, registers the version in
+   MLflow and promotes it to champion only if it beats the current one at the gate.
+
+A finished run records its outcome under ``state_dir/retrain/<as_of>.json``; rerunning
+the same week returns that outcome instead of registering a second model, and a run that
+failed part-way (nothing recorded) simply runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.pipelines.common import Progress, no_progress
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
+
+ML_SELECTION = ["--select", "+tag:ml", "--exclude-resource-type", "unit_test"]
+
+
+@dataclass
+class RetrainResult:
+    as_of: str | None
+    training_rows: int
+    version: str | None
+    promoted: bool
+    reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reused: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _marker(settings: Settings, as_of: datetime | None) -> Path | None:
+    if as_of is None:
+        return None
+    return settings.state_dir / "retrain" / f"{as_of.strftime('%Y%m%dT%H%M%S')}.json"
+
+
+def build_training_set(settings: Settings, *, progress: Progress = no_progress) -> int:
+    """Step 1: rebuild ml_features.training_set; returns its row count."""
+    from shopsentry.pipelines.hourly_etl import transform
+    from shopsentry.warehouse.db import connect
+
+    transform(settings, select=ML_SELECTION, progress=progress)
+    with connect(settings, read_only=True) as con:
+        rows = con.execute("select count(*) from ml_features.training_set").fetchall()
+    return int(rows[0][0])
+
+
+def train(
+    settings: Settings,
+    as_of: datetime | None,
+    *,
+    training_rows: int = 0,
+    force: bool = False,
+    progress: Progress = no_progress,
+) -> RetrainResult:
+    """Step 2: train, evaluate and gate, once per ``as_of`` unless ``force``."""
+    from shopsentry.models.training import train_and_register
+
+    marker = _marker(settings, as_of)
+    if marker is not None and marker.is_file() and not force:
+        recorded = json.loads(marker.read_text())
+        logger.info(
+            "weekly retrain for %s already ran (version %s); reusing",
+            as_of,
+            recorded.get("version"),
+        )
+        return RetrainResult(**{**recorded, "reused": True})
+    outcome = train_and_register(
+        settings,
+        use_warehouse=True,
+        as_of=as_of,
+        progress=lambda step, done, total: progress(step, done, total),
+    )
+    result = RetrainResult(
+        as_of=as_of.isoformat() if as_of else None,
+        training_rows=training_rows,
+        version=outcome.version,
+        promoted=outcome.promoted,
+        reason=outcome.reason,
+        metrics=dict(outcome.metrics),
+    )
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({k: v for k, v in result.as_dict().items() if k != "reused"}, indent=2)
+        )
+        os.replace(tmp, marker)
+    logger.info(
+        "weekly retrain: version %s %s (%s)",
+        result.version,
+        "promoted" if result.promoted else "kept as challenger",
+        result.reason,
+    )
+    return result
+
+
+def weekly_model_retrain(
+    settings: Settings,
+    as_of: datetime | None = None,
+    *,
+    force: bool = False,
+    progress: Progress = no_progress,
+) -> RetrainResult:
+    """Both steps; ``as_of`` is the training cut-off (the run's data-interval end)."""
+    marker = _marker(settings, as_of)
+    if marker is not None and marker.is_file() and not force:
+        return train(settings, as_of, progress=progress)
+    rows = build_training_set(settings, progress=progress)
+    return train(settings, as_of, training_rows=rows, force=force, progress=progress)
