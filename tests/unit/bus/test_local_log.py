@@ -271,16 +271,16 @@ def test_retention_deletes_whole_old_batches(log: LocalLog) -> None:
     assert [r.offset for r in records] == list(range(50, 70))
     assert records[0].value == b"new0"
     consumer.close()
-    # Producers apply retention on their own (first flush, then every minute); as in
-    # Kafka only a prefix goes: an old batch behind a recent one waits its turn.
-    with log.producer() as producer:
+    # Producers apply retention on their own (every retention_check_ms, default a
+    # minute); as in Kafka only a prefix goes: an old batch behind a recent one waits.
+    with log.producer(retention_check_ms=0) as producer:
         producer.send("short", b"ancient", timestamp_ms=now - 3_600_000)
     (part,) = log.describe_topic("short").partitions
     assert (part.start_offset, part.end_offset) == (50, 71)
     log.create_topics([TopicSpec("short2", 1, retention_ms=60_000)])
     with log.producer(retention_check_ms=10**13) as producer:
         producer.send("short2", b"ancient", timestamp_ms=now - 3_600_000)
-    with log.producer() as producer:
+    with log.producer(retention_check_ms=0) as producer:
         producer.send("short2", b"fresh")
     (part,) = log.describe_topic("short2").partitions
     assert (part.start_offset, part.end_offset) == (1, 2)

@@ -47,7 +47,9 @@ class LocalProducer:
         self._batch_records = batch_records
         self._buffer_records = 1 if fsync == "always" else buffer_records
         self._retention_check_ms = retention_check_ms
-        self._last_retention_ms = 0
+        # Like a broker's retention check (Kafka: every 5 min), not at once: a short run
+        # that back-fills old timestamps keeps its records until a later check.
+        self._last_retention_ms = now_ms()
         self._topics: dict[str, TopicMeta] = {}
         # topic -> partition -> records waiting for the next flush
         self._pending: dict[str, dict[int, list[_Pending]]] = {}
