@@ -1,0 +1,382 @@
+"""MLflow tracking and registry: runs, versions, the champion/challenger aliases.
+
+MLflow is the source of truth (alias ``champion`` on ``settings.model.name``); each
+alias move also rewrites the local pointer file the detector polls, so the hot path
+never imports MLflow. Every version's files (model JSON, report, card, plot) are kept
+both as run artifacts and in ``<data_dir>/models/<name>/v<N>/``.
+
+The promotion gate scores the current champion on the *new* held-out window, so the
+two versions are compared on identical rows: a version that does not beat it becomes
+``challenger`` with the reason as a tag. Before any alias moves, the target model is
+loaded and validated; a corrupted or incompatible file raises
+:class:`~shopsentry.errors.ModelError` and nothing changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.errors import ModelError
+from shopsentry.models.evaluation import KEY_METRICS, EvalWindow, evaluate, scalar_metrics
+from shopsentry.models.scorer import build_scorer, current_feature_names, models_dir, write_pointer
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from shopsentry.config import Settings
+    from shopsentry.models.dataset import TrainingSet
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+# The gate: PR-AUC must improve, and recall at the FPR budget may not fall by more than this.
+RECALL_SLACK = 0.02
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    version: str
+    promoted: bool
+    reason: str
+    model_dir: Path
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: tuple[str, ...]
+    created: datetime
+    run_id: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def client(settings: Settings) -> MlflowClient:
+    """A client on the configured tracking URI (SQLite under the data dir by default)."""
+    import mlflow
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+
+def _experiment_id(settings: Settings, mlc: MlflowClient) -> str:
+    experiment = mlc.get_experiment_by_name(settings.model.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if (
+        settings.mlflow_tracking_uri.startswith(("sqlite:", "file:"))
+        or "://" not in settings.mlflow_tracking_uri
+    ):
+        settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
+        location = settings.mlflow_artifact_dir.resolve().as_uri()
+    return str(mlc.create_experiment(settings.model.experiment, artifact_location=location))
+
+
+def version_dir(settings: Settings, version: str) -> Path:
+    return models_dir(settings) / settings.model.name / f"v{version}"
+
+
+def _alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlc.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def model_file(settings: Settings, version: str, mlc: MlflowClient | None = None) -> Path:
+    """The version's model JSON on local disk, downloaded from MLflow when absent."""
+    local = version_dir(settings, version) / "model.json"
+    if local.is_file():
+        return local
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlc = mlc or client(settings)
+    try:
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{settings.model.name}/{version}",
+                tracking_uri=settings.mlflow_tracking_uri,
+            )
+        )
+    except MlflowException as exc:
+        raise ModelError(
+            f"model version {version} cannot be fetched: {exc.message}",
+            hint="see `shopsentry models list`",
+        ) from None
+    source = downloaded / "model.json"
+    if not source.is_file():
+        raise ModelError(
+            f"model version {version} has no model.json", hint="it was not logged by shopsentry"
+        )
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(source.read_bytes())
+    return local
+
+
+def _load_checked(settings: Settings, version: str, mlc: MlflowClient) -> tuple[Path, bytes, Any]:
+    path = model_file(settings, version, mlc)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read {path}: {exc.strerror}", hint="roll back or retrain"
+        ) from None
+    scorer = build_scorer(
+        raw,
+        version=version,
+        cache_dir=models_dir(settings) / "compiled",
+        expected_features=current_feature_names(),
+    )
+    return path, raw, scorer
+
+
+def decide(
+    new: dict[str, float], champion: dict[str, float] | None, champion_version: str | None
+) -> tuple[bool, str]:
+    """The promotion rule, on metrics from the same window. Returns (promote, reason)."""
+    if champion is None or champion_version is None:
+        return True, "no champion yet"
+    gain = new["pr_auc"] - champion["pr_auc"]
+    recall_drop = champion["recall_at_fpr_budget"] - new["recall_at_fpr_budget"]
+    if gain <= 0:
+        return False, (
+            f"PR-AUC {new['pr_auc']:.4f} does not beat champion v{champion_version}'s "
+            f"{champion['pr_auc']:.4f} on the same window"
+        )
+    if recall_drop > RECALL_SLACK:
+        return False, (
+            f"recall at the FPR budget falls {recall_drop:.3f} below"
+            f" champion v{champion_version}'s "
+            f"{champion['recall_at_fpr_budget']:.3f} (allowed {RECALL_SLACK})"
+        )
+    return True, (
+        f"PR-AUC {new['pr_auc']:.4f} beats champion v{champion_version}'s {champion['pr_auc']:.4f} "
+        f"on the same window (recall at budget {new['recall_at_fpr_budget']:.3f} vs "
+        f"{champion['recall_at_fpr_budget']:.3f})"
+    )
+
+
+def _score_champion(
+    settings: Settings, mlc: MlflowClient, valid: TrainingSet
+) -> tuple[str | None, dict[str, float] | None, str | None]:
+    """(champion version, its metrics on this window, why it could not be scored)."""
+    version = _alias_version(mlc, settings.model.name, CHAMPION)
+    if version is None:
+        return None, None, None
+    try:
+        _, _, scorer = _load_checked(settings, version, mlc)
+    except ModelError as exc:
+        return version, None, exc.one_line()
+    window = EvalWindow(y=valid.is_fraud, occurred_at=valid.occurred_at, scenario=valid.scenario)
+    report = evaluate(
+        window,
+        scorer.predict(valid.X),
+        threshold=settings.detector.threshold,
+        fpr_budget=settings.model.fpr_budget,
+        review_budget=settings.model.review_budget_per_day,
+        with_curve=False,
+    )
+    return version, scalar_metrics(report), None
+
+
+def _flat_params(report: dict[str, Any]) -> dict[str, Any]:
+    params = {f"param.{k}": v for k, v in report["params"].items()}
+    params.update({f"fit.{k}": v for k, v in report["fit"].items() if not isinstance(v, dict)})
+    params.update({f"fit.calibration_{k}": v for k, v in report["fit"]["calibration"].items()})
+    params.update({f"data.{k}": v for k, v in report["data"].items()})
+    params["features"] = ",".join(report["features"])[:6000]
+    return params
+
+
+def register_and_gate(
+    settings: Settings, raw: bytes, report: dict[str, Any], valid: TrainingSet
+) -> GateOutcome:
+    """Log the run, register the version, write its card, and apply the promotion gate."""
+    import mlflow
+    import xgboost as xgb
+
+    from shopsentry.models.card import write_card
+
+    mlc = client(settings)
+    experiment_id = _experiment_id(settings, mlc)
+    name = settings.model.name
+    champion_version, champion_metrics, champion_problem = _score_champion(settings, mlc, valid)
+    new_metrics = scalar_metrics(report["model"])
+    if champion_problem is not None:
+        promote, reason = (
+            True,
+            f"champion v{champion_version} cannot score this window: {champion_problem}",
+        )
+    else:
+        promote, reason = decide(new_metrics, champion_metrics, champion_version)
+    report["gate"] = {
+        "champion_version": champion_version,
+        "champion": champion_metrics,
+        "promoted": promote,
+        "reason": reason,
+    }
+    booster = xgb.Booster(model_file=bytearray(raw))
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    ) as run:
+        mlflow.log_params(_flat_params(report))
+        metrics = {**new_metrics, **scalar_metrics(report["baseline"], "baseline_")}
+        if champion_metrics:
+            metrics.update({f"champion_{k}": v for k, v in champion_metrics.items()})
+        for scenario, values in report["model"]["recall_by_scenario_at_fpr_budget"].items():
+            metrics[f"recall_at_budget.{scenario}"] = values["recall"]
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            registered_model_name=name,
+            pip_requirements=[f"xgboost=={xgb.__version__}"],
+            model_format="json",
+        )
+        version = str(info.registered_model_version)
+        report["version"] = version
+        report["run_id"] = run.info.run_id
+        target = version_dir(settings, version)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "model.json").write_bytes(raw)
+        (target / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_card(target, name, version, report)
+        for artifact in ("report.json", "model_card.md", "precision_recall.png"):
+            mlflow.log_artifact(str(target / artifact), artifact_path="report")
+    mlc.set_model_version_tag(name, version, "sha256", hashlib.sha256(raw).hexdigest())
+    mlc.set_model_version_tag(name, version, "gate_reason", reason)
+    for key in ("pr_auc", "recall_at_fpr_budget", "roc_auc"):
+        mlc.set_model_version_tag(name, version, key, f"{new_metrics[key]:.4f}")
+    if promote:
+        set_champion(settings, version, reason, mlc)
+    else:
+        mlc.set_registered_model_alias(name, CHALLENGER, version)
+        mlc.set_model_version_tag(name, version, "challenger_reason", reason)
+        logger.info("v%s stays challenger: %s", version, reason)
+    return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)
+
+
+def _history(mlc: MlflowClient, name: str) -> list[str]:
+    tags = mlc.get_registered_model(name).tags
+    try:
+        return [str(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+    except ValueError:
+        return []
+
+
+def set_champion(
+    settings: Settings,
+    version: str,
+    reason: str,
+    mlc: MlflowClient | None = None,
+    *,
+    record: bool = True,
+) -> None:
+    """Validate the version's model, then move the alias and the local pointer to it.
+
+    The model is loaded and checked first: a bad file raises ModelError and the alias,
+    the pointer and therefore the serving model stay where they were.
+    """
+    mlc = mlc or client(settings)
+    name = settings.model.name
+    path, raw, scorer = _load_checked(settings, version, mlc)
+    mlc.set_registered_model_alias(name, CHAMPION, version)
+    if _alias_version(mlc, name, CHALLENGER) == version:
+        mlc.delete_registered_model_alias(name, CHALLENGER)
+    if record:
+        history = [v for v in _history(mlc, name) if v != version] + [version]
+        mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+    mlc.set_model_version_tag(name, version, "promoted_at", datetime.now(UTC).isoformat())
+    mlc.set_model_version_tag(name, version, "promotion_reason", reason)
+    write_pointer(
+        settings, name, version, path, hashlib.sha256(raw).hexdigest(), scorer.feature_names
+    )
+    logger.info("v%s is now champion of %s: %s", version, name, reason)
+
+
+def promote(settings: Settings, version: str) -> None:
+    """Make ``version`` champion by hand (after validating its model file)."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client(settings)
+    try:
+        mlc.get_model_version(settings.model.name, version)
+    except MlflowException:
+        raise ModelError(
+            f"no version {version} of {settings.model.name}", hint="see `shopsentry models list`"
+        ) from None
+    set_champion(settings, version, "manual promotion", mlc)
+
+
+def rollback(settings: Settings) -> str:
+    """Give the champion alias back to the previous champion; returns its version."""
+    mlc = client(settings)
+    name = settings.model.name
+    current = _alias_version(mlc, name, CHAMPION)
+    history = _history(mlc, name)
+    if current is not None and history and history[-1] == current:
+        history = history[:-1]
+    if not history:
+        raise ModelError(
+            f"{name} has no previous champion to roll back to", hint="promote a version instead"
+        )
+    previous = history[-1]
+    set_champion(settings, previous, f"rollback from v{current}", mlc, record=False)
+    mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    if current is not None:
+        mlc.set_model_version_tag(name, current, "rolled_back_at", datetime.now(UTC).isoformat())
+    return previous
+
+
+def list_versions(settings: Settings) -> list[VersionInfo]:
+    """Every version, newest first, with aliases and the key metrics of its run."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client(settings)
+    try:
+        versions = mlc.search_model_versions(f"name = '{settings.model.name}'")
+    except MlflowException:
+        return []
+    if not versions:
+        return []
+    # search results carry no aliases; the registered model has them all
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlc.get_registered_model(settings.model.name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                run_metrics = mlc.get_run(mv.run_id).data.metrics
+                metrics = {
+                    k: run_metrics[k] for k in (*KEY_METRICS, "baseline_pr_auc") if k in run_metrics
+                }
+            except MlflowException:
+                metrics = {}
+        out.append(
+            VersionInfo(
+                version=str(mv.version),
+                aliases=tuple(sorted(aliases.get(str(mv.version), []))),
+                created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+                run_id=mv.run_id,
+                metrics=metrics,
+                tags=dict(mv.tags),
+            )
+        )
+    return out
