@@ -6,16 +6,19 @@ split keeps the exactly-once-effect argument in one place (the worker) and lets 
 computation be tested with fakes.
 
 Ordering: records of one partition arrive in offset order and a user's events share a
-partition, so iterating the batch in arrival order applies each user's events in offset
-order. Behaviour events of the batch are applied before its purchases (cross-topic order
-is not defined by the log; the freshest behaviour makes the better fraud signal).
+partition, so each user's events are applied in offset order. Across partitions (and
+across the two topics) the batch is merged by ``occurred_at``, each partition's own
+order kept: a purchase sees exactly the behaviour of this batch that happened before it,
+as the offline (training) features do — which matters most when a backlog is replayed,
+where one topic's partitions may be read ahead of the other's.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,8 +118,7 @@ class BatchPipeline:
         started_ms = self._clock_ms()
         t0 = time.perf_counter()
 
-        purchases: list[tuple[Record, Purchase]] = []
-        behaviours: list[tuple[Record, Any]] = []
+        by_partition: dict[TopicPartition, list[tuple[Record, Any]]] = {}
         commit = out.commit
         events = out.events_by_topic
         for record in records:
@@ -135,14 +137,15 @@ class BatchPipeline:
             problem = self._misrouted(record, event)
             if problem is not None:
                 self._dead_letter(out, record, problem, "route")
-            elif isinstance(event, Purchase):
-                purchases.append((record, event))
             else:
-                behaviours.append((record, event))
+                bucket = by_partition.get(tp)
+                if bucket is None:
+                    bucket = by_partition[tp] = []
+                bucket.append((record, event))
         t1 = time.perf_counter()
         out.stages_s["parse"] = t1 - t0
 
-        p_changed, b_changed, rows, decided = self._features(out, purchases, behaviours, store)
+        p_changed, b_changed, rows, decided = self._features(out, by_partition, store)
         t2 = time.perf_counter()
         out.stages_s["features"] = t2 - t1
         out.state_changes = {PURCHASE_NS: p_changed, BEHAVIOR_NS: b_changed}
@@ -195,56 +198,51 @@ class BatchPipeline:
     def _features(
         self,
         out: BatchOutcome,
-        purchases: list[tuple[Record, Purchase]],
-        behaviours: list[tuple[Record, Any]],
+        by_partition: dict[TopicPartition, list[tuple[Record, Any]]],
         store: StateStore,
     ) -> tuple[
         dict[str, bytes], dict[str, bytes], list[Sequence[float]], list[tuple[Record, Purchase]]
     ]:
         ops = self.ops
-        b_users = {ev.user_id for _, ev in behaviours} | {p.user_id for _, p in purchases}
+        streams = list(by_partition.values())
+        if len(streams) == 1:
+            merged: Iterable[tuple[Record, Any]] = streams[0]
+        else:
+            merged = heapq.merge(*streams, key=_occurred_at)
+        p_users = {ev.user_id for stream in streams for _, ev in stream if isinstance(ev, Purchase)}
+        b_users = {ev.user_id for stream in streams for _, ev in stream}
         b_raw = store.load(BEHAVIOR_NS, sorted(b_users)) if b_users else {}
+        p_raw = store.load(PURCHASE_NS, sorted(p_users)) if p_users else {}
         b_states: dict[str, Any] = {}
-
-        def bstate_of(user: str) -> Any:
-            state = b_states.get(user)
-            if state is None:
-                state = b_states[user] = ops.behavior_state(b_raw.get(user))
-            return state
-
+        p_states: dict[str, Any] = {}
         b_touched: set[str] = set()
-        for record, event in behaviours:
+        rows: list[Sequence[float]] = []
+        decided: list[tuple[Record, Purchase]] = []
+        for record, event in merged:
             user = event.user_id
+            bstate = b_states.get(user)
+            if bstate is None:
+                bstate = b_states[user] = ops.behavior_state(b_raw.get(user))
             try:
-                b_states[user] = ops.observe_behavior(bstate_of(user), event)
+                if isinstance(event, Purchase):
+                    pstate = p_states.get(user)
+                    if pstate is None:
+                        pstate = ops.purchase_state(p_raw.get(user))
+                    row = ops.vector(event, pstate, bstate)
+                    p_states[user] = ops.observe_purchase(pstate, event)
+                    rows.append(row)
+                    decided.append((record, event))
+                else:
+                    b_states[user] = ops.observe_behavior(bstate, event)
+                    b_touched.add(user)
             except Exception as exc:  # a feature bug on one event must not stop the stream
                 self._dead_letter(
                     out, record, f"(features): {type(exc).__name__}: {exc}", "features"
                 )
-                continue
-            b_touched.add(user)
-
-        p_raw = (
-            store.load(PURCHASE_NS, sorted({p.user_id for _, p in purchases})) if purchases else {}
-        )
-        p_states: dict[str, Any] = {}
-        rows: list[Sequence[float]] = []
-        decided: list[tuple[Record, Purchase]] = []
-        for record, purchase in purchases:
-            user = purchase.user_id
-            pstate = p_states.get(user)
-            if pstate is None:
-                pstate = ops.purchase_state(p_raw.get(user))
-            try:
-                row = ops.vector(purchase, pstate, bstate_of(user))
-                p_states[user] = ops.observe_purchase(pstate, purchase)
-            except Exception as exc:  # as above: dead-letter the one event, go on
-                self._dead_letter(
-                    out, record, f"(features): {type(exc).__name__}: {exc}", "features"
-                )
-                continue
-            rows.append(row)
-            decided.append((record, purchase))
         p_changed = {user: ops.dump(state) for user, state in p_states.items()}
         b_changed = {user: ops.dump(b_states[user]) for user in b_touched}
         return p_changed, b_changed, rows, decided
+
+
+def _occurred_at(item: tuple[Record, Any]) -> Any:
+    return item[1].occurred_at
