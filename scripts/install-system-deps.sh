@@ -5,6 +5,10 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v kcat >/dev/null || need+=(kcat)
 command -v chromium >/dev/null || need+=(chromium)
+# promtool (in Debian's prometheus package) checks and unit-tests deploy/prometheus rules;
+# docker-compose parses deploy/docker-compose.yml without a Docker engine.
+command -v promtool >/dev/null || need+=(prometheus)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

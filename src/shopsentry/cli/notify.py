@@ -19,6 +19,13 @@ def register(app: typer.Typer) -> None:
                 help="Serve /metrics on 127.0.0.1:PORT (0: off; default: settings, 9450)."
             ),
         ] = None,
+        metrics_host: Annotated[
+            str,
+            typer.Option(
+                help="Address of the /metrics endpoint (0.0.0.0 inside a container network).",
+                envvar="SHOPSENTRY_METRICS_HOST",
+            ),
+        ] = "127.0.0.1",
         until_idle: Annotated[
             bool, typer.Option(help="Stop once no alert is waiting (for batch runs and tests).")
         ] = False,
@@ -35,14 +42,14 @@ def register(app: typer.Typer) -> None:
         notifier = Notifier(settings)
         port = settings.notifier.metrics_port if metrics_port is None else metrics_port
         if port:
-            start_http_server(port, addr="127.0.0.1")
+            start_http_server(port, addr=metrics_host)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         typer.echo(
             f"notifier: {settings.topics.fraud_alerts.name} → "
             + ", ".join(repr(c) for c in notifier.channels)
-            + (f"; metrics on http://127.0.0.1:{port}/metrics" if port else ""),
+            + (f"; metrics on http://{metrics_host}:{port}/metrics" if port else ""),
             err=True,
         )
         try:
