@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-_LEADER_MOVING = frozenset(
+_LEADER_MOVING: frozenset[int] = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
@@ -70,6 +70,15 @@ _LEADER_MOVING = frozenset(
         KafkaError.OFFSET_NOT_AVAILABLE,
     }
 )
+_ADMIN_RETRY: frozenset[int] = _LEADER_MOVING | {
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_CONTROLLER,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
 
 
 class KafkaLog:
@@ -121,17 +130,38 @@ class KafkaLog:
         if not self._reachable:
             self.metadata()
 
-    def _result(self, future: Future[T], action: str, topic: str | None = None) -> T:
+    def _call(
+        self, submit: Callable[[float], Future[T]], action: str, topic: str | None = None
+    ) -> T:
+        """Run one admin request, retrying while the cluster is moving under us (a dead
+        broker still cached as controller or leader), within ``request_timeout_ms``."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
+            try:
+                return submit(attempt).result(timeout=attempt + 2)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                self._admin.poll(0)
+                self._watch.raise_if_auth_failed(self.bootstrap)
+                if err.code() in _ADMIN_RETRY and time.monotonic() < deadline:
+                    logger.debug("%s: %s; retrying", action, err.str())
+                    self._refresh_metadata()
+                    continue
+                raise translate(err, bootstrap=self.bootstrap, topic=topic, action=action) from None
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    continue
+                raise unavailable_error(
+                    self.bootstrap, self._timeout, self._watch.last_error
+                ) from None
+
+    def _refresh_metadata(self) -> None:
+        """Make librdkafka learn the current controller and leaders before a retry."""
         try:
-            return future.result(timeout=self._timeout + 1)
-        except KafkaException as exc:
-            self._admin.poll(0)
-            self._watch.raise_if_auth_failed(self.bootstrap)
-            raise translate(
-                exc.args[0], bootstrap=self.bootstrap, topic=topic, action=action
-            ) from None
-        except TimeoutError:
-            raise unavailable_error(self.bootstrap, self._timeout, self._watch.last_error) from None
+            self._admin.list_topics(timeout=1.0)
+        except KafkaException:
+            time.sleep(0.2)
 
     # -- topics ------------------------------------------------------------------------
     def list_topics(self) -> list[str]:
@@ -223,48 +253,42 @@ class KafkaLog:
             pending = list(tps)
             deadline = time.monotonic() + self._timeout
             while pending:
+                attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
                 req = {CkTopicPartition(tp.topic, tp.partition): spec for tp in pending}
-                futures = self._admin.list_offsets(req, request_timeout=self._timeout)
+                futures = self._admin.list_offsets(req, request_timeout=attempt)
                 retry: list[TopicPartition] = []
                 for ck_tp, future in futures.items():
                     tp = TopicPartition(ck_tp.topic, ck_tp.partition)
                     try:
-                        info = future.result(timeout=self._timeout + 1)
-                    except KafkaException as exc:
-                        # A leader that just moved or was just elected answers "not
-                        # leader" for a moment: ask again until the deadline.
-                        if exc.args[0].code() in _LEADER_MOVING and time.monotonic() < deadline:
+                        info = future.result(timeout=attempt + 2)
+                    except (KafkaException, TimeoutError) as exc:
+                        # A leader that just moved, died or was just elected: ask again
+                        # (with fresh metadata) until the deadline.
+                        err = exc.args[0] if isinstance(exc, KafkaException) else None
+                        transient = err is None or err.code() in _ADMIN_RETRY
+                        if transient and time.monotonic() < deadline:
                             retry.append(tp)
                             continue
                         self._admin.poll(0)
                         self._watch.raise_if_auth_failed(self.bootstrap)
+                        if err is None:
+                            raise unavailable_error(
+                                self.bootstrap, self._timeout, self._watch.last_error
+                            ) from None
                         raise translate(
-                            exc.args[0],
-                            bootstrap=self.bootstrap,
-                            topic=tp.topic,
-                            action="listing offsets",
+                            err, bootstrap=self.bootstrap, topic=tp.topic, action="listing offsets"
                         ) from None
                     out[tp][index] = max(0, info.offset)
                 pending = retry
                 if pending:
-                    time.sleep(0.1)
+                    self._refresh_metadata()
         return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
 
     def describe_topic(self, name: str) -> TopicInfo:
         self.ensure_reachable()
-        futures = self._admin.describe_topics(
-            TopicCollection([name]), request_timeout=self._timeout
-        )
-        desc = self._result(futures[name], f"describing {name!r}", name)
+        desc = self._describe(name)
         marks = self.watermarks([TopicPartition(name, p.id) for p in desc.partitions])
-        resource = ConfigResource(ResourceType.TOPIC, name)
-        config_future = self._admin.describe_configs([resource], request_timeout=self._timeout)[
-            resource
-        ]
-        entries = self._result(config_future, f"describing {name!r} config", name)
-        config = {
-            k: e.value for k, e in entries.items() if e.value is not None and not e.is_sensitive
-        }
+        config = self._config(name)
         parts = tuple(
             PartitionInfo(
                 partition=p.id,
@@ -278,26 +302,50 @@ class KafkaLog:
         )
         return TopicInfo(name=name, partitions=parts, config=config)
 
+    def _describe(self, name: str) -> Any:
+        return self._call(
+            lambda t: self._admin.describe_topics(TopicCollection([name]), request_timeout=t)[name],
+            f"describing {name!r}",
+            name,
+        )
+
+    def _config(self, name: str) -> dict[str, str]:
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        entries = self._call(
+            lambda t: self._admin.describe_configs([resource], request_timeout=t)[resource],
+            f"describing {name!r} config",
+            name,
+        )
+        return {
+            k: e.value for k, e in entries.items() if e.value is not None and not e.is_sensitive
+        }
+
+    def isr_of(self, name: str) -> dict[int, tuple[int, ...]]:
+        """In-sync replicas per partition, without asking for offsets: a partition below
+        min.insync.replicas may not serve its end offset (KIP-966), but its ISR is known."""
+        self.ensure_reachable()
+        return {p.id: tuple(n.id for n in p.isr) for p in self._describe(name).partitions}
+
     def under_min_isr(self, tps: Sequence[TopicPartition]) -> list[tuple[TopicPartition, int, int]]:
         """The partitions among ``tps`` whose in-sync replicas are fewer than the topic's
         min.insync.replicas, as (partition, isr size, minimum): why acks=all writes fail."""
         found: list[tuple[TopicPartition, int, int]] = []
         for topic in sorted({tp.topic for tp in tps}):
-            info = self.describe_topic(topic)
-            minimum = int(info.config.get("min.insync.replicas", "1"))
+            isr = self.isr_of(topic)
+            minimum = int(self._config(topic).get("min.insync.replicas", "1"))
             wanted = {tp.partition for tp in tps if tp.topic == topic}
             found.extend(
-                (TopicPartition(topic, p.partition), len(p.isr), minimum)
-                for p in info.partitions
-                if p.partition in wanted and len(p.isr) < minimum
+                (TopicPartition(topic, p), len(isr[p]), minimum)
+                for p in sorted(wanted)
+                if p in isr and len(isr[p]) < minimum
             )
         return found
 
     # -- groups ------------------------------------------------------------------------
     def list_groups(self) -> list[str]:
         self.ensure_reachable()
-        result = self._result(
-            self._admin.list_consumer_groups(request_timeout=self._timeout), "listing groups"
+        result = self._call(
+            lambda t: self._admin.list_consumer_groups(request_timeout=t), "listing groups"
         )
         return sorted(g.group_id for g in result.valid)
 
@@ -305,19 +353,19 @@ class KafkaLog:
         """Committed offset, end offset and owner of every partition of the topics the
         group has committed to or is assigned."""
         self.ensure_reachable()
-        offsets_future = self._admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout
-        )[group]
-        committed_tps = (
-            self._result(offsets_future, f"reading offsets of group {group!r}").topic_partitions
-            or []
+        offsets = self._call(
+            lambda t: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=t
+            )[group],
+            f"reading offsets of group {group!r}",
         )
+        committed_tps = offsets.topic_partitions or []
         committed = {
             TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
             for tp in committed_tps
         }
-        description = self._result(
-            self._admin.describe_consumer_groups([group], request_timeout=self._timeout)[group],
+        description = self._call(
+            lambda t: self._admin.describe_consumer_groups([group], request_timeout=t)[group],
             f"describing group {group!r}",
         )
         owner: dict[TopicPartition, str] = {}
