@@ -24,7 +24,9 @@ def model(dbt, session):
 
     from shopsentry.features import FEATURE_NAMES, events_from_table, offline_features
 
-    events = _arrow(dbt.ref("feature_events")).sort_by([("occurred_at", "ascending"), ("event_id", "ascending")])
+    events = _arrow(dbt.ref("feature_events")).sort_by(
+        [("occurred_at", "ascending"), ("event_id", "ascending")]
+    )
     orders = _arrow(
         dbt.ref("fct_orders").select(
             "event_id, is_confirmed_fraud, fraud_scenario, is_labelled, label_known_at, reviewed_at"
@@ -39,12 +41,24 @@ def model(dbt, session):
         "occurred_at": pa.array(list(frame.occurred_at)).cast(pa.timestamp("us")),
     }
     for i, name in enumerate(FEATURE_NAMES):
-        columns[name] = pa.array(frame.X[:, i], pa.float64())
+        if name not in columns:
+            columns[name] = pa.array(frame.X[:, i], pa.float64())
     features = pa.table(columns)
     session.register("_training_features", features)
     session.register("_training_labels", orders)
-    feature_list = ", ".join(f'f."{name}"' for name in FEATURE_NAMES)
-    return session.sql(
+    # A feature named like a key column ("amount": the purchase amount) is that column.
+    base = {
+        "event_id",
+        "user_id",
+        "order_id",
+        "amount",
+        "occurred_at",
+        "is_fraud",
+        "scenario",
+        "label_known_at",
+    }
+    feature_list = ", ".join(f'f."{name}"' for name in FEATURE_NAMES if name not in base)
+    relation = session.sql(
         f"""
         select
             f.event_id,
@@ -64,4 +78,5 @@ def model(dbt, session):
         left join _training_labels as l on l.event_id = f.event_id
         order by f.occurred_at, f.event_id
         """
-    ).arrow()
+    )
+    return _arrow(relation)

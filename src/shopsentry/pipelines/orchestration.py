@@ -1,0 +1,72 @@
+"""What the Airflow DAGs in ``dags/`` share, so each DAG file stays a thin shell.
+
+The seed's ``default_args`` (owner data-engineering, no depends_on_past, 3 retries 5
+minutes apart, 2-hour execution timeout) and its 1-hour SLA, expressed as an Airflow 3
+deadline alert (Airflow 3 removed ``sla``). Task bodies call :mod:`shopsentry.pipelines`
+with Settings read from the environment at run time, never at parse time, so the DAG
+processor parses these files fast and without touching the warehouse.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.pipelines.common import Interval
+from shopsentry.pipelines.sla import SLA
+
+if TYPE_CHECKING:
+    from airflow.sdk import DeadlineAlert
+
+    from shopsentry.config import Settings
+
+# A fixed start in the past; catchup=False means only the latest interval runs.
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-engineering",
+    "depends_on_past": False,
+    "retries": 3,
+    "retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(hours=2),
+}
+
+
+def sla_deadline(dag_id: str) -> DeadlineAlert:
+    """Alert when a run is still going one hour after it was queued (the seed's SLA)."""
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    from shopsentry.pipelines.sla import deadline_missed
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=SLA,
+        callback=AsyncCallback(deadline_missed, kwargs={"dag_id": dag_id, "sla": str(SLA)}),
+    )
+
+
+def settings_from_env() -> Settings:
+    """Settings for a task, from SHOPSENTRY_* (the worker's environment)."""
+    from shopsentry.config import load_settings
+
+    return load_settings()
+
+
+def run_instant(context: dict[str, Any]) -> datetime:
+    """The instant a run stands for: its data interval end, else logical date, else
+    when it was triggered (a manual run in Airflow 3 may have no logical date)."""
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if value is not None:
+            return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    if run_after is not None:
+        return datetime.fromtimestamp(run_after.timestamp(), tz=UTC)
+    return datetime.now(UTC)
+
+
+def hour_before(context: dict[str, Any]) -> Interval:
+    """The complete hour before the run's instant: what an @hourly run processes."""
+    end = run_instant(context).replace(minute=0, second=0, microsecond=0)
+    return Interval(end - timedelta(hours=1), end)
