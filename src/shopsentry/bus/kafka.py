@@ -47,6 +47,8 @@ from shopsentry.bus.base import (
 from shopsentry.bus.kafka_config import (
     ErrorWatch,
     admin_config,
+    client_error,
+    redact,
     translate,
     unavailable_error,
 )
@@ -92,7 +94,11 @@ class KafkaLog:
         self._watch = ErrorWatch(f"Kafka admin client ({bootstrap})")
         conf = admin_config(bootstrap, self.settings)
         conf["error_cb"] = self._watch
-        self._admin = AdminClient(conf)
+        logger.debug("Kafka admin client config: %s", redact(conf))
+        try:
+            self._admin = AdminClient(conf)
+        except KafkaException as exc:
+            raise client_error(exc, "admin client") from None
         self._reachable = False
         self._timeout = self.settings.request_timeout_ms / 1000
 

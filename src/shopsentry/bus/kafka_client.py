@@ -29,8 +29,10 @@ from shopsentry.bus.kafka_config import (
     NOT_ENOUGH_REPLICAS_CODES,
     UNKNOWN_TOPIC_CODES,
     ErrorWatch,
+    client_error,
     consumer_config,
     producer_config,
+    redact,
     translate,
 )
 from shopsentry.errors import (
@@ -71,7 +73,11 @@ class KafkaProducer:
         conf = producer_config(log.bootstrap, log.settings)
         conf["error_cb"] = self._watch
         conf["on_delivery"] = self._on_delivery
-        self._producer = CkProducer(conf)
+        logger.debug("Kafka producer config: %s", redact(conf))
+        try:
+            self._producer = CkProducer(conf)
+        except KafkaException as exc:
+            raise client_error(exc, "producer") from None
         self._known_topics: set[str] = set()
         self._since_poll = 0
         self._failed = 0
@@ -236,7 +242,11 @@ class KafkaConsumer:
         self._watch = ErrorWatch(f"Kafka consumer {group_id or '(no group)'} ({log.bootstrap})")
         conf = consumer_config(log.bootstrap, log.settings, group_id, auto_offset_reset, client_id)
         conf["error_cb"] = self._watch
-        self._consumer = CkConsumer(conf)
+        logger.debug("Kafka consumer config: %s", redact(conf))
+        try:
+            self._consumer = CkConsumer(conf)
+        except KafkaException as exc:
+            raise client_error(exc, "consumer") from None
         self._positions: dict[TopicPartition, int] = {}
         self._closed = False
         if group_id is not None:

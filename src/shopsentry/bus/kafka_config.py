@@ -12,13 +12,14 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from shopsentry.config import KafkaSettings
 from shopsentry.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
     BusError,
+    ConfigError,
     NotEnoughReplicas,
     ShopsentryError,
     UnknownTopic,
@@ -249,3 +250,12 @@ def translate(
 def _short(text: str) -> str:
     """librdkafka messages can span lines; our errors are one line."""
     return " ".join(text.split())
+
+
+def client_error(exc: KafkaException, what: str) -> ConfigError:
+    """librdkafka refused to build a client: a setting is wrong (e.g. no CA file)."""
+    err: KafkaError = exc.args[0]
+    return ConfigError(
+        f"cannot create the Kafka {what}: {_short(err.str())}",
+        hint="check the kafka.* settings (security_protocol, ssl_ca_location, sasl_*)",
+    )
