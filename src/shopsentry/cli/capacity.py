@@ -186,6 +186,7 @@ def _print_measured(console: Console, p: CapacityPlan, m: Measurement) -> None:
         _opt(m.busy_s_per_event and m.busy_s_per_event * 1000, ",.2f", " ms"),
         f"{p.w_s * 1000:g} ms",
     )
+    table.add_row("events per batch", _opt(m.events_per_batch, ",.1f"), "")
     table.add_row(
         "W end-to-end (mean)",
         _opt(m.end_to_end_mean_s and m.end_to_end_mean_s * 1000, ",.1f", " ms"),

@@ -52,6 +52,7 @@ class Measurement:
     arrival_by_topic_per_s: dict[str, float]
     stage_mean_ms: dict[str, float]
     busy_s_per_event: float | None
+    events_per_batch: float | None
     end_to_end_mean_s: float | None
     prediction_mean_s: float | None
     l_measured: float | None
@@ -132,6 +133,17 @@ def analyse(
             for a, b in zip(wf, wl, strict=True)
         )
     busy = stage_seconds / events if events > 0 and stage_seconds > 0 else None
+    # Stages timed per micro-batch are observed less often than events arrive; the
+    # least-observed stage gives the mean batch size.
+    observations = [
+        sum(
+            b.total(STAGE + "_count", stage=stage) - a.total(STAGE + "_count", stage=stage)
+            for a, b in zip(wf, wl, strict=True)
+        )
+        for stage in stages
+    ]
+    batches = min((n for n in observations if n > 0), default=0.0)
+    events_per_batch = events / batches if batches and events > 0 else None
     e2e = _delta_ratio(first, last, END_TO_END + "_sum", END_TO_END + "_count")
     prediction = _delta_ratio(first, last, PREDICTION + "_sum", PREDICTION + "_count")
 
@@ -152,6 +164,18 @@ def analyse(
             " run the simulator, or lengthen --interval"
         )
 
+    if (
+        events_per_batch is not None
+        and events_per_batch < 2
+        and capacity
+        and arrival / capacity < 0.1
+    ):
+        warnings.append(
+            f"batches averaged {events_per_batch:.1f} event(s) at this light load: per-batch "
+            "costs (commit, produce) are shared by more events under load, so the capacity "
+            "is a lower bound"
+        )
+
     headroom = workers_for_target = None
     scaling = None
     if target_per_s is not None and per_worker:
@@ -169,6 +193,7 @@ def analyse(
         arrival_by_topic_per_s=by_topic,
         stage_mean_ms=stage_mean_ms,
         busy_s_per_event=busy,
+        events_per_batch=events_per_batch,
         end_to_end_mean_s=e2e,
         prediction_mean_s=prediction,
         l_measured=l_measured,

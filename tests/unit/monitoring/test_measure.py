@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from shopsentry.cli import app
 from shopsentry.errors import ShopsentryError
-from shopsentry.monitoring.measure import NothingToMeasure, measure
-from shopsentry.monitoring.metrics_reader import ScrapeFailed, parse_metrics, scrape
+from shopsentry.monitoring.measure import NothingToMeasure, analyse, measure
+from shopsentry.monitoring.metrics_reader import Scrape, ScrapeFailed, parse_metrics, scrape
 
 
 @dataclass(eq=False)
@@ -126,6 +126,8 @@ def test_measure_arithmetic(worker0: str, worker1: str) -> None:
     assert m.stage_mean_ms["commit"] == pytest.approx(10.0)
     # Busy time per event: 1 + 4 + 0.2 ms.
     assert m.busy_s_per_event == pytest.approx(0.0052)
+    # commit is timed once per batch: 4 batches for 200 events.
+    assert m.events_per_batch == pytest.approx(50.0)
     assert m.per_worker_per_s == pytest.approx(1 / 0.0052)
     assert m.capacity_per_s == pytest.approx(2 / 0.0052)
     assert m.end_to_end_mean_s == pytest.approx(0.05)
@@ -221,3 +223,30 @@ def test_cli_measure_tables(worker0: str) -> None:
     assert "Measured over" in result.output
     assert "L measured (in_flight_events)" in result.output
     assert "5.20 ms" in result.output  # busy time per event
+
+
+def _scrape(at: float, events: float, batches: float, busy_s: float) -> Scrape:
+    stage = (("stage", "commit"),)
+    return Scrape(
+        url="w0",
+        at=at,
+        samples={
+            ("shopsentry_events_processed_total", (("topic", "t"),)): events,
+            ("shopsentry_stage_latency_seconds_count", stage): batches,
+            ("shopsentry_stage_latency_seconds_sum", stage): busy_s,
+        },
+    )
+
+
+def test_tiny_batches_at_light_load_are_flagged_as_a_lower_bound() -> None:
+    # 10 events in 10 s, one batch each, 4 ms per batch: 1 % utilised.
+    m = analyse([[_scrape(0.0, 0, 0, 0.0)], [_scrape(10.0, 10, 10, 0.04)]])
+    assert m.events_per_batch == pytest.approx(1.0)
+    assert m.per_worker_per_s == pytest.approx(250.0)
+    assert any("lower bound" in w for w in m.warnings)
+
+
+def test_counter_reset_is_reported_not_used() -> None:
+    m = analyse([[_scrape(0.0, 100, 10, 1.0)], [_scrape(10.0, 5, 1, 0.1)]])
+    assert m.events == 0
+    assert any("went backwards" in w for w in m.warnings)
