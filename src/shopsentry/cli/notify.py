@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shopsentry.cli.common import settings_of
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +29,13 @@ def register(app: typer.Typer) -> None:
                 envvar="SHOPSENTRY_METRICS_HOST",
             ),
         ] = "127.0.0.1",
+        demo: Annotated[
+            bool,
+            typer.Option(
+                "--demo",
+                help="Also deliver every alert by SMTP to a local mailbox in DATA_DIR/mailbox.",
+            ),
+        ] = False,
         until_idle: Annotated[
             bool, typer.Option(help="Stop once no alert is waiting (for batch runs and tests).")
         ] = False,
@@ -36,13 +46,35 @@ def register(app: typer.Typer) -> None:
 
         from prometheus_client import start_http_server
 
+        from shopsentry.errors import ConfigError
         from shopsentry.notify import Notifier
 
         settings = settings_of(ctx)
-        notifier = Notifier(settings)
+        mailbox = None
+        if demo:
+            from shopsentry.notify.mailbox import LocalMailbox
+
+            mailbox = LocalMailbox(settings.data_dir / "mailbox").start()
+            settings = _with_local_mailbox(settings, mailbox.host, mailbox.port)
+            typer.echo(f"demo mailbox: {mailbox.directory}", err=True)
+        try:
+            notifier = Notifier(settings)
+        except BaseException:
+            if mailbox is not None:
+                mailbox.stop()
+            raise
         port = settings.notifier.metrics_port if metrics_port is None else metrics_port
         if port:
-            start_http_server(port, addr=metrics_host)
+            try:
+                start_http_server(port, addr=metrics_host)
+            except OSError as exc:
+                notifier.close()
+                if mailbox is not None:
+                    mailbox.stop()
+                raise ConfigError(
+                    f"cannot serve metrics on {metrics_host}:{port}: {exc.strerror}",
+                    hint="pass --metrics-port 0 or a free port",
+                ) from None
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -56,9 +88,25 @@ def register(app: typer.Typer) -> None:
             stats = notifier.run(stop, until_idle=until_idle)
         finally:
             notifier.close()
+            if mailbox is not None:
+                mailbox.stop()
         typer.echo(
             f"alerts {stats.records}, delivered {stats.delivered}, "
             f"dead-lettered {stats.dead_lettered}, duplicates skipped {stats.duplicates}, "
             f"retries {stats.retries}, undecodable {stats.invalid}",
             err=True,
         )
+
+
+def _with_local_mailbox(settings: Settings, host: str, port: int) -> Settings:
+    """The settings with the email channel pointed at the demo mailbox, every severity."""
+    notifier = settings.notifier.model_copy(
+        update={
+            "smtp_host": host,
+            "smtp_port": port,
+            "smtp_starttls": False,
+            "email_to": settings.notifier.email_to or ("analysts@shopsentry.local",),
+            "email_min_severity": "medium",
+        }
+    )
+    return settings.model_copy(update={"notifier": notifier})

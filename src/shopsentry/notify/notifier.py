@@ -141,8 +141,8 @@ class Notifier:
         until_idle: bool = False,
     ) -> NotifierStats:
         """Deliver until ``stop`` is set (or ``max_records`` alerts are handled, or, with
-        ``until_idle``, a poll returns nothing). Offsets of finished alerts are committed
-        before returning."""
+        ``until_idle``, every assigned partition is committed to its end). Offsets of
+        finished alerts are committed before returning."""
         consumer = self.log.consumer(
             self.config.group_id,
             [self.topic],
@@ -160,7 +160,7 @@ class Notifier:
                     timeout=poll_timeout_s,
                 )
                 if not batch:
-                    if until_idle:
+                    if until_idle and self._caught_up(consumer):
                         break
                     continue
                 self._process(batch, consumer, producer, stop)
@@ -168,6 +168,15 @@ class Notifier:
             producer.close()
             consumer.close()
         return self.stats
+
+    def _caught_up(self, consumer: Consumer) -> bool:
+        """Whether every assigned partition is committed up to its end (an empty poll
+        alone can also mean the group is still joining or a fetch is in flight)."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return False
+        lag = {(p.topic, p.partition): p.lag for p in self.log.group_lag(self.config.group_id)}
+        return all(lag.get((tp.topic, tp.partition), 0) <= 0 for tp in assigned)
 
     def _process(
         self, batch: list[Record], consumer: Consumer, producer: Producer, stop: threading.Event

@@ -42,7 +42,7 @@ def run_once(settings: Settings, records: int | None = None, **kwargs: Any) -> N
     watchdog.start()
     try:
         if records is None:
-            notifier.run(stop, until_idle=True, poll_timeout_s=3.0)
+            notifier.run(stop, until_idle=True, poll_timeout_s=0.5)
         else:
             notifier.run(stop, max_records=records, poll_timeout_s=0.5)
     finally:
