@@ -33,7 +33,7 @@ fi
 echo "Fetching Apache Kafka from Maven Central (first run only; cached in ~/.m2)..."
 tmp="$(mktemp "$cp_file.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
-mvn -q -B -f "$pom" dependency:build-classpath -Dmdep.outputFile="$tmp" -Dmdep.includeScope=runtime
+mvn -q -B -Dstyle.color=never -f "$pom" dependency:build-classpath -Dmdep.outputFile="$tmp" -Dmdep.includeScope=runtime
 mv "$tmp" "$cp_file"
 trap - EXIT
 echo "Kafka jars ready ($(tr ':' '\n' < "$cp_file" | grep -c . ) jars, classpath in $cp_file)"

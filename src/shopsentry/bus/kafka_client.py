@@ -296,6 +296,8 @@ class KafkaConsumer:
             num_messages=max(1, max_records), timeout=max(0.0, timeout)
         )
         records: list[Record] = []
+        append = records.append
+        last: dict[tuple[str, int], int] = {}  # the hot loop: plain tuples, few calls
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -303,7 +305,8 @@ class KafkaConsumer:
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             value = msg.value()
-            records.append(
+            raw_headers = msg.headers()
+            append(
                 Record(
                     topic=topic,
                     partition=partition,
@@ -311,9 +314,11 @@ class KafkaConsumer:
                     timestamp_ms=msg.timestamp()[1],
                     key=msg.key(),
                     value=value if value is not None else b"",
-                    headers=_headers(msg),
+                    headers=_headers(raw_headers) if raw_headers else (),
                 )
             )
+            last[topic, partition] = offset
+        for (topic, partition), offset in last.items():
             self._positions[TopicPartition(topic, partition)] = offset + 1
         if not messages:
             self._watch.raise_if_auth_failed(self._log.bootstrap)
@@ -440,10 +445,9 @@ class KafkaConsumer:
             logger.warning("closing %s: %s", self, exc.args[0].str())
 
 
-def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
-    raw = msg.headers()
-    if not raw:
-        return ()
+def _headers(
+    raw: list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None],
+) -> tuple[tuple[str, bytes], ...]:
     items = raw.items() if isinstance(raw, dict) else raw
     return tuple(
         (str(k), v if isinstance(v, bytes) else (v.encode() if v else b"")) for k, v in items
