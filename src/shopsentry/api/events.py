@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from shopsentry.api.deps import IngestDep, ServicesDep
-from shopsentry.api.models import ErrorBody, IngestAccepted
+from shopsentry.api.models import ErrorBody, FieldError, IngestAccepted
 from shopsentry.errors import InvalidEvent, ShopsentryError
 from shopsentry.events.codec import decode, encode
 from shopsentry.events.schema import Purchase
@@ -47,7 +47,10 @@ _BODY_DOC: dict[str, Any] = {
 
 def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
     first = errors[0]
-    body = ErrorBody(detail=f"invalid event: {first['field']}: {first['reason']}", errors=errors)
+    body = ErrorBody(
+        detail=f"invalid event: {first['field']}: {first['reason']}",
+        errors=[FieldError.model_validate(e) for e in errors],
+    )
     return JSONResponse(body.model_dump(), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 

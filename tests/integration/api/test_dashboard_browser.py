@@ -2,12 +2,18 @@
 watches alerts arrive while events flow into the log, reviews one, and the review is
 both shown and published to ``alert-reviews``. A screenshot is kept as a test artifact.
 
-Events flow the way the detector emits them (purchases, behaviour, decisions, alerts
-written into the embedded log by another log client) so this test needs no model.
+The first test writes events the way the detector emits them (purchases, behaviour,
+decisions, alerts written into the embedded log by another log client), so it needs no
+model; the second runs the real pipeline: a champion trained on a small simulated
+history, `shopsentry detect` and `shopsentry simulate --speed` as child processes.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +85,16 @@ class Traffic:
         self.log.close()
 
 
+def wait_for_more_alerts(page: Any, *, timeout_ms: int) -> None:
+    """Wait until the dashboard's alert count grows past what it shows now."""
+    shown = int(page.locator("#kpi-alerts").inner_text().replace(",", ""))
+    page.wait_for_function(
+        "(n) => Number(document.querySelector('#kpi-alerts').textContent.replace(/,/g, '')) > n",
+        arg=shown,
+        timeout=timeout_ms,
+    )
+
+
 def _chart_points(page: Any, chart_id: str) -> int:
     """How many non-null values the chart's uPlot instance is drawing (all series)."""
     return int(
@@ -111,14 +127,8 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
 
         rows = "#alert-table tbody tr[data-status=open]"
         page.wait_for_selector(rows, timeout=30_000)
-        first_count = page.locator(rows).count()
         # More alerts keep arriving while events flow.
-        page.wait_for_function(
-            "(n) => document.querySelectorAll("
-            " '#alert-table tbody tr[data-status=open]').length > n",
-            arg=first_count,
-            timeout=30_000,
-        )
+        wait_for_more_alerts(page, timeout_ms=30_000)
 
         row = page.locator(rows).first
         alert_id = row.get_attribute("data-alert-id")
@@ -134,6 +144,12 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
         page.wait_for_selector(reviewed, timeout=20_000)
         page.wait_for_function(
             "() => document.querySelector('#kpi-fp-rate').textContent === '100.0%'", timeout=20_000
+        )
+        # The queue keeps being redrawn from the server after a review.
+        page.wait_for_function(
+            "() => document.querySelector('#queue-count').textContent"
+            " === '(' + document.querySelector('#kpi-open').textContent + ' open)'",
+            timeout=20_000,
         )
 
         # Details of an alert open below the queue.
@@ -157,3 +173,126 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
         log.close()
     assert [(r["alert_id"], r["verdict"]) for r in reviews] == [(alert_id, "false_positive")]
     assert reviews[0]["note"] == "reviewed from the dashboard"
+
+
+# -- the real pipeline: simulator → detector → log → service → browser -----------------
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shopsentry", *args]
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path) -> dict[str, str]:
+    """A data dir with a trained champion (small simulated history, few trees)."""
+    env = {
+        **os.environ,
+        "SHOPSENTRY_DATA_DIR": str(tmp_path / "data"),
+        "SHOPSENTRY_LOG_FSYNC": "never",
+        # A low alert threshold so a short run yields a steady stream of alerts.
+        "SHOPSENTRY_DETECTOR__THRESHOLD": "0.3",
+    }
+    history = tmp_path / "history"
+    steps = [
+        (
+            "simulate",
+            "--days",
+            "21",
+            "--users",
+            "800",
+            "--fraud-share",
+            "0.08",
+            "--out",
+            str(history),
+        ),
+        ("train", "--history", str(history), "--trees", "30"),
+    ]
+    for step in steps:
+        result = subprocess.run(
+            _cli(*step), env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, f"{step[0]} failed:\n{result.stdout}\n{result.stderr}"
+    return env
+
+
+class Children:
+    """Child processes this test starts, stopped (SIGINT, then kill) by their own handles."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(_cli(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_dashboard_follows_the_real_pipeline(
+    tmp_path: Path,
+    pipeline_env: dict[str, str],
+    browser_page: Any,
+    live_server: Any,
+    artifact_dir: Path,
+) -> None:
+    from shopsentry.api import create_app
+
+    settings = Settings(data_dir=Path(pipeline_env["SHOPSENTRY_DATA_DIR"]), log_fsync="never")
+    keys = make_keys(settings)
+    page = browser_page
+    with live_server(create_app(settings)) as server, Children(pipeline_env, tmp_path) as children:
+        page.goto(f"{server.url}/dashboard?interval=500")
+        page.fill("#api-key", keys.analyst)
+        page.click("#key-form button")
+        page.wait_for_selector("#conn-status.ok", timeout=20_000)
+
+        children.start("detect", "detect", "--workers", "1", "--metrics-port", "0")
+        simulator = children.start(
+            "simulate", "simulate", "--speed", "120", "--duration", "2h", "--users", "800",
+            "--fraud-share", "0.15", "--rate", "6000/h", "--seed", "11",
+        )  # fmt: skip
+
+        rows = "#alert-table tbody tr[data-status=open]"
+        page.wait_for_selector(rows, timeout=90_000)
+        wait_for_more_alerts(page, timeout_ms=90_000)
+        assert simulator.poll() is None, "alerts must arrive while the simulator is still running"
+
+        row = page.locator(rows).first
+        alert_id = row.get_attribute("data-alert-id")
+        assert alert_id and alert_id.startswith("alert-")
+        row.locator("button.review-fraud").click()
+        reviewed = f'#alert-table tbody tr[data-alert-id="{alert_id}"][data-status=reviewed]'
+        page.wait_for_selector(reviewed, timeout=20_000)
+        page.wait_for_function(
+            "() => document.querySelector('#kpi-reviewed').textContent === '1'", timeout=20_000
+        )
+        page.wait_for_function(
+            "() => window.shopsentryCharts['chart-bands'].data.slice(1).flat().some((v) => v > 0)",
+            timeout=20_000,
+        )
+        page.screenshot(path=str(artifact_dir / "dashboard-pipeline.png"), full_page=True)
+
+    from shopsentry.bus import open_log
+
+    log = open_log(settings)
+    try:
+        reviews = [orjson.loads(r.value) for r in read_topic(log, settings.topics.reviews.name)]
+    finally:
+        log.close()
+    assert [(r["alert_id"], r["verdict"]) for r in reviews] == [(alert_id, "confirmed_fraud")]

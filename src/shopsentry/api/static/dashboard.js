@@ -120,6 +120,7 @@
   function drawKpis(s) {
     const t = s.totals;
     $("kpi-decisions").textContent = num(t.decisions);
+    $("kpi-alerts").textContent = num(t.alerts);
     $("kpi-open").textContent = num(t.open);
     $("kpi-reviewed").textContent = num(t.reviewed);
     $("kpi-fraud-rate").textContent = pct(t.fraud_rate);
@@ -128,8 +129,12 @@
     $("kpi-ingested").textContent = num(s.ingested_total);
   }
 
+  let reviewsInFlight = 0;
+
   async function review(alertId, verdict, row) {
-    for (const btn of row.querySelectorAll("button")) btn.disabled = true;
+    const buttons = row.querySelectorAll("button");
+    for (const btn of buttons) btn.disabled = true;
+    reviewsInFlight++;
     try {
       const updated = await api("/v1/alerts/" + encodeURIComponent(alertId) + "/review", {
         method: "POST", body: JSON.stringify({ verdict: verdict, note: "reviewed from the dashboard" }),
@@ -137,9 +142,12 @@
       row.className = "reviewed";
       row.dataset.status = updated.status;
       row.querySelector(".status-cell").textContent = "reviewed: " + updated.verdict;
+      for (const btn of buttons) btn.remove();
     } catch (err) {
       setStatus("review failed: " + err.message, false);
-      for (const btn of row.querySelectorAll("button")) btn.disabled = false;
+      for (const btn of buttons) btn.disabled = false;
+    } finally {
+      reviewsInFlight--;
     }
   }
 
@@ -202,8 +210,8 @@
       const s = await api("/v1/dashboard/summary");
       drawKpis(s);
       drawCharts(s);
-      // Do not rebuild the table while a review request is in flight on it.
-      if (!document.querySelector("#alert-table button:disabled")) drawQueue(s);
+      // Do not rebuild the table under a review request that is still in flight.
+      if (!reviewsInFlight) drawQueue(s);
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
       setStatus("connected", true);
     } catch (err) {
