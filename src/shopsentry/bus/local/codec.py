@@ -19,11 +19,14 @@ batch is appended, so a batch can be encoded before the write lock is taken.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 from array import array
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, repeat
+from typing import Literal
 
 from shopsentry.bus.base import Record
 
@@ -47,7 +50,7 @@ def _ints(typecode: str, values: Sequence[int] | map[int]) -> bytes:
     return arr.tobytes()
 
 
-def _unints(view: memoryview, typecode: str) -> list[int]:
+def _unints(view: memoryview, typecode: Literal["i", "q"]) -> list[int]:
     if _LITTLE:
         return view.cast(typecode).tolist()
     arr = array(typecode, view.tobytes())
@@ -64,21 +67,19 @@ def encode_batch(
     """Pack parallel columns of records into one payload."""
     count = len(values)
     flags = 0
+    # One join over all the pieces: a single allocation and copy of the ~1 MB payload
+    # (joining keys and values first would allocate and fault in twice as much memory).
+    parts: list[bytes] = [b"", _ints("q", timestamps)]
     if None in keys:
         flags |= FLAG_NULL_KEYS
-        key_sizes = _ints("i", [-1 if k is None else len(k) for k in keys])
-        key_blob = b"".join([k for k in keys if k is not None])
+        parts.append(_ints("i", [-1 if k is None else len(k) for k in keys]))
+        parts.append(_ints("i", map(len, values)))
+        parts += [k for k in keys if k is not None]
     else:
-        key_sizes = _ints("i", map(len, keys))  # type: ignore[arg-type]
-        key_blob = b"".join(keys)  # type: ignore[arg-type]
-    parts = [
-        b"",
-        _ints("q", timestamps),
-        key_sizes,
-        _ints("i", map(len, values)),
-        key_blob,
-        b"".join(values),
-    ]
+        parts.append(_ints("i", map(len, keys)))  # type: ignore[arg-type]
+        parts.append(_ints("i", map(len, values)))
+        parts += keys  # type: ignore[arg-type]
+    parts += values
     if headers is not None and any(headers):
         flags |= FLAG_HEADERS
         parts.append(_encode_headers(headers))
@@ -166,22 +167,67 @@ def decode_batch(
         keys = keys[skip:]
     n = count - skip
     offsets = range(base_offset + skip, base_offset + count)
-    if flags & FLAG_HEADERS:
-        headers = _decode_headers(payload, pos, count)[skip:]
-        return list(
-            map(
-                Record,
-                repeat(topic, n),
-                repeat(partition, n),
-                offsets,
-                timestamps[skip:],
-                keys,
-                values,
-                headers,
-            )
-        )
+    headers = _decode_headers(payload, pos, count)[skip:] if flags & FLAG_HEADERS else repeat((), n)
+    return _records(n, topic, partition, offsets, timestamps[skip:], keys, values, headers)
+
+
+_FIELDS = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers")
+_new = object.__new__
+_drain: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
+
+
+def _records(
+    n: int,
+    topic: str,
+    partition: int,
+    offsets: Iterable[int],
+    timestamps: Iterable[int],
+    keys: Iterable[bytes | None],
+    values: Iterable[bytes],
+    headers: Iterable[Headers],
+) -> list[Record]:
+    """Build ``n`` Records column by column.
+
+    ``Record(...)`` costs a Python-level ``__init__`` per record (a frozen dataclass
+    sets each field through ``object.__setattr__``), the largest cost of consuming.
+    Here every field is set through its slot descriptor inside ``map``, so no Python
+    frame runs per record: about twice as fast, same objects.
+    """
+    records: list[Record] = list(map(_new, repeat(Record, n)))
+    columns = (repeat(topic, n), repeat(partition, n), offsets, timestamps, keys, values, headers)
+    for setter, column in zip(_SETTERS, columns, strict=True):
+        _drain(map(setter, records, column))
+    return records
+
+
+def _records_slow(
+    n: int,
+    topic: str,
+    partition: int,
+    offsets: Iterable[int],
+    timestamps: Iterable[int],
+    keys: Iterable[bytes | None],
+    values: Iterable[bytes],
+    headers: Iterable[Headers],
+) -> list[Record]:
     return list(
         map(
-            Record, repeat(topic, n), repeat(partition, n), offsets, timestamps[skip:], keys, values
+            Record,
+            repeat(topic, n),
+            repeat(partition, n),
+            offsets,
+            timestamps,
+            keys,
+            values,
+            headers,
         )
     )
+
+
+if (
+    tuple(f.name for f in dataclasses.fields(Record)) == _FIELDS
+    and getattr(Record, "__slots__", None) == _FIELDS
+):
+    _SETTERS = tuple(getattr(Record, name).__set__ for name in _FIELDS)
+else:  # Record changed shape: keep correct, if slower
+    _records = _records_slow
