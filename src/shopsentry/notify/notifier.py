@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from shopsentry.bus import open_log
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
 from shopsentry.config import NotifierSettings, Settings
-from shopsentry.errors import ConfigError, InvalidEvent
+from shopsentry.errors import CommitFailed, ConfigError, InvalidEvent
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import FraudAlert
 from shopsentry.notify.base import Channel, DeliveryFailed, severity_at_least
@@ -190,7 +190,16 @@ class Notifier:
                 self.stats.records += 1
         finally:
             if done:
-                consumer.commit(done)
+                self._commit(consumer, done)
+
+    def _commit(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            consumer.commit(offsets)
+        except CommitFailed as exc:
+            # The partitions moved to another member during the batch: it re-reads these
+            # alerts and the ledger (shared on this machine; the Idempotency-Key elsewhere)
+            # keeps the deliveries single.
+            logger.warning("offsets not committed, partitions reassigned: %s", exc.one_line())
 
     def _handle(self, record: Record, producer: Producer, stop: threading.Event) -> bool:
         try:

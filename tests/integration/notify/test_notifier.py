@@ -22,6 +22,7 @@ from tests.integration.notify.conftest import (
 from shopsentry.bus import open_log
 from shopsentry.bus.base import Consumer, EventLog, Record
 from shopsentry.config import Settings
+from shopsentry.errors import CommitFailed
 from shopsentry.notify import DeliveryLedger, Notifier
 from shopsentry.notify.webhook import (
     IDEMPOTENCY_HEADER,
@@ -183,21 +184,23 @@ class CrashBeforeCommit:
     """An event log whose consumers die at the first commit: the process crashed after
     delivering but before the offsets were stored."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, error: Exception | None = None) -> None:
         self._log = log
+        self._error = error or RuntimeError("simulated crash before commit")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
     def consumer(self, *args: Any, **kwargs: Any) -> Consumer:
         inner = self._log.consumer(*args, **kwargs)
+        error = self._error
 
         class Dying:
             def __getattr__(self, name: str) -> Any:
                 return getattr(inner, name)
 
             def commit(self, offsets: Any = None) -> None:
-                raise RuntimeError("simulated crash before commit")
+                raise error
 
         return Dying()  # type: ignore[return-value]
 
@@ -301,3 +304,29 @@ def test_undecodable_alert_is_dead_lettered_and_the_rest_flow(
         b"{not json",
         b'{"event_type": "fraud_alert"}',
     }
+
+
+def test_commit_refused_after_a_rebalance_does_not_stop_the_notifier(
+    tmp_path: Path, bus: str, receiver: Receiver
+) -> None:
+    settings = make_settings(tmp_path, bus, receiver, None)
+    alerts = [make_alert(i, "high") for i in range(3)]
+    publish(settings, alerts)
+
+    log = open_log(settings)
+    moved = CommitFailed("the group rebalanced")
+    notifier = Notifier(settings, log=CrashBeforeCommit(log, moved))  # type: ignore[arg-type]
+    stop = threading.Event()
+    watchdog = threading.Timer(60, stop.set)
+    watchdog.start()
+    notifier.run(stop, max_records=3, poll_timeout_s=0.5)
+    watchdog.cancel()
+    assert not stop.is_set()
+    notifier.close()
+    log.close()
+    assert notifier.stats.delivered == 3
+
+    # The next owner re-reads the uncommitted alerts; the ledger keeps delivery single.
+    again = run_once(settings, 3)
+    assert again.stats.duplicates == 3
+    assert len(receiver.accepted()) == 3
