@@ -304,3 +304,13 @@ def test_docker_compose_refuses_to_start_grafana_without_a_password() -> None:
     )
     assert out.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in out.stderr
+
+
+def test_dockerfile_copies_what_exists_and_runs_unprivileged() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copies = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    for sources in copies:
+        for source in sources:
+            assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+    assert "\nUSER shopsentry" in dockerfile
+    assert 'ENTRYPOINT ["shopsentry"]' in dockerfile
