@@ -18,7 +18,7 @@ from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
 from shopsentry.errors import BusError, CommitFailed, ShopsentryError, UnknownTopic
 
-SESSION_MS = 600
+SESSION_MS = 1000
 
 
 @pytest.fixture

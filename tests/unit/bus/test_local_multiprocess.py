@@ -40,7 +40,7 @@ import sys, time
 from pathlib import Path
 from shopsentry.bus.local import LocalLog
 directory, stop_file = Path(sys.argv[1]), Path(sys.argv[2])
-log = LocalLog(directory, session_timeout_ms=1500)
+log = LocalLog(directory, session_timeout_ms=3000)
 holder = {}
 def on_revoke(tps):
     holder["c"].commit()

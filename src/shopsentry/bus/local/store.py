@@ -8,9 +8,12 @@ nothing half-written (an uncommitted transaction is rolled back on the next open
 
 Durability (``fsync`` policy) is SQLite's ``synchronous`` setting per connection:
 
-- ``batch`` (default): ``synchronous=FULL``, the WAL is fsynced at each commit, i.e. at
-  every ``Producer.flush()`` and every offset commit. Survives power loss.
-- ``always``: as ``batch``, and the producer commits every record as it is sent.
+- ``batch`` (default): ``synchronous=FULL`` for producers, the WAL is fsynced at every
+  ``Producer.flush()``: acknowledged records survive power loss. Consumer offset commits
+  and group coordination use ``synchronous=NORMAL``: they survive ``kill -9``; a power
+  cut may undo the last commits, which redelivers records (at-least-once), never loses.
+- ``always``: every record is committed and fsynced as it is sent; offset commits are
+  fsynced too.
 - ``never``: ``synchronous=NORMAL``, the WAL is fsynced only at checkpoints. Survives
   ``kill -9`` of any process (the data is in the OS page cache), not a power cut.
 """
