@@ -135,6 +135,31 @@ class MetricsMiddleware:
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
 
 
+class SecurityHeadersMiddleware:
+    """Headers every response carries: no MIME sniffing, no framing, no referrer leak."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with one ``{field, reason}`` per problem, the same shape as invalid events."""
     assert isinstance(exc, RequestValidationError)
@@ -232,6 +257,7 @@ def create_app(
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     # Outermost last: the body limit runs before anything reads the body.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     return app

@@ -79,6 +79,10 @@ def test_docs_and_dashboard_load_only_local_assets(client: TestClient) -> None:
     ):
         assert f'id="{chart}"' in page
     assert client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["summary"]
+    dashboard = client.get("/dashboard")
+    assert "script-src 'self'" in dashboard.headers["content-security-policy"]
+    assert dashboard.headers["x-frame-options"] == "DENY"
+    assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
 
 
 def test_dashboard_summary_aggregates_the_store(
