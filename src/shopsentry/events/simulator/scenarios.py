@@ -243,7 +243,7 @@ class _Gen:
                     shipping=ship,
                     **ctx,
                 )
-        t = self.browse(max(t_buy, t + MINUTE_US), ctx, careful=quiet and self.r() < 0.6)
+        t = self.browse(max(t_buy, t + MINUTE_US), ctx, careful=self.r() < (0.8 if quiet else 0.3))
         card = self.known_card(u)
         for _ in range(1 if self.r() < 0.7 else 2):
             scale = self.uniform(1.3, 3.0) if quiet else self.uniform(3.0, 10.0)
@@ -276,8 +276,20 @@ class _Gen:
             home = int(self.pop.home[u])
             device, kind, ip = self.known_device(u)
             ctx = {"user": u, "source": kind, "device": device, "ip": ip, "country": home}
-            self.rows.add(ts=t, etype=PM_ADDED, pm=CARD, card=card, **ctx)
-            t = self.browse(t + int(self.uniform(0.5, 20) * MINUTE_US), ctx, careful=self.r() < 0.5)
+            if self.r() < 0.5:  # the card was added earlier (days ago), as a customer would
+                self.rows.add(
+                    ts=t - int(self.uniform(1, 120) * HOUR_US),
+                    etype=PM_ADDED,
+                    pm=CARD,
+                    card=card,
+                    **ctx,
+                )
+                t = self.browse(t, ctx, careful=self.r() < 0.7)
+            else:
+                self.rows.add(ts=t, etype=PM_ADDED, pm=CARD, card=card, **ctx)
+                t = self.browse(
+                    t + int(self.uniform(0.2, 10) * MINUTE_US), ctx, careful=self.r() < 0.7
+                )
             amount = self.usual_amount(u) * self.uniform(1.0, 2.2)
             self.purchase(
                 name,
@@ -312,7 +324,7 @@ class _Gen:
         self.rows.add(ts=t, etype=LOGIN, **ctx)
         if self.r() < 0.3:
             self.rows.add(ts=t + 30 * US, etype=PM_ADDED, pm=CARD, card=card, **ctx)
-        t = self.browse(t + MINUTE_US, ctx, careful=self.r() < 0.3)
+        t = self.browse(t + MINUTE_US, ctx, careful=self.r() < 0.45)
         billing = home if self.r() < 0.4 else int(self.rng.integers(0, len(COUNTRIES)))
         shipping = billing if self.r() < 0.4 else self.origin(billing)
         self.purchase(
@@ -348,7 +360,9 @@ class _Gen:
         ship = home if subtle or self.r() < 0.5 else self.origin(home)
         card = self.known_card(u)
         t = self.browse(t + MINUTE_US, ctx, careful=subtle)
-        for _ in range(n):
+        for k in range(n):
+            if subtle and k:
+                t = self.browse(t, ctx, careful=True)
             if self.r() < (0.1 if subtle else 0.4):
                 card = self.new_id()
             amount = self.usual_amount(u) * (
@@ -389,7 +403,7 @@ class _Gen:
         else:
             device, kind, ip = self.new_id(), int(self.rng.integers(0, 2)), self.new_id()
         ctx = {"user": u, "source": kind, "device": device, "ip": ip, "country": home}
-        t = self.browse(t, ctx, careful=subtle and self.r() < 0.5)
+        t = self.browse(t, ctx, careful=self.r() < (0.7 if subtle else 0.3))
         amount = self.usual_amount(u) * (
             self.uniform(1.2, 2.5) if subtle else self.uniform(2.0, 6.0)
         )

@@ -55,6 +55,8 @@ SESSION_ORDER = np.array(
 )
 POS_SOURCE = 2
 CONVERSION = 0.33  # share of web/mobile sessions that end in a purchase
+ODD_HOUR_SHARE = 0.1  # sessions at a random hour instead of the user's usual ones
+DIRECT_CHECKOUT_SHARE = 0.15  # purchase sessions without browsing first
 
 
 def sample_session_starts(
@@ -75,6 +77,9 @@ def sample_session_starts(
         users = rng.choice(pop.n, size=batch, p=weights)
         days = rng.integers(day_lo, day_hi + 1, size=batch)
         local_hour = rng.normal(pop.peak_hour[users], pop.hour_sd[users]) % 24.0
+        # Now and then anyone shops at an odd hour (insomnia, a late flight, a baby).
+        odd = rng.random(batch) < ODD_HOUR_SHARE
+        local_hour = np.where(odd, rng.uniform(0, 24, size=batch), local_hour)
         ts = days * DAY_US + ((local_hour - pop.tz[users]) * HOUR_US).astype(np.int64)
         ok = (ts >= start) & (ts < end) & (ts >= pop.created_us[users])
         users_out.append(users[ok])
@@ -96,6 +101,11 @@ def _session_counts(is_pos: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     split = online & buys & (rng.random(s) < 0.03)
     purchases = buys.astype(np.int64) + split * rng.integers(1, 3, size=s)
     carts = np.where(online & buys, 1 + rng.binomial(3, 0.3, size=s), 0)
+    # "Buy again" links, saved carts and app reorders go straight to checkout.
+    direct = online & buys & (rng.random(s) < DIRECT_CHECKOUT_SHARE)
+    pages = np.where(direct, 0, pages)
+    searches = np.where(direct, 0, searches)
+    carts = np.where(direct, rng.integers(0, 2, size=s), carts)
     pwd = online & (rng.random(s) < 0.002)
     addr = online & (rng.random(s) < 0.003)
     counts = np.stack([failed, login, pages, searches, carts, pwd, addr, purchases], axis=1).astype(
@@ -278,6 +288,47 @@ def _fill_behaviour(
     cols["aux"][:] = np.where(etype == PURCHASE, cols["aux"], aux)
 
 
+def _checkout(
+    rows: RowBuilder,
+    rng: np.random.Generator,
+    pop: Population,
+    u: int,
+    t: int,
+    common: dict[str, int],
+    card: int,
+    shipping: int,
+    tag: str,
+) -> None:
+    """A short legitimate session ending in an ordinary purchase (used after a life event)."""
+    for _ in range(int(rng.integers(0, 4))):
+        t += int(rng.exponential(30.0) * US) + US
+        rows.add(ts=t, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
+    amount = round(float(np.exp(rng.normal(pop.mu[u], pop.sigma[u]))), 2)
+    t += int(rng.exponential(20.0) * US) + US
+    rows.add(
+        ts=t, etype=ADD_TO_CART, aux=int(rng.integers(100_000)), qty=1, amount=amount, **common
+    )
+    t += int(rng.exponential(40.0) * US) + US
+    category = (
+        int(pop.fav_category[u])
+        if rng.random() < 0.5
+        else int(rng.integers(0, len(CATEGORY_WEIGHTS)))
+    )
+    rows.add(
+        ts=t,
+        etype=PURCHASE,
+        amount=max(amount, 1.0),
+        qty=1 + int(rng.poisson(0.5)),
+        pm=CARD,
+        card=card,
+        billing=int(pop.home[u]),
+        shipping=shipping,
+        aux=category,
+        tag=TAG_OF[tag],
+        **common,
+    )
+
+
 def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.Generator) -> Frame:
     """The events that start a life event: the first login from a new phone (sometimes
     after a forgotten password and a reset), the card being added, the login abroad."""
@@ -289,7 +340,7 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
             "user": u,
             "source": MOBILE,
             "device": int(pop.new_phone[u]),
-            "ip": int(pop.device_ip[u, 0]),
+            "ip": int(pop.device_ip[u, 0]) if rng.random() < 0.5 else int(rng.integers(1, 2**62)),
             "country": int(pop.home[u]),
         }
         if rng.random() < 0.3:
@@ -298,6 +349,9 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
                 rows.add(ts=t - 40 * US, etype=PASSWORD_CHANGE, **common)
         rows.add(ts=t, etype=LOGIN, **common)
         rows.add(ts=t + 20 * US, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
+        if rng.random() < 0.4:  # the new phone's first session ends in a purchase
+            card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
+            _checkout(rows, rng, pop, u, t + 30 * US, common, card, int(pop.home[u]), "new_phone")
     for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)):
         t = int(pop.card_add_us[u])
         rows.add(
@@ -311,6 +365,17 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
             pm=CARD,
             card=int(pop.new_card[u]),
         )
+        if rng.random() < 0.6:  # added at checkout, used at once
+            common = {
+                "user": u,
+                "source": int(pop.device_kind[u, 0]),
+                "device": int(pop.devices[u, 0]),
+                "ip": int(pop.device_ip[u, 0]),
+                "country": int(pop.home[u]),
+            }
+            home = int(pop.home[u])
+            later = t + int(rng.uniform(0.2, 10) * 60 * US)
+            _checkout(rows, rng, pop, u, later, common, int(pop.new_card[u]), home, "new_card")
     for u in np.flatnonzero((pop.trip_start_us >= start) & (pop.trip_start_us < end)):
         t = int(pop.trip_start_us[u]) + int(rng.uniform(0, 12) * HOUR_US)
         slot = int(rng.integers(0, pop.n_devices[u]))
@@ -328,6 +393,17 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
             ip=int(pop.trip_ip[u]),
             country=int(pop.trip_country[u]),
         )
+        if rng.random() < 0.3:  # landed, logged in, bought something at once
+            common = {
+                "user": u,
+                "source": int(pop.device_kind[u, slot]),
+                "device": dev,
+                "ip": int(pop.trip_ip[u]),
+                "country": int(pop.trip_country[u]),
+            }
+            card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
+            ship = int(pop.trip_country[u]) if rng.random() < 0.4 else int(pop.home[u])
+            _checkout(rows, rng, pop, u, t + 15 * US, common, card, ship, "travel")
     frame = rows.frame()
     keep = (
         (frame.cols["ts"] >= start)

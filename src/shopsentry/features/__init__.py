@@ -1,0 +1,42 @@
+"""Fraud features: defined once (:mod:`.definitions`), computed online from per-user
+state (:mod:`.state`, kept in the stores :mod:`.store`) and offline, point in time, by
+replaying history through the same code (:mod:`.offline`).
+
+    from shopsentry.features import (FEATURE_NAMES, PurchaseState, BehaviorState,
+        feature_vector, observe_purchase, observe_behavior, feature_matrix,
+        offline_features, events_from_table)
+"""
+
+from shopsentry.features.definitions import (
+    FEATURE_DESCRIPTIONS,
+    FEATURE_NAMES,
+    feature_vector,
+    observe_behavior,
+    observe_purchase,
+)
+from shopsentry.features.offline import (
+    FeatureFrame,
+    TableEvents,
+    events_from_table,
+    feature_matrix,
+    offline_features,
+    read_events_table,
+)
+from shopsentry.features.state import BehaviorState, PurchaseState, StateDecodeError
+
+__all__ = [
+    "FEATURE_DESCRIPTIONS",
+    "FEATURE_NAMES",
+    "BehaviorState",
+    "FeatureFrame",
+    "PurchaseState",
+    "StateDecodeError",
+    "TableEvents",
+    "events_from_table",
+    "feature_matrix",
+    "feature_vector",
+    "observe_behavior",
+    "observe_purchase",
+    "offline_features",
+    "read_events_table",
+]
