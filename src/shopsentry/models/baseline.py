@@ -47,8 +47,8 @@ def _flag(values: NDArray[np.float32]) -> NDArray[np.bool_]:
 RULES: tuple[Rule, ...] = (
     Rule(
         "amount more than 5x the user's average purchase (users with history)",
-        ("amount_to_user_avg", "user_purchase_count"),
-        lambda c: _gt(c("amount_to_user_avg"), 5.0) & _gt(c("user_purchase_count"), 0.5),
+        ("amount_ratio", "purchase_count"),
+        lambda c: _gt(c("amount_ratio"), 5.0) & _gt(c("purchase_count"), 0.5),
     ),
     Rule(
         "new device and new country for the user",
@@ -74,9 +74,9 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        "3 or more distinct cards on this device in 24 h",
-        ("cards_per_device_24h",),
-        lambda c: _gt(c("cards_per_device_24h"), 2.5),
+        "3 or more distinct cards used by the user on this device",
+        ("cards_on_device",),
+        lambda c: _gt(c("cards_on_device"), 2.5),
     ),
     Rule(
         "amount over 1,000 on a card new to the user",

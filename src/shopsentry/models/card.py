@@ -121,8 +121,13 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
         f"- {fit['trees']} trees, depth {report['params']['max_depth']},"
         f" learning rate {report['params']['learning_rate']},"
         f" `scale_pos_weight` {fit['scale_pos_weight']:.1f} (sqrt of the class ratio)",
-        "- early stopping and Platt calibration on the latest"
-        f" {fit['rows_calibration']:,} training purchases"
+        "- early stopping and Platt calibration on"
+        f" {fit['rows_calibration']:,} training purchases held out of the fit"
+        f" ({' to '.join(fit.get('calibration_window') or ['none'])},"
+        f" labels at least {fit.get('label_maturity_days', 0):g} days old at training time;"
+        f" {fit.get('rows_immature_dropped', 0):,} younger purchases left out of the fit;"
+        " estimated share of their fraud already labelled:"
+        f" {_pct(fit['calibration'].get('label_completeness', float('nan')))})"
         f" (calibration a={fit['calibration']['a']:.3f}, b={fit['calibration']['b']:.3f},"
         f" {'folded into the trees' if fit['calibration'].get('applied') else 'not applied'})",
         f"- features ({len(report['features'])}): "

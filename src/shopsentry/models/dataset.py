@@ -18,7 +18,7 @@ arrived yet looks legitimate to the trainer, exactly as it would in production.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,16 +249,6 @@ def read_table(path: Path) -> pa.Table:
         ) from None
 
 
-def _counting(items: Iterable[T], total: int, progress: Progress | None, step: str) -> Iterator[T]:
-    every = max(total // 200, 1)
-    for i, item in enumerate(items, 1):
-        if progress is not None and i % every == 0:
-            progress(step, i, total)
-        yield item
-    if progress is not None:
-        progress(step, total, total)
-
-
 def from_history(
     directory: Path,
     as_of: datetime | None = None,
@@ -267,25 +257,32 @@ def from_history(
     """Point-in-time features for every purchase in the history, joined to its label."""
     import pyarrow.compute as pc
 
-    from shopsentry.features import FEATURE_NAMES, events_from_table, offline_features
+    from shopsentry.errors import TerminalError
+    from shopsentry.features import FEATURE_NAMES, TableEvents, offline_features, read_events_table
 
-    events = read_table(_find(directory, "events"))
+    try:
+        events = read_events_table(_find(directory, "events"))
+    except TerminalError as exc:
+        raise TrainingDataError(exc.message, hint=exc.hint) from None
     labels = read_table(_find(directory, "labels"))
-    if "occurred_at" not in events.column_names:
-        raise TrainingDataError(
-            f"{directory}/events has no occurred_at column", hint="use the canonical events table"
-        )
     if as_of is not None:
-        cutoff = as_of.astimezone(UTC)
-        events = events.filter(
-            pc.less_equal(
-                events.column("occurred_at"),
-                pc.scalar(cutoff, events.schema.field("occurred_at").type),
-            )
+        kind = events.schema.field("occurred_at").type
+        cutoff = (
+            pc.scalar(as_of.astimezone(UTC), kind)
+            if getattr(kind, "tz", None)
+            else (pc.scalar(as_of.astimezone(UTC).replace(tzinfo=None), kind))
         )
-    events = events.sort_by([("occurred_at", "ascending")])
-    stream = _counting(events_from_table(events), events.num_rows, progress, "features")
-    frame = offline_features(stream)
+        events = events.filter(pc.less_equal(events.column("occurred_at"), cutoff))
+    total = events.num_rows
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress("features", done, total)
+
+    frame = offline_features(TableEvents(events), progress=advance)
     feature_names = tuple(FEATURE_NAMES)
     event_ids = np.asarray(frame.event_ids, dtype=object)
     is_fraud, scenario, known_at = _join_labels(event_ids, labels)

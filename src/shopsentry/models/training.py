@@ -6,12 +6,16 @@ retraining job run:
 1. build the labelled set (warehouse ML_FEATURES or a history dir) up to ``as_of``;
 2. split by time: train on the earlier days, hold out the latest
    ``model.validation_days`` days;
-3. fit XGBoost (``hist``) on labels *known at* ``as_of`` with the class imbalance
-   handled by ``scale_pos_weight = sqrt(negatives / positives)``, early-stopped on the
-   most recent slice of the training period (never on the held-out week);
-4. calibrate: a Platt fit on that same slice, folded into the trees' leaves and base
-   score, so the saved model's probability means what it says and the detector's 0.7
-   is a real operating point, not an artefact of the class weights;
+3. fit XGBoost (``hist``) on labels *known at* ``as_of``, leaving out the rows younger
+   than ``label_maturity_days`` (their fraud is mostly not charged back yet, and as
+   negatives it would teach the trees that fraud looks legitimate); the class
+   imbalance is handled by ``scale_pos_weight = sqrt(negatives / positives)``;
+   early-stopped on the most recent slice of those rows (never on the held-out week);
+4. calibrate on that slice: a Platt fit that also estimates the share of fraud already
+   labelled there (see :func:`platt_incomplete`), folded into the trees' leaves and
+   base score, so the saved model's probability means "chance of fraud" and the
+   detector's 0.7 is a real operating point rather than an artefact of class weights
+   and late labels;
 5. score the model, the rules baseline and the current champion on the held-out week
    with the *eventual* truth, and write the report and the model card;
 6. log everything to MLflow, register a version and let the promotion gate decide
@@ -24,7 +28,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopsentry.errors import TrainingDataError
-from shopsentry.models.dataset import Progress, TrainingSet, build_training_set, time_split
+from shopsentry.models.dataset import (
+    Progress,
+    TrainingSet,
+    build_training_set,
+    time_split,
+    to_datetime64,
+)
 from shopsentry.models.evaluation import EvalWindow, evaluate
 
 if TYPE_CHECKING:
@@ -56,6 +66,11 @@ class TrainParams:
     reg_lambda: float = 1.0
     early_stopping_rounds: int = 40
     calibration_fraction: float = 0.15
+    # Chargebacks take weeks: rows younger than this at training time have labels too
+    # incomplete to learn from; they are left out of the fit and the calibration.
+    label_maturity_days: float = 10.0
+    # Estimate the share of fraud labelled by training time and calibrate to all fraud.
+    label_completeness: bool = True
     calibrate: bool = True
     nthread: int = 2
     seed: int = 17
@@ -69,6 +84,8 @@ class FitResult:
     calibration: dict[str, float]
     rows_fit: int
     rows_calibration: int
+    rows_immature_dropped: int = 0
+    calibration_window: tuple[str, str] | None = None
 
 
 @dataclass
@@ -130,6 +147,63 @@ def platt(
     return a, b
 
 
+def label_completeness(data: TrainingSet, as_of: datetime) -> NDArray[np.float64]:
+    """Per row, the estimated share of fraud of its age already labelled at ``as_of``.
+
+    Chain ladder on the label delays, as insurers estimate claims not yet reported:
+    for each day of delay ``d``, the development factor is how much the known fraud of
+    cohorts old enough to show it grows from delay ``<= d`` to ``<= d + 1``; a row of
+    age ``A`` is complete to ``1 / prod(factors from A on)``. Delays longer than the
+    history cannot be seen, so this is an upper bound: it still corrects most of the
+    shortfall of recent rows instead of pretending their labels are final.
+    """
+    cutoff = to_datetime64(as_of)
+    day = np.timedelta64(86400, "s")
+    age = (cutoff - data.occurred_at) / day
+    known = data.known_labels(as_of)
+    delay = (data.label_known_at[known] - data.occurred_at[known]) / day
+    known_age = age[known]
+    horizon = int(np.floor(age.max())) if age.size else 0
+    factors = np.ones(max(horizon, 1))
+    for d in range(horizon):
+        cohort = known_age >= d + 1
+        before = int(np.sum(cohort & (delay <= d)))
+        after = int(np.sum(cohort & (delay <= d + 1)))
+        factors[d] = after / before if before else 1.0
+    # completeness at age A: 1 / product of the factors from floor(A) to the horizon
+    tail = np.cumprod(factors[::-1])[::-1]  # tail[d] = prod(factors[d:])
+    index = np.clip(np.floor(age).astype(np.int64), 0, tail.size)
+    growth = np.where(index < tail.size, tail[np.minimum(index, tail.size - 1)], 1.0)
+    out: NDArray[np.float64] = np.clip(1.0 / growth, 0.05, 1.0)
+    return out
+
+
+def platt_incomplete(
+    margin: NDArray[np.float64], y_known: NDArray[np.bool_], completeness: NDArray[np.float64]
+) -> tuple[float, float]:
+    """Platt scaling when only a known share of each row's fraud is labelled yet.
+
+    Fits ``P(label known) = completeness * sigmoid(a * margin + b)`` by maximum
+    likelihood, so ``sigmoid(a * margin + b)`` estimates the probability of fraud
+    itself rather than of a chargeback having arrived by training time.
+    """
+    from scipy.optimize import minimize
+
+    a0, b0 = platt(margin, y_known)
+    if np.all(completeness >= 0.999):
+        return a0, b0
+    yk = y_known.astype(np.float64)
+
+    def nll(theta: NDArray[np.float64]) -> float:
+        p = np.clip(completeness * _sigmoid(theta[0] * margin + theta[1]), 1e-12, 1 - 1e-12)
+        return float(-np.sum(yk * np.log(p) + (1 - yk) * np.log1p(-p)))
+
+    best = minimize(
+        nll, np.array([a0, b0]), method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-7}
+    )
+    return float(best.x[0]), float(best.x[1])
+
+
 def fold_calibration(raw: bytes, a: float, b: float) -> bytes:
     """Rewrite an XGBoost JSON model so its margin becomes ``a * margin + b``.
 
@@ -153,13 +227,24 @@ def fold_calibration(raw: bytes, a: float, b: float) -> bytes:
     return json.dumps(doc).encode()
 
 
-def _calibration_mask(data: TrainingSet, fraction: float) -> NDArray[np.bool_]:
-    """The most recent ``fraction`` of the training rows (by time)."""
-    order = np.argsort(data.occurred_at, kind="stable")
-    n_cal = int(len(data) * fraction)
+def _calibration_mask(
+    data: TrainingSet, fraction: float, as_of: datetime, maturity_days: float
+) -> NDArray[np.bool_]:
+    """A held-out slice of the training window whose labels have had time to arrive.
+
+    The latest ``fraction`` of the rows that are at least ``maturity_days`` old at
+    ``as_of``. Calibrating on the very latest rows instead would teach the model that
+    fraud is rare exactly where chargebacks simply have not come in yet, and scale every
+    probability down. The slice sits inside the training window (trees are fit on both
+    sides of it), so it is still out of sample.
+    """
+    mature_before = to_datetime64(as_of - timedelta(days=maturity_days))
+    candidates = np.flatnonzero(data.occurred_at <= mature_before)
+    candidates = candidates[np.argsort(data.occurred_at[candidates], kind="stable")]
+    n_cal = min(int(len(data) * fraction), candidates.size)
     mask = np.zeros(len(data), bool)
     if n_cal:
-        mask[order[-n_cal:]] = True
+        mask[candidates[-n_cal:]] = True
     return mask
 
 
@@ -176,7 +261,17 @@ def fit(
             " in the training window",
             hint=f"need at least {MIN_KNOWN_FRAUD}: use a longer history or a later --as-of",
         )
-    cal = _calibration_mask(train, params.calibration_fraction)
+    # Rows younger than the label maturity carry mostly-unlabelled fraud: as negatives
+    # they teach the trees that fraud looks legitimate. Leave them out when enough
+    # older rows remain.
+    mature = train.occurred_at <= to_datetime64(as_of - timedelta(days=params.label_maturity_days))
+    dropped = 0
+    if int(y[mature].sum()) >= 4 * MIN_KNOWN_FRAUD:
+        dropped = int((~mature).sum())
+        train, y = train.subset(mature), y[mature]
+    elif (~mature).any():
+        logger.warning("too few mature labels; training on rows younger than the label maturity")
+    cal = _calibration_mask(train, params.calibration_fraction, as_of, params.label_maturity_days)
     if int(y[cal].sum()) < MIN_KNOWN_FRAUD or int(y[~cal].sum()) < MIN_KNOWN_FRAUD:
         logger.warning(
             "too little known fraud to hold out a calibration slice;"
@@ -243,10 +338,15 @@ def fit(
     calibration: dict[str, float] = {"a": 1.0, "b": 0.0, "applied": 0.0}
     if params.calibrate and dcal is not None:
         margin = booster.predict(dcal, output_margin=True).astype(np.float64)
-        a, b = platt(margin, y[cal])
+        if params.label_completeness:
+            shares = label_completeness(train, as_of)[cal]
+            a, b = platt_incomplete(margin, y[cal], shares)
+            completeness = float(shares.mean())
+        else:
+            (a, b), completeness = platt(margin, y[cal]), 1.0
         if a > 0 and math.isfinite(a) and math.isfinite(b):
             raw = fold_calibration(raw, a, b)
-            calibration = {"a": a, "b": b, "applied": 1.0}
+            calibration = {"a": a, "b": b, "label_completeness": completeness, "applied": 1.0}
             check = xgb.Booster(model_file=bytearray(raw)).predict(dcal, output_margin=True)
             drift = float(np.max(np.abs(check - (a * margin + b))))
             if drift > 1e-3:
@@ -263,6 +363,15 @@ def fit(
         calibration=calibration,
         rows_fit=int(fit_rows.sum()),
         rows_calibration=int(cal.sum()),
+        rows_immature_dropped=dropped,
+        calibration_window=(
+            (
+                str(train.occurred_at[cal].min().astype("datetime64[s]")),
+                str(train.occurred_at[cal].max().astype("datetime64[s]")),
+            )
+            if cal.any()
+            else None
+        ),
     )
 
 
@@ -316,6 +425,9 @@ def build_report(
             "calibration": fitted.calibration,
             "rows_fit": fitted.rows_fit,
             "rows_calibration": fitted.rows_calibration,
+            "calibration_window": fitted.calibration_window,
+            "rows_immature_dropped": fitted.rows_immature_dropped,
+            "label_maturity_days": params.label_maturity_days,
         },
         "model": model_metrics,
         "baseline": {"rules": describe_rules(valid.feature_names), **baseline_metrics},

@@ -71,8 +71,8 @@ def test_evaluate_perfect_and_useless_scores():
 
 NAMES = (
     "amount",
-    "amount_to_user_avg",
-    "user_purchase_count",
+    "amount_ratio",
+    "purchase_count",
     "new_device",
     "new_country",
     "purchases_10m",

@@ -115,3 +115,22 @@ def test_platt_recovers_a_known_map():
     y = rng.random(50000) < 1 / (1 + np.exp(-(0.5 * margin - 2.0)))
     a, b = platt(margin, y)
     assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-2.0, abs=0.1)
+
+
+def test_label_completeness_estimates_the_missing_chargebacks():
+    rng = np.random.default_rng(5)
+    data = make_set(60000, days=30, seed=5)
+    delay = rng.uniform(0, 10, len(data)) * 86400  # chargebacks within 0-10 days
+    known = data.occurred_at + (delay * 1e9).astype("timedelta64[ns]")
+    data = TrainingSet(
+        **{**data.__dict__, "label_known_at": np.where(data.is_fraud, known, np.datetime64("NaT"))}
+    )
+    as_of = START + timedelta(days=30)
+    from shopsentry.models.training import label_completeness
+
+    share = label_completeness(data, as_of)
+    age = (to_datetime64(as_of) - data.occurred_at) / np.timedelta64(1, "D")
+    for a in (2.5, 5.5, 8.5):
+        rows = (age > a - 0.5) & (age < a + 0.5)
+        assert share[rows].mean() == pytest.approx(a / 10, abs=0.08)
+    assert share[age > 12].min() == pytest.approx(1.0)
