@@ -145,6 +145,12 @@ async def review_alert(
 @router.get(
     "/reviews/stats", response_model=ReviewStats, responses=_ERRORS, summary="False-positive rate"
 )
-def review_stats(_: AnalystDep, services: ServicesDep) -> ReviewStats:
+def review_stats(
+    _: AnalystDep,
+    services: ServicesDep,
+    since: Annotated[
+        datetime | None, Query(description="count reviews made since (ISO 8601)")
+    ] = None,
+) -> ReviewStats:
     """Counts of reviews and the false-positive rate (false positives / reviewed alerts)."""
-    return ReviewStats.model_validate(services.store.review_stats())
+    return ReviewStats.model_validate(services.store.review_stats(since=since))

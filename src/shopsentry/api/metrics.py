@@ -9,11 +9,15 @@ Review KPIs are read from the store at scrape time, so they are right after a re
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+# The window of reviews behind the false-positive-rate gauge (the alert rule's input).
+FP_RATE_WINDOW = timedelta(days=7)
 
 if TYPE_CHECKING:
     from shopsentry.api.consumer import StoreConsumer
@@ -31,13 +35,13 @@ class StoreCollector(Collector):
         from shopsentry.api.summary import totals
 
         t = totals(self.store)
+        recent = self.store.review_stats(since=datetime.now(UTC) - FP_RATE_WINDOW)
         fpr = GaugeMetricFamily(
             "shopsentry_false_positive_rate",
-            "False positives among analyst-reviewed alerts (target < 5%).",
+            "False positives among alerts reviewed in the last 7 days (target < 5%).",
         )
-        fpr.add_metric(
-            [], t["false_positive_rate"] if t["false_positive_rate"] is not None else 0.0
-        )
+        fp_rate = recent["false_positive_rate"]
+        fpr.add_metric([], fp_rate if fp_rate is not None else 0.0)
         yield fpr
         rate = GaugeMetricFamily(
             "shopsentry_fraud_detection_rate",

@@ -453,12 +453,18 @@ class AlertStore:
         assert alert is not None
         return alert
 
-    def review_stats(self) -> dict[str, Any]:
-        """Review counts and the false-positive rate: false positives / reviewed alerts."""
+    def review_stats(self, *, since: datetime | None = None) -> dict[str, Any]:
+        """Review counts and the false-positive rate: false positives / reviewed alerts.
+
+        With ``since``, only reviews made since then count (the open count is always
+        the current queue), so the rate can recover after the model improves.
+        """
         rows = dict(
             self.query(
                 "select coalesce(verdict, 'open'), count(*) from alerts"
-                " group by coalesce(verdict, 'open')"
+                " where verdict is null or reviewed_ms >= ?"
+                " group by coalesce(verdict, 'open')",
+                [to_ms(since) if since is not None else 0],
             )
         )
         confirmed = int(rows.get("confirmed_fraud", 0))

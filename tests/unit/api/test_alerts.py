@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -143,6 +143,9 @@ def test_review_is_stored_published_and_feeds_the_false_positive_rate(
     assert stats["reviewed"] == 3 and stats["open"] == 1
     assert abs(stats["false_positive_rate"] - 1 / 3) < 1e-9
     assert "shopsentry_false_positive_rate 0.333" in client.get("/metrics").text
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    windowed = client.get("/v1/reviews/stats", params={"since": later}, headers=h).json()
+    assert (windowed["reviewed"], windowed["open"], windowed["false_positive_rate"]) == (0, 1, None)
     detail = client.get("/v1/alerts/alert-ev-0001", headers=h).json()
     assert detail["note"] == "case 1" and detail["reviewed_at"] is not None
 
