@@ -256,10 +256,11 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
-    # Outermost last: the body limit runs before anything reads the body.
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # The last added is outermost: the body limit wraps every route (nothing inside it
+    # can read past the bound), metrics count its 413s, and every response gets headers.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

@@ -139,6 +139,8 @@ def test_oversized_body_is_413_by_content_length(
     assert len(body) > limit
     response = client.post("/v1/events", content=body, headers=keys.header(keys.web))
     assert response.status_code == 413
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert 'route="unmatched",status="413"' in client.get("/metrics").text
 
 
 def test_oversized_streamed_body_without_length_is_413(
