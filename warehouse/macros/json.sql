@@ -1,47 +1,69 @@
 {#-
-    Reading fields out of the raw JSON (DuckDB's JSON type, Snowflake's VARIANT).
-    The only place the two engines' syntax differs, isolated with adapter dispatch.
+    Reading fields out of the raw JSON (DuckDB's JSON type, Snowflake's VARIANT), the
+    only place the two engines' syntax differs, isolated with adapter dispatch.
+
+    A staging model first turns raw_json into a "record" once per row:
+        {{ json_record('raw_json', ['order_id', 'amount']) }} as j
+    (DuckDB: one json_transform parse into a struct of text fields; Snowflake: the
+    VARIANT itself), then reads typed fields from it: json_double('j', 'amount').
+    Parsing once instead of once per field is what keeps a million-row build fast.
 -#}
 
-{% macro json_text(column, field) -%}
-    {{ return(adapter.dispatch('json_text', 'shopsentry')(column, field)) }}
+{% macro json_record(column, fields) -%}
+    {{ return(adapter.dispatch('json_record', 'shopsentry')(column, fields)) }}
 {%- endmacro %}
 
-{% macro default__json_text(column, field) -%}
-    json_extract_string({{ column }}, '$.{{ field }}')
+{% macro default__json_record(column, fields) -%}
+    json_transform({{ column }}, '{
+        {%- for f in fields %}"{{ f }}": "VARCHAR"{{ ", " if not loop.last }}{% endfor -%}
+    }')
 {%- endmacro %}
 
-{% macro snowflake__json_text(column, field) -%}
-    {{ column }}:{{ field }}::varchar
+{% macro snowflake__json_record(column, fields) -%}
+    {{ column }}
+{%- endmacro %}
+
+
+{#- One field of a record as text (numbers and booleans as their JSON text). -#}
+{% macro json_text(record, field) -%}
+    {{ return(adapter.dispatch('json_text', 'shopsentry')(record, field)) }}
+{%- endmacro %}
+
+{% macro default__json_text(record, field) -%}
+    {{ record }}."{{ field }}"
+{%- endmacro %}
+
+{% macro snowflake__json_text(record, field) -%}
+    {{ record }}:{{ field }}::varchar
 {%- endmacro %}
 
 
 {#- An ISO-8601 timestamp with offset, as UTC without a time zone (TIMESTAMP_NTZ). -#}
-{% macro json_timestamp(column, field) -%}
-    {{ return(adapter.dispatch('json_timestamp', 'shopsentry')(column, field)) }}
+{% macro json_timestamp(record, field) -%}
+    {{ return(adapter.dispatch('json_timestamp', 'shopsentry')(record, field)) }}
 {%- endmacro %}
 
-{% macro default__json_timestamp(column, field) -%}
-    timezone('UTC', try_cast({{ json_text(column, field) }} as timestamptz))
+{% macro default__json_timestamp(record, field) -%}
+    timezone('UTC', try_cast({{ json_text(record, field) }} as timestamptz))
 {%- endmacro %}
 
-{% macro snowflake__json_timestamp(column, field) -%}
-    convert_timezone('UTC', try_to_timestamp_tz({{ json_text(column, field) }}))::timestamp_ntz
+{% macro snowflake__json_timestamp(record, field) -%}
+    convert_timezone('UTC', try_to_timestamp_tz({{ json_text(record, field) }}))::timestamp_ntz
 {%- endmacro %}
 
 
 {#- A JSON number as double, null when missing or not a number. -#}
-{% macro json_double(column, field) -%}
-    {{ try_cast(json_text(column, field), 'double') }}
+{% macro json_double(record, field) -%}
+    {{ try_cast(json_text(record, field), 'double') }}
 {%- endmacro %}
 
-{% macro json_integer(column, field) -%}
-    {{ try_cast(json_text(column, field), dbt.type_bigint()) }}
+{% macro json_integer(record, field) -%}
+    {{ try_cast(json_text(record, field), dbt.type_bigint()) }}
 {%- endmacro %}
 
 {#- A JSON boolean; anything other than true/false is null. -#}
-{% macro json_boolean(column, field) -%}
-    case lower({{ json_text(column, field) }}) when 'true' then true when 'false' then false end
+{% macro json_boolean(record, field) -%}
+    case lower({{ json_text(record, field) }}) when 'true' then true when 'false' then false end
 {%- endmacro %}
 
 

@@ -96,6 +96,7 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
         raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
     try:
         con.execute("set TimeZone = 'UTC'")
+        con.execute("set enable_progress_bar = false")
         yield con
     finally:
         con.close()

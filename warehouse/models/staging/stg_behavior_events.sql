@@ -13,12 +13,21 @@ source as (
 
 ),
 
+parsed as (
+
+    select
+        *,
+        {{ json_record('raw_json', behavior_fields()) }} as j
+    from source
+
+),
+
 checked as (
 
     select
         *,
         {{ behavior_reject_reason() }} as reject_reason
-    from source
+    from parsed
 
 ),
 
@@ -31,17 +40,17 @@ renamed as (
         source,
         occurred_at,
         cast(occurred_at as date) as activity_date,
-        {{ json_text('raw_json', 'country') }} as country,
-        {{ json_text('raw_json', 'device_fingerprint') }} as device_fingerprint,
-        {{ json_text('raw_json', 'ip_fingerprint') }} as ip_fingerprint,
-        {{ json_text('raw_json', 'page') }} as page,
-        {{ json_text('raw_json', 'query') }} as search_query,
-        {{ json_text('raw_json', 'product_id') }} as product_id,
-        {{ json_integer('raw_json', 'quantity') }} as quantity,
-        {{ json_double('raw_json', 'price') }} as price,
-        {{ json_text('raw_json', 'reason') }} as failed_login_reason,
-        {{ json_text('raw_json', 'new_country') }} as new_country,
-        {{ json_text('raw_json', 'payment_method') }} as payment_method,
+        {{ json_text('j', 'country') }} as country,
+        {{ json_text('j', 'device_fingerprint') }} as device_fingerprint,
+        {{ json_text('j', 'ip_fingerprint') }} as ip_fingerprint,
+        {{ json_text('j', 'page') }} as page,
+        {{ json_text('j', 'query') }} as search_query,
+        {{ json_text('j', 'product_id') }} as product_id,
+        {{ json_integer('j', 'quantity') }} as quantity,
+        {{ json_double('j', 'price') }} as price,
+        {{ json_text('j', 'reason') }} as failed_login_reason,
+        {{ json_text('j', 'new_country') }} as new_country,
+        {{ json_text('j', 'payment_method') }} as payment_method,
         _loaded_at
     from checked
     where reject_reason is null

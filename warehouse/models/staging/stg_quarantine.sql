@@ -9,17 +9,27 @@
 }}
 
 {% set checks = [
-    ('purchase_events', purchase_reject_reason()),
-    ('user_behavior', behavior_reject_reason()),
-    ('decisions', decision_reject_reason()),
-    ('fraud_alerts', alert_reject_reason()),
-    ('fraud_labels', label_reject_reason()),
-    ('reviews', review_reject_reason()),
+    ('purchase_events', purchase_fields(), purchase_reject_reason()),
+    ('user_behavior', behavior_fields(), behavior_reject_reason()),
+    ('decisions', decision_fields(), decision_reject_reason()),
+    ('fraud_alerts', alert_fields(), alert_reject_reason()),
+    ('fraud_labels', label_fields(), label_reject_reason()),
+    ('reviews', review_fields(), review_reject_reason()),
 ] %}
 
 with
 
-{% for table_name, reason in checks %}
+{% for table_name, fields, reason in checks %}
+{{ table_name }}_parsed as (
+
+    select
+        *,
+        {{ json_record('raw_json', fields) }} as j
+    from {{ source('raw', table_name) }}
+    where {{ loaded_since_last_run() }}
+
+),
+
 {{ table_name }} as (
 
     select
@@ -32,15 +42,14 @@ with
         _partition,
         _offset,
         _loaded_at
-    from {{ source('raw', table_name) }}
-    where {{ loaded_since_last_run() }}
+    from {{ table_name }}_parsed
 
 ),
 {% endfor %}
 
 rejected as (
 
-    {% for table_name, _ in checks %}
+    {% for table_name, _, _ in checks %}
     select * from {{ table_name }} where reject_reason is not null
     {% if not loop.last %}union all{% endif %}
     {% endfor %}

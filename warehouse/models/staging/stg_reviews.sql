@@ -13,12 +13,21 @@ source as (
 
 ),
 
+parsed as (
+
+    select
+        *,
+        {{ json_record('raw_json', review_fields()) }} as j
+    from source
+
+),
+
 checked as (
 
     select
         *,
         {{ review_reject_reason() }} as reject_reason
-    from source
+    from parsed
 
 ),
 
@@ -26,12 +35,12 @@ renamed as (
 
     select
         _dedupe_key as review_id,
-        {{ json_text('raw_json', 'alert_id') }} as alert_id,
+        {{ json_text('j', 'alert_id') }} as alert_id,
         event_id,
         user_id,
-        {{ json_text('raw_json', 'verdict') }} as verdict,
-        {{ json_text('raw_json', 'reviewer') }} as reviewer,
-        {{ json_text('raw_json', 'note') }} as note,
+        {{ json_text('j', 'verdict') }} as verdict,
+        {{ json_text('j', 'reviewer') }} as reviewer,
+        {{ json_text('j', 'note') }} as note,
         occurred_at as reviewed_at,
         _loaded_at
     from checked
