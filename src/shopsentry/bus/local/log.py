@@ -8,10 +8,12 @@ policy and :mod:`.groups` for how consumer groups work without a broker.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from shopsentry.bus.base import (
     PartitionLag,
@@ -27,6 +29,21 @@ from shopsentry.bus.local.store import FsyncPolicy, connect, sqlite_errors
 from shopsentry.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _serialized(
+    method: Callable[Concatenate[LocalLog, P], T],
+) -> Callable[Concatenate[LocalLog, P], T]:
+    """One admin call at a time on the shared connection (e.g. API request threads)."""
+
+    @functools.wraps(method)
+    def wrapper(log: LocalLog, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with log._lock:
+            return method(log, *args, **kwargs)
+
+    return wrapper
 
 
 class LocalLog:
@@ -48,31 +65,37 @@ class LocalLog:
         self.session_timeout_ms = session_timeout_ms
         self.linger_ms = linger_ms
         self._conn = connect(self._path, fsync)
+        self._lock = threading.Lock()
 
     @property
     def directory(self) -> Path:
         return self._path
 
     # -- admin --------------------------------------------------------------------------
+    @_serialized
     @sqlite_errors
     def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create the topics that do not exist yet; existing ones are left alone."""
         topic_ops.create_topics(self._conn, specs)
 
+    @_serialized
     @sqlite_errors
     def list_topics(self) -> list[str]:
         return topic_ops.list_topics(self._conn)
 
+    @_serialized
     @sqlite_errors
     def describe_topic(self, name: str) -> TopicInfo:
         return topic_ops.describe_topic(self._conn, name)
 
+    @_serialized
     @sqlite_errors
     def apply_retention(self, at_ms: int | None = None) -> int:
         """Delete batches past their topic's retention now (producers also do it every
         minute); returns how many records went."""
         return topic_ops.apply_retention(self._conn, at_ms)
 
+    @_serialized
     @sqlite_errors
     def list_groups(self) -> list[str]:
         rows = self._conn.execute(
@@ -80,6 +103,7 @@ class LocalLog:
         ).fetchall()
         return [r[0] for r in rows]
 
+    @_serialized
     @sqlite_errors
     def group_lag(self, group: str) -> list[PartitionLag]:
         """Every partition the group has committed on or is assigned, with its lag."""
@@ -108,6 +132,7 @@ class LocalLog:
             for t, p, committed, end, member in rows
         ]
 
+    @_serialized
     @sqlite_errors
     def group_members(self, group: str) -> dict[str, list[TopicPartition]]:
         """Live members of ``group`` and the partitions each holds right now."""
@@ -155,6 +180,7 @@ class LocalLog:
             session_timeout_ms=session_timeout_ms or self.session_timeout_ms,
         )
 
+    @_serialized
     def close(self) -> None:
         self._conn.close()
 
