@@ -91,7 +91,7 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("seconds_since_last_behavior", "seconds since the user's previous behaviour event"),
     ("account_age_days", "days since the user was first seen"),
     ("hour_share_purchases", "share of the user's purchases within an hour of this hour of day"),
-    ("hour_share_activity", "share of the user's activity within an hour of this hour of day"),
+    ("hour_share_activity", "share of the user's earlier activity within an hour of this hour"),
     ("source", "channel (web = 0, mobile = 1, pos = 2)"),
     ("merchant_category", "merchant category (encoded)"),
 )
@@ -123,6 +123,25 @@ def _hour_share(hours: list[int], total: int, hour: int) -> float:
     if total <= 0:
         return NAN
     return (hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]) / total
+
+
+def _activity_hour_share(b: BehaviorState, ts: float, hour: int) -> float:
+    """Share of the user's behaviour within an hour of ``hour`` of day, leaving out the
+    last hour's browsing, carts and logins: the session being scored must not vouch for
+    its own hour."""
+    hours = b.hours
+    near = hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]
+    total = b.n
+    for times in (b.browse, b.carts, b.logins):
+        for t in reversed(times):
+            if ts - t >= 3600.0:
+                break
+            total -= 1
+            if (int(t // 3600.0) - hour + 1) % 24 <= 2:
+                near -= 1
+    if total <= 0:
+        return NAN
+    return near / total
 
 
 def feature_vector(pstate: PurchaseState, bstate: BehaviorState, purchase: Purchase) -> list[float]:
@@ -315,7 +334,7 @@ def vector_of(
         since_behavior,
         age_days,
         _hour_share(p.hours, n, hour),
-        _hour_share(b.hours, b.n, hour),
+        _activity_hour_share(b, ts, hour),
         SOURCE_CODES[source],
         NAN if category is None else _CATEGORY_CODES.get(category, _OTHER_CATEGORY),
     ]

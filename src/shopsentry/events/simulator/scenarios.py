@@ -36,6 +36,7 @@ from shopsentry.events.simulator.config import (
     PM_ADDED,
     PURCHASE,
     RISKY_CATEGORIES,
+    TAG_NAMES,
     TAG_OF,
     US,
     SimulatorConfig,
@@ -453,4 +454,13 @@ def fraud_incidents(
         kinds[names[int(rng.choice(len(names), p=p))]]()
     frame = gen.rows.frame()
     frame.cols["ts"] += frame.cols["ts"] % US == 0
+    # The last incident may overshoot (a card-testing burst is long): cut its tail, so
+    # the share is what was asked for however small the run.
+    fraud_rows = np.flatnonzero(frame.cols["fraud"])
+    excess = len(fraud_rows) - wanted_purchases
+    if excess > 0:
+        cut = fraud_rows[-excess:]
+        for tag in frame.cols["tag"][cut].tolist():
+            gen.purchases[TAG_NAMES[tag]] -= 1
+        frame = frame.take(np.setdiff1d(np.arange(len(frame)), cut))
     return Incidents(frame=frame, accounts=gen.accounts, purchases=gen.purchases)
