@@ -63,7 +63,11 @@ def open_log(settings: Settings, *, create_topics: bool = True) -> EventLog:
         return KafkaLog(bootstrap, settings.kafka)
     from shopsentry.bus.local import LocalLog
 
-    log = LocalLog(settings.log_dir, fsync=settings.log_fsync, session_timeout_ms=settings.log_session_timeout_ms)
+    log = LocalLog(
+        settings.log_dir,
+        fsync=settings.log_fsync,
+        session_timeout_ms=settings.log_session_timeout_ms,
+    )
     if create_topics:
         log.create_topics(topic_specs(settings))
     return log
