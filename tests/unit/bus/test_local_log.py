@@ -402,3 +402,23 @@ def drain_all(consumer: LocalConsumer, expected: int) -> list[Record]:
         assert time.monotonic() < deadline, f"only {len(records)} of {expected}"
         records += consumer.poll(1_000, 0.5)
     return records
+
+
+def test_fsync_always_acknowledges_each_send(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path / "always", fsync="always")
+    log.create_topics([TopicSpec("one", 1)])
+    producer = log.producer(linger_ms=60_000)  # no background flush could explain it
+    producer.send("one", b"durable", key=b"k")
+    (part,) = log.describe_topic("one").partitions
+    assert part.end_offset == 1  # committed by send itself
+    producer.close()
+    log.close()
+
+
+def test_bad_values_are_refused_at_send(log: LocalLog) -> None:
+    producer = log.producer()
+    with pytest.raises(TypeError, match="bytes"):
+        producer.send("one", "not bytes")  # type: ignore[arg-type]
+    producer.close()
+    with pytest.raises(BusError, match="closed"):
+        producer.send("one", b"late")
