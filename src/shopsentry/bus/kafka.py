@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_UNKNOWN_TOPIC_GRACE_S = 3.0
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _LEADER_MOVING: frozenset[int] = frozenset(
@@ -101,6 +102,9 @@ class KafkaLog:
             raise client_error(exc, "admin client") from None
         self._reachable = False
         self._timeout = self.settings.request_timeout_ms / 1000
+        # How long an admin call keeps retrying while the cluster moves (a dead broker
+        # still cached as controller/leader): long enough for a failover, still bounded.
+        self._admin_deadline = max(self._timeout, self.settings.connect_timeout_s, 10.0)
 
     def __repr__(self) -> str:
         # Never the config dict: it holds the SASL password.
@@ -141,7 +145,7 @@ class KafkaLog:
     ) -> T:
         """Run one admin request, retrying while the cluster is moving under us (a dead
         broker still cached as controller or leader), within ``request_timeout_ms``."""
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + self._admin_deadline
         while True:
             attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
             try:
@@ -239,16 +243,26 @@ class KafkaLog:
         logger.warning("topics %s created but leaders not yet visible", names)
 
     def partitions_of(self, topic: str) -> list[int]:
-        md = self.metadata()
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise UnknownTopic(topic)
+        md = self._metadata_with(topic)
         return sorted(md.topics[topic].partitions)
 
     def require_topics(self, topics: Sequence[str]) -> None:
-        md = self.metadata()
         for t in topics:
-            if t not in md.topics or md.topics[t].error is not None:
-                raise UnknownTopic(t)
+            self._metadata_with(t)
+
+    def _metadata_with(self, topic: str) -> ClusterMetadata:
+        """Metadata that lists ``topic``. Brokers learn about a new topic a moment apart
+        (a broker that just restarted may still be replaying the metadata log), so a
+        missing topic is asked about again for a few seconds before it is called unknown."""
+        deadline = time.monotonic() + _UNKNOWN_TOPIC_GRACE_S
+        while True:
+            md = self.metadata()
+            info = md.topics.get(topic)
+            if info is not None and info.error is None:
+                return md
+            if time.monotonic() >= deadline:
+                raise UnknownTopic(topic)
+            time.sleep(0.2)
 
     def watermarks(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
         """(low, high) watermark of each partition: earliest kept offset and next offset."""
@@ -257,7 +271,7 @@ class KafkaLog:
         out: dict[TopicPartition, list[int]] = {tp: [0, 0] for tp in tps}
         for index, spec in ((0, _EARLIEST), (1, _LATEST)):
             pending = list(tps)
-            deadline = time.monotonic() + self._timeout
+            deadline = time.monotonic() + self._admin_deadline
             while pending:
                 attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
                 req = {CkTopicPartition(tp.topic, tp.partition): spec for tp in pending}

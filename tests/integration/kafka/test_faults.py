@@ -15,7 +15,7 @@ import pytest
 from shopsentry.bus import TopicSpec
 from shopsentry.bus.kafka import KafkaLog
 from shopsentry.config import KafkaSettings
-from shopsentry.errors import NotEnoughReplicas, ProduceError
+from shopsentry.errors import BrokerUnavailable, NotEnoughReplicas, ProduceError
 from tests.integration.fixtures.kafka import ThreeBrokerCluster, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.slow]
@@ -56,7 +56,10 @@ def _read_all(log: KafkaLog, topic: str) -> list[str]:
 
 
 def _full_isr(log: KafkaLog, topic: str, size: int) -> bool:
-    return all(len(isr) >= size for isr in log.isr_of(topic).values())
+    try:
+        return all(len(isr) >= size for isr in log.isr_of(topic).values())
+    except BrokerUnavailable:  # the admin client still chasing a dead broker: ask again
+        return False
 
 
 def _ensure_all_up(cluster: ThreeBrokerCluster) -> None:
