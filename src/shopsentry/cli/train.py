@@ -41,11 +41,17 @@ def print_report(console: Console, result: TrainResult) -> None:
 
     report = result.report
     data = report["data"]
+    fit = report["fit"]
     console.print(
-        f"trained on {data['train_rows']:,} purchases before {data['validation_start'][:10]}"
+        f"training window: {data['train_rows']:,} purchases before {data['validation_start'][:10]}"
         f" ({data['train_fraud_known_at_as_of']:,} fraud labels known at {data['as_of'][:16]});"
-        f" held out {data['validation_rows']:,} purchases"
-        f" ({data['validation_fraud']:,} fraud, judged on eventual labels)"
+        f" fit on {fit['rows_fit']:,}, calibrated on {fit['rows_calibration']:,},"
+        f" {fit['rows_immature_dropped']:,} younger than"
+        f" {fit['label_maturity_days']:g} days left out; {fit['trees']} trees"
+    )
+    console.print(
+        f"held out: {data['validation_rows']:,} purchases from {data['validation_start'][:10]}"
+        f" ({data['validation_fraud']:,} fraud), judged on eventual labels"
     )
     table = Table(title="held-out window: model vs rules baseline")
     table.add_column("metric")
