@@ -16,6 +16,7 @@ where one topic's partitions may be read ahead of the other's.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +91,48 @@ class BatchOutcome:
     prediction_s: float | None = None
     model_version: str | None = None
     purchases: int = 0
+    # The state objects behind ``state_changes``: the worker caches them once saved.
+    state_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class StateCache:
+    """The user states this worker wrote, kept between batches (bounded, oldest out).
+
+    Why it is safe: a state is written only by the owner of its partition, and the worker
+    clears the cache on every rebalance and on any failed batch, so an entry is always
+    what the store holds. States this worker only reads (behaviour owned by another
+    worker) are never cached. It saves the store round trip and the decoding of hot users.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._states: dict[str, dict[str, Any]] = {PURCHASE_NS: {}, BEHAVIOR_NS: {}}
+
+    def take(self, namespace: str, users: Iterable[str]) -> dict[str, Any]:
+        """The cached states of ``users`` (removed: the batch owns them until :meth:`put`)."""
+        states = self._states[namespace]
+        found = {}
+        for user in users:
+            state = states.pop(user, None)
+            if state is not None:
+                found[user] = state
+        return found
+
+    def put(self, objects: dict[str, dict[str, Any]]) -> None:
+        for namespace, states in objects.items():
+            cached = self._states[namespace]
+            cached.update(states)
+            excess = len(cached) - self.max_entries
+            if excess > 0:
+                for user in list(itertools.islice(cached, excess)):
+                    del cached[user]
+
+    def clear(self) -> None:
+        for states in self._states.values():
+            states.clear()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._states.values())
 
 
 class BatchPipeline:
@@ -101,9 +144,11 @@ class BatchPipeline:
         ops: FeatureOps,
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        cache: StateCache | None = None,
     ) -> None:
         self.config = config
         self.ops = ops
+        self.cache = cache
         self._clock_ms = clock_ms
 
     def process(
@@ -204,6 +249,7 @@ class BatchPipeline:
         dict[str, bytes], dict[str, bytes], list[Sequence[float]], list[tuple[Record, Purchase]]
     ]:
         ops = self.ops
+        cache = self.cache
         streams = list(by_partition.values())
         if len(streams) == 1:
             merged: Iterable[tuple[Record, Any]] = streams[0]
@@ -211,11 +257,17 @@ class BatchPipeline:
             merged = heapq.merge(*streams, key=_occurred_at)
         p_users = {ev.user_id for stream in streams for _, ev in stream if isinstance(ev, Purchase)}
         b_users = {ev.user_id for stream in streams for _, ev in stream}
-        b_raw = store.load(BEHAVIOR_NS, sorted(b_users)) if b_users else {}
-        p_raw = store.load(PURCHASE_NS, sorted(p_users)) if p_users else {}
         b_states: dict[str, Any] = {}
         p_states: dict[str, Any] = {}
+        if cache is not None:
+            b_states = cache.take(BEHAVIOR_NS, b_users)
+            p_states = cache.take(PURCHASE_NS, p_users)
+        b_missing = sorted(b_users.difference(b_states))
+        p_missing = sorted(p_users.difference(p_states))
+        b_raw = store.load(BEHAVIOR_NS, b_missing) if b_missing else {}
+        p_raw = store.load(PURCHASE_NS, p_missing) if p_missing else {}
         b_touched: set[str] = set()
+        p_touched: set[str] = set()
         rows: list[Sequence[float]] = []
         decided: list[tuple[Record, Purchase]] = []
         for record, event in merged:
@@ -227,9 +279,10 @@ class BatchPipeline:
                 if isinstance(event, Purchase):
                     pstate = p_states.get(user)
                     if pstate is None:
-                        pstate = ops.purchase_state(p_raw.get(user))
+                        pstate = p_states[user] = ops.purchase_state(p_raw.get(user))
                     row = ops.vector(event, pstate, bstate)
                     p_states[user] = ops.observe_purchase(pstate, event)
+                    p_touched.add(user)
                     rows.append(row)
                     decided.append((record, event))
                 else:
@@ -239,7 +292,17 @@ class BatchPipeline:
                 self._dead_letter(
                     out, record, f"(features): {type(exc).__name__}: {exc}", "features"
                 )
-        p_changed = {user: ops.dump(state) for user, state in p_states.items()}
+                # The state may be half-updated: drop it, the stored copy is the truth.
+                p_states.pop(user, None)
+                p_touched.discard(user)
+                p_raw.pop(user, None)
+                if isinstance(event, Purchase):
+                    p_raw.update(store.load(PURCHASE_NS, [user]))
+        out.state_objects = {
+            PURCHASE_NS: {user: p_states[user] for user in p_touched},
+            BEHAVIOR_NS: {user: b_states[user] for user in b_touched},
+        }
+        p_changed = {user: ops.dump(p_states[user]) for user in p_touched}
         b_changed = {user: ops.dump(b_states[user]) for user in b_touched}
         return p_changed, b_changed, rows, decided
 

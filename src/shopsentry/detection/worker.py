@@ -30,7 +30,13 @@ from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicParti
 from shopsentry.config import Settings
 from shopsentry.detection.metrics import WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder, Scorer
-from shopsentry.detection.pipeline import BatchOutcome, BatchPipeline, FeatureOps, PipelineConfig
+from shopsentry.detection.pipeline import (
+    BatchOutcome,
+    BatchPipeline,
+    FeatureOps,
+    PipelineConfig,
+    StateCache,
+)
 from shopsentry.detection.routing import RoutingConfig
 from shopsentry.errors import CommitFailed
 from shopsentry.features.store import StateStore
@@ -63,10 +69,14 @@ class WorkerSummary:
     batches: int = 0
     elapsed_s: float = 0.0
     model_versions: list[str] = field(default_factory=list)
+    # Wall-clock (epoch s) bounds of the busy period: throughput excludes start-up and idling.
+    first_batch_wall: float = 0.0
+    last_batch_wall: float = 0.0
 
     @property
     def purchases_per_s(self) -> float:
-        return self.purchases / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        busy = self.last_batch_wall - self.first_batch_wall
+        return self.purchases / busy if busy > 0 else 0.0
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -105,7 +115,8 @@ class Worker:
         self.holder = holder
         self.options = options or WorkerOptions()
         self.metrics = metrics or WorkerMetrics()
-        self.pipeline = BatchPipeline(pipeline_config(settings), ops)
+        self.cache = StateCache()
+        self.pipeline = BatchPipeline(pipeline_config(settings), ops, cache=self.cache)
         self.summary = WorkerSummary(index=self.options.index)
         self._stop = threading.Event()
         self._applied: dict[TopicPartition, int] = {}
@@ -127,6 +138,7 @@ class Worker:
 
     # -- rebalance callbacks (run inside poll) ------------------------------------------
     def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        self.cache.clear()  # states of partitions that moved may have changed elsewhere
         applied = self.store.applied_offsets(list(tps))
         self._applied.update(applied)
         logger.info(
@@ -139,6 +151,7 @@ class Worker:
             # this member still owns their partitions.
             buffered, self._buffer = self._buffer, []
             self._run_batch(buffered)
+        self.cache.clear()
         for tp in tps:
             self._applied.pop(tp, None)
         logger.info("worker %d revoked %s", self.options.index, list(tps))
@@ -220,22 +233,28 @@ class Worker:
     def _run_batch(self, records: list[Record]) -> None:
         """One micro-batch, end to end, in the order that makes effects exactly-once."""
         m = self.metrics
+        if not self.summary.first_batch_wall:
+            self.summary.first_batch_wall = time.time()
         m.in_flight.set(len(records))
         scorer: Scorer | None = self.holder.current
         assert scorer is not None and self._producer is not None and self._consumer is not None
-        outcome = self.pipeline.process(records, self._applied, scorer, self.store)
-
-        t0 = time.perf_counter()
-        producer = self._producer
-        for out in outcome.outputs:
-            producer.send(out.topic, out.value, out.key, headers=out.headers)
-        if outcome.outputs:
-            producer.flush()
-        durable_ms = time.time_ns() // 1_000_000
-        t1 = time.perf_counter()
-        if outcome.state_changes or outcome.applied:
-            self.store.save(outcome.state_changes, outcome.applied)
-            self._applied.update(outcome.applied)
+        try:
+            outcome = self.pipeline.process(records, self._applied, scorer, self.store)
+            t0 = time.perf_counter()
+            producer = self._producer
+            for out in outcome.outputs:
+                producer.send(out.topic, out.value, out.key, headers=out.headers)
+            if outcome.outputs:
+                producer.flush()
+            durable_ms = time.time_ns() // 1_000_000
+            t1 = time.perf_counter()
+            if outcome.state_changes or outcome.applied:
+                self.store.save(outcome.state_changes, outcome.applied)
+                self._applied.update(outcome.applied)
+        except BaseException:
+            self.cache.clear()  # cached states may be ahead of the store now
+            raise
+        self.cache.put(outcome.state_objects)
         try:
             self._consumer.commit(outcome.commit)
         except CommitFailed as exc:
@@ -250,6 +269,7 @@ class Worker:
         outcome.stages_s["commit"] = t2 - t1
         self._record(outcome, durable_ms, len(records))
         m.in_flight.set(0)
+        self.summary.last_batch_wall = time.time()
 
     def _record(self, outcome: BatchOutcome, durable_ms: int, n_records: int) -> None:
         m = self.metrics

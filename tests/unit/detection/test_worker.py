@@ -184,3 +184,26 @@ def test_max_events_stops_the_worker(tmp_path: Path) -> None:
         )
         == 5
     )
+
+
+def test_written_states_are_cached_between_batches_and_dropped_on_rebalance(
+    tmp_path: Path,
+) -> None:
+    log = MemoryLog(PARTS)
+    feed(log, users=2, per_user=3)
+    worker = make_worker(tmp_path, log, FakeScorer())
+    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 4})
+    loads: list[tuple[str, list[str]]] = []
+    original = worker.store.load
+
+    def load(namespace, keys):  # type: ignore[no-untyped-def]
+        loads.append((namespace, list(keys)))
+        return original(namespace, keys)
+
+    worker.store.load = load  # type: ignore[method-assign]
+    worker.run()
+    loaded_purchase_users = [u for ns, keys in loads if ns == PURCHASE_NS for u in keys]
+    # Each user's purchase state came from the store once; later batches used the cache.
+    assert sorted(loaded_purchase_users) == ["u0", "u1"]
+    assert purchase_counts(worker.store) == {"u0": 3, "u1": 3}
+    assert len(worker.cache) == 0  # closing revoked the partitions
