@@ -327,3 +327,39 @@ def test_retention_settings_applied(backend: Backend) -> None:
         b"new-2",
     ]
     consumer.close()
+
+
+def test_topics_describe_cli_shows_offsets_and_group_lag(backend: Backend) -> None:
+    """`shopsentry topics describe` reads either backend through the same interface."""
+    topic, group = backend.topic(2), group_name()
+    produce(backend.log, topic, [(f"u{i}".encode(), b"{}") for i in range(20)])
+    consumer = backend.log.consumer(group, [topic])
+    taken = drain(consumer, lambda rs: len(rs) >= 5)
+    consumer.commit()
+    consumer.close()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shopsentry",
+            "--data-dir",
+            str(backend.settings.data_dir),
+            "--bus",
+            backend.settings.bus,
+            "topics",
+            "describe",
+            topic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert result.returncode == 0, result.stderr
+    ends = {p.partition: p.end_offset for p in backend.log.describe_topic(topic).partitions}
+    assert sum(ends.values()) == 20
+    rows = [line.split("│") for line in result.stdout.splitlines() if group in line]
+    assert len(rows) == 2
+    lag = sum(int(cells[5]) for cells in rows)
+    assert lag == 20 - len(taken)
+    assert "retention.ms" in result.stdout
