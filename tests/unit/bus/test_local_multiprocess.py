@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from shopsentry.bus.local import LocalLog
 
 PRODUCER = r"""
 import sys
+import threading
 from pathlib import Path
 from shopsentry.bus.local import LocalLog
 directory, name = Path(sys.argv[1]), sys.argv[2]
@@ -132,4 +134,101 @@ def test_kill_9_mid_write_loses_no_acknowledged_record(tmp_path: Path) -> None:
         producer.send("events", b"after", key=b"user-1")
     assert sum(p.end_offset for p in log.describe_topic("events").partitions) == len(values) + 1
     consumer.close()
+    log.close()
+
+
+WORKER = r"""
+import sys
+import threading
+from pathlib import Path
+from shopsentry.bus.local import LocalLog
+directory, stop_file = Path(sys.argv[1]), Path(sys.argv[2])
+log = LocalLog(directory, session_timeout_ms=3000)
+holder = {}
+def on_revoke(tps):
+    holder["c"].commit()
+consumer = holder["c"] = log.consumer("workers", ["events"], on_revoke=on_revoke)
+last = None
+while not stop_file.exists():
+    batch = consumer.poll(50, 0.05)
+    for r in batch:
+        print("P", r.value.decode(), flush=True)
+    if batch:
+        consumer.commit()
+    if len(consumer.assignment()) != last:
+        last = len(consumer.assignment())
+        print("A", last, flush=True)
+consumer.close()
+print("BYE", flush=True)
+"""
+
+
+class Worker:
+    """A worker process and what it reported on stdout."""
+
+    def __init__(self, directory: Path, stop: Path) -> None:
+        self.stop = stop
+        self.proc = spawn(WORKER, directory, stop)
+        self.processed: list[str] = []
+        self.holds = 0
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "P":
+                self.processed.append(rest)
+            elif kind == "A":
+                self.holds = int(rest)
+
+    def leave(self) -> None:
+        self.stop.touch()
+        self.proc.wait(timeout=30)
+        self.reader.join(timeout=10)
+        assert self.proc.returncode == 0, self.proc.stderr.read() if self.proc.stderr else ""
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_worker_processes_join_and_leave_without_loss_or_reprocessing(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    log = LocalLog(directory)
+    log.create_topics([TopicSpec("events", 3)])
+
+    def produce(start: int, count: int) -> None:
+        with log.producer() as producer:
+            for i in range(start, start + count):
+                producer.send("events", str(i).encode(), key=f"user-{i % 41}".encode())
+
+    produce(0, 2000)
+    w1 = Worker(directory, tmp_path / "stop1")
+    wait_until(lambda: w1.holds == 3, "the first worker to take all partitions")
+    w2 = Worker(directory, tmp_path / "stop2")
+    wait_until(lambda: w2.holds >= 1 and w1.holds + w2.holds == 3, "a 2 + 1 split")
+    assert sorted([w1.holds, w2.holds]) == [1, 2]
+    produce(2000, 2000)
+    w3 = Worker(directory, tmp_path / "stop3")
+    wait_until(lambda: (w1.holds, w2.holds, w3.holds) == (1, 1, 1), "a third worker to join")
+    w1.leave()
+    wait_until(lambda: w2.holds + w3.holds == 3, "the leaver's partition to move")
+    produce(4000, 2000)
+    wait_until(
+        lambda: (
+            all(p.lag == 0 for p in log.group_lag("workers")) and len(log.group_lag("workers")) == 3
+        ),
+        "the workers to catch up",
+    )
+    w2.leave()
+    w3.leave()
+    processed = Counter(w1.processed + w2.processed + w3.processed)
+    assert set(processed) == {str(i) for i in range(6000)}, "records lost"
+    assert max(processed.values()) == 1, "committed work was processed again"
     log.close()
