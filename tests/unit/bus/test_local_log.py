@@ -422,3 +422,16 @@ def test_bad_values_are_refused_at_send(log: LocalLog) -> None:
     producer.close()
     with pytest.raises(BusError, match="closed"):
         producer.send("one", b"late")
+
+
+def test_damaged_batch_is_a_one_line_error(log: LocalLog) -> None:
+    produce(log, "one", 3)
+    damage = sqlite3.connect(log.directory / "log.sqlite", isolation_level=None)
+    damage.execute("UPDATE batches SET payload = x'01ff'")
+    damage.close()
+    consumer = log.consumer(None, ["one"])
+    with pytest.raises(LogStoreError) as info:
+        consumer.poll(10, 0.5)
+    assert "one[0] at offset 0 is damaged" in info.value.one_line()
+    assert "\n" not in info.value.one_line()
+    consumer.close()

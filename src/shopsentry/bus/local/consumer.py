@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from shopsentry.bus.local import codec, groups
 from shopsentry.bus.local.store import (
     PARTITION_SPAN,
     FsyncPolicy,
+    LogStoreError,
     connect,
     describe_sqlite_error,
     sqlite_errors,
@@ -289,15 +291,23 @@ class LocalConsumer:
             (state.lo, key, state.lo, state.hi, _FETCH_BATCHES),
         )
         buffer: list[Record] = []
-        for batch, payload in rows:
-            base = batch - state.lo
-            skip = state.position - base
-            if skip >= codec.batch_count(payload):
-                continue  # the batch before the position, already consumed
-            buffer += codec.decode_batch(payload, tp.topic, tp.partition, base, max(skip, 0))
-            if len(buffer) >= need:
-                break
-        rows.close()
+        base = state.position
+        try:
+            for batch, payload in rows:
+                base = batch - state.lo
+                skip = state.position - base
+                if skip >= codec.batch_count(payload):
+                    continue  # the batch before the position, already consumed
+                buffer += codec.decode_batch(payload, tp.topic, tp.partition, base, max(skip, 0))
+                if len(buffer) >= need:
+                    break
+        except (ValueError, struct.error, IndexError) as exc:
+            raise LogStoreError(
+                f"record batch of {tp.topic}[{tp.partition}] at offset {base} is damaged: {exc}",
+                hint=f"skip it with seek() past offset {base}, or restore the log from a backup",
+            ) from exc
+        finally:
+            rows.close()
         state.buffer = buffer
 
     # -- offsets ------------------------------------------------------------------------
