@@ -60,6 +60,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UNKNOWN_TOPIC_GRACE_S = 3.0
+_ALWAYS_SHOWN_CONFIG = frozenset(
+    {
+        "retention.ms",
+        "retention.bytes",
+        "min.insync.replicas",
+        "cleanup.policy",
+        "compression.type",
+        "max.message.bytes",
+    }
+)
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _LEADER_MOVING: frozenset[int] = frozenset(
@@ -336,8 +346,14 @@ class KafkaLog:
             f"describing {name!r} config",
             name,
         )
+        # What was set on the topic, plus the effective values people ask about: the
+        # full list (~40 broker defaults) buries them.
         return {
-            k: e.value for k, e in entries.items() if e.value is not None and not e.is_sensitive
+            k: e.value
+            for k, e in sorted(entries.items())
+            if e.value is not None
+            and not e.is_sensitive
+            and (not e.is_default or k in _ALWAYS_SHOWN_CONFIG)
         }
 
     def isr_of(self, name: str) -> dict[int, tuple[int, ...]]:

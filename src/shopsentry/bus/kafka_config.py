@@ -30,6 +30,9 @@ librdkafka_logger = logging.getLogger("shopsentry.bus.librdkafka")
 
 _SECRET_MARKERS = ("password", "secret", "token", "key.pem", "sasl.oauthbearer.config")
 REDACTED = "***"
+_WARN_AFTER_S = 15.0  # errors persisting this long are logged as warnings
+_WARN_EVERY_S = 30.0
+_STREAK_GAP_S = 30.0
 
 AUTH_CODES = frozenset(
     {
@@ -191,19 +194,31 @@ class ErrorWatch:
         self.auth_error: KafkaError | None = None
         self.last_error: KafkaError | None = None
         self.fatal_error: KafkaError | None = None
-        self._last_logged = 0.0
+        self._last_logged = float("-inf")
+        self._streak_start: float | None = None
+        self._streak_last = 0.0
 
     def __call__(self, err: KafkaError) -> None:
+        now = time.monotonic()
         with self._lock:
             self.last_error = err
             if err.code() in AUTH_CODES:
                 self.auth_error = err
             if err.fatal():
                 self.fatal_error = err
-        now = time.monotonic()
-        if now - self._last_logged > 30.0:  # a down broker repeats itself; say it twice a minute
-            self._last_logged = now
-            logger.warning("%s: %s", self.what, err.str())
+            if self._streak_start is None or now - self._streak_last > _STREAK_GAP_S:
+                self._streak_start = now  # a new run of errors after a quiet spell
+            self._streak_last = now
+            persistent = now - self._streak_start >= _WARN_AFTER_S
+            due = now - self._last_logged >= _WARN_EVERY_S
+            if persistent and due:
+                self._last_logged = now
+        # A blip (a broker restarting, a short call that raises its own one-line error)
+        # stays at DEBUG; a broker gone for a while is worth a warning twice a minute.
+        if persistent and due:
+            logger.warning("%s: %s", self.what, _short(err.str()))
+        else:
+            logger.debug("%s: %s", self.what, _short(err.str()))
 
     def raise_if_auth_failed(self, bootstrap: str) -> None:
         if self.auth_error is not None:

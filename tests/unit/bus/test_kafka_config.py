@@ -43,8 +43,9 @@ def _sasl() -> KafkaSettings:
 
 
 def test_producer_is_durable_idempotent_and_uses_the_java_partitioner() -> None:
-    settings = KafkaSettings(compression_type="zstd", linger_ms=20, batch_size=65_536,
-                             delivery_timeout_ms=30_000)
+    settings = KafkaSettings(
+        compression_type="zstd", linger_ms=20, batch_size=65_536, delivery_timeout_ms=30_000
+    )
     conf = producer_config("b1:9092,b2:9092", settings)
     assert conf["bootstrap.servers"] == "b1:9092,b2:9092"
     assert conf["acks"] == "all"
@@ -56,8 +57,9 @@ def test_producer_is_durable_idempotent_and_uses_the_java_partitioner() -> None:
 
 
 def test_group_consumer_is_classic_cooperative_sticky_with_manual_commits() -> None:
-    conf = consumer_config("b:9092", KafkaSettings(session_timeout_ms=12_000), "fraud-detector",
-                           "latest", "worker-1")
+    conf = consumer_config(
+        "b:9092", KafkaSettings(session_timeout_ms=12_000), "fraud-detector", "latest", "worker-1"
+    )
     assert conf["group.id"] == "fraud-detector"
     assert conf["group.protocol"] == "classic"
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
@@ -98,8 +100,9 @@ def test_kafka_log_repr_and_debug_logs_never_contain_the_password(
 ) -> None:
     from shopsentry.bus.kafka import KafkaLog
 
-    settings = _sasl().model_copy(update={"security_protocol": "SASL_PLAINTEXT",
-                                          "ssl_ca_location": None})
+    settings = _sasl().model_copy(
+        update={"security_protocol": "SASL_PLAINTEXT", "ssl_ca_location": None}
+    )
     with caplog.at_level(logging.DEBUG, logger="shopsentry"):
         log = KafkaLog("127.0.0.1:9", settings)
     assert "svc-shopsentry" in repr(log)
@@ -155,3 +158,26 @@ def test_error_watch_remembers_an_auth_failure_to_explain_a_timeout() -> None:
     watch(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid credentials"))
     with pytest.raises(AuthenticationFailed, match="refused our credentials"):
         watch.raise_if_auth_failed("b:9092")
+
+
+def test_error_watch_warns_only_when_errors_persist(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shopsentry.bus.kafka_config as kc
+
+    now = [1000.0]
+    monkeypatch.setattr(kc.time, "monotonic", lambda: now[0])
+    watch = ErrorWatch("consumer X")
+    down = KafkaError(KafkaError._TRANSPORT, "Connect to 127.0.0.1:9092 failed")
+    with caplog.at_level(logging.DEBUG, logger="shopsentry.bus.kafka_config"):
+        watch(down)  # a blip: not worth a warning
+        now[0] += 5
+        watch(down)
+        assert [r.levelname for r in caplog.records] == ["DEBUG", "DEBUG"]
+        now[0] += 15  # still failing 20 s after the first error
+        watch(down)
+        now[0] += 1
+        watch(down)  # and not again for the next 30 s
+    levels = [r.levelname for r in caplog.records]
+    assert levels == ["DEBUG", "DEBUG", "WARNING", "DEBUG"]
+    assert "consumer X" in caplog.records[2].getMessage()
