@@ -111,6 +111,7 @@ class LocalProducer:
         self._write_lock = threading.Lock()  # one flush at a time, in order
         self._wake = threading.Event()
         self._closed = False
+        self._closing = threading.Event()  # interrupts the flusher's linger wait
         self._flusher = threading.Thread(
             target=self._linger_loop, name="shopsentry-log-flusher", daemon=True
         )
@@ -279,7 +280,8 @@ class LocalProducer:
             self._wake.wait()
             if self._closed:
                 return
-            time.sleep(self._linger_s)
+            if self._closing.wait(self._linger_s):
+                return  # close() flushes what is left
             self._wake.clear()
             self._idle = True
             if self._closed:
@@ -288,7 +290,8 @@ class LocalProducer:
                 self.flush()
             except BusError as exc:
                 logger.warning("background flush failed, will retry: %s", exc.one_line())
-                time.sleep(0.5)
+                if self._closing.wait(0.5):
+                    return
                 self._wake.set()
 
     def close(self) -> None:
@@ -300,6 +303,7 @@ class LocalProducer:
         finally:
             self._closed = True
             self._routes.clear()
+            self._closing.set()
             self._wake.set()
             self._flusher.join(timeout=5)
             with self._write_lock:
