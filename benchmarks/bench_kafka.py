@@ -175,7 +175,7 @@ def main() -> None:
         "nproc": os.cpu_count(),
         "pinned_cpu": cpu,
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.version(),
         "librdkafka": confluent_kafka.libversion()[0],
         "broker": "Apache Kafka 4.1.1, single KRaft node (broker+controller), -Xmx512m",
         "broker_startup_s": round(startup_s, 1) if startup_s is not None else None,
