@@ -13,13 +13,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import orjson
 
 from shopsentry.events.codec import decode
-from shopsentry.events.schema import AnyEvent, Label
+from shopsentry.events.schema import AnyEvent, Label, Source
 from shopsentry.events.simulator.config import (
     CATEGORIES,
     COUNTRY_CODES,
@@ -43,6 +43,9 @@ from shopsentry.events.simulator.scenarios import fraud_incidents
 from shopsentry.events.simulator.traffic import legit_sessions, life_event_markers
 
 logger = logging.getLogger(__name__)
+
+
+LabelSource = Literal["chargeback", "review", "simulator"]
 
 
 class RenderedEvent(NamedTuple):
@@ -259,20 +262,21 @@ class Simulator:
             ts = int(c["ts"][i])
             is_fraud = bool(c["fraud"][i])
             tag = int(c["tag"][i])
+            how: LabelSource
             if is_fraud:
                 roll = rng.random()
                 if roll < 0.12:
-                    source, delay = "review", rng.uniform(0.5, 24) * HOUR_US
+                    how, delay = "review", rng.uniform(0.5, 24) * HOUR_US
                 elif roll < 0.94:
-                    source, delay = "chargeback", (1 + 29 * rng.beta(1.4, 2.6)) * DAY_US
+                    how, delay = "chargeback", (1 + 29 * rng.beta(1.4, 2.6)) * DAY_US
                 else:
-                    source, delay = "chargeback", rng.uniform(30, 60) * DAY_US
+                    how, delay = "chargeback", rng.uniform(30, 60) * DAY_US
             else:
-                source, delay = "simulator", 30 * DAY_US + rng.uniform(0, 6) * HOUR_US
+                how, delay = "simulator", 30 * DAY_US + rng.uniform(0, 6) * HOUR_US
             out.append(
                 Label(
                     event_id=f"ev-{run}-{i:09d}",
-                    source=SOURCES[int(c["source"][i])],
+                    source=cast(Source, SOURCES[int(c["source"][i])]),
                     user_id=users[j],
                     occurred_at=datetime.fromtimestamp(ts / US, UTC),
                     order_id=order_of[i],
@@ -280,7 +284,7 @@ class Simulator:
                     scenario=TAG_NAMES[tag]
                     if tag >= 0 and (is_fraud or TAG_NAMES[tag] in LEGIT_CASES)
                     else None,
-                    label_source=source,
+                    label_source=how,
                     known_at=datetime.fromtimestamp((ts + int(delay)) / US, UTC),
                 )
             )

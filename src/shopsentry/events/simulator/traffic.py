@@ -334,7 +334,7 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
     after a forgotten password and a reset), the card being added, the login abroad."""
     rows = RowBuilder()
     start, end = config.start_us, config.end_us
-    for u in np.flatnonzero((pop.phone_switch_us >= start) & (pop.phone_switch_us < end)):
+    for u in np.flatnonzero((pop.phone_switch_us >= start) & (pop.phone_switch_us < end)).tolist():
         t = int(pop.phone_switch_us[u])
         common = {
             "user": u,
@@ -352,7 +352,7 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
         if rng.random() < 0.4:  # the new phone's first session ends in a purchase
             card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
             _checkout(rows, rng, pop, u, t + 30 * US, common, card, int(pop.home[u]), "new_phone")
-    for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)):
+    for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)).tolist():
         t = int(pop.card_add_us[u])
         rows.add(
             ts=t,
@@ -376,7 +376,7 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
             home = int(pop.home[u])
             later = t + int(rng.uniform(0.2, 10) * 60 * US)
             _checkout(rows, rng, pop, u, later, common, int(pop.new_card[u]), home, "new_card")
-    for u in np.flatnonzero((pop.trip_start_us >= start) & (pop.trip_start_us < end)):
+    for u in np.flatnonzero((pop.trip_start_us >= start) & (pop.trip_start_us < end)).tolist():
         t = int(pop.trip_start_us[u]) + int(rng.uniform(0, 12) * HOUR_US)
         slot = int(rng.integers(0, pop.n_devices[u]))
         dev = (
