@@ -161,6 +161,11 @@ def main() -> None:
         "--cpu", type=int, default=None, help="CPU to pin to (default: the last one)"
     )
     parser.add_argument("--no-write", action="store_true", help="Do not write benchmarks/results/.")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="Also profile one embedded-log run with pyinstrument (bench_log_profile.txt).",
+    )
     args = parser.parse_args()
 
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
@@ -178,6 +183,9 @@ def main() -> None:
             runs["naive"].append(bench_naive(base / "naive", events))
         finally:
             shutil.rmtree(base, ignore_errors=True)
+
+    if args.profile:
+        _profile(events, args.fsync, args.batch_records)
 
     def rate(name: str, phase: str) -> dict[str, float]:
         rates = [args.events / r[f"{phase}_s"] for r in runs[name]]
@@ -232,6 +240,21 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "bench_log.json").write_text(text + "\n")
         (RESULTS / "bench_log.md").write_text(_markdown(result))
+
+
+def _profile(events: list[tuple[bytes, bytes]], fsync: str, batch_records: int | None) -> None:
+    """Where one produce + consume run spends its time (the profile behind the tuning)."""
+    from pyinstrument import Profiler
+
+    base = Path(tempfile.mkdtemp(prefix="bench-log-profile-"))
+    profiler = Profiler(interval=0.0005)
+    try:
+        with profiler:
+            bench_local(base / "log", events, fsync, batch_records)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_log_profile.txt").write_text(profiler.output_text(unicode=False, color=False))
 
 
 def _markdown(r: dict) -> str:  # type: ignore[type-arg]
