@@ -181,9 +181,13 @@ def publish(
     ``speed`` None sends as fast as possible (batched, flushed every 10,000 records and at
     the end). Otherwise events are paced on the wall clock: simulated time runs ``speed``
     times real time, and everything sent is flushed before each wait, so consumers see
-    events about when they "happen". Labels go to the labels topic after the events,
-    each with ``known_at`` as its record timestamp: consumers must not use a label
-    before its ``known_at``. Paced runs wait until the simulated end of the window on
+    events about when they "happen". Labels go to the labels topic after the events;
+    consumers must not use a label before its ``known_at``.
+
+    Record timestamps are the send time (Kafka's CreateTime), not ``occurred_at``: the
+    payload carries the simulated time, the record the real one, so end-to-end latency
+    measured from the record timestamp is the pipeline's even on an accelerated or
+    historical clock. Paced runs wait until the simulated end of the window on
     the wall clock before returning, so consecutive windows join up.
     """
     purchase_topic = settings.topics.purchase_events.name
@@ -203,7 +207,7 @@ def publish(
                         pending = 0
                     sleep(wait)
             topic = purchase_topic if rec.is_purchase else behaviour_topic
-            producer.send(topic, rec.raw, key=rec.user_id.encode(), timestamp_ms=rec.ts_us // 1000)
+            producer.send(topic, rec.raw, key=rec.user_id.encode())
             sent += 1
             pending += 1
             purchases += rec.is_purchase
@@ -223,12 +227,7 @@ def publish(
         if labels:
             label_topic = settings.topics.labels.name
             for label in sim.labels():
-                producer.send(
-                    label_topic,
-                    encode(label),
-                    key=label.user_id.encode(),
-                    timestamp_ms=int(label.known_at.timestamp() * 1000),
-                )
+                producer.send(label_topic, encode(label), key=label.user_id.encode())
                 n_labels += 1
             producer.flush()
     finally:
