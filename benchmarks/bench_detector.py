@@ -215,6 +215,9 @@ def throughput(settings: Any, workers: int, purchases: int) -> dict[str, Any]:
         "batches": sum(s.batches for s in summaries),
         "backlog_write_s": round(produce_s, 2),
         "per_worker_purchases": [s.purchases for s in summaries],
+        "per_worker_cpu_s": [round(s.busy_cpu_s, 2) for s in summaries],
+        # Purchases per CPU-second of the worker processes: what one uncontended core does.
+        "purchases_per_cpu_s": round(done / sum(s.busy_cpu_s for s in summaries)),
     }
 
 
@@ -366,6 +369,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         "",
         f"- command: `{data['command']}`",
         f"- date: {data['date']}, nproc: {data['nproc']}, python {data['python']}, {data['platform']}",  # noqa: E501
+        f"- load average (1/5/15 min) at start {data['load_average_at_start']}, at end {data['load_average_at_end']}",  # noqa: E501
         f"- model: {data['model']['trees']} trees, {len(data['model']['features'])} features (trained on simulator history)",  # noqa: E501
         f"- settings: batch_max_records={data['batch_max_records']}, batch_max_wait_ms={data['batch_max_wait_ms']}, "  # noqa: E501
         f"embedded log fsync={data['log_fsync']}, state: local SQLite (WAL, synchronous=NORMAL)",
@@ -373,13 +377,14 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         "",
         "## Sustained throughput (backlog drained, whole pipeline)",
         "",
-        "| backend | workers | purchases | seconds | purchases/s | per worker | records/s |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | workers | purchases | seconds | purchases/s | per worker | records/s "
+        "| purchases per worker CPU-second |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in data["throughput"]:
         lines.append(
             f"| {r['backend']} | {r['workers']} | {r['purchases']:,} | {r['seconds']} | {r['purchases_per_s']:,} "  # noqa: E501
-            f"| {r['purchases_per_s_per_worker']:,} | {r['records_per_s']:,} |"
+            f"| {r['purchases_per_s_per_worker']:,} | {r['records_per_s']:,} | {r['purchases_per_cpu_s']:,} |"  # noqa: E501
         )
     lines += [
         "",
@@ -445,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_max_records": defaults.detector.batch_max_records,
         "batch_max_wait_ms": defaults.detector.batch_max_wait_ms,
         "log_fsync": defaults.log_fsync,
+        "load_average_at_start": list(os.getloadavg()),
         "throughput": [],
         "latency": [],
     }
@@ -485,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings = run_settings(work, backend, bootstrap, champion)
                 duration = args.peak_duration if rate < 1 else args.duration
                 row = {"backend": backend, **latency_at(settings, 2, rate, duration, work)}
-                row["saturation_fraction"] = round(rate / capacity, 3)
+                row["saturation_fraction"] = round(rate / capacity, 5)
                 print(row, flush=True)
                 data["latency"].append(row)
             if node is not None:
@@ -495,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if node is not None:
             node.stop_all()
         shutil.rmtree(work, ignore_errors=True)
+    data["load_average_at_end"] = list(os.getloadavg())
     (RESULTS / "bench_detector.json").write_text(json.dumps(data, indent=2, default=str))
     write_markdown(data, RESULTS / "bench_detector.md")
     if data["latency"]:

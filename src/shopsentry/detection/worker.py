@@ -72,6 +72,8 @@ class WorkerSummary:
     # Wall-clock (epoch s) bounds of the busy period: throughput excludes start-up and idling.
     first_batch_wall: float = 0.0
     last_batch_wall: float = 0.0
+    # CPU seconds of this process over the same period: throughput per core on a shared machine.
+    busy_cpu_s: float = 0.0
 
     @property
     def purchases_per_s(self) -> float:
@@ -126,6 +128,7 @@ class Worker:
         self._latencies: list[np.ndarray] = []
         self._latency_count = 0
         self._last_lag = 0.0
+        self._first_cpu = 0.0
 
     # -- control ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -235,6 +238,7 @@ class Worker:
         m = self.metrics
         if not self.summary.first_batch_wall:
             self.summary.first_batch_wall = time.time()
+            self._first_cpu = time.process_time()
         m.in_flight.set(len(records))
         scorer: Scorer | None = self.holder.current
         assert scorer is not None and self._producer is not None and self._consumer is not None
@@ -270,6 +274,7 @@ class Worker:
         self._record(outcome, durable_ms, len(records))
         m.in_flight.set(0)
         self.summary.last_batch_wall = time.time()
+        self.summary.busy_cpu_s = time.process_time() - self._first_cpu
 
     def _record(self, outcome: BatchOutcome, durable_ms: int, n_records: int) -> None:
         m = self.metrics
