@@ -19,13 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from shopsentry.config import Settings
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import PageView
-from tests.unit.api.factories import make_keys, publish, read_topic, scored
+from tests.unit.api.factories import make_keys, publish, purchase_json, read_topic, scored, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -272,6 +273,19 @@ def test_dashboard_follows_the_real_pipeline(
         page.wait_for_selector(rows, timeout=90_000)
         wait_for_more_alerts(page, timeout_ms=90_000)
         assert simulator.poll() is None, "alerts must arrive while the simulator is still running"
+
+        # A source posting through the API joins the same stream: the detector scores it.
+        ingested = purchase_json("api-ingest-1", user_id="u-api-1", amount=2500.0)
+        accepted = httpx.post(
+            f"{server.url}/v1/events", json=ingested, headers=keys.header(keys.web)
+        )
+        assert accepted.status_code == 202
+        store = server.app.state.services.store
+        wait_for(
+            lambda: store.decision_of("api-ingest-1") is not None,
+            "the detector's decision on the purchase posted to the API",
+            timeout=90,
+        )
 
         row = page.locator(rows).first
         alert_id = row.get_attribute("data-alert-id")
