@@ -165,6 +165,9 @@ class ApiSettings(_Frozen):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     cors_origins: tuple[str, ...] = ()
+    # Consumer group of the service's alert store. Each store (data dir) needs its own
+    # group: replicas that share one would split the alerts between their stores.
+    store_group_id: str = "api-alerts"
 
 
 class NotifierSettings(_Frozen):

@@ -2,10 +2,11 @@
 
 It reads ``fraud-alerts``, ``decisions`` and ``purchase-events`` (for the event details
 and the user's history) plus ``user-behavior`` (for traffic counts) in its own consumer
-group, writes each polled batch to the store in one transaction, then commits the
-offsets. A crash between the two replays the batch, which the store ignores because it
-keeps its own per-partition positions. It also samples the detector group's lag for
-the dashboard's lag chart.
+group (``api.store_group_id``: one per store, since replicas sharing a group would split
+the alerts between their stores), writes each polled batch to the store in one
+transaction, then commits the offsets. A crash between the two replays the batch, which
+the store ignores because it keeps its own per-partition positions. It also samples the
+detector group's lag for the dashboard's lag chart.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from shopsentry.errors import ShopsentryError
 
 logger = logging.getLogger(__name__)
 
-GROUP_ID = "api-alerts"
 LAG_SAMPLE_EVERY_S = 5.0
 PRUNE_EVERY_S = 600.0
 POLL_TIMEOUT_S = 0.1  # also bounds how long stop() waits
@@ -44,12 +44,12 @@ class StoreConsumer:
     """A daemon thread that keeps the store up to date until :meth:`stop`."""
 
     def __init__(
-        self, settings: Settings, log: EventLog, store: AlertStore, *, group_id: str = GROUP_ID
+        self, settings: Settings, log: EventLog, store: AlertStore, *, group_id: str | None = None
     ) -> None:
         self.settings = settings
         self.log = log
         self.store = store
-        self.group_id = group_id
+        self.group_id = group_id or settings.api.store_group_id
         self.lag_samples: deque[tuple[float, int]] = deque(maxlen=720)
         self.records_applied = 0
         self.last_error: str | None = None

@@ -187,7 +187,7 @@ def test_store_survives_a_restart_without_double_counting(
     # A second app on the same data dir whose consumer group starts from the beginning:
     # every record is delivered again, and the store must ignore all of them.
     app2 = create_app(api_settings, log=log)
-    app2.state.services.consumer.group_id = "api-alerts-replay"
+    app2.state.services.consumer.group_id = "api-alerts-replay"  # a fresh group: replay all
 
     def replayed() -> bool:
         lags = log.group_lag("api-alerts-replay")
