@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _time_ns = time.time_ns
 
 Headers = tuple[tuple[str, bytes], ...]
+_KEY_CACHE = 200_000  # keys whose partition a producer remembers, per topic
 _Appenders = tuple[
     Callable[[int], None],
     Callable[[bytes | None], None],
@@ -103,7 +104,7 @@ class LocalProducer:
         self._last_retention_ms = now_ms()
         self._topics: dict[str, TopicMeta] = {}
         # topic -> (partition count, each partition's column appenders); see _Columns.
-        self._routes: dict[str, tuple[int, list[_Appenders]]] = {}
+        self._routes: dict[str, tuple[int, list[_Appenders], dict[bytes, _Appenders]]] = {}
         self._buffers: list[tuple[int, _Columns]] = []  # (partition row id, buffer)
         self._count = 0  # records sent since the last flush (a trigger, not an exact count)
         self._idle = True  # the flusher sleeps until a record arrives
@@ -132,20 +133,28 @@ class LocalProducer:
         route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
-        partitions, appenders = route
+        partitions, appenders, by_key = route
         if value.__class__ is not bytes and not isinstance(value, bytes):
             raise TypeError(f"record value must be bytes, not {type(value).__name__}")
+        target: _Appenders | None
         if partition is None:
             if key is None:
-                partition = self._sticky_partition(topic, partitions)
+                target = appenders[self._sticky_partition(topic, partitions)]
             else:
-                partition = partition_for(key, partitions)
-        elif not 0 <= partition < partitions:
+                # The key's partition buffer, remembered: one dict lookup per record.
+                target = by_key.get(key)
+                if target is None:
+                    if len(by_key) >= _KEY_CACHE:
+                        by_key.clear()
+                    target = by_key[key] = appenders[partition_for(key, partitions)]
+        elif 0 <= partition < partitions:
+            target = appenders[partition]
+        else:
             raise BusError(
                 f"topic {topic!r} has no partition {partition}",
                 hint=f"it has partitions 0..{partitions - 1}",
             )
-        add_ts, add_key, add_value, add_headers = appenders[partition]
+        add_ts, add_key, add_value, add_headers = target
         add_ts(_time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms)
         add_key(key)
         add_value(value)
@@ -170,7 +179,7 @@ class LocalProducer:
         return state[0]
 
     @sqlite_errors
-    def _route(self, topic: str) -> tuple[int, list[_Appenders]]:
+    def _route(self, topic: str) -> tuple[int, list[_Appenders], dict[bytes, _Appenders]]:
         if self._closed:
             raise BusError("producer is closed")
         meta = load_topic(self._conn, topic)
@@ -178,7 +187,9 @@ class LocalProducer:
             buffers = [_Columns() for _ in range(meta.partitions)]
             self._topics[topic] = meta
             self._buffers += list(zip(meta.partition_ids, buffers, strict=True))
-            self._routes[topic] = route = (meta.partitions, [b.append for b in buffers])
+            by_key: dict[bytes, _Appenders] = {}
+            route = (meta.partitions, [b.append for b in buffers], by_key)
+            self._routes[topic] = route
         return route
 
     # -- flushing -----------------------------------------------------------------------
