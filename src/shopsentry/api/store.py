@@ -126,9 +126,13 @@ def end_to_end_ms(decision: Decision) -> float:
 
 
 def traffic_minute(record: Record, now_ms: int) -> int:
-    """The minute a record counts in: its log timestamp on a live feed, else the time the
-    store saw it (a simulator's accelerated clock would put it hours away from now)."""
-    ts = record.timestamp_ms if abs(now_ms - record.timestamp_ms) <= _PLAUSIBLE_MS else now_ms
+    """The minute a record counts in: its log timestamp when that is a plausible recent
+    past, else the time the store saw it. A simulator on an accelerated clock stamps
+    records ahead of the wall clock (and a replay far behind it); drawn at their own
+    times they would smear one real minute over hours of the chart."""
+    ts = record.timestamp_ms
+    if ts > now_ms or now_ms - ts > _PLAUSIBLE_MS:
+        ts = now_ms
     return ts // 60_000
 
 

@@ -176,3 +176,17 @@ def test_analytics_map_warehouse_rows_and_errors(
         ).status_code
         == 422
     )
+
+
+def test_traffic_is_counted_at_log_time_unless_the_clock_is_not_live() -> None:
+    from shopsentry.api.store import traffic_minute
+    from shopsentry.bus.base import Record
+
+    now = 1_800_000_000_000
+
+    def minute(ts: int) -> int:
+        return traffic_minute(Record("t", 0, 0, ts, None, b""), now)
+
+    assert minute(now - 5 * 60_000) == (now - 5 * 60_000) // 60_000  # live feed, a bit behind
+    assert minute(now + 3_600_000) == now // 60_000  # accelerated clock ahead of the wall
+    assert minute(now - 3 * 86_400_000) == now // 60_000  # a replay of old records
