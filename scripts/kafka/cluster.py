@@ -91,16 +91,14 @@ def random_cluster_id() -> str:
             return value
 
 
-def _set_parent_death_signal() -> None:
-    """Make the JVM die with the Python process that started it (Linux only), so a
-    crashed test session does not leave brokers behind."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _die_with_parent(command: list[str]) -> list[str]:
+    """Prefix ``command`` so the JVM gets SIGKILL when the Python process that started it
+    dies (a crashed or killed test session leaves no broker behind). util-linux's
+    ``setpriv --pdeathsig`` does it without running Python code between fork and exec."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return command
+    return [setpriv, "--pdeathsig", "KILL", "--", *command]
 
 
 @dataclass
@@ -361,13 +359,15 @@ class KafkaCluster:
             return
         classpath = find_classpath()
         log = node.log_path.open("ab")
+        command = self._java(
+            classpath, node.heap_mb, "kafka.Kafka", str(node.config_path), quick=False
+        )
         node.process = subprocess.Popen(
-            self._java(classpath, node.heap_mb, "kafka.Kafka", str(node.config_path), quick=False),
+            _die_with_parent(command) if self.tie_to_parent else command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_set_parent_death_signal if self.tie_to_parent else None,
         )
         log.close()
         node.pid = node.process.pid

@@ -415,6 +415,9 @@ class KafkaConsumer:
             self.seek(tp, offset)
 
     def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets. Not from inside a rebalance callback: librdkafka
+        cannot fetch offsets while the rebalance waits on that callback (it times out);
+        ``commit()`` there is fine."""
         if not tps:
             return {}
         if self._group_id is None:
