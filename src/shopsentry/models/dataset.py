@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WAREHOUSE_TABLE = "ml_features.training_set"
+_KEY_COLUMNS = (
+    "event_id", "user_id", "order_id", "amount", "occurred_at", "is_fraud", "scenario",
+    "label_known_at",
+)  # fmt: skip
 Progress = Callable[[str, int, int | None], None]  # (step, done, total)
 T = TypeVar("T")
 
@@ -187,21 +191,24 @@ def from_warehouse(
                     f"{WAREHOUSE_TABLE} lacks features {', '.join(missing[:5])}",
                     hint="rebuild the warehouse's ML_FEATURES layer with this version (dbt run)",
                 )
-            wanted = ", ".join(f'"{c}"' for c in feature_names)
+            # a feature may share its name with a key column ("amount"): select it once
+            extra = [c for c in feature_names if c not in _KEY_COLUMNS]
+            wanted = "".join(f', "{c}"' for c in extra)
             where = "where occurred_at <= ?" if as_of else ""
             params = [as_of.astimezone(UTC).replace(tzinfo=None)] if as_of else []
-            table = con.execute(
+            result = con.execute(
                 "select event_id, user_id, order_id, amount, occurred_at, is_fraud, scenario, "
-                f"label_known_at, {wanted} from {WAREHOUSE_TABLE} {where}"
+                f"label_known_at{wanted} from {WAREHOUSE_TABLE} {where}"
                 " order by occurred_at, event_id",
                 params,
-            ).arrow()
+            )
+            # DuckDB 2 names it to_arrow_table; older releases fetch_arrow_table
+            fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+            table = fetch()
     except duckdb.Error as exc:
         raise TrainingDataError(
             f"reading {WAREHOUSE_TABLE} failed: {exc}", hint="is the warehouse being rebuilt?"
         ) from None
-    if hasattr(table, "read_all"):  # newer duckdb returns a RecordBatchReader
-        table = table.read_all()
     X = np.column_stack(
         [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in feature_names]
     )
