@@ -9,12 +9,21 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cp_file="${SHOPSENTRY_KAFKA_CLASSPATH:-$here/.classpath}"
 pom="$here/pom.xml"
 
-for tool in java mvn; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "fetch.sh: $tool is not installed (Kafka tests need Java 17+ and Maven)" >&2
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if [ ${#missing[@]} -gt 0 ]; then
+  # A fresh Debian machine (CI) as root: install them from Debian's packages.
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "fetch.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "fetch.sh: missing ${missing[*]} (Kafka tests need Java 17+ and Maven):" \
+         "sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
-done
+fi
 
 cached_ok() {
   [[ -s "$cp_file" && "$cp_file" -nt "$pom" ]] || return 1
