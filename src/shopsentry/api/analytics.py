@@ -85,11 +85,11 @@ def daily_sales(
     except WarehouseUnavailable as exc:
         raise _unavailable(exc) from None
     return DailySalesReport(
-        source="warehouse", rows=[DailySales.model_validate(_sales_row(r)) for r in rows]
+        source="warehouse", rows=[DailySales.model_validate(sales_row(r)) for r in rows]
     )
 
 
-def _sales_row(row: dict[str, Any]) -> dict[str, Any]:
+def sales_row(row: dict[str, Any]) -> dict[str, Any]:
     """Accept the warehouse's column names (sales_date/order_count/gross_revenue...)."""
     day = next((row[k] for k in ("day", "sales_date", "order_date", "date") if k in row), None)
     orders = next(
