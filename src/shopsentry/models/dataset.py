@@ -196,14 +196,14 @@ def from_warehouse(
             wanted = "".join(f', "{c}"' for c in extra)
             where = "where occurred_at <= ?" if as_of else ""
             params = [as_of.astimezone(UTC).replace(tzinfo=None)] if as_of else []
-            result = con.execute(
+            relation = con.sql(
                 "select event_id, user_id, order_id, amount, occurred_at, is_fraud, scenario, "
                 f"label_known_at{wanted} from {WAREHOUSE_TABLE} {where}"
                 " order by occurred_at, event_id",
-                params,
+                params=params or None,
             )
-            # DuckDB 2 names it to_arrow_table; older releases fetch_arrow_table
-            fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+            # DuckDB 2 has to_arrow_table; older releases return the table from arrow()
+            fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
             table = fetch()
     except duckdb.Error as exc:
         raise TrainingDataError(
