@@ -76,7 +76,6 @@ _LEADER_MOVING: frozenset[int] = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError.REPLICA_NOT_AVAILABLE,
         KafkaError.FENCED_LEADER_EPOCH,
         KafkaError.UNKNOWN_LEADER_EPOCH,
@@ -92,6 +91,7 @@ _ADMIN_RETRY: frozenset[int] = _LEADER_MOVING | {
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
 }
+_OFFSETS_RETRY: frozenset[int] = _ADMIN_RETRY | {KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 class KafkaLog:
@@ -156,6 +156,7 @@ class KafkaLog:
         """Run one admin request, retrying while the cluster is moving under us (a dead
         broker still cached as controller or leader), within ``request_timeout_ms``."""
         deadline = time.monotonic() + self._admin_deadline
+        grace = time.monotonic() + _UNKNOWN_TOPIC_GRACE_S
         while True:
             attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
             try:
@@ -164,7 +165,11 @@ class KafkaLog:
                 err: KafkaError = exc.args[0]
                 self._admin.poll(0)
                 self._watch.raise_if_auth_failed(self.bootstrap)
-                if err.code() in _ADMIN_RETRY and time.monotonic() < deadline:
+                young = time.monotonic() < grace  # brokers may not all know a new topic yet
+                retry = err.code() in _ADMIN_RETRY or (
+                    young and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                )
+                if retry and time.monotonic() < deadline:
                     logger.debug("%s: %s; retrying", action, err.str())
                     self._refresh_metadata()
                     continue
@@ -295,7 +300,9 @@ class KafkaLog:
                         # A leader that just moved, died or was just elected: ask again
                         # (with fresh metadata) until the deadline.
                         err = exc.args[0] if isinstance(exc, KafkaException) else None
-                        transient = err is None or err.code() in _ADMIN_RETRY
+                        # A partition of a topic created a moment ago may not have
+                        # reached its leader yet: "unknown" is transient here.
+                        transient = err is None or err.code() in _OFFSETS_RETRY
                         if transient and time.monotonic() < deadline:
                             retry.append(tp)
                             continue
@@ -315,7 +322,7 @@ class KafkaLog:
         return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
 
     def describe_topic(self, name: str) -> TopicInfo:
-        self.ensure_reachable()
+        self._metadata_with(name)  # UnknownTopic within a few seconds, not after retries
         desc = self._describe(name)
         marks = self.watermarks([TopicPartition(name, p.id) for p in desc.partitions])
         config = self._config(name)
@@ -359,7 +366,7 @@ class KafkaLog:
     def isr_of(self, name: str) -> dict[int, tuple[int, ...]]:
         """In-sync replicas per partition, without asking for offsets: a partition below
         min.insync.replicas may not serve its end offset (KIP-966), but its ISR is known."""
-        self.ensure_reachable()
+        self._metadata_with(name)
         return {p.id: tuple(n.id for n in p.isr) for p in self._describe(name).partitions}
 
     def under_min_isr(self, tps: Sequence[TopicPartition]) -> list[tuple[TopicPartition, int, int]]:
