@@ -100,7 +100,7 @@ def to_datetime64(value: datetime) -> np.datetime64:
 
 
 def from_datetime64(value: np.datetime64) -> datetime:
-    micros = int(np.datetime64(value, "us").astype(np.int64))
+    micros = int(np.asarray(value).astype("datetime64[us]").astype(np.int64))
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 

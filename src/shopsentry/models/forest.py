@@ -411,8 +411,8 @@ class CompiledEvaluator:
         self._nodes = nodes
         self._head = (
             nodes.ctypes.data,
-            nodes.shape[0],
-            nodes.shape[1],
+            int(forest.left.shape[0]),
+            int(forest.left.shape[1]),
             forest.max_depth,
             forest.base_margin,
         )

@@ -393,14 +393,23 @@ def build_report(
     """Everything the card, MLflow and the CLI table show, as JSON-ready data."""
     from shopsentry.models.baseline import RULES_THRESHOLD, describe_rules, rules_score
 
-    kwargs = {
-        "fpr_budget": settings.model.fpr_budget,
-        "review_budget": settings.model.review_budget_per_day,
-    }
     window = _window(valid)
-    model_metrics = evaluate(window, model_score, threshold=settings.detector.threshold, **kwargs)
+    budgets = settings.model
+    model_metrics = evaluate(
+        window,
+        model_score,
+        threshold=settings.detector.threshold,
+        fpr_budget=budgets.fpr_budget,
+        review_budget=budgets.review_budget_per_day,
+    )
     baseline = rules_score(valid.X, valid.feature_names)
-    baseline_metrics = evaluate(window, baseline, threshold=RULES_THRESHOLD, **kwargs)
+    baseline_metrics = evaluate(
+        window,
+        baseline,
+        threshold=RULES_THRESHOLD,
+        fpr_budget=budgets.fpr_budget,
+        review_budget=budgets.review_budget_per_day,
+    )
     known = train.known_labels(as_of)
     return {
         "data": {
