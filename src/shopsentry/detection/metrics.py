@@ -203,7 +203,15 @@ class WorkerMetrics:
 
     def serve(self, port: int) -> None:
         """Expose ``/metrics`` on 127.0.0.1:``port`` from a daemon thread."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        except OSError as exc:
+            from shopsentry.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}",
+                hint="pick another --metrics-port base (worker i uses base + i) or 0 to disable",
+            ) from exc
         logger.info("metrics on http://127.0.0.1:%d/metrics", port)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:

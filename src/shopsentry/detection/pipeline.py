@@ -145,10 +145,14 @@ class BatchPipeline:
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         cache: StateCache | None = None,
+        owns_behavior: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
         self.ops = ops
         self.cache = cache
+        # Whether this worker owns the user's behaviour partition (so it alone writes
+        # that state, and an unchanged copy it read may stay cached too).
+        self.owns_behavior = owns_behavior or (lambda _user: False)
         self._clock_ms = clock_ms
 
     def process(
@@ -298,9 +302,12 @@ class BatchPipeline:
                 p_raw.pop(user, None)
                 if isinstance(event, Purchase):
                     p_raw.update(store.load(PURCHASE_NS, [user]))
+        owns = self.owns_behavior
         out.state_objects = {
             PURCHASE_NS: {user: p_states[user] for user in p_touched},
-            BEHAVIOR_NS: {user: b_states[user] for user in b_touched},
+            BEHAVIOR_NS: {
+                user: state for user, state in b_states.items() if user in b_touched or owns(user)
+            },
         }
         p_changed = {user: ops.dump(p_states[user]) for user in p_touched}
         b_changed = {user: ops.dump(b_states[user]) for user in b_touched}

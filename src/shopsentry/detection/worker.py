@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
+from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
 from shopsentry.detection.metrics import WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder, Scorer
@@ -118,7 +119,12 @@ class Worker:
         self.options = options or WorkerOptions()
         self.metrics = metrics or WorkerMetrics()
         self.cache = StateCache()
-        self.pipeline = BatchPipeline(pipeline_config(settings), ops, cache=self.cache)
+        self._behavior_topic = settings.topics.user_behavior.name
+        self._behavior_partitions = settings.topics.user_behavior.partitions
+        self._owned_behavior: set[int] = set()
+        self.pipeline = BatchPipeline(
+            pipeline_config(settings), ops, cache=self.cache, owns_behavior=self._owns_behavior
+        )
         self.summary = WorkerSummary(index=self.options.index)
         self._stop = threading.Event()
         self._applied: dict[TopicPartition, int] = {}
@@ -142,6 +148,7 @@ class Worker:
     # -- rebalance callbacks (run inside poll) ------------------------------------------
     def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self.cache.clear()  # states of partitions that moved may have changed elsewhere
+        self._owned_behavior.update(tp.partition for tp in tps if tp.topic == self._behavior_topic)
         applied = self.store.applied_offsets(list(tps))
         self._applied.update(applied)
         logger.info(
@@ -157,6 +164,8 @@ class Worker:
         self.cache.clear()
         for tp in tps:
             self._applied.pop(tp, None)
+            if tp.topic == self._behavior_topic:
+                self._owned_behavior.discard(tp.partition)
         logger.info("worker %d revoked %s", self.options.index, list(tps))
 
     # -- main loop -------------------------------------------------------------------
@@ -172,6 +181,13 @@ class Worker:
         self.summary.model_versions.append(scorer.version)
         self.holder.start()
         topics = self.settings.topics
+        try:  # the topic's real partition count decides where a user's behaviour lives
+            info = self.log.describe_topic(self._behavior_topic)
+            self._behavior_partitions = len(info.partitions) or self._behavior_partitions
+        except Exception:  # an unknown count only disables caching of read-only states
+            logger.warning(
+                "cannot describe %s; using the configured partition count", self._behavior_topic
+            )
         self._producer = self.log.producer()
         self._consumer = self.log.consumer(
             self.settings.detector.group_id,
@@ -212,6 +228,10 @@ class Worker:
             self.summary.elapsed_s = time.monotonic() - started
             self._close()
         return self.summary
+
+    def _owns_behavior(self, user: str) -> bool:
+        partition = partition_for(user.encode(), self._behavior_partitions)
+        return partition in self._owned_behavior
 
     def stopping_fn(self) -> bool:
         return self._stop.is_set()

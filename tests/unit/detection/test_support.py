@@ -173,3 +173,15 @@ def test_worker_metrics_expose_the_shared_names() -> None:
         "shopsentry_prediction_latency_seconds_count 0.0",
     ):
         assert needle in text, needle
+
+
+def test_a_busy_metrics_port_is_a_config_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as info:
+            WorkerMetrics().serve(port)
+    assert str(port) in info.value.one_line()

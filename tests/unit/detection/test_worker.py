@@ -207,3 +207,36 @@ def test_written_states_are_cached_between_batches_and_dropped_on_rebalance(
     assert sorted(loaded_purchase_users) == ["u0", "u1"]
     assert purchase_counts(worker.store) == {"u0": 3, "u1": 3}
     assert len(worker.cache) == 0  # closing revoked the partitions
+
+
+def test_read_only_behaviour_states_are_cached_only_when_this_worker_owns_them(
+    tmp_path: Path,
+) -> None:
+    log = MemoryLog(PARTS)
+    for n in range(3):
+        for u in range(2):
+            log.append(PT, encode(purchase(n, f"u{u}")), f"u{u}".encode())
+    worker = make_worker(tmp_path, log, FakeScorer())
+    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 2})
+    loads: list[str] = []
+    original = worker.store.load
+
+    def load(namespace, keys):  # type: ignore[no-untyped-def]
+        loads.extend(f"{namespace}:{k}" for k in keys)
+        return original(namespace, keys)
+
+    worker.store.load = load  # type: ignore[method-assign]
+    worker.run()  # owns every partition: one behaviour read per user
+    assert sorted(x for x in loads if x.startswith("behavior")) == ["behavior:u0", "behavior:u1"]
+
+    log2 = MemoryLog(PARTS)
+    for n in range(3):
+        log2.append(PT, encode(purchase(n, "u0")), b"u0")
+    other = make_worker(tmp_path / "b", log2, FakeScorer())
+    other.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 1})
+    loads.clear()
+    other.store.load = lambda ns, keys: (loads.extend(f"{ns}:{k}" for k in keys), {})[1]  # type: ignore[method-assign]
+    other._owns_behavior = lambda user: False  # type: ignore[method-assign]
+    other.pipeline.owns_behavior = other._owns_behavior
+    other.run()  # behaviour owned elsewhere: read from the store every batch
+    assert [x for x in loads if x.startswith("behavior")] == ["behavior:u0"] * 3
