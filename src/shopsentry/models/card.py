@@ -60,10 +60,15 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     )
     base = report["baseline"]
     ax.scatter(
-        [model["threshold"]] * 2,
-        [base["precision_at_threshold"], base["recall_at_threshold"]],
-        marker="x", color="purple", zorder=5, label="rules baseline (precision, recall)",
-    )  # fmt: skip
+        [model["threshold"]],
+        [base["precision_at_threshold"]],
+        marker="x",
+        color="#1f77b4",
+        zorder=5,
+        label="rules baseline precision (any rule fires)",
+    )
+    ax.scatter([model["threshold"]], [base["recall_at_threshold"]], marker="x", color="#2ca02c",
+               zorder=5, label="rules baseline recall")  # fmt: skip
     ax.set_xlabel("threshold on fraud probability")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, 1)
@@ -71,7 +76,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     ax.set_title(
         f"held-out window {report['data']['validation_start'][:10]} to {report['data']['end'][:10]}"
     )
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -126,7 +131,7 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
         f" ({' to '.join(fit.get('calibration_window') or ['none'])},"
         f" labels at least {fit.get('label_maturity_days', 0):g} days old at training time;"
         f" {fit.get('rows_immature_dropped', 0):,} younger purchases left out of the fit;"
-        " estimated share of their fraud already labelled:"
+        " estimated share of the slice's fraud already labelled:"
         f" {_pct(fit['calibration'].get('label_completeness', float('nan')))})"
         f" (calibration a={fit['calibration']['a']:.3f}, b={fit['calibration']['b']:.3f},"
         f" {'folded into the trees' if fit['calibration'].get('applied') else 'not applied'})",

@@ -195,6 +195,8 @@ def build_scorer(
             evaluator = CompiledEvaluator(forest, compile_kernel(cache_dir))
         except ModelError as exc:
             logger.warning("using the NumPy evaluator: %s", exc.one_line())
+        except OSError as exc:  # e.g. a read-only data dir: score anyway, just slower
+            logger.warning("using the NumPy evaluator: cannot write %s: %s", cache_dir, exc)
     error = float(np.max(np.abs(evaluator.predict(probe) - reference)))
     if error > TOLERANCE and evaluator.kind != "numpy":
         logger.warning(

@@ -186,3 +186,14 @@ def test_watcher_swaps_only_to_a_model_that_loads(settings, model_raw):
 
     _publish(settings, "4", model_raw)
     assert watcher.poll() is True and watcher.scorer.version == "4"
+
+
+def test_unwritable_kernel_cache_falls_back_to_numpy(model_raw, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    scorer = build_scorer(
+        model_raw, version="6", cache_dir=blocker / "cache", expected_features=FEATURES
+    )
+    assert scorer.evaluator_kind == "numpy"
+    X, _ = synthetic(20, seed=12)
+    np.testing.assert_allclose(scorer.predict(X), reference(model_raw, X), atol=1e-5, rtol=0)
