@@ -187,12 +187,12 @@ class KafkaProducer:
             except ShopsentryError:
                 short = []
             if short:
-                detail = ", ".join(
-                    f"{tp.topic}[{tp.partition}] has {isr} < {m}" for tp, isr, m in short[:6]
+                detail = "; ".join(
+                    f"{tp.topic}[{tp.partition}]: {isr} in sync, min.insync.replicas={m}"
+                    for tp, isr, m in short[:6]
                 )
                 return NotEnoughReplicasProduceError(
-                    f"{failed} record(s) not acknowledged: not enough in-sync replicas "
-                    f"(min.insync.replicas; {detail})",
+                    f"{failed} record(s) not acknowledged: not enough in-sync replicas ({detail})",
                     failed=failed,
                     hint="brokers are down; writes resume when enough replicas are back in sync",
                 )

@@ -181,3 +181,44 @@ def test_error_watch_warns_only_when_errors_persist(
     levels = [r.levelname for r in caplog.records]
     assert levels == ["DEBUG", "DEBUG", "WARNING", "DEBUG"]
     assert "consumer X" in caplog.records[2].getMessage()
+
+
+class _FakeLog:
+    """What KafkaProducer needs from KafkaLog to explain failures, without a broker."""
+
+    bootstrap = "127.0.0.1:9"
+    settings = KafkaSettings(delivery_timeout_ms=5_000)
+
+    def __init__(self, short: list) -> None:  # type: ignore[type-arg]
+        self.short = short
+
+    def under_min_isr(self, tps: list) -> list:  # type: ignore[type-arg]
+        return self.short
+
+
+@pytest.mark.parametrize(
+    ("code", "short", "expected"),
+    [
+        (KafkaError.NOT_ENOUGH_REPLICAS, [], "NotEnoughReplicasProduceError"),
+        (KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, [], "NotEnoughReplicasProduceError"),
+        (KafkaError._MSG_TIMED_OUT, "isr", "NotEnoughReplicasProduceError"),
+        (KafkaError._MSG_TIMED_OUT, [], "ProduceError"),
+        (KafkaError.MSG_SIZE_TOO_LARGE, [], "ProduceError"),
+    ],
+)
+def test_failed_deliveries_are_explained(code: int, short: object, expected: str) -> None:
+    from shopsentry.bus.base import TopicPartition
+    from shopsentry.bus.kafka_client import KafkaProducer
+    from shopsentry.errors import ProduceError
+
+    tp = TopicPartition("purchase-events", 1)
+    log = _FakeLog([(tp, 1, 2)] if short == "isr" else [])
+    producer = KafkaProducer(log)  # type: ignore[arg-type]
+    error = producer._failure_error(4, [(code, "Broker: boom", tp.topic, tp.partition)] * 4)
+    assert type(error).__name__ == expected
+    assert isinstance(error, ProduceError)
+    assert error.failed == 4
+    assert "purchase-events[1]" in error.one_line()
+    assert isinstance(error, NotEnoughReplicas) == (expected == "NotEnoughReplicasProduceError")
+    if short == "isr":
+        assert "1 in sync, min.insync.replicas=2" in error.one_line()
