@@ -191,28 +191,32 @@ def vector_of(
     # Purchase history and its 24 h window, one pass from the newest.
     c10 = c1h = c24 = 0
     a10 = a1h = a24 = 0.0
-    cards24 = {card} if card is not None else set()
-    devs24 = {device} if device is not None else set()
-    rts, ramt, rcard, rdev = p.rts, p.ramt, p.rcard, p.rdev
-    for i in range(len(rts) - 1, -1, -1):
-        age = ts - rts[i]
-        if age >= DAY_S:
-            break
-        amt = ramt[i]
-        c24 += 1
-        a24 += amt
-        if age < 3600.0:
-            c1h += 1
-            a1h += amt
-            if age < 600.0:
-                c10 += 1
-                a10 += amt
-        c = rcard[i]
-        if c is not None:
-            cards24.add(c)
-        d = rdev[i]
-        if d is not None:
-            devs24.add(d)
+    n_cards24 = 0.0 if card is None else 1.0
+    n_devs24 = 0.0 if device is None else 1.0
+    rts = p.rts
+    if rts and ts - rts[-1] < DAY_S:
+        ramt, rcard, rdev = p.ramt, p.rcard, p.rdev
+        cards24 = {card} if card is not None else set()
+        devs24 = {device} if device is not None else set()
+        for i in range(len(rts) - 1, -1, -1):
+            age = ts - rts[i]
+            if age >= DAY_S:
+                break
+            amt = ramt[i]
+            c24 += 1
+            a24 += amt
+            if age < 3600.0:
+                c1h += 1
+                a1h += amt
+                if age < 600.0:
+                    c10 += 1
+                    a10 += amt
+            cards24.add(rcard[i])
+            devs24.add(rdev[i])
+        cards24.discard(None)
+        devs24.discard(None)
+        n_cards24 = float(len(cards24))
+        n_devs24 = float(len(devs24))
 
     if n:
         avg = p.total / n
@@ -286,8 +290,11 @@ def vector_of(
     newctry = (ts - b.newctry_ts) / 60.0 if b.newctry_ts is not None else NAN
     pm_added = (ts - b.pm_ts) / 60.0 if b.pm_ts is not None else NAN
     since_behavior = ts - b.last_ts if b.last_ts is not None else NAN
-    firsts = [t for t in (p.first_ts, b.first_ts) if t is not None]
-    age_days = (ts - min(firsts)) / DAY_S if firsts else NAN
+    first_p, first_b = p.first_ts, b.first_ts
+    if first_p is None:
+        age_days = NAN if first_b is None else (ts - first_b) / DAY_S
+    else:
+        age_days = (ts - (first_p if first_b is None or first_p < first_b else first_b)) / DAY_S
 
     return [
         amount,
@@ -318,8 +325,8 @@ def vector_of(
         country_ne_home,
         new_ship,
         cards_on_device,
-        float(len(cards24)),
-        float(len(devs24)),
+        n_cards24,
+        n_devs24,
         float(f1h),
         float(f24),
         float(logins24),
