@@ -262,6 +262,7 @@ def from_history(
     progress: Progress | None = None,
 ) -> TrainingSet:
     """Point-in-time features for every purchase in the history, joined to its label."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from shopsentry.errors import TerminalError
@@ -274,11 +275,10 @@ def from_history(
     labels = read_table(_find(directory, "labels"))
     if as_of is not None:
         kind = events.schema.field("occurred_at").type
-        cutoff = (
-            pc.scalar(as_of.astimezone(UTC), kind)
-            if getattr(kind, "tz", None)
-            else (pc.scalar(as_of.astimezone(UTC).replace(tzinfo=None), kind))
-        )
+        moment = as_of.astimezone(UTC)
+        if not getattr(kind, "tz", None):
+            moment = moment.replace(tzinfo=None)  # naive columns hold UTC
+        cutoff = pa.scalar(moment, type=kind)
         events = events.filter(pc.less_equal(events.column("occurred_at"), cutoff))
     total = events.num_rows
     done = 0
