@@ -49,21 +49,22 @@ def test_right_credentials_produce_and_consume(kafka_sasl: SaslEndpoint) -> None
     assert [(r.key, r.value) for r in records] == [(b"user-1", b'{"hello":"scram"}')]
 
 
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("user", [None, "nobody-here"], ids=["wrong-password", "unknown-user"])
 def test_wrong_credentials_are_refused_with_one_line_naming_the_cause(
     kafka_sasl: SaslEndpoint, user: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     log = KafkaLog(kafka_sasl.bootstrap, _settings(kafka_sasl, wrong, user))
-    started = time.monotonic()
     with caplog.at_level(logging.DEBUG), pytest.raises(AuthenticationFailed) as caught:
         log.list_topics()
-    elapsed = time.monotonic() - started
     line = caught.value.one_line()
     assert "refused our credentials" in line
     assert "SCRAM-SHA-512" in line or "credentials" in line
     assert "\n" not in line
-    assert elapsed < 10  # refused as soon as the broker says so, not at a timeout
+    # Refused as soon as the broker says so: an auth error, not "no broker answered"
+    # after the connect timeout (pytest-timeout below bounds the whole test).
+    assert "no Kafka broker answered" not in line
     assert wrong not in line
     assert wrong not in caplog.text
     assert wrong not in repr(log)

@@ -136,12 +136,11 @@ def test_unknown_topic_is_a_one_line_error(log: KafkaLog) -> None:
     assert "\n" not in produced.value.one_line()
 
 
+@pytest.mark.timeout(60, func_only=True)
 def test_unreachable_broker_fails_within_the_connect_timeout() -> None:
     log = KafkaLog("127.0.0.1:1", KafkaSettings(connect_timeout_s=2))
-    started = time.monotonic()
-    with pytest.raises(BrokerUnavailable) as caught:
+    with pytest.raises(BrokerUnavailable) as caught:  # pytest-timeout bounds it: no hang
         log.list_topics()
-    assert time.monotonic() - started < 30  # bounded, not a hang (generous on a busy box)
     assert "127.0.0.1:1" in caught.value.one_line()
     assert "\n" not in caught.value.one_line()
     with pytest.raises(BrokerUnavailable):
