@@ -90,10 +90,16 @@ def test_what_shopsentry_produces_is_plain_json_keyed_by_user_for_kcat(
         producer.send(topic, value, key)
     producer.flush()
 
-    as_json = subprocess.run(
-        [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-e", "-q", "-J"],
-        capture_output=True, check=True, timeout=60,
-    ).stdout.decode().splitlines()
+    as_json = (
+        subprocess.run(
+            [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-e", "-q", "-J"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .splitlines()
+    )
     assert len(as_json) == len(sent)
     for line in as_json:
         message = json.loads(line)
@@ -103,9 +109,15 @@ def test_what_shopsentry_produces_is_plain_json_keyed_by_user_for_kcat(
         assert payload["event_type"] == "purchase"
     assert sorted(json.loads(m)["payload"].encode() for m in as_json) == sorted(v for v, _ in sent)
 
-    formatted = subprocess.run(
-        [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-e", "-q", "-f", "%k %s\n"],
-        capture_output=True, check=True, timeout=60,
-    ).stdout.decode().splitlines()
+    formatted = (
+        subprocess.run(
+            [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-e", "-q", "-f", "%k %s\n"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .splitlines()
+    )
     pairs = sorted(tuple(line.split(" ", 1)) for line in formatted)
     assert pairs == sorted((k.decode(), v.decode()) for v, k in sent)
