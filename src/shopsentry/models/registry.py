@@ -224,6 +224,10 @@ def register_and_gate(
         )
     else:
         promote, reason = decide(new_metrics, champion_metrics, champion_version)
+        trained_until = _tag(mlc, name, champion_version, "validation_start")
+        if trained_until and trained_until > report["data"]["validation_start"]:
+            # a back-dated run (--as-of): the champion has seen part of this window
+            reason += f" (note: v{champion_version} was trained on data up to {trained_until[:10]})"
     report["gate"] = {
         "champion_version": champion_version,
         "champion": champion_metrics,
@@ -260,6 +264,7 @@ def register_and_gate(
             mlflow.log_artifact(str(target / artifact), artifact_path="report")
     mlc.set_model_version_tag(name, version, "sha256", hashlib.sha256(raw).hexdigest())
     mlc.set_model_version_tag(name, version, "gate_reason", reason)
+    mlc.set_model_version_tag(name, version, "validation_start", report["data"]["validation_start"])
     for key in ("pr_auc", "recall_at_fpr_budget", "roc_auc"):
         mlc.set_model_version_tag(name, version, key, f"{new_metrics[key]:.4f}")
     if promote:
@@ -269,6 +274,18 @@ def register_and_gate(
         mlc.set_model_version_tag(name, version, "challenger_reason", reason)
         logger.info("v%s stays challenger: %s", version, reason)
     return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)
+
+
+def _tag(mlc: MlflowClient, name: str, version: str | None, key: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    if version is None:
+        return None
+    try:
+        value = mlc.get_model_version(name, version).tags.get(key)
+    except MlflowException:
+        return None
+    return str(value) if value is not None else None
 
 
 def _history(mlc: MlflowClient, name: str) -> list[str]:
