@@ -368,3 +368,36 @@ def test_cli_writes_files_and_refuses_bad_input(tmp_path: Path) -> None:
     assert isinstance(bad.exception, ConfigError) and "start" in str(bad.exception)
     bad = runner.invoke(app, ["simulate", "--out", str(out), "--rate", "lots"])
     assert isinstance(bad.exception, ConfigError)
+
+
+def test_cli_publishes_to_the_local_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shopsentry.bus import open_log
+    from shopsentry.cli import app
+    from shopsentry.config import Settings
+
+    data = tmp_path / "data"
+    args = [
+        "--data-dir",
+        str(data),
+        "simulate",
+        "--rate",
+        "3000/h",
+        "--duration",
+        "20m",
+        "--as-fast-as-possible",
+    ]
+    result = CliRunner().invoke(app, [*args, "--seed", "4", "--fraud-share", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output
+    log = open_log(Settings(data_dir=data))
+    try:
+        ends = {
+            name: sum(p.end_offset for p in log.describe_topic(name).partitions)
+            for name in ("purchase-events", "user-behavior", "fraud-labels")
+        }
+    finally:
+        log.close()
+    assert 900 <= ends["purchase-events"] + ends["user-behavior"] <= 1100
+    assert ends["purchase-events"] > 0 and ends["fraud-labels"] > 0
