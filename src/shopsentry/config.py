@@ -47,13 +47,27 @@ class TopicSettings(_Frozen):
 
 
 class TopicsSettings(_Frozen):
-    purchase_events: TopicSettings = TopicSettings(name="purchase-events", partitions=3, retention_ms=7 * DAY_MS)
-    user_behavior: TopicSettings = TopicSettings(name="user-behavior", partitions=2, retention_ms=3 * DAY_MS)
-    fraud_alerts: TopicSettings = TopicSettings(name="fraud-alerts", partitions=2, retention_ms=7 * DAY_MS)
-    decisions: TopicSettings = TopicSettings(name="decisions", partitions=3, retention_ms=7 * DAY_MS)
-    dead_letter: TopicSettings = TopicSettings(name="dead-letter", partitions=1, retention_ms=14 * DAY_MS)
-    labels: TopicSettings = TopicSettings(name="fraud-labels", partitions=1, retention_ms=90 * DAY_MS)
-    reviews: TopicSettings = TopicSettings(name="alert-reviews", partitions=1, retention_ms=90 * DAY_MS)
+    purchase_events: TopicSettings = TopicSettings(
+        name="purchase-events", partitions=3, retention_ms=7 * DAY_MS
+    )
+    user_behavior: TopicSettings = TopicSettings(
+        name="user-behavior", partitions=2, retention_ms=3 * DAY_MS
+    )
+    fraud_alerts: TopicSettings = TopicSettings(
+        name="fraud-alerts", partitions=2, retention_ms=7 * DAY_MS
+    )
+    decisions: TopicSettings = TopicSettings(
+        name="decisions", partitions=3, retention_ms=7 * DAY_MS
+    )
+    dead_letter: TopicSettings = TopicSettings(
+        name="dead-letter", partitions=1, retention_ms=14 * DAY_MS
+    )
+    labels: TopicSettings = TopicSettings(
+        name="fraud-labels", partitions=1, retention_ms=90 * DAY_MS
+    )
+    reviews: TopicSettings = TopicSettings(
+        name="alert-reviews", partitions=1, retention_ms=90 * DAY_MS
+    )
     notifications_dead_letter: TopicSettings = TopicSettings(
         name="notifications-dead-letter", partitions=1, retention_ms=14 * DAY_MS
     )
@@ -67,7 +81,9 @@ class TopicsSettings(_Frozen):
             name: getattr(self, name).model_copy(
                 update={
                     "replication_factor": replication_factor,
-                    "min_insync_replicas": min(getattr(self, name).min_insync_replicas, replication_factor),
+                    "min_insync_replicas": min(
+                        getattr(self, name).min_insync_replicas, replication_factor
+                    ),
                 }
             )
             for name in type(self).model_fields
@@ -209,7 +225,8 @@ class Settings(BaseSettings):
     bus: str = "local"
     log_fsync: Literal["batch", "always", "never"] = "batch"
     # Embedded log consumer groups: a member silent this long is presumed dead and its
-    # partitions move to the others (Kafka's session.timeout.ms; Kafka uses kafka.session_timeout_ms).
+    # partitions move to the others (Kafka's
+    # session.timeout.ms; the Kafka backend uses kafka.session_timeout_ms).
     log_session_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
     topics: TopicsSettings = TopicsSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -227,7 +244,9 @@ class Settings(BaseSettings):
     def _bus_url(cls, value: str) -> str:
         if value == "local" or value.startswith(("local://", "kafka://")):
             return value
-        raise ValueError("must be 'local', 'local:///path/to/dir' or 'kafka://host:port[,host:port]'")
+        raise ValueError(
+            "must be 'local', 'local:///path/to/dir' or 'kafka://host:port[,host:port]'"
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -247,7 +266,11 @@ class Settings(BaseSettings):
     # Derived locations: one place decides where each part keeps its files.
     @property
     def log_dir(self) -> Path:
-        return Path(self.bus.removeprefix("local://")) if self.bus.startswith("local://") else self.data_dir / "log"
+        return (
+            Path(self.bus.removeprefix("local://"))
+            if self.bus.startswith("local://")
+            else self.data_dir / "log"
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -289,11 +312,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     if config_file is not None:
         if not config_file.is_file():
-            raise ConfigError(f"config file {config_file} does not exist", hint="pass an existing TOML file")
+            raise ConfigError(
+                f"config file {config_file} does not exist", hint="pass an existing TOML file"
+            )
         os.environ["SHOPSENTRY_CONFIG"] = str(config_file)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"bad config value for {field}: {first['msg']}", hint="see `shopsentry config show`") from exc
+        raise ConfigError(
+            f"bad config value for {field}: {first['msg']}", hint="see `shopsentry config show`"
+        ) from exc

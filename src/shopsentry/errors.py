@@ -42,7 +42,9 @@ class ConfigError(TerminalError):
 class InvalidEvent(TerminalError):
     """An event failed validation; ``field`` names the first offending field."""
 
-    def __init__(self, reason: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, reason: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{field}: {reason}" if field else reason)
         self.reason = reason
         self.field = field
@@ -58,7 +60,7 @@ class BrokerUnavailable(TransientError, BusError):
 
 
 class NotEnoughReplicas(TransientError, BusError):
-    """The partition has fewer in-sync replicas than min.insync.replicas; nothing was acknowledged."""
+    """Fewer in-sync replicas than min.insync.replicas: nothing was acknowledged."""
 
 
 class AuthenticationFailed(TerminalError, BusError):
@@ -69,14 +71,18 @@ class UnknownTopic(TerminalError, BusError):
     """The topic does not exist."""
 
     def __init__(self, topic: str) -> None:
-        super().__init__(f"unknown topic {topic!r}", hint="create it with `shopsentry topics create`")
+        super().__init__(
+            f"unknown topic {topic!r}", hint="create it with `shopsentry topics create`"
+        )
         self.topic = topic
 
 
 class ProduceError(BusError):
     """Some records were not acknowledged; ``failed`` counts them."""
 
-    def __init__(self, message: str, *, failed: int, retryable: bool = True, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, failed: int, retryable: bool = True, hint: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.failed = failed
         self.retryable = retryable

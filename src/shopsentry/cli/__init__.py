@@ -54,15 +54,28 @@ def _root(
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where the embedded log, state, warehouse and models live.", envvar="SHOPSENTRY_DATA_DIR"),
+        typer.Option(
+            "--data-dir",
+            help="Where the embedded log, state, warehouse and models live.",
+            envvar="SHOPSENTRY_DATA_DIR",
+        ),
     ] = None,
     bus: Annotated[
         str | None,
-        typer.Option("--bus", help="Event log: 'local' or 'kafka://host:port[,host:port]'.", envvar="SHOPSENTRY_BUS"),
+        typer.Option(
+            "--bus",
+            help="Event log: 'local' or 'kafka://host:port[,host:port]'.",
+            envvar="SHOPSENTRY_BUS",
+        ),
     ] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")
+    ] = 0,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """E-commerce purchase analytics with real-time fraud detection."""

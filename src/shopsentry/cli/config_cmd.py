@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
     @config_app.command("show")
     def show(
         ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML-like text.")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of TOML-like text.")
+        ] = False,
     ) -> None:
         """Print the effective configuration (defaults, file, environment), secrets masked."""
         data = settings_of(ctx).redacted()

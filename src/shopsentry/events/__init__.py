@@ -9,4 +9,14 @@ from shopsentry.events.schema import (
     Review,
 )
 
-__all__ = ["Decision", "FraudAlert", "Label", "Purchase", "Review", "decode", "decode_as", "encode", "json_schemas"]
+__all__ = [
+    "Decision",
+    "FraudAlert",
+    "Label",
+    "Purchase",
+    "Review",
+    "decode",
+    "decode_as",
+    "encode",
+    "json_schemas",
+]

@@ -40,7 +40,9 @@ def _explain(exc: ValidationError) -> InvalidEvent:
         # Drop the discriminator tag pydantic puts first for tagged unions.
         if loc and loc[0] in EVENT_MODELS and len(loc) > 1:
             loc = loc[1:]
-        field = ".".join(loc) or ("event_type" if err["type"].startswith("union_tag") else "(event)")
+        field = ".".join(loc) or (
+            "event_type" if err["type"].startswith("union_tag") else "(event)"
+        )
         errors.append({"field": field, "reason": err["msg"]})
     first = errors[0]
     return InvalidEvent(first["reason"], field=first["field"], errors=errors)
@@ -49,7 +51,9 @@ def _explain(exc: ValidationError) -> InvalidEvent:
 def decode(value: bytes | str, *, max_bytes: int | None = None) -> AnyEvent:
     """Decode one incoming event (purchase or behaviour), picked by its ``event_type``."""
     if max_bytes is not None and len(value) > max_bytes:
-        raise InvalidEvent(f"payload of {len(value)} bytes exceeds the limit of {max_bytes}", field="(event)")
+        raise InvalidEvent(
+            f"payload of {len(value)} bytes exceeds the limit of {max_bytes}", field="(event)"
+        )
     try:
         return _INCOMING.validate_json(value)
     except ValidationError as exc:
@@ -72,4 +76,6 @@ def encode(event: BaseModel) -> bytes:
 
 def json_schemas() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every event type, keyed by event type."""
-    return {name: model.model_json_schema(mode="serialization") for name, model in EVENT_MODELS.items()}
+    return {
+        name: model.model_json_schema(mode="serialization") for name, model in EVENT_MODELS.items()
+    }

@@ -10,14 +10,16 @@ detector never reads labels, so models are evaluated honestly.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 SCHEMA_VERSION = 1
 
 Source = Literal["web", "mobile", "pos"]
-PaymentMethod = Literal["card", "paypal", "apple_pay", "google_pay", "bank_transfer", "gift_card", "cash"]
+PaymentMethod = Literal[
+    "card", "paypal", "apple_pay", "google_pay", "bank_transfer", "gift_card", "cash"
+]
 Band = Literal["approve", "review", "decline"]
 Severity = Literal["medium", "high", "critical"]
 Verdict = Literal["confirmed_fraud", "false_positive"]
@@ -28,10 +30,24 @@ Country = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$"
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")]
 
 
+def _event_type_required(schema: dict[str, Any]) -> None:
+    """``event_type`` has a default in Python but picks the model when decoding, so a
+    producer must always send it: the exported JSON Schema says so."""
+    if "event_type" in schema.get("properties", {}):
+        required = schema.setdefault("required", [])
+        if "event_type" not in required:
+            required.insert(0, "event_type")
+
+
 class _Event(BaseModel):
     """Fields every event has. Unknown fields are refused, so typos surface at once."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+        json_schema_extra=_event_type_required,
+    )
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Id
@@ -112,7 +128,14 @@ class PaymentMethodAdded(_Behavior):
 
 
 Behavior = Annotated[
-    PageView | Search | AddToCart | Login | FailedLogin | PasswordChange | AddressChange | PaymentMethodAdded,
+    PageView
+    | Search
+    | AddToCart
+    | Login
+    | FailedLogin
+    | PasswordChange
+    | AddressChange
+    | PaymentMethodAdded,
     Field(discriminator="event_type"),
 ]
 BEHAVIOR_TYPES: tuple[str, ...] = (
@@ -242,6 +265,14 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
 
 # Anything a source may send: a purchase or a behaviour event, picked by ``event_type``.
 AnyEvent = Annotated[
-    Purchase | PageView | Search | AddToCart | Login | FailedLogin | PasswordChange | AddressChange | PaymentMethodAdded,
+    Purchase
+    | PageView
+    | Search
+    | AddToCart
+    | Login
+    | FailedLogin
+    | PasswordChange
+    | AddressChange
+    | PaymentMethodAdded,
     Field(discriminator="event_type"),
 ]

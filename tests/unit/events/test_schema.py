@@ -299,9 +299,7 @@ def test_json_schema_export_covers_every_type_and_requires_the_common_fields() -
 def test_json_schema_agrees_with_the_validator_on_required_fields() -> None:
     """What the exported schema calls required is exactly what the validator rejects when absent."""
     schema = json_schemas()["purchase"]
-    # event_type has a default in the model but is the union's discriminator: the decoder
-    # needs it to pick the model, so it is checked separately (test_malformed_payload...).
-    for field in set(schema["properties"]) - {"event_type"}:
+    for field in set(schema["properties"]):
         doc = dict(GOOD["purchase"])
         doc.pop(field, None)
         if field in schema["required"]:
