@@ -237,8 +237,11 @@ class Worker:
         return self._stop.is_set()
 
     def _poll_batch(self, consumer: Consumer) -> list[Record]:
-        """Up to ``batch_max_records`` records: block for the first, then take whatever
-        is already available for at most ``batch_max_wait_ms`` (no waiting at low load)."""
+        """Up to ``batch_max_records`` records: block for the first, then top up with what
+        is already there, for at most ``batch_max_wait_ms``. A poll that returns fewer
+        records than asked means the log had no more at that instant: stop there rather
+        than wait for a trickle (latency at moderate load), while a backlog still fills
+        whole batches (throughput at saturation)."""
         d = self.settings.detector
         first = consumer.poll(max_records=d.batch_max_records, timeout=IDLE_POLL_S)
         if not first:
@@ -246,10 +249,11 @@ class Worker:
         self._buffer = list(first)
         deadline = time.monotonic() + d.batch_max_wait_ms / 1000
         while len(self._buffer) < d.batch_max_records and time.monotonic() < deadline:
-            more = consumer.poll(max_records=d.batch_max_records - len(self._buffer), timeout=0)
-            if not more:
-                break
+            wanted = d.batch_max_records - len(self._buffer)
+            more = consumer.poll(max_records=wanted, timeout=0)
             self._buffer.extend(more)
+            if len(more) < wanted:
+                break
         batch, self._buffer = self._buffer, []
         return batch
 
