@@ -145,6 +145,7 @@ class ModelSettings(_Frozen):
     validation_days: int = Field(default=7, ge=1)
     review_budget_per_day: int = Field(default=100, ge=1)
     fpr_budget: float = Field(default=0.05, gt=0, lt=1)
+    nthread: int = Field(default=2, ge=1, le=256)  # XGBoost training threads
 
 
 class WarehouseSettings(_Frozen):

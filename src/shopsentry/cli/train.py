@@ -127,7 +127,9 @@ def register(app: typer.Typer) -> None:
         trees: Annotated[
             int, typer.Option(help="Maximum number of boosting rounds.", min=10)
         ] = 400,
-        threads: Annotated[int, typer.Option(help="XGBoost threads.", min=1)] = 2,
+        threads: Annotated[
+            int | None, typer.Option(help="XGBoost threads (default: model.nthread).", min=1)
+        ] = None,
     ) -> None:
         """Train the fraud model, compare it with the rules and the champion, register it."""
         from rich.console import Console
@@ -157,7 +159,7 @@ def register(app: typer.Typer) -> None:
                 history=history,
                 use_warehouse=True if from_warehouse else None,
                 as_of=_parse_as_of(as_of),
-                params=TrainParams(n_estimators=trees, nthread=threads),
+                params=TrainParams(n_estimators=trees, nthread=threads or settings.model.nthread),
                 progress=_progress_callback(progress),
             )
         print_report(console, result)

@@ -475,7 +475,7 @@ def train_on(
     from shopsentry.models import registry
     from shopsentry.models.scorer import build_scorer, models_dir
 
-    params = params or TrainParams()
+    params = params or TrainParams(nthread=settings.model.nthread)
     as_of = as_of or data.end
     split = time_split(data, settings.model.validation_days)
     logger.info(
