@@ -1,0 +1,95 @@
+"""The daily fraud report renders from query rows alone: KPIs, charts as inline SVG,
+the alert table, escaping of data, and byte-identical output for the same data."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import date, timedelta
+
+import pytest
+
+from shopsentry.warehouse import queries
+
+# The package re-exports the job function under the module's name; take the module.
+report_module = importlib.import_module("shopsentry.pipelines.daily_fraud_report")
+
+DAY = date(2026, 11, 24)
+
+
+def kpi_row(day: date, alerts: int) -> dict:
+    return {
+        "day": day, "orders": 100, "decided_orders": 100, "alerts": alerts, "declined": 1,
+        "alert_rate": alerts / 100, "confirmed_fraud": 3, "detected_fraud": 2,
+        "fraud_detection_rate": 2 / 3, "reviewed_alerts": 4, "review_confirmed": 3,
+        "review_false_positives": 1, "false_positive_rate": 0.25, "review_precision": 0.75,
+        "loss_prevented": 420.5, "fraud_loss": 80.0, "revenue": 12345.67,
+        "detection_latency_avg_ms": 120.0, "detection_latency_p50_ms": 110.0,
+        "detection_latency_p95_ms": 240.0, "detection_latency_max_ms": 400,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def fake_queries(monkeypatch):
+    trend = [kpi_row(DAY - timedelta(days=i), alerts=5 + i) for i in range(13, -1, -1)]
+    monkeypatch.setattr(queries, "fraud_kpis", lambda settings, start, end: trend)
+    monkeypatch.setattr(
+        queries,
+        "daily_sales",
+        lambda settings, start, end: [{"day": DAY, "orders": 100, "revenue": 12345.67}],
+    )
+    monkeypatch.setattr(
+        queries,
+        "top_scenarios",
+        lambda settings, start, end, limit: [
+            {
+                "scenario": "card_testing",
+                "fraud_orders": 4,
+                "detected": 3,
+                "fraud_amount": 99.0,
+                "loss_prevented": 70.0,
+            }
+        ],
+    )
+    monkeypatch.setattr(
+        queries,
+        "alerts_on",
+        lambda settings, day, limit: [
+            {
+                "alert_id": "alert-<script>", "event_id": "e1", "order_id": "o1", "user_id": "u1",
+                "occurred_at": None, "amount": 55.0, "fraud_probability": 0.91,
+                "alert_severity": "high",
+                "band": "review", "review_verdict": None, "is_confirmed_fraud": True,
+                "fraud_scenario": "card_testing", "detection_latency_ms": 100,
+            }
+        ],
+    )  # fmt: skip
+    return trend
+
+
+def test_report_has_kpis_charts_and_alerts(settings, fake_queries) -> None:
+    result = report_module.daily_fraud_report(settings, DAY)
+    html = result.path.read_text()
+    assert result.path == settings.reports_dir / "fraud-report-2026-11-24.html"
+    assert result.summary["alerts"] == 5 and result.summary["false_positive_rate"] == 0.25
+    assert '<div class="value" id="kpi-alerts">5 (5.0%)</div>' in html
+    assert "bad" in html.split('id="kpi-fpr"')[0].rsplit("<div", 1)[1]  # FPR 25% > 5% target
+    for chart in ("alerts", "precision", "revenue", "latency", "scenarios"):
+        section = html.split(f'id="chart-{chart}">')[1]
+        assert section.lstrip().startswith("<svg")
+    assert "alert-&lt;script&gt;" in html and "alert-<script>" not in html
+    assert "card_testing" in html
+
+
+def test_rerun_writes_an_identical_file(settings, fake_queries) -> None:
+    first = report_module.daily_fraud_report(settings, DAY).path.read_bytes()
+    second = report_module.daily_fraud_report(settings, DAY).path.read_bytes()
+    assert first == second
+
+
+def test_empty_warehouse_gives_a_report_that_says_so(settings, monkeypatch) -> None:
+    for name in ("fraud_kpis", "daily_sales", "top_scenarios"):
+        monkeypatch.setattr(queries, name, lambda settings, **kw: [])
+    monkeypatch.setattr(queries, "alerts_on", lambda settings, day, limit: [])
+    html = report_module.daily_fraud_report(settings, DAY).path.read_text()
+    assert "No purchases in the warehouse for this period." in html
+    assert "No alerts on this day." in html
