@@ -7,10 +7,22 @@ a message saying how to enable it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+
+# Real services for the integration tests, one fixture module each, started once per
+# session on 127.0.0.1 (pytest only takes ``pytest_plugins`` from the top-level conftest).
+_FIXTURE_MODULES = (
+    "tests.integration.fixtures.kafka",
+    "tests.integration.fixtures.redis",
+    "tests.integration.fixtures.airflow",
+    "tests.integration.fixtures.chromium",
+    "tests.integration.fixtures.mlflow",
+)
+pytest_plugins = [name for name in _FIXTURE_MODULES if importlib.util.find_spec(name) is not None]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parents[1]
