@@ -1,6 +1,9 @@
 {#-
     Every RAW row that staging refused, with the reason; nothing is dropped silently.
     Rows are keyed by (source table, dedupe key), so reruns add nothing twice.
+
+    A new RAW row is refused exactly when its staging model did not keep it, so only
+    those rows (an anti-join on the staged key) are parsed again to name the reason.
 -#}
 {{
     config(
@@ -8,25 +11,29 @@
     )
 }}
 
+{#- (raw table, its staging model, the staged key matching raw._dedupe_key, fields, reason) -#}
 {% set checks = [
-    ('purchase_events', purchase_fields(), purchase_reject_reason()),
-    ('user_behavior', behavior_fields(), behavior_reject_reason()),
-    ('decisions', decision_fields(), decision_reject_reason()),
-    ('fraud_alerts', alert_fields(), alert_reject_reason()),
-    ('fraud_labels', label_fields(), label_reject_reason()),
-    ('reviews', review_fields(), review_reject_reason()),
+    ('purchase_events', 'stg_purchases', 'event_id', purchase_fields(), purchase_reject_reason()),
+    ('user_behavior', 'stg_behavior_events', 'event_id', behavior_fields(), behavior_reject_reason()),
+    ('decisions', 'stg_decisions', 'event_id', decision_fields(), decision_reject_reason()),
+    ('fraud_alerts', 'stg_fraud_alerts', 'event_id', alert_fields(), alert_reject_reason()),
+    ('fraud_labels', 'stg_fraud_labels', 'label_id', label_fields(), label_reject_reason()),
+    ('reviews', 'stg_reviews', 'review_id', review_fields(), review_reject_reason()),
 ] %}
 
 with
 
-{% for table_name, fields, reason in checks %}
+{% for table_name, staged_model, staged_key, fields, reason in checks %}
 {{ table_name }}_parsed as (
 
     select
-        *,
-        {{ json_record('raw_json', fields) }} as j
-    from {{ source('raw', table_name) }}
-    where {{ loaded_since_last_run() }}
+        raw.*,
+        {{ json_record('raw.raw_json', fields) }} as j
+    from {{ source('raw', table_name) }} as raw
+    left join {{ ref(staged_model) }} as staged
+        on staged.{{ staged_key }} = raw._dedupe_key
+    where staged.{{ staged_key }} is null
+        and {{ loaded_since_last_run('raw._loaded_at') }}
 
 ),
 
@@ -49,7 +56,7 @@ with
 
 rejected as (
 
-    {% for table_name, _, _ in checks %}
+    {% for table_name, _, _, _, _ in checks %}
     select * from {{ table_name }} where reject_reason is not null
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
