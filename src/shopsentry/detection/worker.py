@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 # How long one idle poll may block: bounds how fast a stop request is noticed.
 IDLE_POLL_S = 0.2
 LAG_REFRESH_S = 5.0
+# --exit-when-idle waits at least this long for a first assignment.
+NO_ASSIGNMENT_GRACE_S = 30.0
 # Raw end-to-end samples kept for benchmarks (float32, 4 bytes each).
 MAX_LATENCY_SAMPLES = 5_000_000
 
@@ -135,6 +137,10 @@ class Worker:
         self._latency_count = 0
         self._last_lag = 0.0
         self._first_cpu = 0.0
+        # Idle time counts from the last records or the last assignment (joining a Kafka
+        # group takes seconds; a worker must not give up before it owns anything).
+        self._last_activity = time.monotonic()
+        self._ever_assigned = False
 
     # -- control ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -147,6 +153,8 @@ class Worker:
 
     # -- rebalance callbacks (run inside poll) ------------------------------------------
     def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        self._last_activity = time.monotonic()
+        self._ever_assigned = True
         self.cache.clear()  # states of partitions that moved may have changed elsewhere
         self._owned_behavior.update(tp.partition for tp in tps if tp.topic == self._behavior_topic)
         applied = self.store.applied_offsets(list(tps))
@@ -196,7 +204,7 @@ class Worker:
             on_revoke=self._on_revoke,
             client_id=f"detector-{opts.index}",
         )
-        last_records = time.monotonic()
+        self._last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
                 swapped = self.holder.swap_if_ready()
@@ -208,16 +216,13 @@ class Worker:
                 if now - self._last_lag >= LAG_REFRESH_S:
                     self._refresh_lag()
                 if not records:
-                    if (
-                        opts.exit_when_idle_s is not None
-                        and now - last_records >= opts.exit_when_idle_s
-                    ):
+                    if self._idle_for_too_long(now):
                         logger.info(
                             "worker %d idle for %.1fs; stopping", opts.index, opts.exit_when_idle_s
                         )
                         break
                     continue
-                last_records = now
+                self._last_activity = now
                 self._run_batch(records)
                 if opts.max_events is not None and self.summary.records >= opts.max_events:
                     logger.info(
@@ -228,6 +233,14 @@ class Worker:
             self.summary.elapsed_s = time.monotonic() - started
             self._close()
         return self.summary
+
+    def _idle_for_too_long(self, now: float) -> bool:
+        limit = self.options.exit_when_idle_s
+        if limit is None:
+            return False
+        if not self._ever_assigned:
+            limit = max(limit, NO_ASSIGNMENT_GRACE_S)  # still joining the group
+        return now - self._last_activity >= limit
 
     def _owns_behavior(self, user: str) -> bool:
         partition = partition_for(user.encode(), self._behavior_partitions)
