@@ -86,3 +86,17 @@
 {% macro snowflake__try_cast(expression, type) -%}
     try_cast({{ expression }} as {{ type }})
 {%- endmacro %}
+
+
+{#- The whole JSON document as text (Snowflake: to_json of the VARIANT). -#}
+{% macro json_to_text(column) -%}
+    {{ return(adapter.dispatch('json_to_text', 'shopsentry')(column)) }}
+{%- endmacro %}
+
+{% macro default__json_to_text(column) -%}
+    cast({{ column }} as {{ dbt.type_string() }})
+{%- endmacro %}
+
+{% macro snowflake__json_to_text(column) -%}
+    to_json({{ column }})
+{%- endmacro %}

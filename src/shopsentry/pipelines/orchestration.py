@@ -16,7 +16,7 @@ from shopsentry.pipelines.common import Interval
 from shopsentry.pipelines.sla import SLA
 
 if TYPE_CHECKING:
-    from airflow.sdk import DeadlineAlert
+    from airflow.sdk.definitions.deadline import DeadlineAlert
 
     from shopsentry.config import Settings
 
@@ -34,7 +34,9 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 def sla_deadline(dag_id: str) -> DeadlineAlert:
     """Alert when a run is still going one hour after it was queued (the seed's SLA)."""
-    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+    # airflow.sdk re-exports these lazily; the defining modules are what type checkers see.
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
     from shopsentry.pipelines.sla import deadline_missed
 

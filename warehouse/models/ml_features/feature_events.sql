@@ -20,7 +20,7 @@ purchases as (
         raw.user_id,
         raw.source,
         raw.occurred_at,
-        cast(raw.raw_json as {{ dbt.type_string() }}) as raw_json
+        {{ json_to_text('raw.raw_json') }} as raw_json
     from {{ source('raw', 'purchase_events') }} as raw
     inner join {{ ref('stg_purchases') }} as valid
         on valid.event_id = raw._dedupe_key
@@ -35,7 +35,7 @@ behavior as (
         raw.user_id,
         raw.source,
         raw.occurred_at,
-        cast(raw.raw_json as {{ dbt.type_string() }}) as raw_json
+        {{ json_to_text('raw.raw_json') }} as raw_json
     from {{ source('raw', 'user_behavior') }} as raw
     inner join {{ ref('stg_behavior_events') }} as valid
         on valid.event_id = raw._dedupe_key

@@ -44,7 +44,7 @@ with
         _dedupe_key,
         event_id,
         {{ reason }} as reject_reason,
-        coalesce(cast(raw_json as {{ dbt.type_string() }}), raw_text) as raw_record,
+        coalesce({{ json_to_text('raw_json') }}, raw_text) as raw_record,
         _topic,
         _partition,
         _offset,
