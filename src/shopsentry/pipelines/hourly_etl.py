@@ -108,9 +108,34 @@ def check_quality(settings: Settings, interval: Interval) -> tuple[dict[str, Any
     )
     stale = [n for n in freshness.nodes if n.status in {"error", "runtime error"}]
     if stale:
-        raise DataQualityFailed([f"{n.unique_id} is stale ({n.status})" for n in stale])
+        empty = _empty_sources(settings, [n.unique_id for n in stale])
+        # A source that never received a row is a new deployment, not a stalled feed.
+        warnings += [f"{uid} has no rows yet" for uid in empty]
+        stale = [n for n in stale if n.unique_id not in empty]
+    if stale:
+        raise DataQualityFailed(
+            [f"{n.unique_id} is stale ({n.status})" for n in stale],
+            hint="no new events reached the warehouse within the freshness limit: "
+            "check the producers and `shopsentry topics lag`",
+        )
     warnings += [f"{n.unique_id} freshness warning" for n in freshness.nodes if n.status == "warn"]
     return interval_summary(settings, interval), warnings
+
+
+def _empty_sources(settings: Settings, unique_ids: list[str]) -> set[str]:
+    """Which of these dbt source ids (``source.shopsentry.raw.<table>``) have no rows."""
+    from shopsentry.warehouse.db import connect
+    from shopsentry.warehouse.loader import RAW_BY_NAME
+
+    empty: set[str] = set()
+    with connect(settings, read_only=True) as con:
+        for uid in unique_ids:
+            table = RAW_BY_NAME.get(uid.rsplit(".", 1)[-1])
+            if table is None:
+                continue
+            if con.execute(f"select count(*) from {table.qualified}").fetchall()[0][0] == 0:
+                empty.add(uid)
+    return empty
 
 
 def interval_summary(settings: Settings, interval: Interval) -> dict[str, Any]:

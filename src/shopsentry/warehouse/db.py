@@ -64,13 +64,14 @@ class DbtFailed(TerminalError):
 class DataQualityFailed(TerminalError):
     """A dbt test or a source freshness check failed: the data is not fit to publish."""
 
-    def __init__(self, failures: list[str]) -> None:
+    def __init__(self, failures: list[str], *, hint: str | None = None) -> None:
         shown = "; ".join(failures[:5]) + (
             f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
         )
         super().__init__(
             f"{len(failures)} data-quality check(s) failed: {shown}",
-            hint="inspect the failing rows with `dbt test --store-failures` or the quarantine",
+            hint=hint
+            or "inspect the failing rows with `dbt test --store-failures` or the quarantine",
         )
         self.failures = failures
 

@@ -231,3 +231,21 @@ def test_queries_answer_read_only_with_bound_parameters(built) -> None:
     with pytest.raises(Exception):  # noqa: B017 - the bound value is rejected as a date, not run
         queries.daily_sales(settings, start=hostile, end=None)  # type: ignore[arg-type]
     assert queries.daily_sales(settings, start=day, end=day) == rows
+
+
+def test_freshness_fails_on_a_stalled_feed_but_not_on_a_new_one(built, tmp_path: Path) -> None:
+    from shopsentry.config import Settings
+    from shopsentry.pipelines.common import Interval
+    from shopsentry.pipelines.hourly_etl import check_quality, hourly_etl
+
+    fresh = Settings(data_dir=tmp_path / "new-deployment")
+    started = hourly_etl(fresh)
+    assert "source.shopsentry.raw.purchase_events has no rows yet" in started.warnings
+
+    settings, *_ = built
+    with connect(settings) as con:
+        con.execute("update raw.purchase_events set _loaded_at = _loaded_at - interval 3 day")
+    with pytest.raises(DataQualityFailed) as stale:
+        check_quality(settings, Interval.previous_hour())
+    assert "source.shopsentry.raw.purchase_events is stale" in stale.value.message
+    assert "raw.user_behavior" not in stale.value.message
