@@ -146,6 +146,19 @@ def register(app: typer.Typer) -> None:
                 ).as_dict()
         _echo_result(result, as_json)
 
+    @batch.command("docs")
+    def docs(ctx: typer.Context) -> None:
+        """Generate the dbt docs site (lineage, column docs, tests) for the warehouse."""
+        from shopsentry.warehouse.dbt import run_dbt
+
+        settings = settings_of(ctx)
+        with _progress() as progress:
+            run_dbt(
+                settings, ["docs", "generate"], on_node=lambda n, _w: progress("dbt docs", n, None)
+            )
+        index = (settings.data_dir / "dbt" / "target" / "index.html").resolve()
+        typer.echo(f"dbt docs: {index} (serve the directory, e.g. python -m http.server)")
+
     @batch.command("load")
     def load(
         ctx: typer.Context,
@@ -159,7 +172,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Load RAW only (no dbt): from the event log, or from history files."""
-        from shopsentry.warehouse.loader import load_from_log, load_history
+        from shopsentry.warehouse.history import load_history
+        from shopsentry.warehouse.loader import load_from_log
 
         settings = settings_of(ctx)
         with _progress() as progress:

@@ -71,7 +71,8 @@ def extract_load(
     progress: Progress = no_progress,
 ) -> LoadResult:
     """Step 1: RAW from the event log, or from ``history`` files for a backfill."""
-    from shopsentry.warehouse.loader import load_from_log, load_history
+    from shopsentry.warehouse.history import load_history
+    from shopsentry.warehouse.loader import load_from_log
 
     if history is not None:
         return load_history(settings, history, progress=lambda d, t: progress("load history", d, t))

@@ -17,7 +17,8 @@ from shopsentry.warehouse.db import (
     connect,
 )
 from shopsentry.warehouse.dbt import DbtRunResult, run_dbt
-from shopsentry.warehouse.loader import LoadResult, ensure_raw_schema, load_from_log, load_history
+from shopsentry.warehouse.history import load_history
+from shopsentry.warehouse.loader import LoadResult, ensure_raw_schema, load_from_log
 
 __all__ = [
     "DataQualityFailed",

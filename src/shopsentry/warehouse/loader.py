@@ -1,4 +1,4 @@
-"""Load the event log (and history files) into the warehouse's RAW layer.
+"""Load the event log into the warehouse's RAW layer (history files: :mod:`.history`).
 
 The RAW layer is the seed's landing zone: one table per topic, every record kept with its
 full JSON (``raw_json``, DuckDB's JSON type standing in for Snowflake's VARIANT), nothing
@@ -26,14 +26,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from shopsentry.bus.base import Consumer, Record, TopicPartition
-from shopsentry.errors import CommitFailed, TerminalError, TransientError
+from shopsentry.errors import CommitFailed, TransientError
 from shopsentry.warehouse.db import connect
 
 if TYPE_CHECKING:
@@ -74,9 +73,7 @@ RAW_TABLES: tuple[RawTable, ...] = (
     RawTable("fraud_alerts", "fraud_alerts", "event_id", "occurred_text"),
     RawTable("decisions", "decisions", "event_id", "occurred_text"),
     # A purchase may be labelled by a chargeback and, separately, by a review.
-    RawTable(
-        "fraud_labels", "labels", "event_id || '|' || label_source", "occurred_text"
-    ),
+    RawTable("fraud_labels", "labels", "event_id || '|' || label_source", "occurred_text"),
     # An analyst may revise a verdict; each review is kept, staging keeps the latest.
     RawTable("reviews", "reviews", "alert_id || '|' || reviewed_at", "reviewed_at"),
 )
@@ -113,7 +110,7 @@ _ENVELOPE = (
     '"reviewed_at": "VARCHAR"}'
 )
 
-_INCOMING_SCHEMA = pa.schema(
+INCOMING_SCHEMA = pa.schema(
     [
         ("_topic", pa.string()),
         ("_partition", pa.int32()),
@@ -156,10 +153,6 @@ class LoaderNotAssigned(TransientError):
         self.group = group
 
 
-class HistoryError(TerminalError):
-    """A history file cannot be loaded (unknown format or missing columns)."""
-
-
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the RAW schema and tables if missing; dbt's sources point at them."""
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
@@ -194,7 +187,7 @@ def query_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> 
     return table
 
 
-def _texts(values: Sequence[bytes]) -> pa.Array:
+def texts_array(values: Sequence[bytes]) -> pa.Array:
     """Record values as one Arrow string array, built from a single joined buffer.
 
     ``pa.array(list_of_bytes)`` costs a Python call per value; joining the bytes and
@@ -218,7 +211,7 @@ def _texts(values: Sequence[bytes]) -> pa.Array:
     return array
 
 
-def _insert_incoming(
+def insert_incoming(
     con: duckdb.DuckDBPyConnection,
     incoming: pa.Table,
     table_for_topic: dict[str, str] | None,
@@ -370,13 +363,13 @@ def load_records(
             topic_column,
             pa.array(np.fromiter((r.partition for r in records), dtype=np.int32, count=n)),
             pa.array(np.fromiter((r.offset for r in records), dtype=np.int64, count=n)),
-            _texts([r.value for r in records]),
+            texts_array([r.value for r in records]),
         ],
-        schema=_INCOMING_SCHEMA,
+        schema=INCOMING_SCHEMA,
     )
     con.execute("begin transaction")
     try:
-        inserted = _insert_incoming(con, incoming, table_for_topic) if records else {}
+        inserted = insert_incoming(con, incoming, table_for_topic) if records else {}
         if group is not None and offsets:
             _record_offsets(con, group, offsets)
         con.execute("commit")
@@ -392,15 +385,15 @@ def load_from_log(
     batch_records: int = 200_000,
     poll_records: int = 50_000,
     poll_timeout: float = 0.5,
-    max_idle_polls: int = 4,
+    idle_timeout_s: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> LoadResult:
     """Drain every RAW topic up to its end offset (as of the start) into the warehouse.
 
     Runs as its own consumer group (``settings.warehouse.loader_group_id``), so it never
     disturbs the detector's offsets. Returns once every partition is caught up, or after
-    ``max_idle_polls`` empty polls in a row (a partition whose tail was deleted by
-    retention would otherwise be waited on forever).
+    ``idle_timeout_s`` without a record (a partition whose tail was deleted by retention
+    would otherwise be waited on forever; Kafka may take seconds to fetch after a seek).
     """
     from shopsentry.bus import open_log
 
@@ -444,7 +437,7 @@ def load_from_log(
                     batch_records=batch_records,
                     poll_records=poll_records,
                     poll_timeout=poll_timeout,
-                    max_idle_polls=max_idle_polls,
+                    idle_timeout_s=idle_timeout_s,
                     expected=expected,
                     progress=progress,
                 )
@@ -477,13 +470,13 @@ def _drain(
     batch_records: int,
     poll_records: int,
     poll_timeout: float,
-    max_idle_polls: int,
+    idle_timeout_s: float,
     expected: int,
     progress: ProgressCallback | None,
 ) -> None:
     sought: set[TopicPartition] = set()
     pending: list[Record] = []
-    idle = 0
+    last_record_at = time.monotonic()
     assign_deadline = time.monotonic() + ASSIGNMENT_TIMEOUT_S
 
     def caught_up() -> bool:
@@ -516,18 +509,19 @@ def _drain(
                 sought.add(tp)
             fresh = set(newly)
             records = [r for r in records if r.tp not in fresh]
+            last_record_at = time.monotonic()  # the fetch restarts at the sought offset
         if not sought and time.monotonic() > assign_deadline:
             raise LoaderNotAssigned(group, ASSIGNMENT_TIMEOUT_S)
         if not records:
-            idle += 1
-            if idle >= max_idle_polls and sought:
+            idle_s = time.monotonic() - last_record_at
+            if sought and idle_s >= idle_timeout_s:
                 logger.warning(
-                    "warehouse loader: stopped after %d empty polls short of the end offsets",
-                    idle,
+                    "warehouse loader: no record for %.0fs short of the end offsets; stopping",
+                    idle_s,
                 )
                 break
             continue
-        idle = 0
+        last_record_at = time.monotonic()
         pending.extend(records)
         # Records of a partition arrive in offset order: the last one per partition wins.
         last = {(r.topic, r.partition): r.offset for r in records}
@@ -537,110 +531,6 @@ def _drain(
         if len(pending) >= batch_records:
             flush()
     flush()
-
-
-def _history_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise HistoryError(
-            f"history path {path} does not exist", hint="pass a directory of .parquet/.jsonl files"
-        )
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and (p.suffix in {".parquet", ".jsonl", ".ndjson"} or p.name.endswith(".jsonl.gz"))
-    )
-    if not files:
-        raise HistoryError(
-            f"no .parquet or .jsonl files under {path}",
-            hint="write them with `shopsentry simulate --out DIR`",
-        )
-    return files
-
-
-def _history_table(con: duckdb.DuckDBPyConnection, file: Path) -> pa.Table:
-    """One history file as the loader's incoming shape (topic, partition, offset, text)."""
-    origin = f"history:{file.name}"
-    if file.suffix == ".parquet":
-        columns = {
-            row[0]
-            for row in con.execute("describe select * from read_parquet(?)", [str(file)]).fetchall()
-        }
-        if "raw_json" in columns:
-            text_sql = "raw_json::varchar"
-        elif {"event_id", "is_fraud", "known_at"} <= columns:
-            # A labels table (the simulator's ground truth): rebuild the Label event's JSON.
-            scenario = "scenario" if "scenario" in columns else "null"
-            label_source = "label_source" if "label_source" in columns else "'simulator'"
-            source = "source" if "source" in columns else "null"
-            text_sql = f"""to_json(struct_pack(
-                schema_version := 1, event_type := 'label', event_id := event_id,
-                source := {source}, user_id := user_id,
-                occurred_at := strftime(occurred_at::timestamp, '%Y-%m-%dT%H:%M:%S.%f') || '+00:00',
-                order_id := order_id, is_fraud := is_fraud, scenario := {scenario},
-                label_source := {label_source},
-                known_at := strftime(known_at::timestamp, '%Y-%m-%dT%H:%M:%S.%f') || '+00:00'
-            ))::varchar"""
-        else:
-            raise HistoryError(
-                f"{file} has neither a raw_json column nor the labels columns",
-                hint="history Parquet must be the canonical events or labels table",
-            )
-        return query_arrow(
-            con,
-            f"""select ?::varchar as _topic, 0::integer as _partition,
-                       (row_number() over () - 1)::bigint as _offset, {text_sql} as _text
-                from read_parquet(?)""",
-            [origin, str(file)],
-        )
-    import gzip
-
-    data = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()
-    lines = [line for line in data.splitlines() if line.strip()]
-    return pa.Table.from_arrays(
-        [
-            pa.array([origin] * len(lines), pa.string()),
-            pa.array(np.zeros(len(lines), dtype=np.int32)),
-            pa.array(np.arange(len(lines), dtype=np.int64)),
-            _texts(lines),
-        ],
-        schema=_INCOMING_SCHEMA,
-    )
-
-
-def load_history(
-    settings: Settings, path: Path, *, progress: ProgressCallback | None = None
-) -> LoadResult:
-    """Load Parquet / JSONL history (a backfill) into RAW, routed by each event's type.
-
-    Accepts the canonical events table (``raw_json`` column), the labels table, or JSON
-    lines of encoded events. Loading the same files twice inserts nothing the second time.
-    """
-    started = time.perf_counter()
-    files = _history_files(path)
-    result = LoadResult()
-    with connect(settings) as con:
-        ensure_raw_schema(con)
-        for i, file in enumerate(files):
-            incoming = _history_table(con, file)
-            con.execute("begin transaction")
-            try:
-                inserted = _insert_incoming(con, incoming, None)
-                con.execute("commit")
-            except BaseException:
-                con.execute("rollback")
-                raise
-            result.records_read += incoming.num_rows
-            result.add(inserted)
-            logger.info(
-                "history %s: %d records, %s inserted", file.name, incoming.num_rows, inserted
-            )
-            if progress:
-                progress(i + 1, len(files))
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def raw_counts(

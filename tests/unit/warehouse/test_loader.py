@@ -13,9 +13,10 @@ import pytest
 
 from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import CommitFailed
-from shopsentry.warehouse import loader
+from shopsentry.warehouse import history, loader
 from shopsentry.warehouse.db import connect
-from shopsentry.warehouse.loader import load_from_log, load_history, raw_counts
+from shopsentry.warehouse.history import load_history
+from shopsentry.warehouse.loader import load_from_log, raw_counts
 from tests.unit.warehouse.conftest import publish
 from tests.unit.warehouse.factories import BAD_PURCHASES
 
@@ -237,23 +238,22 @@ def test_history_backfill_routes_by_type_and_is_idempotent(settings, tmp_path, e
         ).fetchall()[0][0]
     label = decode_as("label", label_json)  # the rebuilt JSON is a valid Label event
     original = next(x for x in labels if x["event_id"] == label.event_id)
-    assert (
-        label.is_fraud == original["is_fraud"]
-        and label.known_at == datetime.fromisoformat(original["known_at"])
+    assert label.is_fraud == original["is_fraud"] and label.known_at == datetime.fromisoformat(
+        original["known_at"]
     )
 
 
 def test_history_errors_are_clear(settings, tmp_path) -> None:
-    with pytest.raises(loader.HistoryError, match="does not exist"):
+    with pytest.raises(history.HistoryError, match="does not exist"):
         load_history(settings, tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(loader.HistoryError, match=r"no \.parquet or \.jsonl"):
+    with pytest.raises(history.HistoryError, match=r"no \.parquet or \.jsonl"):
         load_history(settings, tmp_path / "empty")
     pq.write_table(pa.table({"x": [1]}), tmp_path / "odd.parquet")
-    with pytest.raises(loader.HistoryError, match="neither a raw_json column"):
+    with pytest.raises(history.HistoryError, match="neither a raw_json column"):
         load_history(settings, tmp_path / "odd.parquet")
 
 
 def test_texts_keeps_invalid_utf8_visible() -> None:
-    array = loader._texts([b'{"a": 1}', b"\xff oops"])
+    array = loader.texts_array([b'{"a": 1}', b"\xff oops"])
     assert array.to_pylist() == ['{"a": 1}', "\ufffd oops"]
