@@ -16,7 +16,13 @@ from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
-from shopsentry.pipelines.orchestration import DEFAULT_ARGS, START_DATE, sla_deadline
+from shopsentry.pipelines.orchestration import (
+    DEFAULT_ARGS,
+    START_DATE,
+    on_dag_failure,
+    on_dag_success,
+    sla_deadline,
+)
 
 
 @dag(
@@ -29,6 +35,8 @@ from shopsentry.pipelines.orchestration import DEFAULT_ARGS, START_DATE, sla_dea
     tags=["shopsentry", "fraud", "report"],
     doc_md=__doc__,
     deadline=sla_deadline("daily_fraud_report"),
+    on_success_callback=on_dag_success,
+    on_failure_callback=on_dag_failure,
 )
 def daily_fraud_report() -> None:
     @task

@@ -19,7 +19,13 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from shopsentry.pipelines.orchestration import DEFAULT_ARGS, START_DATE, sla_deadline
+from shopsentry.pipelines.orchestration import (
+    DEFAULT_ARGS,
+    START_DATE,
+    on_dag_failure,
+    on_dag_success,
+    sla_deadline,
+)
 
 
 @dag(
@@ -32,6 +38,8 @@ from shopsentry.pipelines.orchestration import DEFAULT_ARGS, START_DATE, sla_dea
     tags=["shopsentry", "warehouse", "etl"],
     doc_md=__doc__,
     deadline=sla_deadline("hourly_etl"),
+    on_success_callback=on_dag_success,
+    on_failure_callback=on_dag_failure,
     params={"history": Param(None, type=["null", "string"], description="history dir to backfill")},
 )
 def hourly_etl() -> None:

@@ -9,8 +9,9 @@ processor parses these files fast and without touching the warehouse.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shopsentry.pipelines.common import Interval
 from shopsentry.pipelines.sla import SLA
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.deadline import DeadlineAlert
 
     from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
 
 # A fixed start in the past; catchup=False means only the latest interval runs.
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -45,6 +48,33 @@ def sla_deadline(dag_id: str) -> DeadlineAlert:
         interval=SLA,
         callback=AsyncCallback(deadline_missed, kwargs={"dag_id": dag_id, "sla": str(SLA)}),
     )
+
+
+def _record_run(context: dict[str, Any], state: Literal["success", "failed"]) -> None:
+    """Count a finished run for ``shopsentry_dag_runs_total{dag,state}``.
+
+    DAG callbacks run outside the task processes, where no metrics server lives, so the
+    count goes to the monitoring part's small run table that the API exposes at scrape
+    time. Bookkeeping must never fail a run: errors are logged and swallowed.
+    """
+    dag_run = context.get("dag_run")
+    dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "unknown")
+    try:
+        from shopsentry.monitoring.metrics import record_dag_run
+
+        record_dag_run(settings_from_env(), str(dag_id), state)
+    except Exception:
+        logger.exception("could not record the %s run of %s", state, dag_id)
+
+
+def on_dag_success(context: dict[str, Any]) -> None:
+    """DAG ``on_success_callback``: count the run as a success."""
+    _record_run(context, "success")
+
+
+def on_dag_failure(context: dict[str, Any]) -> None:
+    """DAG ``on_failure_callback``: count the run as failed."""
+    _record_run(context, "failed")
 
 
 def settings_from_env() -> Settings:

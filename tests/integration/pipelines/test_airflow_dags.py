@@ -60,6 +60,10 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
     quality = hourly.xcoms["quality_checks"]
     assert "2026-11-20T10:00:00+00:00" in str(quality)
 
+    from shopsentry.monitoring.metrics import dag_run_counts
+
+    assert dag_run_counts(settings)[("hourly_etl", "success")] == 1  # on_success_callback
+
     report = run_dag("daily_fraud_report", "2026-11-21T06:00:00+00:00", env=env)
     assert report.state == "success", report.output[-3000:]
     path = settings.reports_dir / "fraud-report-2026-11-20.html"

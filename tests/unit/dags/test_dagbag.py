@@ -48,6 +48,10 @@ def test_schedule_tasks_and_defaults(dagbag, dag_id: str) -> None:
     assert "shopsentry" in dag.tags and len(dag.tags) >= 2
     assert dag.doc_md and dag_id in dag.doc_md
     assert [t.task_id for t in dag.topological_sort()] == task_ids
+    from shopsentry.pipelines.orchestration import on_dag_failure, on_dag_success
+
+    assert on_dag_success in _callbacks(dag.on_success_callback)
+    assert on_dag_failure in _callbacks(dag.on_failure_callback)
     for task in dag.tasks:
         assert task.owner == "data-engineering"
         assert task.retries == 3
@@ -71,6 +75,12 @@ def test_one_hour_sla_is_a_deadline_alert(dagbag, dag_id: str) -> None:
 
 def dag_deadlines(dag) -> list:
     value = dag.deadline
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _callbacks(value) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]

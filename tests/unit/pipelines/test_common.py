@@ -73,3 +73,15 @@ def test_deadline_callback_logs_the_missed_sla(caplog) -> None:
             )
         )
     assert "SLA missed: DAG hourly_etl" in caplog.text
+
+
+def test_dag_callbacks_count_runs_for_the_metrics(settings, monkeypatch) -> None:
+    from shopsentry.monitoring.metrics import dag_run_counts
+    from shopsentry.pipelines import orchestration
+
+    monkeypatch.setattr(orchestration, "settings_from_env", lambda: settings)
+    run = SimpleNamespace(dag_id="hourly_etl")
+    orchestration.on_dag_success({"dag_run": run})
+    orchestration.on_dag_success({"dag_run": run})
+    orchestration.on_dag_failure({"dag_run": run})
+    assert dag_run_counts(settings) == {("hourly_etl", "success"): 2, ("hourly_etl", "failed"): 1}
