@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TREND_DAYS = 14
+BUSY_WAIT_S = 120.0
 TEMPLATE = "fraud_report.html.j2"
 
 
@@ -163,17 +164,11 @@ def _render(context: dict[str, Any]) -> str:
     return env.get_template(TEMPLATE).render(**context)
 
 
-def daily_fraud_report(
-    settings: Settings, day: date | None = None, *, progress: Progress = no_progress
-) -> ReportResult:
-    """Write the report for ``day`` (default: yesterday, UTC) and return where it is."""
-    from datetime import UTC, datetime
-
-    from markupsafe import Markup
-
+def _read(
+    settings: Settings, day: date, progress: Progress
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     from shopsentry.warehouse import queries
 
-    day = day or (datetime.now(UTC).date() - timedelta(days=1))
     progress("queries", 0, 4)
     trend = queries.fraud_kpis(settings, start=day - timedelta(days=TREND_DAYS - 1), end=day)
     progress("queries", 1, 4)
@@ -183,7 +178,39 @@ def daily_fraud_report(
     progress("queries", 3, 4)
     alerts = queries.alerts_on(settings, day, limit=25)
     progress("queries", 4, 4)
+    return trend, sales, scenarios, alerts
 
+
+def _read_with_patience(
+    settings: Settings, day: date, progress: Progress
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The report's queries, waiting out a running ETL (it holds DuckDB's only writer
+    lock for seconds) instead of failing the task into a 5-minute Airflow retry."""
+    import time
+
+    from shopsentry.warehouse.db import WarehouseBusy
+
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return _read(settings, day, progress)
+        except WarehouseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            logger.info("warehouse busy (an ETL is writing); retrying the report queries")
+            time.sleep(2.0)
+
+
+def daily_fraud_report(
+    settings: Settings, day: date | None = None, *, progress: Progress = no_progress
+) -> ReportResult:
+    """Write the report for ``day`` (default: yesterday, UTC) and return where it is."""
+    from datetime import UTC, datetime
+
+    from markupsafe import Markup
+
+    day = day or (datetime.now(UTC).date() - timedelta(days=1))
+    trend, sales, scenarios, alerts = _read_with_patience(settings, day, progress)
     today = next((r for r in trend if r["day"] == day), None)
     progress("charts", 0, 1)
     charts = {k: Markup(v) for k, v in _charts(trend, scenarios).items()} if trend else {}  # noqa: S704 - our own SVG

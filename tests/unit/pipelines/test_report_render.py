@@ -4,6 +4,7 @@ the alert table, escaping of data, and byte-identical output for the same data."
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -93,3 +94,29 @@ def test_empty_warehouse_gives_a_report_that_says_so(settings, monkeypatch) -> N
     html = report_module.daily_fraud_report(settings, DAY).path.read_text()
     assert "No purchases in the warehouse for this period." in html
     assert "No alerts on this day." in html
+
+
+def test_report_waits_out_a_running_etl(settings, fake_queries, monkeypatch) -> None:
+    from shopsentry.warehouse.db import WarehouseBusy
+
+    real = queries.fraud_kpis
+    calls = {"n": 0}
+
+    def busy_then_free(settings, start, end):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise WarehouseBusy(settings.warehouse_path)
+        return real(settings, start, end)
+
+    monkeypatch.setattr(queries, "fraud_kpis", busy_then_free)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    result = report_module.daily_fraud_report(settings, DAY)
+    assert calls["n"] == 2 and result.summary["alerts"] == 5
+    monkeypatch.setattr(report_module, "BUSY_WAIT_S", 0.0)
+
+    def always_busy(settings, start, end):
+        raise WarehouseBusy(settings.warehouse_path)
+
+    monkeypatch.setattr(queries, "fraud_kpis", always_busy)
+    with pytest.raises(WarehouseBusy):
+        report_module.daily_fraud_report(settings, DAY)
