@@ -48,7 +48,16 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     )
     log = open_log(settings)
     store = open_store(settings)
-    return Worker(settings, log, store, holder, default_feature_ops(), options, metrics)
+    return Worker(
+        settings,
+        log,
+        store,
+        holder,
+        default_feature_ops(),
+        options,
+        metrics,
+        lag_log=lambda: open_log(settings, create_topics=False),
+    )
 
 
 def worker_main(settings: Settings, options: WorkerOptions, log_level: int, results: Any) -> None:

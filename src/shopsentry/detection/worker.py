@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +113,7 @@ class Worker:
         ops: FeatureOps,
         options: WorkerOptions | None = None,
         metrics: WorkerMetrics | None = None,
+        lag_log: Callable[[], EventLog] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -135,7 +136,12 @@ class Worker:
         self._producer: Producer | None = None
         self._latencies: list[np.ndarray] = []
         self._latency_count = 0
-        self._last_lag = 0.0
+        # Consumer lag is read by a background thread on its own log connection
+        # (``lag_log`` opens one): on Kafka it is several admin round trips, which must
+        # not stall the hot path. None: no lag gauges.
+        self._lag_log = lag_log
+        self._lag_thread: threading.Thread | None = None
+        self._owned: frozenset[TopicPartition] = frozenset()
         self._first_cpu = 0.0
         # Idle time counts from the last records or the last assignment (joining a Kafka
         # group takes seconds; a worker must not give up before it owns anything).
@@ -155,6 +161,7 @@ class Worker:
     def _on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self._last_activity = time.monotonic()
         self._ever_assigned = True
+        self._owned = self._owned | frozenset(tps)
         self.cache.clear()  # states of partitions that moved may have changed elsewhere
         self._owned_behavior.update(tp.partition for tp in tps if tp.topic == self._behavior_topic)
         applied = self.store.applied_offsets(list(tps))
@@ -170,6 +177,7 @@ class Worker:
             buffered, self._buffer = self._buffer, []
             self._run_batch(buffered)
         self.cache.clear()
+        self._owned = self._owned - frozenset(tps)
         for tp in tps:
             self._applied.pop(tp, None)
             if tp.topic == self._behavior_topic:
@@ -205,6 +213,9 @@ class Worker:
             client_id=f"detector-{opts.index}",
         )
         self._last_activity = time.monotonic()
+        if self._lag_log is not None:
+            self._lag_thread = threading.Thread(target=self._lag_loop, name="lag", daemon=True)
+            self._lag_thread.start()
         try:
             while not self._stop.is_set():
                 swapped = self.holder.swap_if_ready()
@@ -213,8 +224,6 @@ class Worker:
                     self.summary.model_versions.append(swapped.version)
                 records = self._poll_batch(self._consumer)
                 now = time.monotonic()
-                if now - self._last_lag >= LAG_REFRESH_S:
-                    self._refresh_lag()
                 if not records:
                     if self._idle_for_too_long(now):
                         logger.info(
@@ -256,9 +265,14 @@ class Worker:
         than wait for a trickle (latency at moderate load), while a backlog still fills
         whole batches (throughput at saturation)."""
         d = self.settings.detector
-        first = consumer.poll(max_records=d.batch_max_records, timeout=IDLE_POLL_S)
+        # Take what is there without waiting; if nothing, wait for ONE record. (librdkafka's
+        # consume(n, timeout) waits until n records or the timeout, which at low load
+        # would add up to the whole timeout to every event's latency.)
+        first = consumer.poll(max_records=d.batch_max_records, timeout=0)
         if not first:
-            return []
+            first = consumer.poll(max_records=1, timeout=IDLE_POLL_S)
+            if not first:
+                return []
         self._buffer = list(first)
         deadline = time.monotonic() + d.batch_max_wait_ms / 1000
         while len(self._buffer) < d.batch_max_records and time.monotonic() < deadline:
@@ -345,25 +359,34 @@ class Worker:
                 self._latencies.append(e2e.astype(np.float32))
                 self._latency_count += e2e.size
 
-    def _refresh_lag(self) -> None:
-        self._last_lag = time.monotonic()
-        if self._consumer is None:
-            return
-        owned = self._consumer.assignment()
+    def _lag_loop(self) -> None:
+        assert self._lag_log is not None
         try:
-            lags = self.log.group_lag(self.settings.detector.group_id)
+            log = self._lag_log()
         except Exception:  # lag is observability: never let it stop the stream
-            logger.debug("consumer lag refresh failed", exc_info=True)
+            logger.warning("consumer lag: cannot open the log; no lag metrics", exc_info=True)
             return
-        self.metrics.set_lag(
-            {
-                (p.topic, p.partition): p.lag
-                for p in lags
-                if TopicPartition(p.topic, p.partition) in owned
-            }
-        )
+        group = self.settings.detector.group_id
+        try:
+            while not self._stop.wait(LAG_REFRESH_S):
+                try:
+                    lags = log.group_lag(group)
+                except Exception:
+                    logger.debug("consumer lag refresh failed", exc_info=True)
+                    continue
+                owned = self._owned
+                self.metrics.set_lag(
+                    {
+                        (p.topic, p.partition): p.lag
+                        for p in lags
+                        if TopicPartition(p.topic, p.partition) in owned
+                    }
+                )
+        finally:
+            log.close()
 
     def _close(self) -> None:
+        self._stop.set()  # ends the lag thread too
         self.holder.stop()
         if self._consumer is not None:
             try:

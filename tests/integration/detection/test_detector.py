@@ -278,6 +278,8 @@ def test_hot_reload_mid_stream_loses_nothing(
             60,
             "version 3 to be serving",
         )
+        # Lag per owned partition is refreshed in the background every few seconds.
+        wait_for(lambda: "shopsentry_consumer_lag{" in scrape(port), 30, "consumer lag gauges")
         produce(log, ((t, k, v) for t, k, v, *_ in rows[half:]))
         statuses = supervisor.wait(timeout=240)
     finally:
