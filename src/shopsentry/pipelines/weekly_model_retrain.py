@@ -31,7 +31,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ML_SELECTION = ["--select", "+tag:ml", "--exclude-resource-type", "unit_test"]
+ML_SELECTION = [
+    "--select",
+    "+tag:ml",
+    "--exclude-resource-type",
+    "unit_test",
+    # Tests that also reference a model outside the selection (e.g. relationships to
+    # dim_customers) wait for hourly_etl, so a retrain works on a freshly loaded RAW.
+    "--indirect-selection",
+    "cautious",
+]
 
 
 @dataclass
