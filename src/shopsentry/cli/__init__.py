@@ -34,7 +34,6 @@ _COMMAND_MODULES = (
     "shopsentry.cli.serve",
     "shopsentry.cli.capacity",
     "shopsentry.cli.notify",
-    "shopsentry.cli.bench",
     "shopsentry.cli.demo",
 )
 
