@@ -49,8 +49,10 @@ def register(app: typer.Typer) -> None:
         ] = "60s",
         seed: Annotated[int, typer.Option(help="Random seed of the simulator.")] = 7,
     ) -> None:
-        """Run the whole system on embedded defaults (simulator, detectors, notifier,
-        batch jobs, training, dashboard) until Ctrl-C or --duration."""
+        """Run the whole system on embedded defaults until Ctrl-C or --duration.
+
+        Simulator, 2 detector workers, notifier, batch jobs, training and the dashboard.
+        """
         settings = settings_of(ctx)
         runner = DemoRunner(settings, port=port, speed=speed, users=users, seed=seed)
         stop_after = parse_duration(duration) if duration else None
