@@ -10,8 +10,16 @@ model's JSON once, keeps every tree as flat arrays and evaluates them either
   compiler is available.
 
 Both follow XGBoost's own rules exactly: go left when ``x < threshold`` (float32
-comparison), a missing value (NaN) follows the node's default direction, the margin is
-``logit(base_score)`` plus the sum of the reached leaves, the probability its sigmoid.
+comparison), a missing value (NaN) follows the node's default direction, and the margin
+is computed in XGBoost's own float32 arithmetic: ``base_score`` is rounded to float32,
+turned into a margin with ``-logf(1 / base_score - 1)``, and the reached leaves are
+added to it one tree at a time, in tree order, in float32. Only the final sigmoid is
+taken in float64. Done this way the margins are bit-identical to
+``Booster.inplace_predict(..., predict_type="margin")`` (the unit tests assert it), so
+the 1e-5 agreement on probabilities holds for any model, including calibrated ones whose
+base score sits close to 1, where the float64 logit of the decimal base score in the
+JSON is up to ~1e-4 away from the margin XGBoost really starts from.
+
 Anything the evaluators do not implement (categorical splits, multi-class, vector
 leaves, other objectives) is refused with :class:`~shopsentry.errors.ModelError`
 rather than scored wrongly.
@@ -20,6 +28,8 @@ rather than scored wrongly.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import functools
 import hashlib
 import json
 import logging
@@ -71,15 +81,54 @@ class Forest:
         return len(self.feature_names)
 
 
-def _base_margin(learner: dict[str, Any]) -> float:
+def base_margin(learner: dict[str, Any]) -> float:
+    """The margin XGBoost starts every row from, exactly as XGBoost computes it.
+
+    XGBoost keeps ``base_score`` as a float32 and converts it with the logistic
+    objective's ``ProbToMargin``, ``-logf(1.0f / base_score - 1.0f)``, in float32. Taking
+    the float64 logit of the decimal string instead is wrong by up to ~1e-4 in margin
+    when the base score is near 1 (float32's spacing there is 6e-8, so ``1 - p`` =
+    6e-4 keeps only ~4 digits), which is what a calibration folded into the base score
+    with a large intercept produced.
+    """
     raw = str(learner["learner_model_param"]["base_score"]).strip("[]")
-    values = [float(v) for v in raw.split(",") if v.strip()]
+    values = [np.float32(v) for v in raw.split(",") if v.strip()]
     if len(values) != 1:
         raise ModelError("model has more than one target", hint="train a binary classifier")
     base_score = values[0]
-    if not 0.0 < base_score < 1.0:
-        raise ModelError(f"base_score {base_score} is not a probability", hint="retrain the model")
-    return math.log(base_score / (1.0 - base_score))
+    if not np.float32(0.0) < base_score < np.float32(1.0):
+        raise ModelError(
+            f"base_score {float(base_score)} is not a probability in float32",
+            hint="retrain the model",
+        )
+    one = np.float32(1.0)
+    return float(-_logf(one / base_score - one))
+
+
+@functools.lru_cache(maxsize=1)
+def _libm_logf() -> Any:
+    name = ctypes.util.find_library("m")
+    try:
+        logf = ctypes.CDLL(name).logf if name else None
+    except (OSError, AttributeError):
+        logf = None
+    if logf is not None:
+        logf.restype = ctypes.c_float
+        logf.argtypes = (ctypes.c_float,)
+    return logf
+
+
+def _logf(x: np.float32) -> np.float32:
+    """The C library's ``logf``, the very function XGBoost calls for its base margin.
+
+    NumPy's own float32 ``log`` (a SIMD implementation) differs from it by one ulp for
+    some inputs (e.g. base_score 0.99999); without a C library the correctly rounded
+    float64 log is the closest stand-in.
+    """
+    logf = _libm_logf()
+    if logf is not None:
+        return np.float32(logf(float(x)))
+    return np.float32(math.log(float(x)))
 
 
 def parse_model(raw: bytes, expected_features: tuple[str, ...] | None = None) -> Forest:
@@ -177,7 +226,7 @@ def parse_model(raw: bytes, expected_features: tuple[str, ...] | None = None) ->
         )
     return Forest(
         feature_names=names,
-        base_margin=_base_margin(learner),
+        base_margin=base_margin(learner),
         left=left,
         right=right,
         feature=feature,
@@ -225,8 +274,13 @@ class NumpyEvaluator:
                 np.isnan(x), f.default_left[self._trees, node], x < f.threshold[self._trees, node]
             )
             node = np.where(go_left, f.left[self._trees, node], f.right[self._trees, node])
-        leaves = f.value[self._trees, node].astype(np.float64)
-        out: NDArray[np.float64] = leaves.sum(axis=1) + f.base_margin
+        # XGBoost's order and precision: the float32 base margin, then each tree's leaf
+        # added in float32 in tree order. ``add.accumulate`` is sequential by definition
+        # (``sum`` would be pairwise, and in float64 it drifts from XGBoost by ~1e-5).
+        terms = np.empty((n, f.num_trees + 1), np.float32)
+        terms[:, 0] = np.float32(f.base_margin)
+        terms[:, 1:] = f.value[self._trees, node]
+        out: NDArray[np.float64] = np.add.accumulate(terms, axis=1)[:, -1].astype(np.float64)
         return out
 
     def predict(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -239,6 +293,13 @@ class NumpyEvaluator:
 # walking eight rows (or, for a single row, eight trees) side by side lets the CPU
 # overlap their independent load chains. Measured on a 200-tree depth-6 model this is
 # ~3x XGBoost's batch throughput, where generated nested ``if``s were slower than it.
+#
+# Margins are accumulated like XGBoost's CPU predictor does: a float32 running sum per
+# row, starting from the float32 base margin, one tree after the other in tree order.
+# Summing in double (as this kernel first did) is more precise but *different*: over
+# ~400 trees it drifted up to ~7e-6 in margin from XGBoost, and the release check
+# compares against XGBoost, not against exact arithmetic. The kernel is compiled with
+# -fno-fast-math -ffp-contract=off, so every float add is rounded to float32 as written.
 KERNEL_SOURCE = r"""
 #include <math.h>
 typedef struct { int feat; float thr; int child[2]; int dl; float value; } Node;
@@ -248,11 +309,14 @@ typedef struct { int feat; float thr; int child[2]; int dl; float value; } Node;
   int gl = (v < nd->thr) | (nd->dl & (v != v)); (i) = nd->child[gl]; }
 #define BLOCK 64
 
-static void margin_rows(const Node* nodes, long T, long W, int depth, double base,
+/* Margins in float32, tree by tree in tree order per row (XGBoost's order): rows are
+   walked eight at a time, but each row's sum still sees the trees one after another. */
+static void margin_rows(const Node* nodes, long T, long W, int depth, float base,
                         const float* X, long n, long stride, double* out) {
+  float acc[BLOCK];
   for (long start = 0; start < n; start += BLOCK) {
     long end = start + BLOCK < n ? start + BLOCK : n;
-    for (long r = start; r < end; ++r) out[r] = base;
+    for (long r = start; r < end; ++r) acc[r - start] = base;
     for (long t = 0; t < T; ++t) {
       const Node* tree = nodes + t * W;
       long r = start;
@@ -264,25 +328,27 @@ static void margin_rows(const Node* nodes, long T, long W, int depth, double bas
           STEP(tree, a, xa) STEP(tree, b, xb) STEP(tree, c, xc) STEP(tree, d, xd)
           STEP(tree, e, xe) STEP(tree, f, xf) STEP(tree, g, xg) STEP(tree, h, xh)
         }
-        out[r] += tree[a].value; out[r + 1] += tree[b].value; out[r + 2] += tree[c].value;
-        out[r + 3] += tree[d].value; out[r + 4] += tree[e].value; out[r + 5] += tree[f].value;
-        out[r + 6] += tree[g].value; out[r + 7] += tree[h].value;
+        float* s = acc + (r - start);
+        s[0] += tree[a].value; s[1] += tree[b].value; s[2] += tree[c].value;
+        s[3] += tree[d].value; s[4] += tree[e].value; s[5] += tree[f].value;
+        s[6] += tree[g].value; s[7] += tree[h].value;
       }
       for (; r < end; ++r) {
         int a = 0;
         const float* xa = X + r * stride;
         for (int k = 0; k < depth; ++k) STEP(tree, a, xa)
-        out[r] += tree[a].value;
+        acc[r - start] += tree[a].value;
       }
     }
+    for (long r = start; r < end; ++r) out[r] = (double)acc[r - start];
   }
 }
 
-/* One row: eight trees side by side instead of eight rows. Leaves are summed in tree
-   order so the result does not depend on the path taken. */
-static double margin_one(const Node* nodes, long T, long W, int depth, double base,
+/* One row: eight trees side by side instead of eight rows. The leaves are still added
+   to the float32 sum in tree order, so the result is XGBoost's to the last bit. */
+static double margin_one(const Node* nodes, long T, long W, int depth, float base,
                          const float* x) {
-  double s = base;
+  float s = base;
   long t = 0;
   for (; t + 8 <= T; t += 8) {
     const Node* t0 = nodes + t * W;
@@ -301,18 +367,22 @@ static double margin_one(const Node* nodes, long T, long W, int depth, double ba
     for (int k = 0; k < depth; ++k) STEP(tree, a, x)
     s += tree[a].value;
   }
-  return s;
+  return (double)s;
 }
 
+/* `base` is the float32 base margin passed as a double (exactly representable). */
 void ss_margin(const Node* nodes, long T, long W, int depth, double base,
                const float* X, long n, long stride, double* out) {
+  const float b = (float)base;
   if (n < 8) {
-    for (long r = 0; r < n; ++r) out[r] = margin_one(nodes, T, W, depth, base, X + r * stride);
+    for (long r = 0; r < n; ++r) out[r] = margin_one(nodes, T, W, depth, b, X + r * stride);
   } else {
-    margin_rows(nodes, T, W, depth, base, X, n, stride, out);
+    margin_rows(nodes, T, W, depth, b, X, n, stride, out);
   }
 }
 
+/* The sigmoid of the float32 margin is taken in double: XGBoost's own float32 sigmoid
+   is within one float32 rounding (< 1.2e-7) of it. */
 void ss_predict(const Node* nodes, long T, long W, int depth, double base,
                 const float* X, long n, long stride, double* out) {
   ss_margin(nodes, T, W, depth, base, X, n, stride, out);
@@ -333,8 +403,13 @@ def compiler() -> str | None:
     return None
 
 
+# No fast-math and no FMA contraction: the float32 sums must round exactly as written.
+_CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-fast-math", "-ffp-contract=off")
+
+
 def kernel_path(cache_dir: Path) -> Path:
-    digest = hashlib.sha256(KERNEL_SOURCE.encode()).hexdigest()[:16]
+    """The cached library for this kernel source and these flags."""
+    digest = hashlib.sha256((KERNEL_SOURCE + " ".join(_CFLAGS)).encode()).hexdigest()[:16]
     return cache_dir / f"forest-kernel-{digest}.so"
 
 
@@ -358,7 +433,7 @@ def compile_kernel(cache_dir: Path, timeout_s: float = 120.0) -> Path:
         src = Path(tmp) / "kernel.c"
         src.write_text(KERNEL_SOURCE)
         out = Path(tmp) / "kernel.so"
-        cmd = [cc, "-O2", "-fPIC", "-shared", "-fno-fast-math", "-o", str(out), str(src), "-lm"]
+        cmd = [cc, *_CFLAGS, "-o", str(out), str(src), "-lm"]
         try:
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=timeout_s, check=False

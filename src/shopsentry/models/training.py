@@ -12,8 +12,8 @@ retraining job run:
    imbalance is handled by ``scale_pos_weight = sqrt(negatives / positives)``;
    early-stopped on the most recent slice of those rows (never on the held-out week);
 4. calibrate on that slice: a Platt fit that also estimates the share of fraud already
-   labelled there (see :func:`platt_incomplete`), folded into the trees' leaves and
-   base score, so the saved model's probability means "chance of fraud" and the
+   labelled there (see :func:`platt_incomplete`), folded into the trees' leaves (see
+   :func:`fold_calibration`), so the saved model's probability means "chance of fraud" and the
    detector's 0.7 is a real operating point rather than an artefact of class weights
    and late labels;
 5. score the model, the rules baseline and the current champion on the held-out week
@@ -207,23 +207,43 @@ def platt_incomplete(
 def fold_calibration(raw: bytes, a: float, b: float) -> bytes:
     """Rewrite an XGBoost JSON model so its margin becomes ``a * margin + b``.
 
-    Every leaf is scaled by ``a`` and the base score moves to ``sigmoid(a * m0 + b)``:
-    the saved model is a plain XGBoost model whose probabilities are calibrated, so the
-    detector, MLflow's pyfunc and ``inplace_predict`` all agree.
+    Every leaf is scaled by ``a``; the intercept ``a * m0 + b`` (``m0`` being the margin
+    XGBoost derives from the old base score) is added to every leaf of the first tree,
+    which each row reaches exactly once, and the base score is set to 0.5 (margin
+    exactly 0). The saved model is a plain XGBoost model whose probabilities are
+    calibrated, so the detector, MLflow's pyfunc and ``inplace_predict`` all agree.
+
+    The intercept does not go into ``base_score``: XGBoost keeps that as a float32
+    probability, and a calibration for incomplete labels often has a large intercept
+    (``b`` ~ 14 on a small history), which puts the base score within 1e-3 of 1 where
+    float32 keeps only a few digits of ``1 - p``: the model then started ~7e-5 in margin
+    away from the calibration it was meant to carry, and past a margin of ~17 the base
+    score would round to exactly 1.0 (an infinite margin). A leaf holds the intercept
+    to float32's relative precision instead. Leaves are written as float32 values, so
+    XGBoost and :func:`~shopsentry.models.forest.parse_model` read the same numbers.
     """
+    from shopsentry.models.forest import base_margin
+
     doc = json.loads(raw)
     learner = doc["learner"]
-    base = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
-    m0 = math.log(base / (1 - base))
-    new_base = 1.0 / (1.0 + math.exp(-(a * m0 + b)))
-    learner["learner_model_param"]["base_score"] = f"[{new_base:.9E}]"
-    for tree in learner["gradient_booster"]["model"]["trees"]:
+    m0 = base_margin(learner)
+    intercept = a * m0 + b
+    learner["learner_model_param"]["base_score"] = "[5E-1]"
+
+    def f32(value: float) -> float:
+        return float(np.float32(value))
+
+    for index, tree in enumerate(learner["gradient_booster"]["model"]["trees"]):
+        shift = intercept if index == 0 else 0.0
         leaf = [c < 0 for c in tree["left_children"]]
         tree["split_conditions"] = [
-            v * a if is_leaf else v
+            f32(v * a + shift) if is_leaf else v
             for v, is_leaf in zip(tree["split_conditions"], leaf, strict=True)
         ]
-        tree["base_weights"] = [v * a for v in tree["base_weights"]]
+        tree["base_weights"] = [
+            f32(v * a + shift) if is_leaf else f32(v * a)
+            for v, is_leaf in zip(tree["base_weights"], leaf, strict=True)
+        ]
     return json.dumps(doc).encode()
 
 

@@ -49,6 +49,52 @@ def test_numpy_evaluator_matches_xgboost(model_raw):
     np.testing.assert_allclose(evaluator.predict(X), reference(model_raw, X), atol=1e-5, rtol=0)
 
 
+def reference_margin(raw: bytes, X: np.ndarray) -> np.ndarray:
+    booster = xgb.Booster(model_file=bytearray(raw))
+    return booster.inplace_predict(X, predict_type="margin")
+
+
+def with_base_score(raw: bytes, base_score: str) -> bytes:
+    doc = json.loads(raw)
+    doc["learner"]["learner_model_param"]["base_score"] = base_score
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 8, 9, 64, 65, 3000])
+def test_margins_are_xgboosts_to_the_last_bit(model_raw, kernel_cache, rows):
+    """Both evaluators add float32 leaves in tree order from the float32 base margin,
+    as XGBoost does, so they agree exactly (single-row, 8-row and block paths)."""
+    X, _ = synthetic(rows, seed=21)
+    expected = reference_margin(model_raw, X)
+    forest = parse_model(model_raw, FEATURES)
+    compiled = build_scorer(model_raw, version="m", cache_dir=kernel_cache)
+    assert compiled.evaluator_kind == "compiled"
+    np.testing.assert_array_equal(compiled.margin(X).astype(np.float32), expected)
+    np.testing.assert_array_equal(NumpyEvaluator(forest).margin(X).astype(np.float32), expected)
+
+
+@pytest.mark.parametrize("base_score", ["[9.993694645E-01]", "[3.1E-4]", "[9.99999E-1]"])
+def test_extreme_base_scores_are_read_as_xgboost_reads_them(model_raw, kernel_cache, base_score):
+    """A calibrated model's base score can sit within 1e-3 of 1 (the weekly retrain of
+    2026-11-25 had 0.9993694645). XGBoost rounds it to float32 before the logit: the
+    float64 logit of the decimal string was 6.6e-5 off in margin and failed the 1e-5
+    release check. The scorer must load such a model and agree with XGBoost (margins
+    exactly: the probabilities of such a model are near 0 or 1, where a margin error
+    hardly shows in them)."""
+    raw = with_base_score(model_raw, base_score)
+    X, _ = synthetic(2000, seed=22)
+    expected_margin = reference_margin(raw, X)
+    for evaluator in ("compiled", "numpy"):
+        if evaluator == "compiled":
+            scorer = build_scorer(raw, version="b", cache_dir=kernel_cache)
+            margin, prob = scorer.margin(X), scorer.predict(X)
+        else:
+            numpy_eval = NumpyEvaluator(parse_model(raw))
+            margin, prob = numpy_eval.margin(X), numpy_eval.predict(X)
+        np.testing.assert_array_equal(margin.astype(np.float32), expected_margin)
+        np.testing.assert_allclose(prob, reference(raw, X), atol=1e-5, rtol=0)
+
+
 def test_missing_features_follow_default_directions(scorer, model_raw):
     X = np.full((3, len(FEATURES)), np.nan, dtype=np.float32)
     X[1, :4] = [3.0, np.nan, 1.0, 0.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,6 +11,7 @@ import xgboost as xgb
 
 from shopsentry.errors import TrainingDataError
 from shopsentry.models.dataset import TrainingSet, time_split, to_datetime64
+from shopsentry.models.forest import base_margin
 from shopsentry.models.scorer import build_scorer
 from shopsentry.models.training import TrainParams, fit, fold_calibration, platt
 from tests.unit.models.conftest import FEATURES, synthetic, train_raw
@@ -107,6 +109,43 @@ def test_fold_calibration_is_an_affine_map_of_the_margin():
     folded = xgb.Booster(model_file=bytearray(fold_calibration(raw, a, b)))
     got = folded.predict(xgb.DMatrix(X, feature_names=list(FEATURES)), output_margin=True)
     np.testing.assert_allclose(got, a * margin + b, atol=1e-4)
+
+
+# The calibration slope of the weekly retrain that failed the release check on
+# 2026-11-25 (1,000 users x 21 days): labels only ~34% complete give a steep map and a
+# large intercept (there 7.37, base score 0.99937).
+CALIBRATION_SLOPE = 3.8845364876263853
+
+
+@pytest.mark.parametrize("intercept", [7.37, 12.0, 18.0])
+def test_fold_with_a_large_intercept_is_exact_and_the_scorer_accepts_it(tmp_path, intercept):
+    """Folded into ``base_score``, an intercept of 7.37 put it at 0.99937, where float32
+    keeps ~4 digits of ``1 - p``: the model drifted 6e-5 in margin from its calibration
+    (9e-3 at 12; at 18 the base score rounds to 1.0). In the first tree's leaves it is
+    held to float32 precision, and the scorer accepts and matches the folded model."""
+    X, y = synthetic(3000, seed=4)
+    raw = train_raw(X, y, rounds=35)
+    dm = xgb.DMatrix(X, feature_names=list(FEATURES))
+    margin = xgb.Booster(model_file=bytearray(raw)).predict(dm, output_margin=True)
+    a = CALIBRATION_SLOPE
+    b = intercept - a * base_margin(json.loads(raw)["learner"])
+    folded = fold_calibration(raw, a, b)
+    assert json.loads(folded)["learner"]["learner_model_param"]["base_score"] == "[5E-1]"
+    booster = xgb.Booster(model_file=bytearray(folded))
+    got = booster.predict(dm, output_margin=True)
+    intended = a * margin.astype(np.float64) + b
+    assert np.abs(intended).max() < 64  # so float32's spacing is at most 2**-18 = 3.8e-6
+    # XGBoost sums the 35 float32 leaves: a few of those spacings, never 1e-4
+    np.testing.assert_allclose(got, intended, rtol=0, atol=5e-5)
+
+    scorer = build_scorer(folded, version="c", cache_dir=tmp_path, expected_features=FEATURES)
+    Xs, _ = synthetic(5000, seed=5)
+    ref = booster.inplace_predict(Xs)
+    assert ((ref > 0.05) & (ref < 0.95)).sum() > 20  # rows where a margin error would show
+    np.testing.assert_allclose(scorer.predict(Xs), ref, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(
+        scorer.margin(Xs).astype(np.float32), booster.inplace_predict(Xs, predict_type="margin")
+    )
 
 
 def test_platt_recovers_a_known_map():
