@@ -28,7 +28,8 @@ def main() -> int:
         print(f"== {module}", flush=True)
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", module], check=False)
-        print(f"== {module}: exit {result.returncode} in {time.monotonic() - started:.0f} s", flush=True)
+        took = time.monotonic() - started
+        print(f"== {module}: exit {result.returncode} in {took:.0f} s", flush=True)
         if result.returncode != 0:
             failed.append(module)
     if failed:
