@@ -204,6 +204,7 @@ def create_app(
     metrics = ApiMetrics()
     consumer = StoreConsumer(settings, log, store) if start_consumer else None
     metrics.watch_store(store, consumer)
+    metrics.watch_dag_runs(settings)
     services = Services(
         settings=settings,
         log=log,

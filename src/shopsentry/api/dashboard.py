@@ -48,7 +48,13 @@ def dashboard_page(request: Request, services: ServicesDep) -> HTMLResponse:
 
 def _daily_sales(services: Services, days: int) -> DailySalesReport:
     try:
-        rows = warehouse_rows(services.settings, "daily_sales", start=None, end=None)
+        rows = warehouse_rows(
+            services.settings,
+            "daily_sales",
+            timer=services.metrics.query_seconds,
+            start=None,
+            end=None,
+        )
         return DailySalesReport(
             source="warehouse",
             rows=[DailySales.model_validate(sales_row(r)) for r in rows][-days:],

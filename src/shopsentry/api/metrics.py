@@ -4,6 +4,11 @@ Each app gets its own registry, so tests can build many apps in one process and 
 scrape shows only this service's series. Request metrics are labelled by the route
 template (``/v1/alerts/{alert_id}``), never the raw path, to keep cardinality bounded.
 Review KPIs are read from the store at scrape time, so they are right after a restart.
+
+The API is also the long-lived process that exposes the batch side's metrics: finished
+DAG runs (``shopsentry_dag_runs_total``, read from the monitoring part's run table at
+scrape time) and the duration of the warehouse queries behind ``/v1/analytics/*``
+(``shopsentry_query_duration_seconds``, the seed's "query p95 < 30 s").
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from shopsentry.config import Settings
+from shopsentry.monitoring.metrics import DagRunsCollector, query_duration_histogram
 
 # The window of reviews behind the false-positive-rate gauge (the alert rule's input).
 FP_RATE_WINDOW = timedelta(days=7)
@@ -70,6 +78,8 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Same name, type and buckets as every other process that times warehouse queries.
+        self.query_seconds = query_duration_histogram(self.registry)
         self.requests = Counter(
             "shopsentry_api_requests",
             "HTTP requests by route template, method and status.",
@@ -104,3 +114,8 @@ class ApiMetrics:
 
     def watch_store(self, store: AlertStore, consumer: StoreConsumer | None) -> None:
         self.registry.register(StoreCollector(store, consumer))
+
+    def watch_dag_runs(self, settings: Settings) -> None:
+        """Expose the DAG run counts that Airflow callbacks and ``shopsentry batch run``
+        record in the state dir (no other long-lived process serves them)."""
+        self.registry.register(DagRunsCollector(settings))

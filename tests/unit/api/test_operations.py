@@ -143,9 +143,9 @@ def warehouse_file(api_settings: Settings) -> Path:
     return path
 
 
-def test_analytics_map_warehouse_rows_and_errors(
-    client: TestClient, keys: Keys, warehouse_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fake_queries(warehouse_file: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Stand-in warehouse queries: daily_sales answers one row, fraud_kpis finds it busy."""
     calls: list[dict[str, Any]] = []
 
     def daily_sales(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
@@ -159,6 +159,13 @@ def test_analytics_map_warehouse_rows_and_errors(
     module.daily_sales = daily_sales  # type: ignore[attr-defined]
     module.fraud_kpis = fraud_kpis  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "shopsentry.warehouse.queries", module)
+    return calls
+
+
+def test_analytics_map_warehouse_rows_and_errors(
+    client: TestClient, keys: Keys, fake_queries: list[dict[str, Any]]
+) -> None:
+    calls = fake_queries
     h = keys.header(keys.analyst)
 
     sales = client.get("/v1/analytics/daily-sales", params={"start": "2026-11-01"}, headers=h)
@@ -176,6 +183,30 @@ def test_analytics_map_warehouse_rows_and_errors(
         ).status_code
         == 422
     )
+
+
+def query_counts(text: str) -> dict[str, float]:
+    pattern = r'^shopsentry_query_duration_seconds_count\{query="([^"]+)"\} (\S+)$'
+    return {name: float(n) for name, n in re.findall(pattern, text, re.M)}
+
+
+def test_warehouse_queries_are_timed_answered_or_failed(
+    client: TestClient, keys: Keys, api_settings: Settings, fake_queries: list[dict[str, Any]]
+) -> None:
+    h = keys.header(keys.analyst)
+    assert query_counts(client.get("/metrics").text) == {}
+    assert client.get("/v1/analytics/daily-sales", headers=h).status_code == 200
+    assert client.get("/v1/analytics/fraud-kpis", headers=h).status_code == 503
+    summary = client.get("/v1/dashboard/summary", headers=h).json()
+    assert summary["daily_sales"]["source"] == "warehouse"
+    assert len(fake_queries) == 2
+    text = client.get("/metrics").text
+    assert query_counts(text) == {"daily_sales": 2.0, "fraud_kpis": 1.0}
+    assert 'shopsentry_query_duration_seconds_bucket{le="30.0",query="daily_sales"} 2.0' in text
+
+    api_settings.warehouse_path.unlink()  # no warehouse, no query: nothing to time
+    assert client.get("/v1/analytics/daily-sales", headers=h).status_code == 503
+    assert query_counts(client.get("/metrics").text)["daily_sales"] == 2.0
 
 
 def test_traffic_is_counted_at_log_time_unless_the_clock_is_not_live() -> None:
