@@ -4,20 +4,30 @@ shopsentry batch run hourly_etl [--date 2026-11-24T13] [--history DIR]
 shopsentry batch run daily_fraud_report [--date 2026-11-24]
 shopsentry batch run weekly_model_retrain [--date 2026-11-29] [--force]
 shopsentry batch load [--history DIR]
+
+Each ``batch run`` is counted in ``shopsentry_dag_runs_total{dag,state}`` under the job's
+DAG id, as the Airflow callbacks count scheduled runs, so runs without Airflow show up
+on the API's ``/metrics`` too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shopsentry.cli.common import settings_of
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class Job(StrEnum):
@@ -54,6 +64,26 @@ def _progress() -> Iterator[Callable[[str, int, int | None], None]]:
             bar.update(tasks[step], completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def _counted_run(settings: Settings, dag: str) -> Iterator[None]:
+    """Record the run as ``success`` when the body returns and ``failed`` when it raises.
+
+    The exception still propagates; bookkeeping never changes a job's outcome, so a
+    failure to record is logged, not raised.
+    """
+    from shopsentry.monitoring.metrics import DagState, record_dag_run
+
+    state: DagState = "failed"
+    try:
+        yield
+        state = "success"
+    finally:
+        try:
+            record_dag_run(settings, dag, state)
+        except Exception:
+            logger.exception("could not record the %s run of %s", state, dag)
 
 
 def _echo_result(result: dict[str, Any], as_json: bool) -> None:
@@ -111,7 +141,7 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_of(ctx)
         result: dict[str, Any]
-        with _progress() as progress:
+        with _counted_run(settings, job.value), _progress() as progress:
             if job is Job.hourly_etl:
                 from shopsentry.pipelines.hourly_etl import hourly_etl
 
