@@ -3,6 +3,7 @@ and built by dbt (dbt-duckdb), then read by the API through read-only DuckDB."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import date
@@ -74,6 +75,14 @@ def test_daily_sales_and_fraud_kpis_come_from_the_warehouse(
 
         summary = client.get("/v1/dashboard/summary", headers=h).json()
         assert summary["daily_sales"]["source"] == "warehouse"
+        # Every query the warehouse ran is timed: 2 daily-sales + 1 fraud-kpis + the summary's.
+        metrics = client.get("/metrics").text
+        counts = dict(
+            re.findall(
+                r'^shopsentry_query_duration_seconds_count\{query="(\w+)"\} (\S+)$', metrics, re.M
+            )
+        )
+        assert counts == {"daily_sales": "3.0", "fraud_kpis": "1.0"}
         for bad in ("' OR 1=1 --", "2026-13-01"):
             assert (
                 client.get("/v1/analytics/fraud-kpis", params={"end": bad}, headers=h).status_code
