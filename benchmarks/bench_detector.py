@@ -230,11 +230,14 @@ def latency_at(
     from shopsentry.detection.worker import WorkerOptions
 
     samples_dir = work / f"lat-{uuid.uuid4().hex[:6]}"
+    base_port = free_ports(workers)
     supervisor = Supervisor(
         settings,
         workers,
         WorkerOptions(
-            exit_when_idle_s=4.0 + (1 / rate if rate < 1 else 0), latency_samples=samples_dir
+            exit_when_idle_s=4.0 + (1 / rate if rate < 1 else 0),
+            latency_samples=samples_dir,
+            metrics_port=base_port,
         ),
     )
     supervisor.start()
@@ -242,18 +245,24 @@ def latency_at(
     pt = settings.topics.purchase_events.name
     traffic = Traffic()
     producer = log.producer()
-    warmup = 30
-    # Warm-up: workers joined and scoring before the timed traffic starts.
-    for _ in range(warmup):
-        key, value = traffic.next_purchase()
-        producer.send(pt, value, key)
-    producer.flush()
+    # Warm-up: a trickle until every worker has decided something (the group has settled
+    # after the last member joined), then wait for all of it; those samples are dropped.
+    warm_sent = 0
+    warm = [0] * workers
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        lags = log.group_lag(settings.detector.group_id)
-        if sum(p.committed or 0 for p in lags) >= warmup:
+        key, value = traffic.next_purchase()
+        producer.send(pt, value, key)
+        producer.flush()
+        warm_sent += 1
+        time.sleep(0.05)
+        if warm_sent % 10 == 0 and all(decided(base_port + i) > 0 for i in range(workers)):
             break
-        time.sleep(0.2)
+    while time.monotonic() < deadline:
+        warm = [decided(base_port + i) for i in range(workers)]
+        if sum(warm) >= warm_sent:
+            break
+        time.sleep(0.1)
     time.sleep(1.0)
     sent = 0
     total = max(1, round(duration_s * rate))
@@ -278,7 +287,7 @@ def latency_at(
     for i in range(workers):
         path = samples_dir / f"worker-{i}.npy"
         if path.exists():
-            arrays.append(np.load(path)[warmup:])  # drop (at most) the warm-up samples
+            arrays.append(np.load(path)[warm[i] :])  # drop the warm-up samples
     lat = np.concatenate(arrays) * 1000 if arrays else np.zeros(0)
     result = {
         "offered_per_s": rate,
@@ -292,6 +301,47 @@ def latency_at(
         result |= {f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
         result["max_ms"] = round(float(lat.max()), 2)
     return result
+
+
+def free_ports(n: int) -> int:
+    """A base port with ``n`` consecutive free ports after it (metrics of n workers)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + n >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free consecutive ports")
+
+
+def decided(port: int) -> int:
+    """Decisions a worker has made so far (0 while its endpoint is not up)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("shopsentry_decisions_total{")
+        )
+    )
 
 
 def _rate_label(rate: float) -> str:
@@ -400,7 +450,14 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             f"| {r['backend']} | {r['offered_label']} | {r['achieved_per_s']:,} | {r['samples']:,} | {r.get('p50_ms', '-')} "  # noqa: E501
             f"| {r.get('p95_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('max_ms', '-')} |"
         )
-    lines += ["", "Target: p99 < 50 ms at 1,000 events/s. Plot: `bench_detector_latency.png`.", ""]
+    lines += [
+        "",
+        "Target: p99 < 50 ms at 1,000 events/s. Plot: `bench_detector_latency.png`.",
+        "The last two points per backend offer 0.9x and 1.1x the measured 2-worker throughput of"
+        " the mixed backlog (purchases + behaviour); the latency runs send purchases only, which"
+        " cost less per record, so these points are near, not beyond, saturation.",
+        "",
+    ]
     if data.get("profile"):
         lines += [
             "## Profile",
