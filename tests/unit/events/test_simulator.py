@@ -214,10 +214,20 @@ def test_scenarios_leave_their_signals(history: Simulator, history_frame) -> Non
     ordinary = rows("stolen_card_ordinary")
     assert (ordinary[:, COL["new_device"]] == 0).mean() > 0.8
     assert np.nanmedian(ordinary[:, COL["amount_ratio"]]) < 2.5
+    # Part of it pays with a card that was never "added": no tell-tale event before.
+    assert np.isnan(ordinary[:, COL["card_added_minutes"]]).any()
+    # A shop's terminal is no free pass: card-present fraud happens at POS, the cloned
+    # card at the user's own home-country store.
+    present = np.vstack([rows("card_present"), rows("card_present_cloned")])
+    assert len(present) and (present[:, COL["source"]] == 2.0).all()
+    cloned = rows("card_present_cloned")
+    assert len(cloned) and np.nanmax(cloned[:, COL["country_ne_home"]]) == 0
     # ...while some legitimate purchases trip each simple rule.
     assert (legit[:, COL["amount_ratio"]] > 4).sum() > 10
     assert (legit[:, COL["billing_ne_shipping"]] == 1).sum() > 10
     assert (legit[:, COL["card_added_minutes"]] < 15).sum() > 5
+    assert (legit[:, COL["minutes_since_new_device_login"]] < 60).sum() > 20
+    assert (legit[:, COL["source"]] == 2.0).sum() > 100
     assert (legit[:, COL["minutes_since_new_country_login"]] < 24 * 60).sum() > 5
     assert (legit[:, COL["purchases_10m"]] >= 1).sum() > 10
 

@@ -159,6 +159,8 @@ FRAUD_SCENARIOS: tuple[str, ...] = (
     "velocity_burst_subtle",
     "unusual_hours",
     "unusual_hours_subtle",
+    "card_present",
+    "card_present_cloned",
 )
 # Legitimate behaviour that looks suspicious (the tag rides on legit labels, if requested).
 LEGIT_CASES: tuple[str, ...] = (

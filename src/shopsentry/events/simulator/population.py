@@ -115,10 +115,10 @@ def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Popul
         at = np.where(hit, np.maximum(at, created + HOUR_US), NEVER)
         return hit, at
 
-    _, phone_switch = happens(0.08)
+    _, phone_switch = happens(0.13)
     phone_slot = rng.integers(0, n_devices)
     new_phone = new_ids(rng, n)
-    _, card_add = happens(0.07)
+    _, card_add = happens(0.11)
     new_card = new_ids(rng, n)
     trip_hit, trip_start = happens(0.06)
     trip_len = (rng.uniform(2, 10, size=n) * DAY_US).astype(np.int64)

@@ -7,6 +7,9 @@ the hard variants keep the amount normal, reuse a known device, skip the address
 or stay in the home country; meanwhile the legitimate traffic has trips abroad, new
 phones, big-ticket orders, gifts shipped elsewhere and night owls.
 
+Card-present fraud (a skimmed or cloned card at a shop's terminal) keeps the point of
+sale from being a free pass.
+
 Fraud sessions browse less than real customers (half of them go straight to checkout),
 buy risky categories more often, and happen at any hour.
 """
@@ -34,6 +37,7 @@ from shopsentry.events.simulator.config import (
     PAGE_VIEW,
     PASSWORD_CHANGE,
     PM_ADDED,
+    POS_CATEGORIES,
     PURCHASE,
     RISKY_CATEGORIES,
     TAG_NAMES,
@@ -264,9 +268,10 @@ class _Gen:
 
     def stolen_card(self) -> None:
         """A stolen card on a new device: amount far above the user's norm, billing and
-        shipping that do not match. The ordinary variant: a card added on the user's own
-        device minutes before, for a normal amount (a family member, a friend)."""
-        ordinary = self.r() < 0.3
+        shipping that do not match. The ordinary variant: a new card on the user's own
+        device for a normal amount (a family member, a friend), added minutes or days
+        before, or typed in at checkout with no "added" event at all."""
+        ordinary = self.r() < 0.25
         name = "stolen_card_ordinary" if ordinary else "stolen_card"
         t = self.anchor(HOUR_US)
         card = self.new_id()
@@ -277,7 +282,10 @@ class _Gen:
             home = int(self.pop.home[u])
             device, kind, ip = self.known_device(u)
             ctx = {"user": u, "source": kind, "device": device, "ip": ip, "country": home}
-            if self.r() < 0.5:  # the card was added earlier (days ago), as a customer would
+            added = self.r()
+            if added < 0.25:  # typed in at checkout without saving: no "added" event
+                t = self.browse(t, ctx, careful=self.r() < 0.5)
+            elif added < 0.65:  # the card was added earlier (days ago), as a customer would
                 self.rows.add(
                     ts=t - int(self.uniform(1, 120) * HOUR_US),
                     etype=PM_ADDED,
@@ -285,13 +293,13 @@ class _Gen:
                     card=card,
                     **ctx,
                 )
-                t = self.browse(t, ctx, careful=self.r() < 0.7)
+                t = self.browse(t, ctx, careful=self.r() < 0.5)
             else:
                 self.rows.add(ts=t, etype=PM_ADDED, pm=CARD, card=card, **ctx)
                 t = self.browse(
-                    t + int(self.uniform(0.2, 10) * MINUTE_US), ctx, careful=self.r() < 0.7
+                    t + int(self.uniform(0.2, 10) * MINUTE_US), ctx, careful=self.r() < 0.5
                 )
-            amount = self.usual_amount(u) * self.uniform(1.0, 2.2)
+            amount = self.usual_amount(u) * self.uniform(1.5, 3.0)
             self.purchase(
                 name,
                 t,
@@ -301,7 +309,7 @@ class _Gen:
                 billing=home,
                 shipping=home,
                 qty=1 + int(self.rng.poisson(0.5)),
-                aux=self.risky_category(0.5, u),
+                aux=self.risky_category(0.6, u),
             )
             return
         if self.r() < 0.3:
@@ -340,6 +348,69 @@ class _Gen:
             aux=self.risky_category(0.75, u),
         )
 
+    def card_present(self) -> None:
+        """Card-present fraud at a shop's terminal with a skimmed / counterfeit copy of
+        the user's card: in a store far from home (another city or country), often at
+        odd hours, a few purchases in a row. The cloned variant uses the copy at the
+        user's own usual store, for an amount near the user's norm."""
+        cloned = self.r() < 0.3
+        name = "card_present_cloned" if cloned else "card_present"
+        t = self.anchor(3 * HOUR_US)
+        u = self.victim(t)
+        if u is None:
+            return
+        if cloned and self.pop.p_pos[u] == 0.0:  # prefer people who shop in stores
+            for _ in range(5):
+                alt = self.victim(t)
+                if alt is not None and self.pop.p_pos[alt] > 0.0:
+                    u = alt
+                    break
+        home = int(self.pop.home[u])
+        if cloned:
+            country, store = home, int(self.pop.store[u])
+            if self.r() < 0.5:  # cashed out at closing time, when the shop is quiet
+                tz = COUNTRY_TZ[country]
+                day = t // DAY_US
+                t = day * DAY_US + int((self.uniform(20.0, 23.5) - tz) % 24 * HOUR_US)
+                t = min(max(t, self.config.start_us), self.config.end_us - 3 * HOUR_US)
+        else:
+            abroad = self.r() < 0.5
+            country = self.origin(home) if abroad else home
+            store = country * 1000 + int(self.rng.integers(40, 999))
+            if self.r() < 0.4:  # late-night shops, petrol stations
+                tz = COUNTRY_TZ[country]
+                day = t // DAY_US
+                t = day * DAY_US + int((self.uniform(0.0, 5.0) - tz) % 24 * HOUR_US)
+                t = min(max(t, self.config.start_us), self.config.end_us - 3 * HOUR_US)
+        card = self.known_card(u)
+        # A cloned card is cashed out fast: two or three purchases within the hour.
+        n = 2 + int(self.rng.binomial(1, 0.4)) if cloned else 1 + int(self.rng.binomial(2, 0.35))
+        for _ in range(n):
+            terminal = store * 7919 + 104_729
+            ctx = {
+                "user": u,
+                "source": 2,
+                "device": terminal,
+                "ip": terminal + 1,
+                "country": country,
+            }
+            scale = self.uniform(2.5, 6.0) if cloned else self.uniform(1.5, 8.0)
+            amount = self.usual_amount(u) * 0.6 * scale
+            self.purchase(
+                name,
+                t,
+                ctx,
+                amount=round(max(amount, 1.0), 2),
+                card=card,
+                billing=home,
+                shipping=-1,
+                qty=1 + int(self.rng.poisson(1.0)),
+                aux=int(self.rng.choice(POS_CATEGORIES)),
+            )
+            t += int(self.uniform(5, 40 if cloned else 90) * MINUTE_US)
+            if not cloned:
+                store = country * 1000 + int(self.rng.integers(40, 999))
+
     def velocity_burst(self) -> None:
         """Several orders in a short time on a compromised account, to cash out fast."""
         subtle = self.r() < 0.3
@@ -367,7 +438,7 @@ class _Gen:
             if self.r() < (0.1 if subtle else 0.4):
                 card = self.new_id()
             amount = self.usual_amount(u) * (
-                self.uniform(1.0, 2.0) if subtle else self.uniform(1.0, 3.0)
+                self.uniform(1.2, 2.4) if subtle else self.uniform(1.0, 3.0)
             )
             self.purchase(
                 name,
@@ -425,11 +496,12 @@ class _Gen:
 
 # Incident weights ∝ wanted share of fraud purchases ÷ purchases per incident.
 _MIX: tuple[tuple[str, float], ...] = (
-    ("card_testing", 0.22 / 6.8),
-    ("account_takeover", 0.22 / 1.3),
-    ("stolen_card", 0.26 / 1.0),
-    ("velocity_burst", 0.15 / 4.5),
-    ("unusual_hours", 0.15 / 1.0),
+    ("card_testing", 0.20 / 6.8),
+    ("account_takeover", 0.20 / 1.3),
+    ("stolen_card", 0.22 / 1.0),
+    ("velocity_burst", 0.13 / 4.5),
+    ("unusual_hours", 0.12 / 1.0),
+    ("card_present", 0.13 / 1.8),
 )
 
 
@@ -444,6 +516,7 @@ def fraud_incidents(
         "stolen_card": gen.stolen_card,
         "velocity_burst": gen.velocity_burst,
         "unusual_hours": gen.unusual_hours,
+        "card_present": gen.card_present,
     }
     names = [n for n, _ in _MIX]
     p = np.array([w for _, w in _MIX])

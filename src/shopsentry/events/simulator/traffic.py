@@ -57,6 +57,7 @@ POS_SOURCE = 2
 CONVERSION = 0.33  # share of web/mobile sessions that end in a purchase
 ODD_HOUR_SHARE = 0.1  # sessions at a random hour instead of the user's usual ones
 DIRECT_CHECKOUT_SHARE = 0.15  # purchase sessions without browsing first
+FRESH_BROWSER_SHARE = 0.05  # web logins from a browser the account has not seen
 
 
 def sample_session_starts(
@@ -139,6 +140,10 @@ def legit_sessions(
     switched = (t0 >= pop.phone_switch_us[users]) & (slot == pop.phone_slot[users])
     device = np.where(switched, pop.new_phone[users], device)
     kind = np.where(switched, MOBILE, kind).astype(np.int8)
+    # A login from a browser the account has never seen (cookies cleared, a private
+    # window, a work or library computer): a new device that is not fraud.
+    fresh = (counts[:, 1] > 0) & (kind == 0) & (rng.random(s) < FRESH_BROWSER_SHARE)
+    device = np.where(fresh, new_ids(rng, s), device)
     ip = pop.device_ip[users, slot]
     roaming = (kind == MOBILE) & (rng.random(s) < 0.35)
     ip = np.where(roaming, new_ids(rng, s), ip)
@@ -349,23 +354,26 @@ def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.
                 rows.add(ts=t - 40 * US, etype=PASSWORD_CHANGE, **common)
         rows.add(ts=t, etype=LOGIN, **common)
         rows.add(ts=t + 20 * US, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
-        if rng.random() < 0.4:  # the new phone's first session ends in a purchase
+        if rng.random() < 0.6:  # the new phone's first session ends in a purchase
             card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
             _checkout(rows, rng, pop, u, t + 30 * US, common, card, int(pop.home[u]), "new_phone")
     for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)).tolist():
         t = int(pop.card_add_us[u])
-        rows.add(
-            ts=t,
-            user=u,
-            etype=PM_ADDED,
-            source=int(pop.device_kind[u, 0]),
-            device=int(pop.devices[u, 0]),
-            ip=int(pop.device_ip[u, 0]),
-            country=int(pop.home[u]),
-            pm=CARD,
-            card=int(pop.new_card[u]),
-        )
-        if rng.random() < 0.6:  # added at checkout, used at once
+        # A reissued card (expiry, a bank's replacement) just shows up at checkout with
+        # no "payment method added" event, exactly as a stolen card typed in would.
+        if rng.random() < 0.8:
+            rows.add(
+                ts=t,
+                user=u,
+                etype=PM_ADDED,
+                source=int(pop.device_kind[u, 0]),
+                device=int(pop.devices[u, 0]),
+                ip=int(pop.device_ip[u, 0]),
+                country=int(pop.home[u]),
+                pm=CARD,
+                card=int(pop.new_card[u]),
+            )
+        if rng.random() < 0.7:  # added at checkout, used at once
             common = {
                 "user": u,
                 "source": int(pop.device_kind[u, 0]),
