@@ -413,6 +413,23 @@ def plot(latency: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+HISTORY = RESULTS / "bench_detector_history.jsonl"
+
+
+def summary_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one run, for the run-to-run table (a shared machine varies)."""
+    row: dict[str, Any] = {
+        "date": data["date"],
+        "load_average_at_start": [round(x, 2) for x in data.get("load_average_at_start", [])],
+    }
+    for r in data["throughput"]:
+        row[f"{r['backend']}_{r['workers']}w_purchases_per_s"] = r["purchases_per_s"]
+    for r in data["latency"]:
+        if r["offered_per_s"] == 1000.0 and "p99_ms" in r:
+            row[f"{r['backend']}_p99_ms_at_1000"] = r["p99_ms"]
+    return row
+
+
 def write_markdown(data: dict[str, Any], path: Path) -> None:
     lines = [
         "# Detector benchmark (the hot path)",
@@ -467,6 +484,24 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             "Full text: `bench_detector_profile.txt`.",
             "",
         ]
+    if HISTORY.exists():
+        runs = [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
+        keys = [
+            "local_1w_purchases_per_s", "local_2w_purchases_per_s", "kafka_1w_purchases_per_s",
+            "kafka_2w_purchases_per_s", "local_p99_ms_at_1000", "kafka_p99_ms_at_1000",
+        ]  # fmt: skip
+        lines += [
+            "## Run-to-run variation (same command, shared 2-core machine)",
+            "",
+            "| date | load avg at start | " + " | ".join(keys) + " | note |",
+            "|---|---|" + "---|" * (len(keys) + 1),
+        ]
+        for run in runs:
+            cells = [str(run.get(k, "-")) for k in keys] + [run.get("note", "")]
+            lines.append(
+                f"| {run['date']} | {run['load_average_at_start']} | " + " | ".join(cells) + " |"
+            )
+        lines.append("")
     lines += ["Seed design for comparison: 3.125 events/s per worker and 320 ms end to end.", ""]
     path.write_text("\n".join(lines))
 
@@ -485,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a node")
+    parser.add_argument("--note", default="", help="a remark for the run-to-run table")
     args = parser.parse_args(argv)
     if args.quick:
         args.purchases, args.duration, args.peak_duration = 20_000, 4.0, 8.0
@@ -559,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
             node.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     data["load_average_at_end"] = list(os.getloadavg())
+    with HISTORY.open("a") as history:
+        history.write(json.dumps({**summary_of(data), "note": args.note}) + "\n")
     (RESULTS / "bench_detector.json").write_text(json.dumps(data, indent=2, default=str))
     write_markdown(data, RESULTS / "bench_detector.md")
     if data["latency"]:
