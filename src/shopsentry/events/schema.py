@@ -25,6 +25,8 @@ Severity = Literal["medium", "high", "critical"]
 Verdict = Literal["confirmed_fraud", "false_positive"]
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# "alert-" + an event id: room for the longest event id.
+AlertId = Annotated[str, Field(min_length=1, max_length=70, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Fingerprint = Annotated[str, Field(min_length=1, max_length=128)]
 Country = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")]
@@ -179,7 +181,7 @@ class FraudAlert(_Event):
     """A purchase over the fraud threshold; ``alert_id`` is derived from ``event_id``."""
 
     event_type: Literal["fraud_alert"] = "fraud_alert"
-    alert_id: Id
+    alert_id: AlertId
     order_id: Id
     amount: float
     currency: Currency
@@ -210,7 +212,7 @@ class Review(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_type: Literal["review"] = "review"
-    alert_id: Id
+    alert_id: AlertId
     event_id: Id
     user_id: Id
     verdict: Verdict

@@ -308,3 +308,26 @@ def test_json_schema_agrees_with_the_validator_on_required_fields() -> None:
             assert info.value.field == field
         else:
             assert isinstance(decode(_bytes(doc)), Purchase)
+
+
+def test_an_alert_for_the_longest_event_id_is_valid() -> None:
+    """alert_id is "alert-" + event_id, so it must fit an event id of the full 64 chars."""
+    from shopsentry.events.schema import ALERT
+
+    event_id = "e" * 64
+    alert = {
+        "event_id": event_id,
+        "alert_id": "alert-" + event_id,
+        "source": "web",
+        "user_id": "u1",
+        "occurred_at": "2026-11-25T10:00:00Z",
+        "order_id": "o1",
+        "amount": 10.0,
+        "currency": "USD",
+        "probability": 0.9,
+        "severity": "high",
+        "band": "review",
+        "model_version": "1",
+        "decided_at": "2026-11-25T10:00:01Z",
+    }
+    assert ALERT.validate_python(alert).alert_id == "alert-" + event_id
