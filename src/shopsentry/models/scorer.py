@@ -10,9 +10,9 @@ against XGBoost's on probe rows), so a corrupted or incompatible file raises
 :class:`ChampionWatcher` does exactly that.
 
 Scoring runs in a branchless C kernel (see :mod:`shopsentry.models.forest`), a few
-microseconds for one row; reason codes come from XGBoost's exact TreeSHAP
-(``pred_contribs``) and are only computed for the rows the caller asks about (flagged
-and review events), so the approve path never pays for them.
+microseconds for one row; reason codes come from XGBoost's Saabas path attributions
+(``pred_contribs`` with ``approx_contribs``) and are only computed for the rows the caller
+asks about (flagged and review events), so the approve path never pays for them.
 """
 
 from __future__ import annotations
@@ -114,9 +114,17 @@ class Scorer:
     ) -> list[tuple[FeatureContribution, ...]]:
         """The ``top_k`` features pushing each row towards fraud, largest first.
 
-        Contributions are exact TreeSHAP values in log-odds from XGBoost; per row they
-        sum (with the bias) to the margin. Call this for flagged rows only: it costs
-        about a millisecond per call, the score itself microseconds.
+        Contributions are Saabas path attributions in log-odds from XGBoost
+        (``approx_contribs=True``): along each tree's decision path, every split is
+        credited with the change in the node's expected value it causes. Per row they
+        still sum (with the bias) to the margin, like exact TreeSHAP, but cost one path
+        walk per tree instead of TreeSHAP's exponential-in-depth bookkeeping. Measured
+        on the detector's model: exact TreeSHAP took ~0.6 ms for one row and ~22 ms for
+        50, the path attributions ~0.16 ms and ~0.4 ms (mostly the DMatrix set-up), and
+        reason codes were ~12% of the hot path's time. What we give up: Saabas values
+        can order features differently from SHAP when features interact, which is
+        acceptable for an analyst's top-3 "why" hint (the score itself is unaffected).
+        Call this for flagged rows only; the score itself costs microseconds.
         """
         import xgboost as xgb
 
@@ -124,7 +132,7 @@ class Scorer:
         if X.shape[0] == 0 or top_k <= 0:
             return [() for _ in range(X.shape[0])]
         dmatrix = xgb.DMatrix(X, missing=np.nan, feature_names=self._booster.feature_names)
-        contribs = self._booster.predict(dmatrix, pred_contribs=True)[:, :-1]
+        contribs = self._booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)[:, :-1]
         k = min(top_k, X.shape[1])
         order = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
         out: list[tuple[FeatureContribution, ...]] = []
