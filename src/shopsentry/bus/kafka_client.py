@@ -292,9 +292,19 @@ class KafkaConsumer:
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         if self._closed:
             raise BusError("poll on a closed consumer")
-        messages = self._consumer.consume(
-            num_messages=max(1, max_records), timeout=max(0.0, timeout)
-        )
+        # librdkafka's consume(n, timeout) waits until it has n messages OR the timeout
+        # passes, so one call with the caller's timeout would hold a half-full batch for
+        # the whole timeout (added latency at moderate load). The interface promises to
+        # wait only for the FIRST record: take what the client has already fetched
+        # without blocking; only if that is nothing, block for one record; then drain
+        # what arrived with it, again without blocking.
+        wanted = max(1, max_records)
+        consume = self._consumer.consume
+        messages = consume(num_messages=wanted, timeout=0)
+        if not messages and timeout > 0:
+            messages = consume(num_messages=1, timeout=timeout)
+            if messages and wanted > 1:
+                messages.extend(consume(num_messages=wanted - 1, timeout=0))
         records: list[Record] = []
         append = records.append
         last: dict[tuple[str, int], int] = {}  # the hot loop: plain tuples, few calls

@@ -265,14 +265,11 @@ class Worker:
         than wait for a trickle (latency at moderate load), while a backlog still fills
         whole batches (throughput at saturation)."""
         d = self.settings.detector
-        # Take what is there without waiting; if nothing, wait for ONE record. (librdkafka's
-        # consume(n, timeout) waits until n records or the timeout, which at low load
-        # would add up to the whole timeout to every event's latency.)
-        first = consumer.poll(max_records=d.batch_max_records, timeout=0)
+        # Both consumers return as soon as records are there (the poll contract waits only
+        # for the first), so one call covers "take what is there" and "idle wait".
+        first = consumer.poll(max_records=d.batch_max_records, timeout=IDLE_POLL_S)
         if not first:
-            first = consumer.poll(max_records=1, timeout=IDLE_POLL_S)
-            if not first:
-                return []
+            return []
         self._buffer = list(first)
         deadline = time.monotonic() + d.batch_max_wait_ms / 1000
         while len(self._buffer) < d.batch_max_records and time.monotonic() < deadline:
