@@ -196,8 +196,8 @@ def vector_of(
     rts = p.rts
     if rts and ts - rts[-1] < DAY_S:
         ramt, rcard, rdev = p.ramt, p.rcard, p.rdev
-        cards24 = {card} if card is not None else set()
-        devs24 = {device} if device is not None else set()
+        cards24: set[str | None] = {card} if card is not None else set()
+        devs24: set[str | None] = {device} if device is not None else set()
         for i in range(len(rts) - 1, -1, -1):
             age = ts - rts[i]
             if age >= DAY_S:
