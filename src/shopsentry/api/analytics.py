@@ -103,27 +103,7 @@ def daily_sales(
         )
     except WarehouseUnavailable as exc:
         raise _unavailable(exc) from None
-    return DailySalesReport(
-        source="warehouse", rows=[DailySales.model_validate(sales_row(r)) for r in rows]
-    )
-
-
-def sales_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Accept the warehouse's column names (sales_date/order_count/gross_revenue...)."""
-    day = next((row[k] for k in ("day", "sales_date", "order_date", "date") if k in row), None)
-    orders = next(
-        (row[k] for k in ("orders", "order_count", "purchases", "n_orders") if k in row), 0
-    )
-    revenue = next(
-        (row[k] for k in ("revenue", "gross_revenue", "total_amount", "amount") if k in row), 0.0
-    )
-    extra = ("avg_order_value", "customers", "accepted_revenue", "fraud_revenue")
-    return {
-        "day": day,
-        "orders": orders or 0,
-        "revenue": revenue or 0.0,
-        **{k: row.get(k) for k in extra},
-    }
+    return DailySalesReport(source="warehouse", rows=[DailySales.model_validate(r) for r in rows])
 
 
 @router.get("/fraud-kpis", response_model=FraudKpis, responses=_ERRORS)

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from shopsentry.api import summary
-from shopsentry.api.analytics import WarehouseUnavailable, sales_row, warehouse_rows
+from shopsentry.api.analytics import WarehouseUnavailable, warehouse_rows
 from shopsentry.api.deps import AnalystDep, Services, ServicesDep
 from shopsentry.api.models import DailySales, DailySalesReport, DashboardSummary
 from shopsentry.api.security import DEMO_KEYS, format_token
@@ -57,7 +57,7 @@ def _daily_sales(services: Services, days: int) -> DailySalesReport:
         )
         return DailySalesReport(
             source="warehouse",
-            rows=[DailySales.model_validate(sales_row(r)) for r in rows][-days:],
+            rows=[DailySales.model_validate(r) for r in rows][-days:],
         )
     except WarehouseUnavailable:
         stream = summary.stream_daily_sales(services.store, days)

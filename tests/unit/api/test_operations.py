@@ -150,7 +150,7 @@ def fake_queries(warehouse_file: Path, monkeypatch: pytest.MonkeyPatch) -> list[
 
     def daily_sales(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
         calls.append(kwargs)
-        return [{"sales_date": date(2026, 11, 19), "order_count": 3, "gross_revenue": 99.5}]
+        return [{"day": date(2026, 11, 19), "orders": 3, "revenue": 99.5}]
 
     def fraud_kpis(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
         raise WarehouseBusy(warehouse_file)
