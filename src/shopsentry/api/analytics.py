@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from prometheus_client import Histogram
 
-from shopsentry.api.deps import AnalystDep, ServicesDep
+from shopsentry.api.deps import AnalystDep, Services, ServicesDep
 from shopsentry.api.models import DailySales, DailySalesReport, ErrorBody, FraudKpis
 from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
@@ -88,21 +88,22 @@ def _unavailable(exc: WarehouseUnavailable) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.message, headers=headers)
 
 
+def _rows(services: Services, name: str, start: date | None, end: date | None) -> list[Any]:
+    """One timed warehouse query for a route; a busy or missing warehouse is a 503."""
+    try:
+        return warehouse_rows(
+            services.settings, name, timer=services.metrics.query_seconds, start=start, end=end
+        )
+    except WarehouseUnavailable as exc:
+        raise _unavailable(exc) from None
+
+
 @router.get("/daily-sales", response_model=DailySalesReport, responses=_ERRORS)
 def daily_sales(
     _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
 ) -> DailySalesReport:
-    """Orders and revenue per day (the warehouse's fct_daily_sales)."""
-    try:
-        rows = warehouse_rows(
-            services.settings,
-            "daily_sales",
-            timer=services.metrics.query_seconds,
-            start=start,
-            end=end,
-        )
-    except WarehouseUnavailable as exc:
-        raise _unavailable(exc) from None
+    """Orders and revenue per day (the warehouse's analytics.daily_sales)."""
+    rows = _rows(services, "daily_sales", start, end)
     return DailySalesReport(source="warehouse", rows=[DailySales.model_validate(r) for r in rows])
 
 
@@ -111,14 +112,4 @@ def fraud_kpis(
     _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
 ) -> FraudKpis:
     """Fraud KPIs per day from the warehouse (alerts, caught fraud, false-positive rate)."""
-    try:
-        rows = warehouse_rows(
-            services.settings,
-            "fraud_kpis",
-            timer=services.metrics.query_seconds,
-            start=start,
-            end=end,
-        )
-    except WarehouseUnavailable as exc:
-        raise _unavailable(exc) from None
-    return FraudKpis(rows=rows)
+    return FraudKpis(rows=_rows(services, "fraud_kpis", start, end))
