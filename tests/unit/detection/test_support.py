@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from shopsentry.detection.metrics import BatchHistogram, WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder
 from shopsentry.errors import ConfigError, ModelError, NoChampion
 from shopsentry.features.local_store import LocalStateStore
-from shopsentry.features.store import NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
 from .fakes import FakeScorer
 
@@ -47,6 +48,24 @@ def test_local_store_save_is_atomic(store: LocalStateStore) -> None:
         store.save({PURCHASE_NS: {"a": b"1"}, "typo": {"b": b"2"}}, {TP0: 1})
     assert store.load(PURCHASE_NS, ["a"]) == {}
     assert store.applied_offsets([TP0]) == {TP0: NOTHING_APPLIED}
+
+
+def test_local_store_carries_over_a_store_of_the_earlier_layout(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:  # the layout before states moved to a rowid table
+        old.execute(
+            "CREATE TABLE state (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+            "PRIMARY KEY (ns, key)) WITHOUT ROWID"
+        )
+        old.execute("INSERT INTO state VALUES ('purchase', 'a', x'01'), ('behavior', 'a', x'02')")
+    old.close()
+    s = LocalStateStore(path)
+    assert s.load(PURCHASE_NS, ["a"]) == {"a": b"\x01"}
+    assert dict(s.items(BEHAVIOR_NS)) == {"a": b"\x02"}
+    tables = {row[0] for row in s._conn.execute("SELECT name FROM sqlite_master")}
+    assert "state" not in tables
+    s.close()
+    assert dict(LocalStateStore(path).items(PURCHASE_NS)) == {"a": b"\x01"}  # opens again
 
 
 def _writer(path: str, worker: int) -> None:
