@@ -123,9 +123,15 @@ class Consumer(Protocol):
         """
         ...
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
-        """Synchronously commit ``offsets`` (next offset to read), or the position after
-        everything returned by poll so far. Raises CommitFailed if the group moved on."""
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
+        """Commit ``offsets`` (next offset to read), or the position after everything
+        returned by poll so far. Raises CommitFailed if the group moved on.
+
+        ``asynchronous=True`` may return before the commit is acknowledged (a backend
+        where a commit is a network round trip sends it in the background, in order, and
+        logs a failure); use it only where a lost commit costs a redelivery, nothing more."""
         ...
 
     def assignment(self) -> frozenset[TopicPartition]: ...

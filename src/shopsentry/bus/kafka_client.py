@@ -242,6 +242,7 @@ class KafkaConsumer:
         self._watch = ErrorWatch(f"Kafka consumer {group_id or '(no group)'} ({log.bootstrap})")
         conf = consumer_config(log.bootstrap, log.settings, group_id, auto_offset_reset, client_id)
         conf["error_cb"] = self._watch
+        conf["on_commit"] = self._on_commit
         logger.debug("Kafka consumer config: %s", redact(conf))
         try:
             self._consumer = CkConsumer(conf)
@@ -348,7 +349,12 @@ class KafkaConsumer:
             raise translate(err, bootstrap=self._log.bootstrap, topic=msg.topic(), action="consume")
         logger.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
+        """A synchronous commit waits for the group coordinator (milliseconds); an
+        asynchronous one is queued in librdkafka, sent in order, and a failure is logged
+        by :meth:`_on_commit`."""
         if self._group_id is None:
             return  # no group: there is nowhere to commit to (by design)
         if offsets is None:
@@ -357,6 +363,14 @@ class KafkaConsumer:
         if not offsets:
             return
         request = [CkTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        if asynchronous:
+            try:
+                self._consumer.commit(offsets=request, asynchronous=True)
+            except KafkaException as exc:
+                raise translate(
+                    exc.args[0], bootstrap=self._log.bootstrap, action="commit"
+                ) from None
+            return
         try:
             result = self._consumer.commit(offsets=request, asynchronous=False)
         except KafkaException as exc:
@@ -373,6 +387,17 @@ class KafkaConsumer:
             if tp.error is not None:
                 raise CommitFailed(
                     f"commit of {tp.topic}[{tp.partition}] refused: {tp.error.str()}"
+                )
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[CkTopicPartition]) -> None:
+        """librdkafka's report on a commit (served from poll): log what failed."""
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            logger.warning("%r: commit failed: %s", self, err.str())
+            return
+        for tp in partitions or []:
+            if tp.error is not None:
+                logger.warning(
+                    "%r: commit of %s[%d] failed: %s", self, tp.topic, tp.partition, tp.error.str()
                 )
 
     def assignment(self) -> frozenset[TopicPartition]:

@@ -1,124 +1,135 @@
-"""The embedded state store: one SQLite file in WAL mode under ``settings.state_dir``.
+"""The embedded state store: an LMDB environment under ``settings.state_dir``.
 
-Why SQLite: several worker processes share it safely (one writer at a time, readers
-never blocked in WAL mode), a transaction makes "states + applied offsets" atomic, and
-``synchronous=NORMAL`` in WAL mode survives a ``kill -9`` of any process (a committed
-transaction is in the WAL file, which the OS keeps); ``synchronous=FULL`` also survives a
-power loss at the cost of an fsync per batch.
+Why LMDB: a per-batch save is hundreds of random-key upserts of a few hundred bytes,
+and LMDB's copy-on-write B+tree does that at ~2.5 µs a row, where SQLite (WAL, rowid
+table, keys sorted) took ~5 µs and a WITHOUT ROWID table ~11 µs (measured: 450-row
+batches over 60,000 users). Several worker processes share one environment safely (one
+writer at a time, readers never blocked), and a write transaction makes "states +
+applied offsets" atomic.
+
+Durability: ``synchronous="NORMAL"`` (the default) commits without an fsync: a committed
+transaction is in the OS's page cache and survives a ``kill -9`` of any process, as
+SQLite's WAL does with ``synchronous=NORMAL``; a power loss may undo the last
+transactions, never corrupt the tree. ``"FULL"`` fsyncs every commit.
+
+A store written by an earlier version (SQLite, ``<name>.sqlite`` next to the
+environment) is copied over once and renamed ``<name>.sqlite.migrated``.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import time
+import struct
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import lmdb
 
 from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import TransientError
-from shopsentry.features.store import NOTHING_APPLIED, check_namespace
+from shopsentry.features.store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
 
-# A rowid table, not WITHOUT ROWID: states are a few hundred bytes, and SQLite keeps rows
-# that big best in a rowid table with the key in a separate index (an upsert costs less
-# than half as much, measured: ~5 against ~11 µs a row).
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS user_state (
-        ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ns, key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS applied (
-        topic TEXT NOT NULL, part INTEGER NOT NULL, last_offset INTEGER NOT NULL,
-        PRIMARY KEY (topic, part)
-    ) WITHOUT ROWID""",
-)
-# Stores written before the move to a rowid table: copied over once, then dropped.
-_MIGRATE_V1 = (
-    "INSERT OR IGNORE INTO user_state (ns, key, value) SELECT ns, key, value FROM state",
-    "DROP TABLE state",
-)
-# SQLite's default limit on bound parameters is 999 on old builds; stay well below it.
-_CHUNK = 500
+# The address space reserved for the map; the file grows only as data is written, and a
+# full map doubles (other processes follow on their next transaction).
+INITIAL_MAP_SIZE = 1 << 30
+_APPLIED_DB = b"applied"
+_OFFSET = struct.Struct(">q")
 
 
 class StateStoreBusy(TransientError):
-    """Another process held the state database longer than the busy timeout."""
+    """The state environment could not be opened or written (locks, disk)."""
+
+
+# LMDB forbids opening one environment twice in a process: stores on one path share it.
+_OPEN: dict[Path, list[Any]] = {}  # path -> [environment, users]
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire(path: Path, durable: bool) -> Any:
+    with _OPEN_LOCK:
+        entry = _OPEN.get(path)
+        if entry is None:
+            env = lmdb.open(
+                str(path),
+                map_size=INITIAL_MAP_SIZE,
+                max_dbs=len(NAMESPACES) + 1,
+                sync=durable,
+                metasync=durable,
+                readahead=False,
+            )
+            entry = _OPEN[path] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release(path: Path) -> None:
+    with _OPEN_LOCK:
+        entry = _OPEN.get(path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _OPEN[path]
+            entry[0].close()
+
+
+def _applied_key(tp: TopicPartition) -> bytes:
+    return f"{tp.topic}\x00{tp.partition}".encode()
 
 
 class LocalStateStore:
-    """:class:`~shopsentry.features.store.StateStore` on a SQLite file (WAL)."""
+    """:class:`~shopsentry.features.store.StateStore` on LMDB (a directory of two files)."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-        busy_timeout_s: float = 30.0,
-    ) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-        self._setup(synchronous, busy_timeout_s)
-        self._select_sql: dict[int, str] = {}
+    def __init__(self, path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+        self.path = path = path.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        self._closed = False
+        try:
+            self._env = _acquire(path, synchronous == "FULL")
+            self._dbs = {ns: self._env.open_db(ns.encode()) for ns in NAMESPACES}
+            self._applied_db = self._env.open_db(_APPLIED_DB)
+        except lmdb.Error as exc:
+            raise StateStoreBusy(
+                f"cannot open the state store {path}: {exc}",
+                hint="check the data dir is a writable local disk",
+            ) from exc
+        legacy = path.with_suffix(".sqlite")
+        if legacy.exists():
+            self._import_sqlite(legacy)
 
-    def _setup(self, synchronous: str, busy_timeout_s: float) -> None:
-        # Two workers starting at once may race on the first journal-mode switch.
-        deadline = time.monotonic() + busy_timeout_s
-        while True:
-            try:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute(f"PRAGMA synchronous={synchronous}")
-                # Checkpoint (the step that fsyncs) every ~40 MB of WAL rather than every
-                # 4 MB: it halves the cost of a save under I/O load; the size limit
-                # truncates the WAL back after each checkpoint.
-                self._conn.execute("PRAGMA wal_autocheckpoint=10000")
-                self._conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for ddl in _SCHEMA:
-                        self._conn.execute(ddl)
-                    if self._conn.execute(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state'"
-                    ).fetchone():
-                        for statement in _MIGRATE_V1:
-                            self._conn.execute(statement)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise StateStoreBusy(
-                        f"state database {self.path} is locked: {exc}",
-                        hint="another process holds it; retry or check for a stuck worker",
-                    ) from exc
-                time.sleep(0.05)
-
-    def _select(self, n: int) -> str:
-        sql = self._select_sql.get(n)
-        if sql is None:
-            marks = ",".join("?" * n)
-            sql = f"SELECT key, value FROM user_state WHERE ns = ? AND key IN ({marks})"
-            self._select_sql[n] = sql
-        return sql
-
+    # -- reads -----------------------------------------------------------------------
     def load(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
         check_namespace(namespace)
-        unique = list(dict.fromkeys(keys))
+        db = self._dbs[namespace]
         found: dict[str, bytes] = {}
-        for start in range(0, len(unique), _CHUNK):
-            chunk = unique[start : start + _CHUNK]
-            found.update(self._conn.execute(self._select(len(chunk)), (namespace, *chunk)))
+        with self._env.begin(db=db) as txn:
+            get = txn.get
+            for key in keys:
+                value = get(key.encode())
+                if value is not None:
+                    found[key] = value
         return found
 
     def applied_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        rows = self._conn.execute("SELECT topic, part, last_offset FROM applied").fetchall()
-        known = {TopicPartition(topic, part): offset for topic, part, offset in rows}
-        return {tp: known.get(tp, NOTHING_APPLIED) for tp in tps}
+        result = {}
+        with self._env.begin(db=self._applied_db) as txn:
+            for tp in tps:
+                raw = txn.get(_applied_key(tp))
+                result[tp] = NOTHING_APPLIED if raw is None else _OFFSET.unpack(raw)[0]
+        return result
 
+    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        check_namespace(namespace)
+        with self._env.begin(db=self._dbs[namespace]) as txn:
+            rows = [(key.decode(), bytes(value)) for key, value in txn.cursor()]
+        yield from rows
+
+    # -- writes ----------------------------------------------------------------------
     def save(
         self,
         changes: Mapping[str, Mapping[str, bytes]],
@@ -126,51 +137,84 @@ class LocalStateStore:
     ) -> None:
         for namespace in changes:
             check_namespace(namespace)
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StateStoreBusy(
-                f"state database {self.path} is busy: {exc}", hint="retry"
-            ) from exc
-        try:
-            for namespace, states in changes.items():
-                if states:
-                    # An upsert updates the row in place; INSERT OR REPLACE would delete and
-                    # re-insert it (2.5x the cost per batch, measured). In key order, each
-                    # index page is visited once per batch (~1.5x faster than in hash order).
-                    conn.executemany(
-                        "INSERT INTO user_state (ns, key, value) VALUES (?, ?, ?) "
-                        "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-                        [(namespace, key, states[key]) for key in sorted(states)],
-                    )
-            if applied:
-                # Monotonic: a stale writer can never move an applied offset backwards.
-                conn.executemany(
-                    "INSERT INTO applied (topic, part, last_offset) VALUES (?, ?, ?) "
-                    "ON CONFLICT (topic, part) DO UPDATE SET "
-                    "last_offset = max(last_offset, excluded.last_offset)",
-                    [(tp.topic, tp.partition, offset) for tp, offset in applied.items()],
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self._write(self._save_in, changes, applied)
 
-    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
-        check_namespace(namespace)
-        yield from self._conn.execute(
-            "SELECT key, value FROM user_state WHERE ns = ? ORDER BY key", (namespace,)
-        )
+    def _save_in(
+        self,
+        txn: Any,
+        changes: Mapping[str, Mapping[str, bytes]],
+        applied: Mapping[TopicPartition, int],
+    ) -> None:
+        for namespace, states in changes.items():
+            if states:
+                # Key order: each B+tree page is touched once per batch.
+                txn.cursor(db=self._dbs[namespace]).putmulti(
+                    [(key.encode(), states[key]) for key in sorted(states)]
+                )
+        db = self._applied_db
+        for tp, offset in applied.items():
+            key = _applied_key(tp)
+            old = txn.get(key, db=db)
+            # Monotonic: a stale writer can never move an applied offset backwards.
+            if old is None or _OFFSET.unpack(old)[0] < offset:
+                txn.put(key, _OFFSET.pack(offset), db=db)
 
     def clear(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._conn.execute("DELETE FROM user_state")
-        self._conn.execute("DELETE FROM applied")
-        self._conn.execute("COMMIT")
+        def drop(txn: Any) -> None:
+            for db in (*self._dbs.values(), self._applied_db):
+                txn.drop(db, delete=False)
+
+        self._write(drop)
+
+    def _write(self, body: Any, *args: Any) -> None:
+        """Run ``body(txn, *args)`` in one write transaction; grow a full map and retry."""
+        for _ in range(8):
+            try:
+                with self._env.begin(write=True) as txn:
+                    body(txn, *args)
+                return
+            except lmdb.MapFullError:
+                size = self._env.info()["map_size"] * 2
+                logger.info("state store %s: map full; growing it to %d MiB", self.path, size >> 20)
+                self._env.set_mapsize(size)
+            except lmdb.MapResizedError:  # another process grew it: adopt its size
+                self._env.set_mapsize(0)
+        raise StateStoreBusy(f"state store {self.path} cannot grow its map", hint="free disk space")
+
+    def _import_sqlite(self, legacy: Path) -> None:
+        """Copy a store of the SQLite layout (either table name) over, once."""
+        conn = sqlite3.connect(legacy)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            table = "user_state" if "user_state" in tables else "state"
+            states: dict[str, dict[str, bytes]] = {ns: {} for ns in NAMESPACES}
+            if table in tables:
+                for ns, key, value in conn.execute(f"SELECT ns, key, value FROM {table}"):
+                    if ns in states:
+                        states[ns][key] = bytes(value)
+            applied: dict[TopicPartition, int] = {}
+            if "applied" in tables:
+                for topic, part, offset in conn.execute(
+                    "SELECT topic, part, last_offset FROM applied"
+                ):
+                    applied[TopicPartition(topic, part)] = offset
+        finally:
+            conn.close()
+        self.save(states, applied)
+        try:
+            legacy.rename(legacy.with_name(legacy.name + ".migrated"))
+        except FileNotFoundError:  # another worker imported it at the same time
+            return
+        logger.info(
+            "state store: imported %d states from %s",
+            sum(len(s) for s in states.values()),
+            legacy,
+        )
 
     def close(self) -> None:
-        self._conn.close()
+        if not self._closed:
+            self._closed = True
+            _release(self.path)
 
     def __repr__(self) -> str:
         return f"LocalStateStore({str(self.path)!r})"

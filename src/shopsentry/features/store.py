@@ -10,7 +10,7 @@ states, the highest offset applied per input partition. After a crash or a rebal
 worker skips any redelivered record at or below that offset, so a feature never counts
 an event twice — however far the consumer's committed offset lags behind.
 
-Backends: :mod:`shopsentry.features.local_store` (SQLite, WAL, in ``settings.state_dir``)
+Backends: :mod:`shopsentry.features.local_store` (LMDB, in ``settings.state_dir``)
 and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
 ``settings.state.backend``.
 """
@@ -83,4 +83,4 @@ def open_store(settings: Settings, *, prefix: str | None = None) -> StateStore:
         return RedisStateStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
     from shopsentry.features.local_store import LocalStateStore
 
-    return LocalStateStore(settings.state_dir / f"{key_prefix}.sqlite")
+    return LocalStateStore(settings.state_dir / f"{key_prefix}.lmdb")

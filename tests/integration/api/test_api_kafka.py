@@ -91,6 +91,7 @@ def test_ingest_alerts_and_reviews_over_kafka(kafka_settings: Settings) -> None:
                 "alerts through the Kafka consumer group",
                 timeout=90,
             )
+
             # Alerts and decisions are separate topics: one can be consumed before the other.
             def decided() -> bool:
                 detail = client.get("/v1/alerts/alert-ev-0001", headers=h).json()

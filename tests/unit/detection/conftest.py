@@ -12,7 +12,7 @@ from shopsentry.features.local_store import LocalStateStore
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[LocalStateStore]:
-    s = LocalStateStore(tmp_path / "state.sqlite")
+    s = LocalStateStore(tmp_path / "state.lmdb")
     yield s
     s.close()
 

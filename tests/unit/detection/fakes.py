@@ -111,7 +111,9 @@ class MemoryConsumer:
             self.position[tp] += len(take)
         return out
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
         for tp, offset in (offsets or self.position).items():
             self.log.committed[(self.group, tp)] = offset
 

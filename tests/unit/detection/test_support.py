@@ -50,22 +50,61 @@ def test_local_store_save_is_atomic(store: LocalStateStore) -> None:
     assert store.applied_offsets([TP0]) == {TP0: NOTHING_APPLIED}
 
 
-def test_local_store_carries_over_a_store_of_the_earlier_layout(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as old:  # the layout before states moved to a rowid table
-        old.execute(
-            "CREATE TABLE state (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
-            "PRIMARY KEY (ns, key)) WITHOUT ROWID"
-        )
-        old.execute("INSERT INTO state VALUES ('purchase', 'a', x'01'), ('behavior', 'a', x'02')")
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE state (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+        "PRIMARY KEY (ns, key)) WITHOUT ROWID",
+        "CREATE TABLE user_state (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+        "PRIMARY KEY (ns, key))",
+    ],
+    ids=["sqlite-v1", "sqlite-v2"],
+)
+def test_local_store_imports_a_sqlite_store_of_an_earlier_version(tmp_path: Path, ddl: str) -> None:
+    legacy = tmp_path / "group.sqlite"
+    old = sqlite3.connect(legacy)
+    old.execute(ddl)
+    table = ddl.split()[2]
+    old.execute(f"INSERT INTO {table} VALUES ('purchase', 'a', x'01'), ('behavior', 'a', x'02')")
+    old.execute(
+        "CREATE TABLE applied (topic TEXT NOT NULL, part INTEGER NOT NULL, "
+        "last_offset INTEGER NOT NULL, PRIMARY KEY (topic, part)) WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO applied VALUES ('purchase-events', 0, 41)")
+    old.commit()
     old.close()
-    s = LocalStateStore(path)
+
+    s = LocalStateStore(tmp_path / "group.lmdb")
     assert s.load(PURCHASE_NS, ["a"]) == {"a": b"\x01"}
     assert dict(s.items(BEHAVIOR_NS)) == {"a": b"\x02"}
-    tables = {row[0] for row in s._conn.execute("SELECT name FROM sqlite_master")}
-    assert "state" not in tables
+    assert s.applied_offsets([TP0]) == {TP0: 41}
+    s.save({PURCHASE_NS: {"a": b"\x03"}}, {})
     s.close()
-    assert dict(LocalStateStore(path).items(PURCHASE_NS)) == {"a": b"\x01"}  # opens again
+    assert not legacy.exists() and (tmp_path / "group.sqlite.migrated").exists()
+    again = LocalStateStore(tmp_path / "group.lmdb")  # imported once, not again
+    assert again.load(PURCHASE_NS, ["a"]) == {"a": b"\x03"}
+    again.close()
+
+
+def test_local_stores_on_one_path_share_the_environment(tmp_path: Path) -> None:
+    a = LocalStateStore(tmp_path / "s.lmdb")
+    b = LocalStateStore(tmp_path / "s.lmdb")  # LMDB itself refuses a second open
+    a.save({PURCHASE_NS: {"u": b"1"}}, {TP0: 3})
+    a.close()
+    assert b.load(PURCHASE_NS, ["u"]) == {"u": b"1"}
+    assert b.applied_offsets([TP0]) == {TP0: 3}
+    b.close()
+
+
+def test_local_store_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopsentry.features import local_store
+
+    monkeypatch.setattr(local_store, "INITIAL_MAP_SIZE", 1 << 20)
+    s = LocalStateStore(tmp_path / "small.lmdb")
+    states = {f"user-{i:05d}": bytes(500) for i in range(6_000)}  # ~3 MB: more than 1 MiB
+    s.save({PURCHASE_NS: states}, {TP0: 1})
+    assert len(s.load(PURCHASE_NS, list(states))) == 6_000
+    s.close()
 
 
 def _writer(path: str, worker: int) -> None:
@@ -76,7 +115,7 @@ def _writer(path: str, worker: int) -> None:
 
 
 def test_local_store_is_shared_by_processes(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite"
+    path = tmp_path / "shared.lmdb"
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(path), w)) for w in range(2)]
     for p in procs:

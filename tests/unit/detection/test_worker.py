@@ -30,7 +30,7 @@ class Crash(Exception):
 
 def make_worker(tmp_path: Path, log: MemoryLog, scorer: FakeScorer, **opts: object) -> Worker:
     settings = Settings(data_dir=tmp_path / "data")
-    store = LocalStateStore(tmp_path / "state.sqlite")
+    store = LocalStateStore(tmp_path / "state.lmdb")
     holder = ModelHolder(lambda: scorer, lambda: scorer.version, interval_s=60)
     options = WorkerOptions(exit_when_idle_s=0.0, **opts)  # type: ignore[arg-type]
     return Worker(settings, log, store, holder, FakeOps(), options)

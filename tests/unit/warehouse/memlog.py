@@ -88,7 +88,9 @@ class MemConsumer:
             self._pos[tp] += len(take)
         return out
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
         self.log.committed.setdefault(self.group, {}).update(offsets or self._pos)
 
     def assignment(self) -> frozenset[TopicPartition]:

@@ -324,10 +324,13 @@ class LocalConsumer:
 
     # -- offsets ------------------------------------------------------------------------
     @sqlite_errors
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
         """Commit ``offsets`` (next offsets to read) or every owned partition's position.
 
-        Raises CommitFailed for a partition this member no longer owns."""
+        Raises CommitFailed for a partition this member no longer owns. Always synchronous
+        (a local transaction): ``asynchronous`` is accepted for the interface's sake."""
         self._check_open()
         if self._group is None:
             raise BusError(
