@@ -92,6 +92,11 @@ class CommitFailed(TransientError, BusError):
     """An offset commit was refused, usually because the partition moved to another member."""
 
 
+class StateFenced(TransientError):
+    """A state save was refused: another worker has applied records of a partition this
+    one still thought it owned (the partition moved while a batch ran)."""
+
+
 class ModelError(TerminalError):
     """A model file is missing, corrupted or incompatible."""
 

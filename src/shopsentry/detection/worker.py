@@ -4,15 +4,17 @@ The order of the I/O per micro-batch is what makes the effects exactly-once:
 
 1. produce decisions / alerts / dead letters, then ``flush`` (returns = durable);
 2. save the changed user states **together with** the highest offset applied per input
-   partition, atomically;
-3. commit the consumer offsets.
+   partition, atomically — fenced: refused if another worker has applied beyond the
+   offsets this one started from (it lost the partitions without noticing);
+3. commit the consumer offsets, without waiting (waiting when partitions are revoked).
 
 A crash before 1 completes re-runs the batch from the old state: same features, same
 decision ids. A crash between 1 and 2 re-emits the same decisions (same ``event_id``;
-readers deduplicate on it) — the only window in which a duplicate can appear. A crash
-between 2 and 3 redelivers records whose offsets the state already holds: they are
-skipped entirely (no feature update, no output), so no feature ever counts an event
-twice. Consumer offsets are committed only once the outputs are durable.
+readers deduplicate on it) — the only window in which a duplicate can appear, besides a
+fenced batch. A crash between 2 and 3, or a lost commit, redelivers records whose offsets
+the state already holds: they are skipped entirely (no feature update, no output), so no
+feature ever counts an event twice. Consumer offsets are committed only once the outputs
+are durable.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from shopsentry.detection.pipeline import (
     StateCache,
 )
 from shopsentry.detection.routing import RoutingConfig
-from shopsentry.errors import CommitFailed
-from shopsentry.features.store import StateStore
+from shopsentry.errors import CommitFailed, StateFenced
+from shopsentry.features.store import NOTHING_APPLIED, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class WorkerSummary:
     purchases: int = 0
     dead_lettered: int = 0
     skipped: int = 0
+    fenced: int = 0  # batches whose state save another worker's newer state refused
     batches: int = 0
     elapsed_s: float = 0.0
     model_versions: list[str] = field(default_factory=list)
@@ -329,6 +332,7 @@ class Worker:
         m.in_flight.set(len(records))
         scorer: Scorer | None = self.holder.current
         assert scorer is not None and self._producer is not None and self._consumer is not None
+        fenced = False
         try:
             outcome = self.pipeline.process(records, self._applied, scorer, self.store)
             t0 = time.perf_counter()
@@ -340,11 +344,29 @@ class Worker:
             durable_ms = time.time_ns() // 1_000_000
             t1 = time.perf_counter()
             if outcome.state_changes or outcome.applied:
-                self.store.save(outcome.state_changes, outcome.applied)
-                self._applied.update(outcome.applied)
+                expected = {tp: self._applied.get(tp, NOTHING_APPLIED) for tp in outcome.applied}
+                try:
+                    self.store.save(outcome.state_changes, outcome.applied, expected=expected)
+                    self._applied.update(outcome.applied)
+                except StateFenced as exc:
+                    fenced = True
+                    self._fenced(exc)
         except BaseException:
             self.cache.clear()  # cached states may be ahead of the store now
             raise
+        if not fenced:
+            self._keep_and_commit(outcome)
+        t2 = time.perf_counter()
+        outcome.stages_s["produce"] = t1 - t0
+        outcome.stages_s["commit"] = t2 - t1
+        self._record(outcome, durable_ms, len(records))
+        m.in_flight.set(0)
+        self.summary.last_batch_wall = time.time()
+        self.summary.busy_cpu_s = time.process_time() - self._first_cpu
+
+    def _keep_and_commit(self, outcome: BatchOutcome) -> None:
+        """The batch's state is saved: cache it, and commit its offsets."""
+        assert self._consumer is not None
         self.cache.put(outcome.state_objects)
         try:
             # Without waiting: the state's applied offsets already make a redelivery of
@@ -359,13 +381,19 @@ class Worker:
                 self.options.index,
                 exc,
             )
-        t2 = time.perf_counter()
-        outcome.stages_s["produce"] = t1 - t0
-        outcome.stages_s["commit"] = t2 - t1
-        self._record(outcome, durable_ms, len(records))
-        m.in_flight.set(0)
-        self.summary.last_batch_wall = time.time()
-        self.summary.busy_cpu_s = time.process_time() - self._first_cpu
+
+    def _fenced(self, exc: StateFenced) -> None:
+        """Another worker applied records of a partition in this batch: this one lost it
+        without being told yet (e.g. stalled past the session timeout). Nothing of the
+        batch's state was written and nothing is committed; the new owner's state is the
+        truth. Re-read the applied offsets so a record already applied elsewhere is skipped
+        if it comes back here. The batch's decisions may duplicate the new owner's (same
+        event ids: readers deduplicate them)."""
+        logger.warning("worker %d: state save fenced out: %s", self.options.index, exc)
+        self.cache.clear()
+        self.summary.fenced += 1
+        owned = sorted(self._owned | frozenset(self._applied))
+        self._applied.update(self.store.applied_offsets(owned))
 
     def _record(self, outcome: BatchOutcome, durable_ms: int, n_records: int) -> None:
         m = self.metrics

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import lmdb
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import TransientError
+from shopsentry.errors import StateFenced, TransientError
 from shopsentry.features.store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
@@ -134,17 +134,31 @@ class LocalStateStore:
         self,
         changes: Mapping[str, Mapping[str, bytes]],
         applied: Mapping[TopicPartition, int],
+        *,
+        expected: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         for namespace in changes:
             check_namespace(namespace)
-        self._write(self._save_in, changes, applied)
+        self._write(self._save_in, changes, applied, expected)
 
     def _save_in(
         self,
         txn: Any,
         changes: Mapping[str, Mapping[str, bytes]],
         applied: Mapping[TopicPartition, int],
+        expected: Mapping[TopicPartition, int] | None,
     ) -> None:
+        if expected:
+            for tp, offset in expected.items():
+                raw = txn.get(_applied_key(tp), db=self._applied_db)
+                if raw is not None and _OFFSET.unpack(raw)[0] > offset:
+                    # Raised inside the transaction: it is aborted, nothing is written.
+                    raise StateFenced(
+                        f"{tp.topic}[{tp.partition}] has applied offset "
+                        f"{_OFFSET.unpack(raw)[0]}, beyond this writer's {offset}: "
+                        "another worker owns it now",
+                        hint="the partition moved during the batch; its new owner carries on",
+                    )
         for namespace, states in changes.items():
             if states:
                 # Key order: each B+tree page is touched once per batch.

@@ -1,10 +1,11 @@
 """The production state store: Redis, one string key per (namespace, user), one hash of
-applied offsets, written together in a MULTI/EXEC transaction.
+applied offsets, written together by one Lua script (atomic in Redis).
 
 Why this shape: a batch reads its users with one ``MGET`` round trip and writes with one
-pipelined transaction, so the hot path pays two network round trips per micro-batch
-however many events it holds. The applied-offset update runs as a small Lua script inside
-the same transaction so it is monotonic (a stale writer can never move it backwards).
+script call, so the hot path pays two network round trips per micro-batch however many
+events it holds. The script first checks the writer's expected applied offsets (the
+fence against a former owner), then writes the states and moves each applied offset
+forward only (a stale writer can never move it backwards).
 Durability follows the server's configuration (``appendonly yes`` with
 ``appendfsync everysec`` or ``always``).
 """
@@ -16,20 +17,42 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import TransientError
+from shopsentry.errors import StateFenced, TransientError
 from shopsentry.features.store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] = the applied hash; ARGV = field, offset, field, offset, ...
-_MAX_OFFSETS = """
-for i = 1, #ARGV, 2 do
+# KEYS[1] = the applied hash, KEYS[2..] = state keys.
+# ARGV = n_expected, (field, offset) * n_expected, n_applied, (field, offset) * n_applied,
+#        then one value per state key. Returns 0, or the field that fenced the save out.
+_SAVE = """
+local i = 2
+local n_expected = tonumber(ARGV[1])
+for _ = 1, n_expected do
   local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > current then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if current > tonumber(ARGV[i + 1]) then
+    return ARGV[i] .. '=' .. current
+  end
+  i = i + 2
+end
+local n_applied = tonumber(ARGV[i])
+i = i + 1
+local offsets = {}
+for _ = 1, n_applied do
+  offsets[#offsets + 1] = {ARGV[i], ARGV[i + 1]}
+  i = i + 2
+end
+for k = 2, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[i])
+  i = i + 1
+end
+for _, pair in ipairs(offsets) do
+  local current = tonumber(redis.call('HGET', KEYS[1], pair[1]) or '-1')
+  if tonumber(pair[2]) > current then
+    redis.call('HSET', KEYS[1], pair[1], pair[2])
   end
 end
-return 1
+return 0
 """
 _CHUNK = 1000
 
@@ -56,7 +79,7 @@ class RedisStateStore:
         )
         self.prefix = f"shopsentry:{prefix}"
         self._applied_key = f"{self.prefix}:applied"
-        self._max_offsets = self._client.register_script(_MAX_OFFSETS)
+        self._save_script = self._client.register_script(_SAVE)
         self._ns_prefix = {ns: f"{self.prefix}:{ns}:" for ns in NAMESPACES}
         self._call(self._client.ping)
 
@@ -95,19 +118,33 @@ class RedisStateStore:
         self,
         changes: Mapping[str, Mapping[str, bytes]],
         applied: Mapping[TopicPartition, int],
+        *,
+        expected: Mapping[TopicPartition, int] | None = None,
     ) -> None:
-        pipe = self._client.pipeline(transaction=True)
+        keys: list[str] = [self._applied_key]
+        values: list[bytes] = []
         for namespace, states in changes.items():
             check_namespace(namespace)
-            if states:
-                prefix = self._ns_prefix[namespace]
-                pipe.mset({prefix + key: value for key, value in states.items()})
-        if applied:
-            args: list[str | int] = []
-            for tp, offset in applied.items():
-                args += [_field(tp), offset]
-            self._max_offsets(keys=[self._applied_key], args=args, client=pipe)
-        self._call(pipe.execute)
+            prefix = self._ns_prefix[namespace]
+            for key, value in states.items():
+                keys.append(prefix + key)
+                values.append(value)
+        if len(keys) == 1 and not applied:
+            return
+        args: list[str | int | bytes] = [len(expected or {})]
+        for tp, offset in (expected or {}).items():
+            args += [_field(tp), offset]
+        args.append(len(applied))
+        for tp, offset in applied.items():
+            args += [_field(tp), offset]
+        args += values
+        fenced = self._call(lambda: self._save_script(keys=keys, args=args))
+        if fenced not in (0, b"0"):
+            where = fenced.decode() if isinstance(fenced, bytes) else str(fenced)
+            raise StateFenced(
+                f"applied offset {where} is beyond this writer's: another worker owns it now",
+                hint="the partition moved during the batch; its new owner carries on",
+            )
 
     def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
         check_namespace(namespace)

@@ -10,6 +10,12 @@ states, the highest offset applied per input partition. After a crash or a rebal
 worker skips any redelivered record at or below that offset, so a feature never counts
 an event twice — however far the consumer's committed offset lags behind.
 
+The applied offsets also fence out a former owner. A worker that lost its partitions
+without noticing (stalled past the session timeout) may finish a batch after the new
+owner has started. Its save names the applied offsets it started from (``expected``);
+if the store has moved past them, somebody else owns the partition now, and the save is
+refused with :class:`~shopsentry.errors.StateFenced`, writing nothing.
+
 Backends: :mod:`shopsentry.features.local_store` (LMDB, in ``settings.state_dir``)
 and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
 ``settings.state.backend``.
@@ -49,9 +55,14 @@ class StateStore(Protocol):
         self,
         changes: Mapping[str, Mapping[str, bytes]],
         applied: Mapping[TopicPartition, int],
+        *,
+        expected: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         """Write ``changes`` (namespace → key → state) and ``applied`` offsets in one
-        atomic step: after a crash either all of it is visible or none of it."""
+        atomic step: after a crash either all of it is visible or none of it.
+
+        With ``expected`` (partition → the applied offset the writer started from), raise
+        StateFenced and write nothing if any stored applied offset is beyond it."""
         ...
 
     def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:

@@ -71,6 +71,9 @@ class Forest:
     is_leaf: NDArray[np.bool_]
     max_depth: int
     sha256: str
+    # Each node's expected value: its leaf value, or its children's cover-weighted mean
+    # (what the path attributions credit each split with changing).
+    mean: NDArray[np.float32]
 
     @property
     def num_trees(self) -> int:
@@ -186,6 +189,7 @@ def parse_model(raw: bytes, expected_features: tuple[str, ...] | None = None) ->
     default_left = np.zeros(shape, np.bool_)
     value = np.zeros(shape, np.float32)
     is_leaf = np.ones(shape, np.bool_)
+    mean = np.zeros(shape, np.float32)
     max_depth = 0
     for t, tree in enumerate(trees):
         if any(int(s) != 0 for s in tree.get("split_type", [])) or tree.get("categories_nodes"):
@@ -219,6 +223,10 @@ def parse_model(raw: bytes, expected_features: tuple[str, ...] | None = None) ->
         value[t, :n] = np.where(leaf, conditions, 0)
         default_left[t, :n] = np.asarray(tree["default_left"], np.int64).astype(bool)
         is_leaf[t, :n] = leaf
+        hessian = np.asarray(tree.get("sum_hessian") or np.ones(n), np.float32)
+        if hessian.shape != (n,):
+            raise ModelError(f"tree {t} is malformed", hint="the model file is corrupted")
+        mean[t, :n] = _node_means(lc, rc, value[t, :n], hessian)
         max_depth = max(max_depth, _depth(lc, rc))
     if not np.all(np.isfinite(value)) or not np.all(np.isfinite(threshold)):
         raise ModelError(
@@ -236,7 +244,62 @@ def parse_model(raw: bytes, expected_features: tuple[str, ...] | None = None) ->
         is_leaf=is_leaf,
         max_depth=max_depth,
         sha256=hashlib.sha256(raw).hexdigest(),
+        mean=mean,
     )
+
+
+def _node_means(
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    leaf_value: NDArray[np.float32],
+    hessian: NDArray[np.float32],
+) -> NDArray[np.float32]:
+    """XGBoost's ``FillNodeMeanValues``, in its float32 arithmetic: bottom up (children
+    always follow their parent), a leaf's mean is its value, a split's the hessian-weighted
+    mean of its children's."""
+    mean = leaf_value.astype(np.float32).copy()
+    for node in range(left.shape[0] - 1, -1, -1):
+        lc, rc = left[node], right[node]
+        if lc >= 0:
+            total = mean[lc] * hessian[lc] + mean[rc] * hessian[rc]
+            mean[node] = np.float32(total / hessian[node]) if hessian[node] else np.float32(0)
+    return mean
+
+
+def path_contributions(forest: Forest, X: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Saabas path attributions, ``(rows, features + 1)``, the last column the bias.
+
+    The same numbers as XGBoost's ``pred_contribs=True, approx_contribs=True``: along
+    each tree's path, every split is credited with the change in the node mean it causes,
+    and each tree's root mean goes to the bias; per row they add up to the margin (less
+    the base margin, which XGBoost also adds to the bias). All rows through all trees at
+    once, ``max_depth`` rounds of gathers: a few hundred microseconds for a batch's
+    flagged rows, against ~1 ms of DMatrix set-up and call through XGBoost.
+    """
+    f = forest
+    n, width = X.shape[0], f.num_features + 1
+    trees = np.arange(f.num_trees)[None, :]
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, f.num_trees))
+    node = np.zeros((n, f.num_trees), np.int32)
+    current = f.mean[trees, node]
+    contributions = np.zeros(n * width, np.float64)
+    contributions[np.arange(n) * width + f.num_features] = current.sum(axis=1, dtype=np.float64)
+    for _ in range(f.max_depth):
+        feat = f.feature[trees, node]
+        x = X[rows, feat]
+        go_left = np.where(np.isnan(x), f.default_left[trees, node], x < f.threshold[trees, node])
+        node = np.where(go_left, f.left[trees, node], f.right[trees, node])
+        reached = f.mean[trees, node]
+        # A leaf points to itself: its "step" changes nothing and adds zero.
+        contributions += np.bincount(
+            (rows * width + feat).ravel(),
+            weights=(reached - current).astype(np.float64).ravel(),
+            minlength=n * width,
+        )
+        current = reached
+    out: NDArray[np.float64] = contributions.reshape(n, width)
+    out[:, -1] += f.base_margin
+    return out
 
 
 def _depth(left: NDArray[np.int64], right: NDArray[np.int64]) -> int:

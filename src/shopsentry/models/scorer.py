@@ -38,6 +38,7 @@ from shopsentry.models.forest import (
     NumpyEvaluator,
     compile_kernel,
     parse_model,
+    path_contributions,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 # float32 sigmoid against ours in float64 (< 1.2e-7): 1e-5 is the issue's requirement
 # and still catches any real disagreement (a wrong branch, base score or leaf).
 TOLERANCE = 1e-5
+# Path attributions are summed in float64 here and in float32 by XGBoost.
+CONTRIBUTION_TOLERANCE = 1e-4
 
 
 class _Evaluator(Protocol):
@@ -93,6 +96,8 @@ class Scorer:
         self._predict = evaluator.predict
         self._raw = raw
         self._booster = booster
+        # Set by build_scorer after checking path_contributions against XGBoost's own.
+        self.own_contributions = False
 
     def __repr__(self) -> str:
         trees = self._forest.num_trees
@@ -125,14 +130,15 @@ class Scorer:
         can order features differently from SHAP when features interact, which is
         acceptable for an analyst's top-3 "why" hint (the score itself is unaffected).
         Call this for flagged rows only; the score itself costs microseconds.
-        """
-        import xgboost as xgb
 
+        The attributions come from :func:`~shopsentry.models.forest.path_contributions`
+        (~0.14 ms for 5 rows, against ~0.57 ms through XGBoost, which needs a DMatrix),
+        once the scorer has checked at load time that they equal XGBoost's own.
+        """
         X = np.ascontiguousarray(np.atleast_2d(X_rows), dtype=np.float32)
         if X.shape[0] == 0 or top_k <= 0:
             return [() for _ in range(X.shape[0])]
-        dmatrix = xgb.DMatrix(X, missing=np.nan, feature_names=self._booster.feature_names)
-        contribs = self._booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)[:, :-1]
+        contribs = self.contributions(X)[:, :-1]
         k = min(top_k, X.shape[1])
         order = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
         out: list[tuple[FeatureContribution, ...]] = []
@@ -148,6 +154,24 @@ class Scorer:
                 )
             )
         return out
+
+    def contributions(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Path attributions ``(rows, features + 1)``, the last column the bias."""
+        if self.own_contributions:
+            return path_contributions(self._forest, X)
+        return _xgboost_contributions(self._booster, X)
+
+
+def _xgboost_contributions(booster: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
+    import xgboost as xgb
+
+    # One thread: the default (all cores) leaves OpenMP workers spinning after each call,
+    # burning the core another worker process needs.
+    dmatrix = xgb.DMatrix(X, missing=np.nan, feature_names=booster.feature_names, nthread=1)
+    out: NDArray[np.float64] = booster.predict(
+        dmatrix, pred_contribs=True, approx_contribs=True
+    ).astype(np.float64)
+    return out
 
 
 def _probe_rows(forest: Forest, rows: int = 64, seed: int = 7) -> NDArray[np.float32]:
@@ -220,7 +244,17 @@ def build_scorer(
             f"model version {version} scores {error:.1e} away from XGBoost",
             hint="the model uses a construct the scorer does not support",
         )
-    return Scorer(version, forest, evaluator, raw, booster)
+    scorer = Scorer(version, forest, evaluator, raw, booster)
+    drift = float(
+        np.max(np.abs(path_contributions(forest, probe) - _xgboost_contributions(booster, probe)))
+    )
+    if drift <= CONTRIBUTION_TOLERANCE:
+        scorer.own_contributions = True
+    else:
+        logger.warning(
+            "path attributions drift %.2e from XGBoost's; explaining with XGBoost", drift
+        )
+    return scorer
 
 
 def load_scorer(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import ConfigError
+from shopsentry.errors import ConfigError, StateFenced
 from shopsentry.features.redis_store import RedisStateStore, StateStoreUnavailable
 from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
@@ -34,6 +34,16 @@ def test_round_trip_namespaces_and_monotonic_offsets(store: RedisStateStore) -> 
     assert store.load(BEHAVIOR_NS, ["a"]) == {"a": b"b1"}
     assert store.applied_offsets([TP0, TP1]) == {TP0: 10, TP1: 7}
     assert dict(store.items(PURCHASE_NS)) == {"a": b"p2"}
+
+
+def test_a_writer_behind_the_stored_offsets_is_fenced_out(store: RedisStateStore) -> None:
+    store.save({PURCHASE_NS: {"a": b"new-owner"}}, {TP0: 20})
+    with pytest.raises(StateFenced, match="purchase-events:0=20"):
+        store.save({PURCHASE_NS: {"a": b"old", "b": b"old"}}, {TP0: 15}, expected={TP0: 9})
+    assert store.load(PURCHASE_NS, ["a", "b"]) == {"a": b"new-owner"}  # nothing written
+    store.save({PURCHASE_NS: {"a": b"next"}}, {TP0: 25, TP1: 3}, expected={TP0: 20, TP1: -1})
+    assert store.load(PURCHASE_NS, ["a"]) == {"a": b"next"}
+    assert store.applied_offsets([TP0, TP1]) == {TP0: 25, TP1: 3}
 
 
 def test_many_keys_and_prefix_isolation(store: RedisStateStore, redis_url: str) -> None:

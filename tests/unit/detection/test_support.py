@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from shopsentry.bus.base import TopicPartition
 from shopsentry.detection.metrics import BatchHistogram, WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder
-from shopsentry.errors import ConfigError, ModelError, NoChampion
+from shopsentry.errors import ConfigError, ModelError, NoChampion, StateFenced
 from shopsentry.features.local_store import LocalStateStore
 from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
@@ -41,6 +41,18 @@ def test_local_store_loads_more_keys_than_one_sql_statement_takes(store: LocalSt
     states = {f"user-{i}": str(i).encode() for i in range(2_300)}
     store.save({PURCHASE_NS: states}, {})
     assert store.load(PURCHASE_NS, list(states)) == states
+
+
+def test_local_store_fences_out_a_writer_behind_the_stored_offsets(
+    store: LocalStateStore,
+) -> None:
+    store.save({PURCHASE_NS: {"a": b"new-owner"}}, {TP0: 20})
+    with pytest.raises(StateFenced, match=r"purchase-events\[0\] has applied offset 20"):
+        store.save({PURCHASE_NS: {"a": b"old", "b": b"old"}}, {TP0: 15}, expected={TP0: 9})
+    assert store.load(PURCHASE_NS, ["a", "b"]) == {"a": b"new-owner"}  # nothing written
+    store.save({PURCHASE_NS: {"a": b"next"}}, {TP0: 25, TP1: 3}, expected={TP0: 20, TP1: -1})
+    assert store.load(PURCHASE_NS, ["a"]) == {"a": b"next"}
+    assert store.applied_offsets([TP0, TP1]) == {TP0: 25, TP1: 3}
 
 
 def test_local_store_save_is_atomic(store: LocalStateStore) -> None:

@@ -98,10 +98,10 @@ def test_a_crash_in_any_window_leaves_one_decision_per_purchase_and_exact_counts
         producer.flush = flush  # type: ignore[method-assign]
         return producer
 
-    def save(changes, applied):  # type: ignore[no-untyped-def]
+    def save(changes, applied, **fence):  # type: ignore[no-untyped-def]
         if window == "after_flush" and batches["n"] == 1:
             raise Crash
-        original_save(changes, applied)
+        original_save(changes, applied, **fence)
         if window == "after_state" and batches["n"] == 1:
             raise Crash
         batches["n"] += 1
@@ -240,3 +240,41 @@ def test_read_only_behaviour_states_are_cached_only_when_this_worker_owns_them(
     other.pipeline.owns_behavior = other._owns_behavior
     other.run()  # behaviour owned elsewhere: read from the store every batch
     assert [x for x in loads if x.startswith("behavior")] == ["behavior:u0"] * 3
+
+
+def test_a_save_after_another_worker_took_the_partitions_is_fenced_out(tmp_path: Path) -> None:
+    """A worker that lost its partitions without noticing finishes a batch after the new
+    owner applied records of them: its save is refused, writes nothing, and it skips
+    what the new owner applied from then on."""
+    log = MemoryLog(PARTS)
+    feed(log)
+    worker = make_worker(tmp_path, log, FakeScorer())
+    store = worker.store
+    new_owner_state = {"purchases": 99, "events": ["elsewhere"]}
+    everything = {
+        TopicPartition(t, p): len(log.data[t][p]) - 1
+        for t in (PT, BT)
+        for p in range(PARTS[t])
+        if log.data[t][p]
+    }
+    process = worker.pipeline.process
+    calls = []
+
+    def process_after_a_takeover(*args: object) -> object:
+        if not calls:  # the new owner applies every record while this batch runs
+            store.save({PURCHASE_NS: {"u0": json.dumps(new_owner_state).encode()}}, everything)
+            # ... and a later purchase arrives, which this worker reads next.
+            log.append(PT, encode(purchase(9, "u0", amount=10.0)), b"u0")
+        calls.append(1)
+        return process(*args)  # type: ignore[arg-type]
+
+    worker.pipeline.process = process_after_a_takeover  # type: ignore[method-assign]
+    worker.options.max_events = None
+    summary = worker.run()
+    assert summary.fenced == 1 and summary.batches == 2 and summary.records == 41
+    # Nothing of the fenced batch landed; the later purchase counts on the new owner's state.
+    assert purchase_counts(store) == {"u0": 100}
+    assert json.loads(store.load(PURCHASE_NS, ["u0"])["u0"])["events"] == ["elsewhere", "p-u0-9"]
+    assert len(decision_ids(log)) == 21  # the fenced batch's decisions went out (duplicates)
+    # Only the later purchase's offset was committed, not the fenced batch's.
+    assert {tp.topic for (_, tp) in log.committed} == {PT}

@@ -132,6 +132,20 @@ def test_explain_gives_top_features_that_add_up_to_the_margin(scorer):
         assert all(c.value is None for c in missing)
 
 
+def test_path_attributions_are_xgboosts_own(scorer, model_raw):
+    from shopsentry.models.forest import parse_model, path_contributions
+
+    X, _ = synthetic(300, seed=10)
+    X[::7, 1] = np.nan  # missing values follow each split's default direction
+    X[3, :] = np.nan
+    booster = xgb.Booster(model_file=bytearray(model_raw))
+    dmatrix = xgb.DMatrix(X, missing=np.nan, feature_names=list(FEATURES))
+    reference = booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)
+    got = path_contributions(parse_model(model_raw), X)
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
+    assert scorer.own_contributions  # the load-time check agreed, so explain uses them
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
