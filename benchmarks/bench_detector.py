@@ -439,8 +439,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         f"- load average (1/5/15 min) at start {data['load_average_at_start']}, at end {data['load_average_at_end']}",  # noqa: E501
         f"- model: {data['model']['trees']} trees, {len(data['model']['features'])} features (trained on simulator history)",  # noqa: E501
         f"- settings: batch_max_records={data['batch_max_records']}, batch_max_wait_ms={data['batch_max_wait_ms']}, "  # noqa: E501
-        f"embedded log fsync={data['log_fsync']}, state: local SQLite (WAL, synchronous=NORMAL)",
-        "- note: the machine is shared (other jobs running); the producer of the latency runs shares the 2 cores with the workers.",  # noqa: E501
+        f"embedded log fsync={data['log_fsync']}, state: LMDB in the data dir (no fsync per commit, like SQLite's synchronous=NORMAL)",  # noqa: E501
+        "- note: the machine is shared; the producer of the latency runs (and on Kafka the broker) shares the 2 cores with the workers.",  # noqa: E501
         "",
         "## Sustained throughput (backlog drained, whole pipeline)",
         "",

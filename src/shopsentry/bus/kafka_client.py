@@ -390,15 +390,16 @@ class KafkaConsumer:
                 )
 
     def _on_commit(self, err: KafkaError | None, partitions: list[CkTopicPartition]) -> None:
-        """librdkafka's report on a commit (served from poll): log what failed."""
-        if err is not None and err.code() != KafkaError._NO_OFFSET:
-            logger.warning("%r: commit failed: %s", self, err.str())
+        """librdkafka's report on a commit (served from poll): log what failed. A commit
+        refused because the group is rebalancing is routine (the next owner starts from
+        the previous commit): debug level; anything else is a warning."""
+        errors = [err] if err is not None else [tp.error for tp in partitions or [] if tp.error]
+        for error in errors:
+            if error.code() == KafkaError._NO_OFFSET:
+                continue
+            level = logging.DEBUG if error.code() in _COMMIT_REFUSED else logging.WARNING
+            logger.log(level, "%r: commit failed: %s", self, error.str())
             return
-        for tp in partitions or []:
-            if tp.error is not None:
-                logger.warning(
-                    "%r: commit of %s[%d] failed: %s", self, tp.topic, tp.partition, tp.error.str()
-                )
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(
