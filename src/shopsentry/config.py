@@ -132,6 +132,10 @@ class DetectorSettings(_Frozen):
 
 
 class StateSettings(_Frozen):
+    """The detector's per-user feature state: ``local`` is an LMDB environment under the
+    data dir's state directory (shared by the workers of one machine); ``redis`` keeps it
+    in Redis at ``redis_url`` (workers on several machines)."""
+
     backend: Literal["local", "redis"] = "local"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
