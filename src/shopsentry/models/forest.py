@@ -285,10 +285,7 @@ def path_contributions(forest: Forest, X: NDArray[np.float32]) -> NDArray[np.flo
     contributions = np.zeros(n * width, np.float64)
     contributions[np.arange(n) * width + f.num_features] = current.sum(axis=1, dtype=np.float64)
     for _ in range(f.max_depth):
-        feat = f.feature[trees, node]
-        x = X[rows, feat]
-        go_left = np.where(np.isnan(x), f.default_left[trees, node], x < f.threshold[trees, node])
-        node = np.where(go_left, f.left[trees, node], f.right[trees, node])
+        feat, node = _step(f, trees, rows, node, X)
         reached = f.mean[trees, node]
         # A leaf points to itself: its "step" changes nothing and adds zero.
         contributions += np.bincount(
@@ -311,6 +308,18 @@ def _depth(left: NDArray[np.int64], right: NDArray[np.int64]) -> int:
     return int(depth.max())
 
 
+def _step(
+    f: Forest, trees: NDArray[Any], rows: NDArray[Any], node: NDArray[np.int32], X: NDArray[Any]
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """One level of every row's walk through every tree, XGBoost's rules: left when
+    ``x < threshold``, a missing value the default way. Returns (split feature, next node);
+    a leaf points to itself, so a walk of ``max_depth`` steps ends on every leaf."""
+    feat = f.feature[trees, node]
+    x = X[rows, feat]
+    go_left = np.where(np.isnan(x), f.default_left[trees, node], x < f.threshold[trees, node])
+    return feat, np.where(go_left, f.left[trees, node], f.right[trees, node])
+
+
 def _sigmoid(margin: NDArray[np.float64]) -> NDArray[np.float64]:
     out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-margin))
     return out
@@ -331,12 +340,7 @@ class NumpyEvaluator:
         node = np.zeros((n, f.num_trees), np.int32)
         rows = np.arange(n)[:, None]
         for _ in range(f.max_depth):
-            feat = f.feature[self._trees, node]
-            x = X[rows, feat]
-            go_left = np.where(
-                np.isnan(x), f.default_left[self._trees, node], x < f.threshold[self._trees, node]
-            )
-            node = np.where(go_left, f.left[self._trees, node], f.right[self._trees, node])
+            node = _step(f, self._trees, rows, node, X)[1]
         # XGBoost's order and precision: the float32 base margin, then each tree's leaf
         # added in float32 in tree order. ``add.accumulate`` is sequential by definition
         # (``sum`` would be pairwise, and in float64 it drifts from XGBoost by ~1e-5).
