@@ -49,9 +49,9 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 def train_champion(work: Path) -> dict[str, Any]:
     """Simulate 21 days of 2,000 users, train, register (local MLflow); the pointer data."""
     from shopsentry.config import Settings
-    from shopsentry.events.simulator import Simulator, SimulatorConfig, write_history
     from shopsentry.models.scorer import read_pointer
     from shopsentry.models.training import train_and_register
+    from shopsentry.simulator import Simulator, SimulatorConfig, write_history
 
     settings = Settings(data_dir=work / "model")
     sim = Simulator(
@@ -99,7 +99,7 @@ class Traffic:
     suffixed user, event and order ids so any volume has realistic per-user histories."""
 
     def __init__(self, users: int = 5000, days: float = 14, seed: int = 5) -> None:
-        from shopsentry.events.simulator import Simulator, SimulatorConfig
+        from shopsentry.simulator import Simulator, SimulatorConfig
 
         sim = Simulator(
             SimulatorConfig(

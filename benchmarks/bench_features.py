@@ -36,7 +36,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shopsentry.events.simulator import Simulator, SimulatorConfig, write_history
 from shopsentry.features import (
     BehaviorState,
     PurchaseState,
@@ -46,6 +45,7 @@ from shopsentry.features import (
     observe_purchase,
     offline_features,
 )
+from shopsentry.simulator import Simulator, SimulatorConfig, write_history
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

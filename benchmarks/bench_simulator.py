@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shopsentry.events.simulator import Simulator, SimulatorConfig, write_history
+from shopsentry.simulator import Simulator, SimulatorConfig, write_history
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

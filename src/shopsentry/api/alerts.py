@@ -23,7 +23,7 @@ from shopsentry.api.models import (
     ReviewRequest,
     ReviewStats,
 )
-from shopsentry.api.store import AlertFilter, InvalidCursor
+from shopsentry.api.read_model import AlertFilter, InvalidCursor
 from shopsentry.errors import ShopsentryError
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import Review, Severity

@@ -28,8 +28,8 @@ from shopsentry.api import alerts, analytics, dashboard, events, health
 from shopsentry.api.consumer import StoreConsumer, store_topics
 from shopsentry.api.deps import Services
 from shopsentry.api.metrics import ApiMetrics
+from shopsentry.api.read_model import AlertReadModel
 from shopsentry.api.security import IssuedKey, KeyStore, RateLimiter, assert_safe_keys
-from shopsentry.api.store import AlertStore
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
 
@@ -200,7 +200,7 @@ def create_app(
         from shopsentry.bus import open_log
 
         log = open_log(settings)
-    store = AlertStore(api_dir(settings) / "alerts.db", topics=store_topics(settings))
+    store = AlertReadModel(api_dir(settings) / "alerts.db", topics=store_topics(settings))
     metrics = ApiMetrics()
     consumer = StoreConsumer(settings, log, store) if start_consumer else None
     metrics.watch_store(store, consumer)

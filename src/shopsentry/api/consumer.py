@@ -17,7 +17,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
-from shopsentry.api.store import AlertStore
+from shopsentry.api.read_model import AlertReadModel
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
@@ -44,7 +44,12 @@ class StoreConsumer:
     """A daemon thread that keeps the store up to date until :meth:`stop`."""
 
     def __init__(
-        self, settings: Settings, log: EventLog, store: AlertStore, *, group_id: str | None = None
+        self,
+        settings: Settings,
+        log: EventLog,
+        store: AlertReadModel,
+        *,
+        group_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.log = log

@@ -17,8 +17,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from shopsentry.api.consumer import StoreConsumer
 from shopsentry.api.metrics import ApiMetrics
+from shopsentry.api.read_model import AlertReadModel
 from shopsentry.api.security import KeyStore, Principal, RateLimiter
-from shopsentry.api.store import AlertStore
 from shopsentry.bus.base import EventLog, Producer
 from shopsentry.config import Settings
 
@@ -30,7 +30,7 @@ class Services:
     settings: Settings
     log: EventLog
     keys: KeyStore
-    store: AlertStore
+    store: AlertReadModel
     limiter: RateLimiter
     metrics: ApiMetrics
     consumer: StoreConsumer | None = None

@@ -29,13 +29,13 @@ FP_RATE_WINDOW = timedelta(days=7)
 
 if TYPE_CHECKING:
     from shopsentry.api.consumer import StoreConsumer
-    from shopsentry.api.store import AlertStore
+    from shopsentry.api.read_model import AlertReadModel
 
 
 class StoreCollector(Collector):
     """Fraud KPIs and alert counts, computed from the store when scraped."""
 
-    def __init__(self, store: AlertStore, consumer: StoreConsumer | None) -> None:
+    def __init__(self, store: AlertReadModel, consumer: StoreConsumer | None) -> None:
         self.store = store
         self.consumer = consumer
 
@@ -112,7 +112,7 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def watch_store(self, store: AlertStore, consumer: StoreConsumer | None) -> None:
+    def watch_store(self, store: AlertReadModel, consumer: StoreConsumer | None) -> None:
         self.registry.register(StoreCollector(store, consumer))
 
     def watch_dag_runs(self, settings: Settings) -> None:

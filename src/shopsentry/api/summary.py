@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shopsentry.api.store import AlertFilter, AlertStore
+from shopsentry.api.read_model import AlertFilter, AlertReadModel
 
 BANDS = ("approve", "review", "decline")
 
@@ -29,7 +29,7 @@ def p95(values: Sequence[float]) -> float | None:
     return float(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)])
 
 
-def _end_minute(store: AlertStore) -> int:
+def _end_minute(store: AlertReadModel) -> int:
     latest = store.query(
         "select max(m) from (select max(minute) as m from traffic"
         " union all select max(decided_ms) / 60000 from decisions)"
@@ -37,7 +37,7 @@ def _end_minute(store: AlertStore) -> int:
     return int(latest) if latest is not None else int(time.time() // 60)
 
 
-def minute_series(store: AlertStore, window_minutes: int) -> dict[str, Any]:
+def minute_series(store: AlertReadModel, window_minutes: int) -> dict[str, Any]:
     """Per-minute series over the window: x in epoch seconds (what uPlot plots)."""
     end = _end_minute(store)
     start = end - window_minutes + 1
@@ -80,7 +80,7 @@ def minute_series(store: AlertStore, window_minutes: int) -> dict[str, Any]:
 
 
 def _fp_rate_series(
-    store: AlertStore, start: int, end: int, index: dict[int, int]
+    store: AlertReadModel, start: int, end: int, index: dict[int, int]
 ) -> list[float | None]:
     """Cumulative false-positive rate as reviews arrive (null before the first review)."""
     before = dict(
@@ -107,7 +107,7 @@ def _fp_rate_series(
     return series
 
 
-def totals(store: AlertStore) -> dict[str, Any]:
+def totals(store: AlertReadModel) -> dict[str, Any]:
     (decisions, flagged) = store.query(
         "select count(*), coalesce(sum(band != 'approve'), 0) from decisions"
     )[0]
@@ -128,7 +128,7 @@ def totals(store: AlertStore) -> dict[str, Any]:
     }
 
 
-def stream_daily_sales(store: AlertStore, days: int) -> list[dict[str, Any]]:
+def stream_daily_sales(store: AlertReadModel, days: int) -> list[dict[str, Any]]:
     """Daily sales from the purchases the store saw (used until the warehouse is built)."""
     latest = store.query("select max(occurred_ms) from purchases")[0][0]
     if latest is None:
@@ -150,7 +150,7 @@ def stream_daily_sales(store: AlertStore, days: int) -> list[dict[str, Any]]:
     ]
 
 
-def alert_queue(store: AlertStore, limit: int = 25) -> list[dict[str, Any]]:
+def alert_queue(store: AlertReadModel, limit: int = 25) -> list[dict[str, Any]]:
     items, _, _ = store.list_alerts(AlertFilter(status="open"), limit=limit)
     reviewed, _, _ = store.list_alerts(AlertFilter(status="reviewed"), limit=5)
     return items + reviewed

@@ -15,7 +15,7 @@ from shopsentry.cli.common import parse_duration, parse_rate, settings_of
 from shopsentry.errors import ConfigError
 
 if TYPE_CHECKING:
-    from shopsentry.events.simulator import Simulator, SimulatorConfig
+    from shopsentry.simulator import Simulator, SimulatorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         Labels (which purchases were fraud, and when that became known) go out of band:
         to the labels topic or labels file, never into the events the detector reads.
         """
-        from shopsentry.events.simulator import SimulatorConfig
+        from shopsentry.simulator import SimulatorConfig
 
         if fmt not in ("jsonl", "parquet"):
             raise ConfigError(
@@ -203,7 +203,7 @@ def _progress_bar(total: int, what: str):  # type: ignore[no-untyped-def]
 
 
 def _to_files(config: SimulatorConfig, out: Path, fmt: Literal["jsonl", "parquet"]) -> None:
-    from shopsentry.events.simulator import Simulator, write_history
+    from shopsentry.simulator import Simulator, write_history
 
     began = time.perf_counter()
     sim = Simulator(config)
@@ -220,7 +220,7 @@ def _to_files(config: SimulatorConfig, out: Path, fmt: Literal["jsonl", "parquet
 def _to_log(
     config: SimulatorConfig, log: object, settings: object, *, speed: float | None, labels: bool
 ) -> None:
-    from shopsentry.events.simulator import Simulator, publish
+    from shopsentry.simulator import Simulator, publish
 
     began = time.perf_counter()
     sim = Simulator(config)

@@ -17,7 +17,7 @@ from shopsentry.features.state import BehaviorState, PurchaseState
 
 
 class SharedFeatureOps:
-    """:class:`~shopsentry.detection.pipeline.FeatureOps` over the shared definitions."""
+    """:class:`~shopsentry.detection.hot_path.FeatureOps` over the shared definitions."""
 
     names: tuple[str, ...] = FEATURE_NAMES
 

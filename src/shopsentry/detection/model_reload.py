@@ -23,7 +23,7 @@ from shopsentry.errors import NoChampion
 logger = logging.getLogger(__name__)
 
 
-class Scorer(Protocol):
+class ScoringModel(Protocol):
     """What the detector needs of a model (implemented by ``shopsentry.models``)."""
 
     version: str
@@ -42,7 +42,7 @@ class ModelHolder:
 
     def __init__(
         self,
-        load: Callable[[], Scorer],
+        load: Callable[[], ScoringModel],
         probe: Callable[[], str | None],
         *,
         interval_s: float,
@@ -52,18 +52,18 @@ class ModelHolder:
         self._probe = probe
         self.interval_s = interval_s
         self._on_outcome = on_outcome or (lambda _outcome: None)
-        self._current: Scorer | None = None
-        self._pending: Scorer | None = None
+        self._current: ScoringModel | None = None
+        self._pending: ScoringModel | None = None
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
-    def current(self) -> Scorer | None:
+    def current(self) -> ScoringModel | None:
         return self._current
 
-    def load_initial(self, should_stop: Callable[[], bool]) -> Scorer | None:
+    def load_initial(self, should_stop: Callable[[], bool]) -> ScoringModel | None:
         """Load the champion, waiting (polling) while none is registered yet.
 
         Returns None only if ``should_stop`` turned true while waiting.
@@ -96,7 +96,7 @@ class ModelHolder:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def swap_if_ready(self) -> Scorer | None:
+    def swap_if_ready(self) -> ScoringModel | None:
         """Between batches: take the newly loaded scorer if there is one (else None)."""
         if self._pending is None:
             return None

@@ -23,8 +23,8 @@ from shopsentry.bus.base import Record
 from shopsentry.events.schema import SCHEMA_VERSION, Purchase, band_for, severity_for
 
 if TYPE_CHECKING:
-    from shopsentry.detection.model_reload import Scorer
-    from shopsentry.detection.pipeline import BatchOutcome
+    from shopsentry.detection.hot_path import BatchOutcome
+    from shopsentry.detection.model_reload import ScoringModel
 
 _DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
 
@@ -79,7 +79,7 @@ def route_decisions(
     decided: Sequence[tuple[Record, Purchase]],
     X: np.ndarray,
     probs: np.ndarray,
-    scorer: Scorer,
+    scorer: ScoringModel,
     cfg: RoutingConfig,
     latency_ms: dict[str, float],
     started_ms: int,

@@ -36,7 +36,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     from shopsentry.detection.feature_ops import default_feature_ops
     from shopsentry.detection.metrics import WorkerMetrics
     from shopsentry.detection.model_reload import ModelHolder
-    from shopsentry.features.store import open_store
+    from shopsentry.features.state_store import open_store
     from shopsentry.models import champion_version, load_champion
 
     metrics = WorkerMetrics()

@@ -33,18 +33,18 @@ import numpy as np
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
-from shopsentry.detection.metrics import WorkerMetrics
-from shopsentry.detection.model_reload import ModelHolder, Scorer
-from shopsentry.detection.pipeline import (
+from shopsentry.detection.hot_path import (
     BatchOutcome,
-    BatchPipeline,
     FeatureOps,
-    PipelineConfig,
+    HotPath,
+    HotPathConfig,
     StateCache,
 )
+from shopsentry.detection.metrics import WorkerMetrics
+from shopsentry.detection.model_reload import ModelHolder, ScoringModel
 from shopsentry.detection.routing import RoutingConfig
 from shopsentry.errors import CommitFailed, StateFenced
-from shopsentry.features.store import NOTHING_APPLIED, StateStore
+from shopsentry.features.state_store import NOTHING_APPLIED, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def streaming_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def pipeline_config(settings: Settings) -> PipelineConfig:
+def hot_path_config(settings: Settings) -> HotPathConfig:
     t, d = settings.topics, settings.detector
-    return PipelineConfig(
+    return HotPathConfig(
         purchase_topic=t.purchase_events.name,
         behavior_topic=t.user_behavior.name,
         max_event_bytes=d.max_event_bytes,
@@ -152,8 +152,8 @@ class Worker:
         self._behavior_topic = settings.topics.user_behavior.name
         self._behavior_partitions = settings.topics.user_behavior.partitions
         self._owned_behavior: set[int] = set()
-        self.pipeline = BatchPipeline(
-            pipeline_config(settings), ops, cache=self.cache, owns_behavior=self._owns_behavior
+        self.pipeline = HotPath(
+            hot_path_config(settings), ops, cache=self.cache, owns_behavior=self._owns_behavior
         )
         self.summary = WorkerSummary(index=self.options.index)
         self._stop = threading.Event()
@@ -330,7 +330,7 @@ class Worker:
             self.summary.first_batch_wall = time.time()
             self._first_cpu = time.process_time()
         m.in_flight.set(len(records))
-        scorer: Scorer | None = self.holder.current
+        scorer: ScoringModel | None = self.holder.current
         assert scorer is not None and self._producer is not None and self._consumer is not None
         fenced = False
         try:

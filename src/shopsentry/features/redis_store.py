@@ -18,7 +18,7 @@ from typing import Any
 
 from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import StateFenced, TransientError
-from shopsentry.features.store import NAMESPACES, NOTHING_APPLIED, check_namespace
+from shopsentry.features.state_store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _field(tp: TopicPartition) -> str:
 
 
 class RedisStateStore:
-    """:class:`~shopsentry.features.store.StateStore` on Redis."""
+    """:class:`~shopsentry.features.state_store.StateStore` on Redis."""
 
     def __init__(
         self, url: str, *, prefix: str = "fraud-detector", socket_timeout_s: float = 10.0

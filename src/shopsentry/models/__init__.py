@@ -3,7 +3,7 @@
 The detector needs only the scorer side, re-exported here and free of MLflow and
 scikit-learn imports::
 
-    from shopsentry.models import ChampionWatcher, load_champion, champion_version
+    from shopsentry.models import load_champion, champion_version
 
 Training (``shopsentry.models.training.train_and_register``) and the registry
 (``shopsentry.models.registry``) import their heavy dependencies on use.
@@ -12,11 +12,10 @@ Training (``shopsentry.models.training.train_and_register``) and the registry
 from __future__ import annotations
 
 from shopsentry.models.scorer import (
-    ChampionWatcher,
     Scorer,
     build_scorer,
     champion_version,
     load_champion,
 )
 
-__all__ = ["ChampionWatcher", "Scorer", "build_scorer", "champion_version", "load_champion"]
+__all__ = ["Scorer", "build_scorer", "champion_version", "load_champion"]

@@ -6,8 +6,8 @@ the ``champion`` alias moves; the detector polls it with :func:`champion_version
 :func:`load_champion` when it changes. Loading validates everything before returning
 (file hash, model structure, feature names and count, and the evaluator's output
 against XGBoost's on probe rows), so a corrupted or incompatible file raises
-:class:`~shopsentry.errors.ModelError` and the caller keeps the scorer it has:
-:class:`ChampionWatcher` does exactly that.
+:class:`~shopsentry.errors.ModelError` and the caller keeps the scorer it has
+(the detector's :class:`~shopsentry.detection.model_reload.ModelHolder` does exactly that).
 
 Scoring runs in a branchless C kernel (see :mod:`shopsentry.models.forest`), a few
 microseconds for one row; reason codes come from XGBoost's Saabas path attributions
@@ -378,41 +378,3 @@ def load_champion(settings: Settings, expected_features: tuple[str, ...] | None 
         scorer.evaluator_kind,
     )
     return scorer
-
-
-class ChampionWatcher:
-    """Holds the serving scorer and swaps it only for a new champion that loads cleanly."""
-
-    def __init__(
-        self, settings: Settings, expected_features: tuple[str, ...] | None = None
-    ) -> None:
-        self._settings = settings
-        self._features = expected_features
-        self.scorer: Scorer | None = None
-        self.last_error: str | None = None
-        self._rejected: str | None = None
-
-    def poll(self) -> bool:
-        """Check the pointer; load a changed champion. True when the scorer changed.
-
-        A version that failed to load is not retried until the pointer changes again,
-        so a bad promotion costs one failed load, not one per poll.
-        """
-        version = champion_version(self._settings)
-        current = self.scorer.version if self.scorer else None
-        if version is None or version == current or version == self._rejected:
-            return False
-        try:
-            scorer = load_champion(self._settings, self._features)
-        except ModelError as exc:
-            self._rejected = version
-            self.last_error = exc.one_line()
-            logger.error(
-                "keeping model %s: champion %s refused: %s", current, version, self.last_error
-            )
-            return False
-        self.scorer = scorer
-        self._rejected = None
-        self.last_error = None
-        logger.info("now serving model version %s (was %s)", version, current)
-        return True

@@ -37,7 +37,7 @@ class Champion:
 
 
 def simulator(days: float = HISTORY_DAYS) -> Any:
-    from shopsentry.events.simulator import Simulator, SimulatorConfig
+    from shopsentry.simulator import Simulator, SimulatorConfig
 
     return Simulator(
         SimulatorConfig(start=START, duration_s=days * 86400, events_per_hour=None, **SIM)  # type: ignore[arg-type]
@@ -48,9 +48,9 @@ def simulator(days: float = HISTORY_DAYS) -> Any:
 def champion(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> Champion:
     """Train (≈20 s) on 21 simulated days of 2,000 users; the last 7 days are validation."""
     from shopsentry.config import ModelSettings
-    from shopsentry.events.simulator import write_history
     from shopsentry.models.scorer import read_pointer
     from shopsentry.models.training import train_and_register
+    from shopsentry.simulator import write_history
 
     root = tmp_path_factory.mktemp("detector-champion")
     settings = Settings(

@@ -20,7 +20,7 @@ from shopsentry.detection.runner import Supervisor
 from shopsentry.detection.worker import WorkerOptions
 from shopsentry.events.schema import ALERT, DECISION, Decision
 from shopsentry.features.state import PurchaseState
-from shopsentry.features.store import PURCHASE_NS, open_store
+from shopsentry.features.state_store import PURCHASE_NS, open_store
 
 from .conftest import (
     Champion,

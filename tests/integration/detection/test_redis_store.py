@@ -10,7 +10,7 @@ import pytest
 from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import ConfigError, StateFenced
 from shopsentry.features.redis_store import RedisStateStore, StateStoreUnavailable
-from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
 pytestmark = pytest.mark.integration
 TP0, TP1 = TopicPartition("purchase-events", 0), TopicPartition("user-behavior", 1)

@@ -210,7 +210,7 @@ def test_warehouse_queries_are_timed_answered_or_failed(
 
 
 def test_traffic_is_counted_at_log_time_unless_the_clock_is_not_live() -> None:
-    from shopsentry.api.store import traffic_minute
+    from shopsentry.api.read_model import traffic_minute
     from shopsentry.bus.base import Record
 
     now = 1_800_000_000_000

@@ -325,9 +325,9 @@ def test_corrupt_database_gives_one_line_error(tmp_path: Path) -> None:
 def test_locked_database_gives_transient_error(
     log: LocalLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shopsentry.bus.local import store
+    from shopsentry.bus.local import sqlite as log_file
 
-    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(log_file, "BUSY_TIMEOUT_S", 0.1)
     blocker = sqlite3.connect(log.directory / "log.sqlite", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
     try:

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 
 from shopsentry.events.codec import encode
-from shopsentry.features.local_store import LocalStateStore
+from shopsentry.features.lmdb_store import LmdbStateStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalStateStore]:
-    s = LocalStateStore(tmp_path / "state.lmdb")
+def store(tmp_path: Path) -> Iterator[LmdbStateStore]:
+    s = LmdbStateStore(tmp_path / "state.lmdb")
     yield s
     s.close()
 

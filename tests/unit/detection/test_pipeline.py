@@ -9,12 +9,12 @@ import pytest
 
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.config import Settings
-from shopsentry.detection.pipeline import BatchPipeline
-from shopsentry.detection.worker import pipeline_config
+from shopsentry.detection.hot_path import HotPath
+from shopsentry.detection.worker import hot_path_config
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import DECISION
-from shopsentry.features.local_store import LocalStateStore
-from shopsentry.features.store import BEHAVIOR_NS, PURCHASE_NS
+from shopsentry.features.lmdb_store import LmdbStateStore
+from shopsentry.features.state_store import BEHAVIOR_NS, PURCHASE_NS
 
 from .fakes import FakeOps, FakeScorer, login, purchase
 
@@ -28,8 +28,8 @@ def rec(
 
 
 @pytest.fixture
-def pipe() -> BatchPipeline:
-    return BatchPipeline(pipeline_config(Settings(data_dir="unused")), FakeOps())
+def pipe() -> HotPath:
+    return HotPath(hot_path_config(Settings(data_dir="unused")), FakeOps())
 
 
 def decisions(out) -> list:  # type: ignore[no-untyped-def]
@@ -37,7 +37,7 @@ def decisions(out) -> list:  # type: ignore[no-untyped-def]
 
 
 def test_features_follow_each_users_offset_order_and_one_scorer_call(
-    pipe: BatchPipeline, store: LocalStateStore
+    pipe: HotPath, store: LmdbStateStore
 ) -> None:
     records = [
         rec(BT, 0, encode(login(0, "u1"))),
@@ -62,7 +62,7 @@ def test_features_follow_each_users_offset_order_and_one_scorer_call(
 
 
 def test_state_from_the_store_carries_over_between_batches(
-    pipe: BatchPipeline, store: LocalStateStore
+    pipe: HotPath, store: LmdbStateStore
 ) -> None:
     out = pipe.process([rec(PT, 0, encode(purchase(1)))], {}, FakeScorer(), store)
     store.save(out.state_changes, out.applied)
@@ -71,7 +71,7 @@ def test_state_from_the_store_carries_over_between_batches(
 
 
 def test_redelivered_offsets_are_skipped_but_committed(
-    pipe: BatchPipeline, store: LocalStateStore
+    pipe: HotPath, store: LmdbStateStore
 ) -> None:
     tp = TopicPartition(PT, 0)
     records = [rec(PT, i, encode(purchase(i))) for i in range(4)]
@@ -109,8 +109,8 @@ def test_redelivered_offsets_are_skipped_but_committed(
     ],
 )
 def test_bad_input_is_dead_lettered_and_the_rest_flows(
-    pipe: BatchPipeline,
-    store: LocalStateStore,
+    pipe: HotPath,
+    store: LmdbStateStore,
     value: bytes,
     key: bytes,
     stage: str,
@@ -130,20 +130,20 @@ def test_bad_input_is_dead_lettered_and_the_rest_flows(
 
 
 def test_purchase_on_the_behaviour_topic_is_dead_lettered(
-    pipe: BatchPipeline, store: LocalStateStore
+    pipe: HotPath, store: LmdbStateStore
 ) -> None:
     out = pipe.process([rec(BT, 0, encode(purchase(1)))], {}, FakeScorer(), store)
     assert out.dead_letters == {"route": 1} and out.purchases == 0
 
 
-def test_a_feature_error_dead_letters_that_event_only(store: LocalStateStore) -> None:
+def test_a_feature_error_dead_letters_that_event_only(store: LmdbStateStore) -> None:
     class Exploding(FakeOps):
         def vector(self, purchase, pstate, bstate):  # type: ignore[no-untyped-def]
             if purchase.amount == 13.0:
                 raise ValueError("unlucky")
             return super().vector(purchase, pstate, bstate)
 
-    pipe = BatchPipeline(pipeline_config(Settings(data_dir="unused")), Exploding())
+    pipe = HotPath(hot_path_config(Settings(data_dir="unused")), Exploding())
     records = [rec(PT, 0, encode(purchase(1, amount=13.0))), rec(PT, 1, encode(purchase(2)))]
     out = pipe.process(records, {}, FakeScorer(), store)
     assert out.dead_letters == {"features": 1}
@@ -151,7 +151,7 @@ def test_a_feature_error_dead_letters_that_event_only(store: LocalStateStore) ->
 
 
 def test_decision_latency_and_version_are_recorded(
-    pipe: BatchPipeline, store: LocalStateStore
+    pipe: HotPath, store: LmdbStateStore
 ) -> None:
     out = pipe.process([rec(PT, 0, encode(purchase(1)))], {}, FakeScorer(version="42"), store)
     raw = orjson.loads(out.outputs[0].value)

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from shopsentry.bus.base import Record
-from shopsentry.detection.pipeline import BatchOutcome
+from shopsentry.detection.hot_path import BatchOutcome
 from shopsentry.detection.routing import RoutingConfig, dead_letter, route_decisions
 from shopsentry.events.schema import ALERT, DECISION, band_for, severity_for
 

@@ -15,8 +15,8 @@ from shopsentry.bus.base import TopicPartition
 from shopsentry.detection.metrics import BatchHistogram, WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder
 from shopsentry.errors import ConfigError, ModelError, NoChampion, StateFenced
-from shopsentry.features.local_store import LocalStateStore
-from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.features.lmdb_store import LmdbStateStore
+from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
 from .fakes import FakeScorer
 
@@ -24,7 +24,7 @@ TP0, TP1 = TopicPartition("purchase-events", 0), TopicPartition("purchase-events
 
 
 # -- local state store ---------------------------------------------------------------
-def test_local_store_round_trip_and_applied_offsets(store: LocalStateStore) -> None:
+def test_local_store_round_trip_and_applied_offsets(store: LmdbStateStore) -> None:
     assert isinstance(store, StateStore)
     assert store.load(PURCHASE_NS, ["a"]) == {}
     assert store.applied_offsets([TP0]) == {TP0: NOTHING_APPLIED}
@@ -37,14 +37,14 @@ def test_local_store_round_trip_and_applied_offsets(store: LocalStateStore) -> N
     assert dict(store.items(PURCHASE_NS)) == {}
 
 
-def test_local_store_loads_more_keys_than_one_sql_statement_takes(store: LocalStateStore) -> None:
+def test_local_store_loads_more_keys_than_one_sql_statement_takes(store: LmdbStateStore) -> None:
     states = {f"user-{i}": str(i).encode() for i in range(2_300)}
     store.save({PURCHASE_NS: states}, {})
     assert store.load(PURCHASE_NS, list(states)) == states
 
 
 def test_local_store_fences_out_a_writer_behind_the_stored_offsets(
-    store: LocalStateStore,
+    store: LmdbStateStore,
 ) -> None:
     store.save({PURCHASE_NS: {"a": b"new-owner"}}, {TP0: 20})
     with pytest.raises(StateFenced, match=r"purchase-events\[0\] has applied offset 20"):
@@ -55,7 +55,7 @@ def test_local_store_fences_out_a_writer_behind_the_stored_offsets(
     assert store.applied_offsets([TP0, TP1]) == {TP0: 25, TP1: 3}
 
 
-def test_local_store_save_is_atomic(store: LocalStateStore) -> None:
+def test_local_store_save_is_atomic(store: LmdbStateStore) -> None:
     with pytest.raises(ConfigError):
         store.save({PURCHASE_NS: {"a": b"1"}, "typo": {"b": b"2"}}, {TP0: 1})
     assert store.load(PURCHASE_NS, ["a"]) == {}
@@ -86,21 +86,21 @@ def test_local_store_imports_a_sqlite_store_of_an_earlier_version(tmp_path: Path
     old.commit()
     old.close()
 
-    s = LocalStateStore(tmp_path / "group.lmdb")
+    s = LmdbStateStore(tmp_path / "group.lmdb")
     assert s.load(PURCHASE_NS, ["a"]) == {"a": b"\x01"}
     assert dict(s.items(BEHAVIOR_NS)) == {"a": b"\x02"}
     assert s.applied_offsets([TP0]) == {TP0: 41}
     s.save({PURCHASE_NS: {"a": b"\x03"}}, {})
     s.close()
     assert not legacy.exists() and (tmp_path / "group.sqlite.migrated").exists()
-    again = LocalStateStore(tmp_path / "group.lmdb")  # imported once, not again
+    again = LmdbStateStore(tmp_path / "group.lmdb")  # imported once, not again
     assert again.load(PURCHASE_NS, ["a"]) == {"a": b"\x03"}
     again.close()
 
 
 def test_local_stores_on_one_path_share_the_environment(tmp_path: Path) -> None:
-    a = LocalStateStore(tmp_path / "s.lmdb")
-    b = LocalStateStore(tmp_path / "s.lmdb")  # LMDB itself refuses a second open
+    a = LmdbStateStore(tmp_path / "s.lmdb")
+    b = LmdbStateStore(tmp_path / "s.lmdb")  # LMDB itself refuses a second open
     a.save({PURCHASE_NS: {"u": b"1"}}, {TP0: 3})
     a.close()
     assert b.load(PURCHASE_NS, ["u"]) == {"u": b"1"}
@@ -109,10 +109,10 @@ def test_local_stores_on_one_path_share_the_environment(tmp_path: Path) -> None:
 
 
 def test_local_store_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shopsentry.features import local_store
+    from shopsentry.features import lmdb_store
 
-    monkeypatch.setattr(local_store, "INITIAL_MAP_SIZE", 1 << 20)
-    s = LocalStateStore(tmp_path / "small.lmdb")
+    monkeypatch.setattr(lmdb_store, "INITIAL_MAP_SIZE", 1 << 20)
+    s = LmdbStateStore(tmp_path / "small.lmdb")
     states = {f"user-{i:05d}": bytes(500) for i in range(6_000)}  # ~3 MB: more than 1 MiB
     s.save({PURCHASE_NS: states}, {TP0: 1})
     assert len(s.load(PURCHASE_NS, list(states))) == 6_000
@@ -120,7 +120,7 @@ def test_local_store_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _writer(path: str, worker: int) -> None:
-    s = LocalStateStore(Path(path))
+    s = LmdbStateStore(Path(path))
     for i in range(50):
         s.save({PURCHASE_NS: {f"w{worker}-{i}": b"x"}}, {TopicPartition("t", worker): i})
     s.close()
@@ -135,7 +135,7 @@ def test_local_store_is_shared_by_processes(tmp_path: Path) -> None:
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    s = LocalStateStore(path)
+    s = LmdbStateStore(path)
     assert len(dict(s.items(PURCHASE_NS))) == 100
     assert s.applied_offsets([TopicPartition("t", 0), TopicPartition("t", 1)]) == {
         TopicPartition("t", 0): 49,

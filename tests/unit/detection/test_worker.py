@@ -15,8 +15,8 @@ from shopsentry.detection.model_reload import ModelHolder
 from shopsentry.detection.worker import Worker, WorkerOptions
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import DECISION
-from shopsentry.features.local_store import LocalStateStore
-from shopsentry.features.store import PURCHASE_NS
+from shopsentry.features.lmdb_store import LmdbStateStore
+from shopsentry.features.state_store import PURCHASE_NS
 
 from .fakes import FakeOps, FakeScorer, MemoryLog, login, purchase
 
@@ -30,7 +30,7 @@ class Crash(Exception):
 
 def make_worker(tmp_path: Path, log: MemoryLog, scorer: FakeScorer, **opts: object) -> Worker:
     settings = Settings(data_dir=tmp_path / "data")
-    store = LocalStateStore(tmp_path / "state.lmdb")
+    store = LmdbStateStore(tmp_path / "state.lmdb")
     holder = ModelHolder(lambda: scorer, lambda: scorer.version, interval_s=60)
     options = WorkerOptions(exit_when_idle_s=0.0, **opts)  # type: ignore[arg-type]
     return Worker(settings, log, store, holder, FakeOps(), options)
@@ -48,7 +48,7 @@ def decision_ids(log: MemoryLog) -> list[str]:
     return [DECISION.validate_json(r.value).event_id for r in log.records("decisions")]
 
 
-def purchase_counts(store: LocalStateStore) -> dict[str, int]:
+def purchase_counts(store: LmdbStateStore) -> dict[str, int]:
     return {u: json.loads(v)["purchases"] for u, v in store.items(PURCHASE_NS)}
 
 

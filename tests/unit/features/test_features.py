@@ -25,7 +25,6 @@ from shopsentry.events.schema import (
     PaymentMethodAdded,
     Purchase,
 )
-from shopsentry.events.simulator import Simulator, SimulatorConfig, write_history
 from shopsentry.features import (
     FEATURE_DESCRIPTIONS,
     FEATURE_NAMES,
@@ -41,6 +40,7 @@ from shopsentry.features import (
 )
 from shopsentry.features.offline import HistoryReadError
 from shopsentry.features.state import MAX_RECENT, MAX_SEEN
+from shopsentry.simulator import Simulator, SimulatorConfig, write_history
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

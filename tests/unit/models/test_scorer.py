@@ -11,7 +11,6 @@ import xgboost as xgb
 from shopsentry.errors import ModelError, NoChampion
 from shopsentry.models.forest import NumpyEvaluator, parse_model
 from shopsentry.models.scorer import (
-    ChampionWatcher,
     build_scorer,
     champion_version,
     load_champion,
@@ -225,27 +224,33 @@ def test_no_pointer_means_no_champion(settings):
         load_champion(settings, FEATURES)
 
 
-def test_watcher_swaps_only_to_a_model_that_loads(settings, model_raw):
-    watcher = ChampionWatcher(settings, FEATURES)
-    assert watcher.poll() is False and watcher.scorer is None
+def test_holder_swaps_only_to_a_champion_file_that_loads(settings, model_raw):
+    from shopsentry.detection.model_reload import ModelHolder
+
+    holder = ModelHolder(
+        lambda: load_champion(settings, FEATURES),
+        lambda: champion_version(settings),
+        interval_s=60,
+    )
     _publish(settings, "1", model_raw)
-    assert champion_version(settings) == "1"
-    assert watcher.poll() is True and watcher.scorer.version == "1"
-    assert watcher.poll() is False  # unchanged pointer: nothing reloaded
+    assert holder.load_initial(lambda: False).version == "1"
+    holder.check_once()
+    assert holder.swap_if_ready() is None  # unchanged pointer: nothing reloaded
 
     _publish(settings, "2", model_raw[:-40])  # a corrupted champion is promoted
-    assert watcher.poll() is False
-    assert watcher.scorer.version == "1"  # the previous champion keeps serving
-    assert "v2" not in (watcher.last_error or "") and watcher.last_error
+    holder.check_once()
+    assert holder.swap_if_ready() is None
+    assert holder.current.version == "1"  # the previous champion keeps serving
 
     X, _ = synthetic(200, seed=11)
     wrong = train_raw(X[:, :4], np.arange(200) % 7 == 0, rounds=3, names=FEATURES[:4])
     _publish(settings, "3", wrong)  # an incompatible champion (4 features)
-    assert watcher.poll() is False and watcher.scorer.version == "1"
-    assert "features" in watcher.last_error
+    holder.check_once()
+    assert holder.swap_if_ready() is None and holder.current.version == "1"
 
     _publish(settings, "4", model_raw)
-    assert watcher.poll() is True and watcher.scorer.version == "4"
+    holder.check_once()
+    assert holder.swap_if_ready().version == "4" and holder.current.version == "4"
 
 
 def test_unwritable_kernel_cache_falls_back_to_numpy(model_raw, tmp_path):

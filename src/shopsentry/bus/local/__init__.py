@@ -6,6 +6,6 @@ from __future__ import annotations
 from shopsentry.bus.local.consumer import LocalConsumer
 from shopsentry.bus.local.log import LocalLog
 from shopsentry.bus.local.producer import LocalProducer
-from shopsentry.bus.local.store import LogBusy, LogStoreError
+from shopsentry.bus.local.sqlite import LogBusy, LogStoreError
 
 __all__ = ["LocalConsumer", "LocalLog", "LocalProducer", "LogBusy", "LogStoreError"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shopsentry.bus.base import RebalanceCallback, Record, TopicPartition
 from shopsentry.bus.local import codec, groups
-from shopsentry.bus.local.store import (
+from shopsentry.bus.local.sqlite import (
     PARTITION_SPAN,
     FsyncPolicy,
     LogStoreError,

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.bus.local.store import transaction
+from shopsentry.bus.local.sqlite import transaction
 from shopsentry.bus.local.topics import now_ms
 from shopsentry.errors import CommitFailed
 

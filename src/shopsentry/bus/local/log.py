@@ -25,7 +25,7 @@ from shopsentry.bus.base import (
 from shopsentry.bus.local import topics as topic_ops
 from shopsentry.bus.local.consumer import LocalConsumer
 from shopsentry.bus.local.producer import LocalProducer
-from shopsentry.bus.local.store import FsyncPolicy, connect, sqlite_errors
+from shopsentry.bus.local.sqlite import FsyncPolicy, connect, sqlite_errors
 from shopsentry.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shopsentry.bus.local import codec
-from shopsentry.bus.local.store import FsyncPolicy, batch_id, connect, sqlite_errors, transaction
+from shopsentry.bus.local.sqlite import FsyncPolicy, batch_id, connect, sqlite_errors, transaction
 from shopsentry.bus.local.topics import TopicMeta, apply_retention, load_topic, now_ms
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.errors import BusError, ProduceError

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shopsentry.bus.base import PartitionInfo, TopicInfo, TopicSpec
-from shopsentry.bus.local.store import PARTITION_SPAN, transaction
+from shopsentry.bus.local.sqlite import PARTITION_SPAN, transaction
 from shopsentry.errors import UnknownTopic
 
 logger = logging.getLogger(__name__)

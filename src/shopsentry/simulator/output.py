@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from shopsentry.errors import ConfigError
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import Label
-from shopsentry.events.simulator.config import US
-from shopsentry.events.simulator.core import Simulator
+from shopsentry.simulator.config import US
+from shopsentry.simulator.core import Simulator
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shopsentry.events.simulator.config import (
+from shopsentry.simulator.config import (
     CATEGORY_WEIGHTS,
     COUNTRIES,
     COUNTRY_TZ,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shopsentry.events.simulator.config import (
+from shopsentry.simulator.config import (
     ADD_TO_CART,
     ADDRESS_CHANGE,
     CARD,
@@ -36,8 +36,8 @@ from shopsentry.events.simulator.config import (
     US,
     SimulatorConfig,
 )
-from shopsentry.events.simulator.frame import Frame, RowBuilder, filled
-from shopsentry.events.simulator.population import MOBILE, NEVER, Population, new_ids
+from shopsentry.simulator.frame import Frame, RowBuilder, filled
+from shopsentry.simulator.population import MOBILE, NEVER, Population, new_ids
 
 # Order of event kinds inside a session (columns of the per-session count matrix).
 SESSION_ORDER = np.array(

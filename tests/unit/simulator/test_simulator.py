@@ -14,7 +14,8 @@ import pytest
 
 from shopsentry.errors import ConfigError
 from shopsentry.events.codec import decode, decode_as, encode
-from shopsentry.events.simulator import (
+from shopsentry.features import FEATURE_NAMES, offline_features
+from shopsentry.simulator import (
     FRAUD_SCENARIOS,
     LEGIT_CASES,
     Simulator,
@@ -22,7 +23,6 @@ from shopsentry.events.simulator import (
     publish,
     write_history,
 )
-from shopsentry.features import FEATURE_NAMES, offline_features
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

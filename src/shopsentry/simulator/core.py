@@ -20,7 +20,7 @@ import orjson
 
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import AnyEvent, Label, Source
-from shopsentry.events.simulator.config import (
+from shopsentry.simulator.config import (
     CATEGORIES,
     COUNTRY_CODES,
     DAY_US,
@@ -37,10 +37,10 @@ from shopsentry.events.simulator.config import (
     US,
     SimulatorConfig,
 )
-from shopsentry.events.simulator.frame import Frame
-from shopsentry.events.simulator.population import Population, build_population
-from shopsentry.events.simulator.scenarios import fraud_incidents
-from shopsentry.events.simulator.traffic import legit_sessions, life_event_markers
+from shopsentry.simulator.frame import Frame
+from shopsentry.simulator.population import Population, build_population
+from shopsentry.simulator.scenarios import fraud_incidents
+from shopsentry.simulator.traffic import legit_sessions, life_event_markers
 
 logger = logging.getLogger(__name__)
 

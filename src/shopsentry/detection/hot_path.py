@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shopsentry.bus.base import Record, TopicPartition
-from shopsentry.detection.model_reload import Scorer
+from shopsentry.detection.model_reload import ScoringModel
 from shopsentry.detection.routing import (
     OutRecord,
     RoutingConfig,
@@ -36,7 +36,7 @@ from shopsentry.detection.routing import (
 from shopsentry.errors import InvalidEvent
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import Purchase
-from shopsentry.features.store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class FeatureOps(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class PipelineConfig:
+class HotPathConfig:
     purchase_topic: str
     behavior_topic: str
     max_event_bytes: int
@@ -135,12 +135,12 @@ class StateCache:
         return sum(len(s) for s in self._states.values())
 
 
-class BatchPipeline:
+class HotPath:
     """Turns a polled batch into outputs and state changes (no producing, no committing)."""
 
     def __init__(
         self,
-        config: PipelineConfig,
+        config: HotPathConfig,
         ops: FeatureOps,
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -159,7 +159,7 @@ class BatchPipeline:
         self,
         records: Sequence[Record],
         applied: dict[TopicPartition, int],
-        scorer: Scorer,
+        scorer: ScoringModel,
         store: StateStore,
     ) -> BatchOutcome:
         cfg = self.config

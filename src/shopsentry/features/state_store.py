@@ -16,7 +16,7 @@ owner has started. Its save names the applied offsets it started from (``expecte
 if the store has moved past them, somebody else owns the partition now, and the save is
 refused with :class:`~shopsentry.errors.StateFenced`, writing nothing.
 
-Backends: :mod:`shopsentry.features.local_store` (LMDB, in ``settings.state_dir``)
+Backends: :mod:`shopsentry.features.lmdb_store` (LMDB, in ``settings.state_dir``)
 and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
 ``settings.state.backend``.
 """
@@ -92,6 +92,6 @@ def open_store(settings: Settings, *, prefix: str | None = None) -> StateStore:
         from shopsentry.features.redis_store import RedisStateStore
 
         return RedisStateStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
-    from shopsentry.features.local_store import LocalStateStore
+    from shopsentry.features.lmdb_store import LmdbStateStore
 
-    return LocalStateStore(settings.state_dir / f"{key_prefix}.lmdb")
+    return LmdbStateStore(settings.state_dir / f"{key_prefix}.lmdb")

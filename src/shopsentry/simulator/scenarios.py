@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shopsentry.events.simulator.config import (
+from shopsentry.simulator.config import (
     ADD_TO_CART,
     ADDRESS_CHANGE,
     CARD,
@@ -45,8 +45,8 @@ from shopsentry.events.simulator.config import (
     US,
     SimulatorConfig,
 )
-from shopsentry.events.simulator.frame import Frame, RowBuilder
-from shopsentry.events.simulator.population import Population
+from shopsentry.simulator.frame import Frame, RowBuilder
+from shopsentry.simulator.population import Population
 
 _ORIGIN_INDEX = np.array([COUNTRY_CODES.index(c) for c, _ in FRAUD_ORIGINS])
 _ORIGIN_P = np.array([w for _, w in FRAUD_ORIGINS]) / sum(w for _, w in FRAUD_ORIGINS)

@@ -1,7 +1,7 @@
 """Traffic simulator: a population of customers, their web / mobile / POS traffic,
 labelled fraud scenarios (with hard cases on both sides) and late, out-of-band labels.
 
-    from shopsentry.events.simulator import SimulatorConfig, Simulator, write_history, publish
+    from shopsentry.simulator import SimulatorConfig, Simulator, write_history, publish
 
     sim = Simulator(SimulatorConfig(users=20_000, start=..., duration_s=30 * 86400,
                                     events_per_hour=None, seed=7))
@@ -11,9 +11,9 @@ labelled fraud scenarios (with hard cases on both sides) and late, out-of-band l
     publish(sim, log, settings)           # purchases → purchase-events, behaviour → user-behavior
 """
 
-from shopsentry.events.simulator.config import FRAUD_SCENARIOS, LEGIT_CASES, SimulatorConfig
-from shopsentry.events.simulator.core import RenderedEvent, Simulator
-from shopsentry.events.simulator.output import HistoryFiles, publish, write_history
+from shopsentry.simulator.config import FRAUD_SCENARIOS, LEGIT_CASES, SimulatorConfig
+from shopsentry.simulator.core import RenderedEvent, Simulator
+from shopsentry.simulator.output import HistoryFiles, publish, write_history
 
 __all__ = [
     "FRAUD_SCENARIOS",

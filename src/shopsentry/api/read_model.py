@@ -164,7 +164,7 @@ class AlertFilter:
         return (" and ".join(clauses) or "1 = 1"), params
 
 
-class AlertStore:
+class AlertReadModel:
     """SQLite (WAL) under the data dir; one writer thread (the consumer), many readers."""
 
     def __init__(self, path: Path, *, topics: dict[str, str]) -> None:

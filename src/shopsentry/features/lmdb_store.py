@@ -30,7 +30,7 @@ import lmdb
 
 from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import StateFenced, TransientError
-from shopsentry.features.store import NAMESPACES, NOTHING_APPLIED, check_namespace
+from shopsentry.features.state_store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def _applied_key(tp: TopicPartition) -> bytes:
     return f"{tp.topic}\x00{tp.partition}".encode()
 
 
-class LocalStateStore:
-    """:class:`~shopsentry.features.store.StateStore` on LMDB (a directory of two files)."""
+class LmdbStateStore:
+    """:class:`~shopsentry.features.state_store.StateStore` on LMDB (a directory of two files)."""
 
     def __init__(self, path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
         self.path = path = path.resolve()
@@ -231,4 +231,4 @@ class LocalStateStore:
             _release(self.path)
 
     def __repr__(self) -> str:
-        return f"LocalStateStore({str(self.path)!r})"
+        return f"LmdbStateStore({str(self.path)!r})"
