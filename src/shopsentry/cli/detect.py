@@ -35,6 +35,13 @@ def register(app: typer.Typer) -> None:
                 envvar="SHOPSENTRY_METRICS_PORT",
             ),
         ] = 9400,
+        metrics_host: Annotated[
+            str,
+            typer.Option(
+                help="Address of the /metrics endpoints (0.0.0.0 inside a container network).",
+                envvar="SHOPSENTRY_METRICS_HOST",
+            ),
+        ] = "127.0.0.1",
         max_events: Annotated[
             int | None,
             typer.Option(
@@ -69,11 +76,16 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         options = WorkerOptions(
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
             max_events=max_events,
             exit_when_idle_s=exit_when_idle,
             latency_samples=latency_samples,
         )
-        ports = f", metrics on :{metrics_port}..{metrics_port + count - 1}" if metrics_port else ""
+        ports = (
+            f", metrics on {metrics_host}:{metrics_port}..{metrics_port + count - 1}"
+            if metrics_port
+            else ""
+        )
         console.print(
             f"detecting with {count} worker(s) in group [bold]{settings.detector.group_id}[/] "
             f"on {settings.bus}{ports} (Ctrl-C stops)"

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         metrics_port: Annotated[
             int | None,
             typer.Option(
-                help="Serve /metrics on 127.0.0.1:PORT (0: off; default: settings, 9450)."
+                help="Serve /metrics on --metrics-host:PORT (0: off; default: settings, 9450)."
             ),
         ] = None,
         metrics_host: Annotated[

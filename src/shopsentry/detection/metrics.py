@@ -201,18 +201,22 @@ class WorkerMetrics:
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic, str(partition)).set(lag)
 
-    def serve(self, port: int) -> None:
-        """Expose ``/metrics`` on 127.0.0.1:``port`` from a daemon thread."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose ``/metrics`` on ``host``:``port`` from a daemon thread.
+
+        Loopback by default; inside a container network the host is ``0.0.0.0`` so that
+        Prometheus, another container, can reach it.
+        """
         try:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             from shopsentry.errors import ConfigError
 
             raise ConfigError(
-                f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}",
+                f"cannot serve metrics on {host}:{port}: {exc.strerror}",
                 hint="pick another --metrics-port base (worker i uses base + i) or 0 to disable",
             ) from exc
-        logger.info("metrics on http://127.0.0.1:%d/metrics", port)
+        logger.info("metrics on http://%s:%d/metrics", host, port)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """One sample's value (0 when absent): for tests, the CLI summary and benchmarks."""

@@ -69,6 +69,7 @@ STREAMING_GC_THRESHOLDS = (50_000, 20, 10)
 class WorkerOptions:
     index: int = 0
     metrics_port: int = 0  # 0: no HTTP endpoint
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus runs in another container
     max_events: int | None = None  # stop after this many input records (tests, benchmarks)
     exit_when_idle_s: float | None = None  # stop after this long without records
     latency_samples: Path | None = None  # write raw e2e latencies (seconds, .npy) at exit
@@ -225,7 +226,7 @@ class Worker:
         started = time.monotonic()
         opts = self.options
         if opts.metrics_port:
-            self.metrics.serve(opts.metrics_port)
+            self.metrics.serve(opts.metrics_port, opts.metrics_host)
         scorer = self.holder.load_initial(self.stopping_fn)
         if scorer is None:
             return self.summary

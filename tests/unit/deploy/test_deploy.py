@@ -266,7 +266,8 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def test_docker_compose_config_parses_the_file() -> None:
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``compose config`` of the stack with only ``env`` set (no Docker engine needed)."""
     command = _compose_command()
     require(
         command is not None,
@@ -274,13 +275,17 @@ def test_docker_compose_config_parses_the_file() -> None:
         "install Debian's docker-compose (make system-deps)",
     )
     assert command is not None
-    out = subprocess.run(
+    return subprocess.run(
         [*command, "-f", str(COMPOSE), "config"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GRAFANA_ADMIN_PASSWORD": "test-only"},
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env},
         timeout=120,
     )
+
+
+def test_docker_compose_config_parses_the_file() -> None:
+    out = compose_config({"GRAFANA_ADMIN_PASSWORD": "test-only"})
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
     assert {"kafka-1", "kafka-2", "kafka-3", "kafka-init"} <= set(resolved["services"])
@@ -290,20 +295,7 @@ def test_docker_compose_config_parses_the_file() -> None:
 
 
 def test_docker_compose_refuses_to_start_grafana_without_a_password() -> None:
-    command = _compose_command()
-    require(
-        command is not None,
-        "docker compose (plugin) or docker-compose",
-        "install Debian's docker-compose (make system-deps)",
-    )
-    assert command is not None
-    out = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
-        timeout=120,
-    )
+    out = compose_config({})
     assert out.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in out.stderr
 
