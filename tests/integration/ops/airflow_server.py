@@ -169,6 +169,13 @@ class AirflowServer:
         body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {t["task_id"]: t for t in body["task_instances"]}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """One try's task log, where the task runner wrote it under AIRFLOW_HOME."""
+        path = (
+            self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        ) / f"attempt={try_number}.log"
+        return path.read_text(errors="replace")
+
     def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
         tries: list[dict[str, Any]] = self.api("GET", path)["task_instances"]

@@ -130,6 +130,7 @@ def test_hourly_etl_runs_by_its_schedule_and_a_transient_failure_is_retried(
     tries = airflow.tries("hourly_etl", run_id, "extract_load")
     assert [t["state"] for t in tries][-1] == "success"
     assert len(tries) >= 2 and tries[0]["state"] == "failed"
+    assert "locked by another process" in airflow.task_log("hourly_etl", run_id, "extract_load", 1)
     assert {t["task_id"]: t["state"] for t in airflow.tasks("hourly_etl", run_id).values()} == {
         "extract_load": "success",
         "transform": "success",
