@@ -20,7 +20,9 @@ The decoded models are frozen out of the cyclic GC (``gc.freeze``) before the ho
 passes: a detector holds a batch, not a month of events, and without it a full GC over
 millions of objects is what gets measured.
 
-Results go to ``benchmarks/results/bench_features.{json,md}``.
+Results go to ``benchmarks/results/bench_features.{json,md}`` (the latest run) and
+``benchmarks/results/bench_features_history.jsonl`` (every run, with its ``--label`` and
+load average, so a before/after pair stays side by side).
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ def main() -> None:
     parser.add_argument(
         "--cpu", type=int, default=-1, help="CPU to pin to (default -1: do not pin)"
     )
+    parser.add_argument(
+        "--label", default="", help="what this run measures (kept in the history file)"
+    )
     args = parser.parse_args()
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
 
     sim = Simulator(
         SimulatorConfig(
@@ -151,8 +157,11 @@ def main() -> None:
 
     result = {
         "command": "python -m benchmarks.bench_features " + " ".join(sys.argv[1:]),
+        "label": args.label,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "pinned_cpu": args.cpu,
         "python": platform.python_version(),
         "history": {
@@ -184,13 +193,18 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_features.json").write_text(json.dumps(result, indent=2) + "\n")
+    with (RESULTS / "bench_features_history.jsonl").open("a") as fh:  # every run, before/after
+        fh.write(json.dumps(result) + "\n")
     hot = result["hot_path_us"]
     md = [
         "# Feature code: hot path and offline",
         "",
         f"Command: `{result['command']}` — {result['date']}, nproc {result['nproc']},"
         f" {'not pinned' if args.cpu < 0 else f'pinned to CPU {args.cpu}'},"
-        f" Python {result['python']}. Hot path in process CPU time, offline in wall time.",
+        f" Python {result['python']}, load average {load_at_start} at start"
+        f" / {result['load_average_at_end']} at end."
+        " Hot path in process CPU time, offline in wall time.",
+        *([f"Run: {args.label}."] if args.label else []),
         f"History: {args.users} users × {args.days:g} days = {len(events):,} events"
         f" ({len(purchases):,} purchases).",
         "",

@@ -7,12 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shopsentry.events.schema import Purchase
-from shopsentry.features.definitions import (
-    FEATURE_NAMES,
-    feature_vector,
-    observe_behavior,
-    observe_purchase,
-)
+from shopsentry.features.definitions import FEATURE_NAMES, purchase_step
+from shopsentry.features.observe import observe_behavior
 from shopsentry.features.state import BehaviorState, PurchaseState
 
 
@@ -27,14 +23,10 @@ class SharedFeatureOps:
     def behavior_state(self, raw: bytes | None) -> BehaviorState:
         return BehaviorState.from_bytes(raw)
 
-    def vector(
+    def purchase_step(
         self, purchase: Purchase, pstate: PurchaseState, bstate: BehaviorState
-    ) -> Sequence[float]:
-        return feature_vector(pstate, bstate, purchase)
-
-    def observe_purchase(self, pstate: PurchaseState, purchase: Purchase) -> PurchaseState:
-        observe_purchase(pstate, purchase)
-        return pstate
+    ) -> tuple[Sequence[float], PurchaseState]:
+        return purchase_step(pstate, bstate, purchase, purchase.occurred_at.timestamp()), pstate
 
     def observe_behavior(self, bstate: BehaviorState, event: Any) -> BehaviorState:
         observe_behavior(bstate, event)

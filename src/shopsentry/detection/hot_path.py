@@ -50,12 +50,11 @@ class FeatureOps(Protocol):
 
     def behavior_state(self, raw: bytes | None) -> Any: ...
 
-    def vector(self, purchase: Purchase, pstate: Any, bstate: Any) -> Sequence[float]:
-        """The features of ``purchase`` from the states *before* it."""
-        ...
-
-    def observe_purchase(self, pstate: Any, purchase: Purchase) -> Any:
-        """The purchase state after ``purchase`` (may be the same, mutated, object)."""
+    def purchase_step(
+        self, purchase: Purchase, pstate: Any, bstate: Any
+    ) -> tuple[Sequence[float], Any]:
+        """The features of ``purchase`` from the states *before* it, and the purchase
+        state after it (may be the same, mutated, object): the one feature step."""
         ...
 
     def observe_behavior(self, bstate: Any, event: Any) -> Any: ...
@@ -284,8 +283,7 @@ class HotPath:
                     pstate = p_states.get(user)
                     if pstate is None:
                         pstate = p_states[user] = ops.purchase_state(p_raw.get(user))
-                    row = ops.vector(event, pstate, bstate)
-                    p_states[user] = ops.observe_purchase(pstate, event)
+                    row, p_states[user] = ops.purchase_step(event, pstate, bstate)
                     p_touched.add(user)
                     rows.append(row)
                     decided.append((record, event))

@@ -1,6 +1,7 @@
-"""Fraud features: defined once (:mod:`.definitions`), computed online from per-user
-state (:mod:`.state`, kept in the stores :mod:`.store`) and offline, point in time, by
-replaying history through the same code (:mod:`.offline`).
+"""Fraud features: defined once, as feature groups (:mod:`.definitions`), computed online
+from per-user state (:mod:`.state`, updated by :mod:`.observe`, kept in a
+:mod:`.state_store`) and offline, point in time, by replaying history through the same
+feature step (:mod:`.offline`).
 
     from shopsentry.features import (FEATURE_NAMES, PurchaseState, BehaviorState,
         feature_vector, observe_purchase, observe_behavior, feature_matrix,
@@ -9,11 +10,14 @@ replaying history through the same code (:mod:`.offline`).
 
 from shopsentry.features.definitions import (
     FEATURE_DESCRIPTIONS,
+    FEATURE_FAMILIES,
     FEATURE_NAMES,
+    GROUPS,
+    FeatureGroup,
     feature_vector,
-    observe_behavior,
-    observe_purchase,
+    purchase_step,
 )
+from shopsentry.features.observe import observe_behavior, observe_purchase
 from shopsentry.features.offline import (
     FeatureFrame,
     TableEvents,
@@ -26,9 +30,12 @@ from shopsentry.features.state import BehaviorState, PurchaseState, StateDecodeE
 
 __all__ = [
     "FEATURE_DESCRIPTIONS",
+    "FEATURE_FAMILIES",
     "FEATURE_NAMES",
+    "GROUPS",
     "BehaviorState",
     "FeatureFrame",
+    "FeatureGroup",
     "PurchaseState",
     "StateDecodeError",
     "TableEvents",
@@ -38,5 +45,6 @@ __all__ = [
     "observe_behavior",
     "observe_purchase",
     "offline_features",
+    "purchase_step",
     "read_events_table",
 ]

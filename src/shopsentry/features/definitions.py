@@ -1,194 +1,96 @@
-"""The feature definitions: what each feature means, how state is updated, and how a
-purchase's vector is read from the state *before* it.
+"""The feature definitions: what each feature means, how a purchase's row is read from the
+state *before* it, and the one feature step every driver runs.
 
-This is the one place a feature is defined. The hot path calls :func:`feature_vector`
-then :func:`observe_purchase` per purchase and :func:`observe_behavior` per behaviour
-event; the offline path (:mod:`.offline`) replays a history through the very same
-functions, point in time, so training and serving cannot disagree.
+A feature belongs to one :class:`FeatureGroup` (a family the model card reports on:
+amount, velocity, novelty, behaviour, context). A group owns its names and the function
+that computes its slice of the row, side by side, so a name cannot drift away from its
+value. The row is the groups' slices in :data:`GROUPS` order.
+
+:func:`purchase_step` is the sequence the detector (:mod:`shopsentry.detection.hot_path`)
+and both offline replays (:mod:`.offline`) run per purchase: the row from the state before
+it, then the purchase folded in. Behaviour events only update state
+(:func:`~shopsentry.features.observe.observe_behavior`).
+
+A purchase reaches the groups as anything with the :class:`PurchaseFields` attributes:
+the :class:`~shopsentry.events.schema.Purchase` model on the hot path, a
+:class:`~shopsentry.features.observe.PurchaseRow` read straight from JSON offline.
 
 Missing values are NaN (XGBoost's missing-value handling), never a made-up default:
 "no previous purchase" is not "a previous purchase of 0".
 
-Written for speed (a few microseconds per event): epoch-second floats, one pass over
+Written for speed (a few microseconds per purchase): epoch-second floats, one pass over
 each window, no datetime arithmetic and no pydantic copies.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, get_args
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from shopsentry.events.schema import PaymentMethod, Purchase
-from shopsentry.features.state import (
-    BROWSE_WINDOW_S,
-    DAY_S,
-    MAX_CARDS_PER_DEVICE,
-    MAX_COUNTRIES,
-    MAX_DEVICES_WITH_CARDS,
-    MAX_EVENTS,
-    MAX_RECENT,
-    MAX_SEEN,
-    WINDOW_S,
-    BehaviorState,
-    PurchaseState,
-    append_window,
-    count,
-    remember,
-)
+from shopsentry.events.schema import MERCHANT_CATEGORIES, PAYMENT_METHODS, SOURCES, Purchase
+from shopsentry.features.observe import PurchaseFields, observe_purchase_at
+from shopsentry.features.state import DAY_S, BehaviorState, PurchaseState
 
 NAN = math.nan
 
-# Name → what it means (used by model cards and reason codes). Order = column order.
-FEATURES: tuple[tuple[str, str], ...] = (
-    # The seed's eight features.
-    ("amount", "purchase amount"),
-    ("hour_of_day", "hour of the purchase (UTC)"),
-    ("day_of_week", "day of the week (Monday = 0, UTC)"),
-    ("user_avg_amount", "the user's average purchase before this one"),
-    ("purchase_frequency", "the user's purchases per day since their first purchase"),
-    ("days_since_last_purchase", "days since the user's previous purchase"),
-    ("item_count", "items in the cart"),
-    ("payment_method", "payment method (encoded)"),
-    # Velocity.
-    ("purchases_10m", "the user's purchases in the previous 10 minutes"),
-    ("purchases_1h", "the user's purchases in the previous hour"),
-    ("purchases_24h", "the user's purchases in the previous 24 hours"),
-    ("amount_10m", "amount the user spent in the previous 10 minutes"),
-    ("amount_1h", "amount the user spent in the previous hour"),
-    ("amount_24h", "amount the user spent in the previous 24 hours"),
-    ("amount_ratio", "amount ÷ the user's average purchase"),
-    ("amount_vs_max", "amount ÷ the user's largest purchase so far"),
-    ("purchase_count", "the user's purchases so far"),
-    # Novelty.
-    ("new_device", "device never seen for this user (purchases or behaviour)"),
-    ("new_purchase_device", "device never used for a purchase by this user"),
-    ("new_card", "card never used by this user"),
-    ("card_added_minutes", "minutes since this card was added to the account"),
-    ("new_country", "country never seen for this user"),
-    ("new_ip", "IP never seen for this user"),
-    ("billing_ne_shipping", "shipping country differs from billing country"),
-    ("shipping_ne_home", "shipping country differs from the user's usual billing country"),
-    ("country_ne_home", "purchase country differs from the user's usual billing country"),
-    ("new_shipping_country", "shipping country never used by this user"),
-    ("cards_on_device", "distinct cards this user has used on this device (with this one)"),
-    ("cards_24h", "distinct cards in the user's purchases of the last 24 hours (with this one)"),
-    (
-        "devices_24h",
-        "distinct devices in the user's purchases of the last 24 hours (with this one)",
-    ),
-    # Behaviour context.
-    ("failed_logins_1h", "failed logins in the previous hour"),
-    ("failed_logins_24h", "failed logins in the previous 24 hours"),
-    ("logins_24h", "logins in the previous 24 hours"),
-    ("minutes_since_password_change", "minutes since the password was changed"),
-    ("minutes_since_address_change", "minutes since an address was changed"),
-    ("ships_to_changed_address", "ships to the country of the last address change"),
-    ("minutes_since_new_device_login", "minutes since a login from a device new to the user"),
-    ("minutes_since_new_country_login", "minutes since a login from a country new to the user"),
-    ("minutes_since_payment_method_added", "minutes since a payment method was added"),
-    ("browse_events_30m", "page views and searches in the previous 30 minutes"),
-    ("cart_adds_30m", "add-to-cart events in the previous 30 minutes"),
-    ("seconds_since_last_behavior", "seconds since the user's previous behaviour event"),
-    ("account_age_days", "days since the user was first seen"),
-    ("hour_share_purchases", "share of the user's purchases within an hour of this hour of day"),
-    ("hour_share_activity", "share of the user's earlier activity within an hour of this hour"),
-    ("source", "channel (web = 0, mobile = 1, pos = 2)"),
-    ("merchant_category", "merchant category (encoded)"),
-)
-FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in FEATURES)
-FEATURE_DESCRIPTIONS: dict[str, str] = dict(FEATURES)
-
-PAYMENT_METHOD_CODES: dict[str, float] = {
-    m: float(i) for i, m in enumerate(get_args(PaymentMethod))
-}
-SOURCE_CODES: dict[str, float] = {"web": 0.0, "mobile": 1.0, "pos": 2.0}
-CATEGORY_VOCABULARY: tuple[str, ...] = (
-    "fashion",
-    "home",
-    "grocery",
-    "beauty",
-    "sports",
-    "books",
-    "toys",
-    "electronics",
-    "gift_cards",
-    "digital",
-    "jewelry",
-)
-_CATEGORY_CODES: dict[str, float] = {c: float(i) for i, c in enumerate(CATEGORY_VOCABULARY)}
-_OTHER_CATEGORY = float(len(CATEGORY_VOCABULARY))
+GroupValues = Callable[[PurchaseState, BehaviorState, PurchaseFields, float], list[float]]
 
 
-def _hour_share(hours: list[int], total: int, hour: int) -> float:
-    if total <= 0:
-        return NAN
-    return (hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]) / total
+@dataclass(frozen=True, slots=True)
+class FeatureGroup:
+    """Features that are computed together: their names (with what each means) and the
+    function returning their values, in that order, for one purchase."""
+
+    family: str
+    features: tuple[tuple[str, str], ...]
+    values: GroupValues
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.features)
 
 
-def _activity_hour_share(b: BehaviorState, ts: float, hour: int) -> float:
-    """Share of the user's behaviour within an hour of ``hour`` of day, leaving out the
-    last hour's browsing, carts and logins: the session being scored must not vouch for
-    its own hour."""
-    hours = b.hours
-    near = hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]
-    total = b.n
-    for times in (b.browse, b.carts, b.logins):
-        for t in reversed(times):
-            if ts - t >= 3600.0:
-                break
-            total -= 1
-            if (int(t // 3600.0) - hour + 1) % 24 <= 2:
-                near -= 1
-    if total <= 0:
-        return NAN
-    return near / total
+PAYMENT_METHOD_CODES: dict[str, float] = {m: float(i) for i, m in enumerate(PAYMENT_METHODS)}
+SOURCE_CODES: dict[str, float] = {s: float(i) for i, s in enumerate(SOURCES)}
+CATEGORY_CODES: dict[str, float] = {c: float(i) for i, c in enumerate(MERCHANT_CATEGORIES)}
+OTHER_CATEGORY = float(len(MERCHANT_CATEGORIES))
 
 
-def feature_vector(pstate: PurchaseState, bstate: BehaviorState, purchase: Purchase) -> list[float]:
-    """The features of ``purchase`` from the user's state before it (NaN = missing)."""
-    return vector_of(
-        pstate,
-        bstate,
-        purchase.occurred_at.timestamp(),
-        purchase.amount,
-        purchase.item_count,
-        purchase.payment_method,
-        purchase.card_fingerprint,
-        purchase.device_fingerprint,
-        purchase.ip_fingerprint,
-        purchase.country,
-        purchase.billing_country,
-        purchase.shipping_country,
-        purchase.source,
-        purchase.merchant_category,
-    )
+# -- amount -------------------------------------------------------------------------------
 
 
-def vector_of(
-    pstate: PurchaseState,
-    bstate: BehaviorState,
-    ts: float,
-    amount: float,
-    item_count: int,
-    payment_method: str,
-    card: str | None,
-    device: str | None,
-    ip: str | None,
-    country: str,
-    billing_country: str,
-    shipping: str | None,
-    source: str,
-    category: str | None,
-) -> list[float]:
-    """:func:`feature_vector` on plain values (``ts`` in epoch seconds): the one
-    definition both the model-based and the table-based replays call."""
-    p = pstate
-    b = bstate
+def _amount(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+    amount = v.amount
     n = p.n
-    hour = int(ts // 3600.0) % 24
-    weekday = (int(ts // DAY_S) + 3) % 7  # 1970-01-01 was a Thursday
+    if n:
+        avg = p.total / n
+        ratio = amount / avg if avg > 0 else NAN
+        vs_max = amount / p.max_amount if p.max_amount > 0 else NAN
+    else:
+        avg = ratio = vs_max = NAN
+    return [amount, avg, ratio, vs_max, float(v.item_count)]
 
-    # Purchase history and its 24 h window, one pass from the newest.
+
+AMOUNT = FeatureGroup(
+    "amount",
+    (
+        ("amount", "purchase amount"),
+        ("user_avg_amount", "the user's average purchase before this one"),
+        ("amount_ratio", "amount ÷ the user's average purchase"),
+        ("amount_vs_max", "amount ÷ the user's largest purchase so far"),
+        ("item_count", "items in the cart"),
+    ),
+    _amount,
+)
+
+
+# -- velocity -----------------------------------------------------------------------------
+
+
+def _velocity(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+    """Counts and amounts over the purchase windows, one pass from the newest."""
+    card, device = v.card_fingerprint, v.device_fingerprint
     c10 = c1h = c24 = 0
     a10 = a1h = a24 = 0.0
     n_cards24 = 0.0 if card is None else 1.0
@@ -217,23 +119,63 @@ def vector_of(
         devs24.discard(None)
         n_cards24 = float(len(cards24))
         n_devs24 = float(len(devs24))
-
+    n = p.n
     if n:
-        avg = p.total / n
         first = p.first_ts
         frequency = n / max((ts - first) / DAY_S, 1.0) if first is not None else NAN
         since_last = (ts - p.last_ts) / DAY_S if p.last_ts is not None else NAN
-        ratio = amount / avg if avg > 0 else NAN
-        vs_max = amount / p.max_amount if p.max_amount > 0 else NAN
-        billing = p.billing
-        home: str | None = max(billing, key=billing.__getitem__) if billing else None
     else:
-        avg = frequency = since_last = ratio = vs_max = NAN
-        home = None
+        frequency, since_last = 0.0, NAN
+    return [
+        frequency,
+        since_last,
+        float(c10),
+        float(c1h),
+        float(c24),
+        a10,
+        a1h,
+        a24,
+        float(n),
+        n_cards24,
+        n_devs24,
+    ]
 
+
+VELOCITY = FeatureGroup(
+    "velocity",
+    (
+        ("purchase_frequency", "the user's purchases per day since their first purchase"),
+        ("days_since_last_purchase", "days since the user's previous purchase"),
+        ("purchases_10m", "the user's purchases in the previous 10 minutes"),
+        ("purchases_1h", "the user's purchases in the previous hour"),
+        ("purchases_24h", "the user's purchases in the previous 24 hours"),
+        ("amount_10m", "amount the user spent in the previous 10 minutes"),
+        ("amount_1h", "amount the user spent in the previous hour"),
+        ("amount_24h", "amount the user spent in the previous 24 hours"),
+        ("purchase_count", "the user's purchases so far"),
+        (
+            "cards_24h",
+            "distinct cards in the user's purchases of the last 24 hours (with this one)",
+        ),
+        (
+            "devices_24h",
+            "distinct devices in the user's purchases of the last 24 hours (with this one)",
+        ),
+    ),
+    _velocity,
+)
+
+
+# -- novelty ------------------------------------------------------------------------------
+
+
+def _novelty(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+    card, device, ip = v.card_fingerprint, v.device_fingerprint, v.ip_fingerprint
+    country, shipping = v.country, v.shipping_country
+    billing = p.billing
+    home: str | None = max(billing, key=billing.__getitem__) if p.n and billing else None
     if device is None:
-        new_device = new_pdevice = NAN
-        cards_on_device = NAN
+        new_device = new_pdevice = cards_on_device = NAN
     else:
         in_p = device in p.devices
         new_pdevice = 0.0 if in_p else 1.0
@@ -252,15 +194,76 @@ def vector_of(
     new_country = 0.0 if country in p.countries or country in b.countries else 1.0
     new_ip = NAN if ip is None else (0.0 if ip in p.ips or ip in b.ips else 1.0)
     if shipping is None:
-        billing_ne_shipping = ship_ne_home = new_ship = ships_to_changed = NAN
+        billing_ne_shipping = ship_ne_home = new_ship = NAN
     else:
-        billing_ne_shipping = 1.0 if shipping != billing_country else 0.0
+        billing_ne_shipping = 1.0 if shipping != v.billing_country else 0.0
         ship_ne_home = NAN if home is None else (1.0 if shipping != home else 0.0)
         new_ship = 0.0 if shipping in p.shipping else 1.0
-        ships_to_changed = 1.0 if b.addr_country == shipping else 0.0
     country_ne_home = NAN if home is None else (1.0 if country != home else 0.0)
+    return [
+        new_device,
+        new_pdevice,
+        new_card,
+        card_added,
+        new_country,
+        new_ip,
+        billing_ne_shipping,
+        ship_ne_home,
+        country_ne_home,
+        new_ship,
+        cards_on_device,
+    ]
 
-    # Behaviour context.
+
+NOVELTY = FeatureGroup(
+    "novelty",
+    (
+        ("new_device", "device never seen for this user (purchases or behaviour)"),
+        ("new_purchase_device", "device never used for a purchase by this user"),
+        ("new_card", "card never used by this user"),
+        ("card_added_minutes", "minutes since this card was added to the account"),
+        ("new_country", "country never seen for this user"),
+        ("new_ip", "IP never seen for this user"),
+        ("billing_ne_shipping", "shipping country differs from billing country"),
+        ("shipping_ne_home", "shipping country differs from the user's usual billing country"),
+        ("country_ne_home", "purchase country differs from the user's usual billing country"),
+        ("new_shipping_country", "shipping country never used by this user"),
+        ("cards_on_device", "distinct cards this user has used on this device (with this one)"),
+    ),
+    _novelty,
+)
+
+
+# -- behaviour ----------------------------------------------------------------------------
+
+
+def _hour_share(hours: list[int], total: int, hour: int) -> float:
+    if total <= 0:
+        return NAN
+    return (hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]) / total
+
+
+def _activity_hour_share(b: BehaviorState, ts: float, hour: int) -> float:
+    """Share of the user's behaviour within an hour of ``hour`` of day, leaving out the
+    last hour's browsing, carts and logins: the session being scored must not vouch for
+    its own hour."""
+    hours = b.hours
+    near = hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]
+    total = b.n
+    for times in (b.browse, b.carts, b.logins):
+        for t in reversed(times):
+            if ts - t >= 3600.0:
+                break
+            total -= 1
+            if (int(t // 3600.0) - hour + 1) % 24 <= 2:
+                near -= 1
+    if total <= 0:
+        return NAN
+    return near / total
+
+
+def _behaviour(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+    # Written out, not through helpers: this group runs per purchase on the hot path.
     f1h = f24 = 0
     for t in reversed(b.failed):
         age = ts - t
@@ -284,206 +287,142 @@ def vector_of(
         if ts - t >= 1800.0:
             break
         carts30 += 1
-    pwd = (ts - b.pwd_ts) / 60.0 if b.pwd_ts is not None else NAN
-    addr = (ts - b.addr_ts) / 60.0 if b.addr_ts is not None else NAN
-    newdev = (ts - b.newdev_ts) / 60.0 if b.newdev_ts is not None else NAN
-    newctry = (ts - b.newctry_ts) / 60.0 if b.newctry_ts is not None else NAN
-    pm_added = (ts - b.pm_ts) / 60.0 if b.pm_ts is not None else NAN
-    since_behavior = ts - b.last_ts if b.last_ts is not None else NAN
+    shipping = v.shipping_country
     first_p, first_b = p.first_ts, b.first_ts
     if first_p is None:
         age_days = NAN if first_b is None else (ts - first_b) / DAY_S
     else:
         age_days = (ts - (first_p if first_b is None or first_p < first_b else first_b)) / DAY_S
-
+    hour = int(ts // 3600.0) % 24
     return [
-        amount,
-        float(hour),
-        float(weekday),
-        avg,
-        frequency if n else 0.0,
-        since_last,
-        float(item_count),
-        PAYMENT_METHOD_CODES[payment_method],
-        float(c10),
-        float(c1h),
-        float(c24),
-        a10,
-        a1h,
-        a24,
-        ratio,
-        vs_max,
-        float(n),
-        new_device,
-        new_pdevice,
-        new_card,
-        card_added,
-        new_country,
-        new_ip,
-        billing_ne_shipping,
-        ship_ne_home,
-        country_ne_home,
-        new_ship,
-        cards_on_device,
-        n_cards24,
-        n_devs24,
         float(f1h),
         float(f24),
         float(logins24),
-        pwd,
-        addr,
-        ships_to_changed,
-        newdev,
-        newctry,
-        pm_added,
+        (ts - b.pwd_ts) / 60.0 if b.pwd_ts is not None else NAN,
+        (ts - b.addr_ts) / 60.0 if b.addr_ts is not None else NAN,
+        NAN if shipping is None else (1.0 if b.addr_country == shipping else 0.0),
+        (ts - b.newdev_ts) / 60.0 if b.newdev_ts is not None else NAN,
+        (ts - b.newctry_ts) / 60.0 if b.newctry_ts is not None else NAN,
+        (ts - b.pm_ts) / 60.0 if b.pm_ts is not None else NAN,
         float(browse30),
         float(carts30),
-        since_behavior,
+        ts - b.last_ts if b.last_ts is not None else NAN,
         age_days,
-        _hour_share(p.hours, n, hour),
+        _hour_share(p.hours, p.n, hour),
         _activity_hour_share(b, ts, hour),
-        SOURCE_CODES[source],
-        NAN if category is None else _CATEGORY_CODES.get(category, _OTHER_CATEGORY),
     ]
 
 
-def observe_purchase(pstate: PurchaseState, purchase: Purchase) -> None:
-    """Fold ``purchase`` into the purchase-side state (after its features were read)."""
-    observe_purchase_of(
-        pstate,
-        purchase.occurred_at.timestamp(),
-        purchase.amount,
-        purchase.card_fingerprint,
-        purchase.device_fingerprint,
-        purchase.ip_fingerprint,
-        purchase.country,
-        purchase.billing_country,
-        purchase.shipping_country,
-    )
+BEHAVIOUR = FeatureGroup(
+    "behaviour",
+    (
+        ("failed_logins_1h", "failed logins in the previous hour"),
+        ("failed_logins_24h", "failed logins in the previous 24 hours"),
+        ("logins_24h", "logins in the previous 24 hours"),
+        ("minutes_since_password_change", "minutes since the password was changed"),
+        ("minutes_since_address_change", "minutes since an address was changed"),
+        ("ships_to_changed_address", "ships to the country of the last address change"),
+        ("minutes_since_new_device_login", "minutes since a login from a device new to the user"),
+        (
+            "minutes_since_new_country_login",
+            "minutes since a login from a country new to the user",
+        ),
+        ("minutes_since_payment_method_added", "minutes since a payment method was added"),
+        ("browse_events_30m", "page views and searches in the previous 30 minutes"),
+        ("cart_adds_30m", "add-to-cart events in the previous 30 minutes"),
+        ("seconds_since_last_behavior", "seconds since the user's previous behaviour event"),
+        ("account_age_days", "days since the user was first seen"),
+        (
+            "hour_share_purchases",
+            "share of the user's purchases within an hour of this hour of day",
+        ),
+        (
+            "hour_share_activity",
+            "share of the user's earlier activity within an hour of this hour",
+        ),
+    ),
+    _behaviour,
+)
 
 
-def observe_purchase_of(
-    pstate: PurchaseState,
-    ts: float,
-    amount: float,
-    card: str | None,
-    device: str | None,
-    ip: str | None,
-    country: str,
-    billing_country: str,
-    shipping: str | None,
-) -> None:
-    """:func:`observe_purchase` on plain values."""
-    p = pstate
-    p.n += 1
-    p.total += amount
-    if amount > p.max_amount:
-        p.max_amount = amount
-    if p.first_ts is None:
-        p.first_ts = ts
-    if p.last_ts is None or ts > p.last_ts:
-        p.last_ts = ts
-    rts = p.rts
-    rts.append(ts)
-    p.ramt.append(amount)
-    p.rcard.append(card)
-    p.rdev.append(device)
-    horizon = ts - WINDOW_S
-    drop = 0
-    while drop < len(rts) and rts[drop] <= horizon:
-        drop += 1
-    if len(rts) - drop > MAX_RECENT:
-        drop = len(rts) - MAX_RECENT
-    if drop:
-        del rts[:drop], p.ramt[:drop], p.rcard[:drop], p.rdev[:drop]
-    if device is not None:
-        remember(p.devices, device, ts, MAX_SEEN)
-        if card is not None:
-            dev_cards = p.dev_cards
-            cards = dev_cards.pop(device, None)
-            if cards is None:
-                cards = []
-            if card not in cards:
-                cards.append(card)
-                if len(cards) > MAX_CARDS_PER_DEVICE:
-                    del cards[0]
-            dev_cards[device] = cards
-            if len(dev_cards) > MAX_DEVICES_WITH_CARDS:
-                del dev_cards[next(iter(dev_cards))]
-    if card is not None:
-        remember(p.cards, card, ts, MAX_SEEN)
-    if ip is not None:
-        remember(p.ips, ip, ts, MAX_SEEN)
-    count(p.countries, country, MAX_COUNTRIES)
-    count(p.billing, billing_country, MAX_COUNTRIES)
-    if shipping is not None:
-        count(p.shipping, shipping, MAX_COUNTRIES)
-    p.hours[int(ts // 3600.0) % 24] += 1
+# -- context ------------------------------------------------------------------------------
 
 
-def observe_behavior(bstate: BehaviorState, event: Any) -> None:
-    """Fold one behaviour event (page view, search, add-to-cart, login, failed login,
-    password change, address change, payment method added) into the behaviour state."""
-    kind = event.event_type
-    observe_behavior_of(
-        bstate,
-        event.occurred_at.timestamp(),
-        kind,
-        event.device_fingerprint,
-        event.ip_fingerprint,
-        event.country,
-        event.new_country if kind == "address_change" else None,
-        event.card_fingerprint if kind == "payment_method_added" else None,
-    )
+def _context(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+    category = v.merchant_category
+    return [
+        float(int(ts // 3600.0) % 24),
+        float((int(ts // DAY_S) + 3) % 7),  # 1970-01-01 was a Thursday
+        PAYMENT_METHOD_CODES[v.payment_method],
+        SOURCE_CODES[v.source],
+        NAN if category is None else CATEGORY_CODES.get(category, OTHER_CATEGORY),
+    ]
 
 
-def observe_behavior_of(
-    bstate: BehaviorState,
-    ts: float,
-    kind: str,
-    device: str | None,
-    ip: str | None,
-    country: str | None,
-    new_country: str | None,
-    card: str | None,
-) -> None:
-    """:func:`observe_behavior` on plain values (``new_country`` of an address change,
-    ``card`` of an added payment method)."""
-    b = bstate
-    if kind == "page_view" or kind == "search":
-        append_window(b.browse, ts, BROWSE_WINDOW_S, MAX_EVENTS)
-    elif kind == "add_to_cart":
-        append_window(b.carts, ts, BROWSE_WINDOW_S, MAX_EVENTS)
-    elif kind == "login":
-        # "New" only against a history: an account's very first login is not a signal.
-        if b.n:
-            if device is not None and device not in b.devices:
-                b.newdev_ts = ts
-            if country is not None and country not in b.countries:
-                b.newctry_ts = ts
-        append_window(b.logins, ts, WINDOW_S, MAX_EVENTS)
-    elif kind == "failed_login":
-        append_window(b.failed, ts, WINDOW_S, MAX_EVENTS)
-    elif kind == "password_change":
-        b.pwd_ts = ts
-    elif kind == "address_change":
-        b.addr_ts = ts
-        b.addr_country = new_country
-    elif kind == "payment_method_added":
-        b.pm_ts = ts
-        if card is not None:
-            remember(b.pm_cards, card, ts, MAX_SEEN)
-    b.n += 1
-    if b.first_ts is None:
-        b.first_ts = ts
-    if b.last_ts is None or ts > b.last_ts:
-        b.last_ts = ts
-    b.hours[int(ts // 3600.0) % 24] += 1
-    if kind == "failed_login":
-        return  # a failed login proves nothing about the device: it stays unknown
-    if device is not None:
-        remember(b.devices, device, ts, MAX_SEEN)
-    if ip is not None:
-        remember(b.ips, ip, ts, MAX_SEEN)
-    if country is not None:
-        count(b.countries, country, MAX_COUNTRIES)
+CONTEXT = FeatureGroup(
+    "context",
+    (
+        ("hour_of_day", "hour of the purchase (UTC)"),
+        ("day_of_week", "day of the week (Monday = 0, UTC)"),
+        ("payment_method", "payment method (its position in the schema's PAYMENT_METHODS)"),
+        ("source", "channel (its position in the schema's SOURCES: web, mobile, pos)"),
+        (
+            "merchant_category",
+            "merchant category (position in MERCHANT_CATEGORIES; past it: other)",
+        ),
+    ),
+    _context,
+)
+
+
+# -- the row ------------------------------------------------------------------------------
+
+GROUPS: tuple[FeatureGroup, ...] = (AMOUNT, VELOCITY, NOVELTY, BEHAVIOUR, CONTEXT)
+
+FEATURES: tuple[tuple[str, str], ...] = tuple(f for group in GROUPS for f in group.features)
+FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in FEATURES)
+FEATURE_DESCRIPTIONS: dict[str, str] = dict(FEATURES)
+FEATURE_FAMILIES: dict[str, str] = {n: g.family for g in GROUPS for n in g.names}
+
+
+def _slices() -> dict[str, slice]:
+    out, start = {}, 0
+    for group in GROUPS:
+        out[group.family] = slice(start, start + len(group.features))
+        start += len(group.features)
+    return out
+
+
+GROUP_SLICES: dict[str, slice] = _slices()  # family → its columns in the row
+# The groups' functions in row order, bound once (one call each per purchase, no loop).
+_GROUP_1, _GROUP_2, _GROUP_3, _GROUP_4, _GROUP_5 = (group.values for group in GROUPS)
+
+
+def vector_at(
+    pstate: PurchaseState, bstate: BehaviorState, purchase: PurchaseFields, ts: float
+) -> list[float]:
+    """The row of ``purchase`` at ``ts`` (epoch seconds) from the states before it: the
+    groups' slices in :data:`GROUPS` order."""
+    return [
+        *_GROUP_1(pstate, bstate, purchase, ts),
+        *_GROUP_2(pstate, bstate, purchase, ts),
+        *_GROUP_3(pstate, bstate, purchase, ts),
+        *_GROUP_4(pstate, bstate, purchase, ts),
+        *_GROUP_5(pstate, bstate, purchase, ts),
+    ]
+
+
+def feature_vector(pstate: PurchaseState, bstate: BehaviorState, purchase: Purchase) -> list[float]:
+    """The features of ``purchase`` from the user's state before it (NaN = missing)."""
+    return vector_at(pstate, bstate, purchase, purchase.occurred_at.timestamp())
+
+
+def purchase_step(
+    pstate: PurchaseState, bstate: BehaviorState, purchase: PurchaseFields, ts: float
+) -> list[float]:
+    """The one feature step: the row from the state before ``purchase``, then the
+    purchase folded into ``pstate``. Every driver (the detector, both offline replays)
+    calls this, so serving and training run the same sequence."""
+    row = vector_at(pstate, bstate, purchase, ts)
+    observe_purchase_at(pstate, purchase, ts)
+    return row

@@ -2,7 +2,8 @@
 definitions.
 
 Every purchase's vector is read from the state built by the events strictly before it
-(in ``occurred_at`` order, ties in table order), exactly as the detector reads it live,
+(in ``occurred_at`` order, ties in table order), by the detector's own feature step
+(:func:`~shopsentry.features.definitions.purchase_step`),
 so the training data cannot see the future (labels never enter: they are a separate
 table). :func:`events_from_table` turns the canonical events table (or a JSONL/Parquet
 file of it) into event models in time order.
@@ -22,14 +23,13 @@ import numpy as np
 from shopsentry.errors import TerminalError
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import AnyEvent, Purchase
-from shopsentry.features.definitions import (
-    FEATURE_NAMES,
-    feature_vector,
-    observe_behavior,
-    observe_behavior_of,
-    observe_purchase,
-    observe_purchase_of,
-    vector_of,
+from shopsentry.features.definitions import FEATURE_NAMES, feature_vector, purchase_step
+from shopsentry.features.observe import (
+    BehaviorFields,
+    BehaviorRow,
+    PurchaseFields,
+    PurchaseRow,
+    observe_behavior_at,
 )
 from shopsentry.features.state import BehaviorState, PurchaseState
 
@@ -177,121 +177,81 @@ def offline_features(
     return _from_models(events, progress)
 
 
+class _Replay:
+    """Per-user states and the rows read so far: the detector's sequence, event by event."""
+
+    def __init__(self) -> None:
+        self.pstates: dict[str, PurchaseState] = {}
+        self.bstates: dict[str, BehaviorState] = {}
+        self.nobody = BehaviorState()  # read-only stand-in for users without behaviour yet
+        self.rows = _Rows()
+        self.last_ts = -np.inf
+
+    def in_order(self, ts: float, event_id: object) -> None:
+        if ts < self.last_ts:
+            raise HistoryReadError(
+                f"events are not in occurred_at order at {event_id}",
+                hint="sort the history by occurred_at (events_from_table does)",
+            )
+        self.last_ts = ts
+
+    def purchase(self, purchase: PurchaseFields, ts: float, event_id: str, order_id: str) -> None:
+        user = purchase.user_id
+        pstate = self.pstates.get(user)
+        if pstate is None:
+            pstate = self.pstates[user] = PurchaseState()
+        row = purchase_step(pstate, self.bstates.get(user, self.nobody), purchase, ts)
+        self.rows.add(row, event_id, user, order_id, purchase.amount, ts)
+
+    def behavior(self, event: BehaviorFields, user: str, ts: float) -> None:
+        bstate = self.bstates.get(user)
+        if bstate is None:
+            bstate = self.bstates[user] = BehaviorState()
+        observe_behavior_at(bstate, event, ts)
+
+    def frame(self) -> FeatureFrame:
+        return self.rows.frame(len(self.pstates))
+
+
 def _from_models(
     events: Iterable[AnyEvent], progress: Callable[[int], None] | None
 ) -> FeatureFrame:
-    pstates: dict[str, PurchaseState] = {}
-    bstates: dict[str, BehaviorState] = {}
-    nobody = BehaviorState()  # read-only stand-in for users without behaviour yet
-    rows = _Rows()
-    last_ts = -np.inf
+    replay = _Replay()
     done = 0
     for event in events:
-        user = event.user_id
         ts = event.occurred_at.timestamp()
-        if ts < last_ts:
-            raise HistoryReadError(
-                f"events are not in occurred_at order at {event.event_id}",
-                hint="sort the history by occurred_at (events_from_table does)",
-            )
-        last_ts = ts
-        if event.event_type == "purchase":
-            assert isinstance(event, Purchase)
-            pstate = pstates.get(user)
-            if pstate is None:
-                pstate = pstates[user] = PurchaseState()
-            row = feature_vector(pstate, bstates.get(user, nobody), event)
-            observe_purchase(pstate, event)
-            rows.add(row, event.event_id, user, event.order_id, event.amount, ts)
+        replay.in_order(ts, event.event_id)
+        if isinstance(event, Purchase):
+            replay.purchase(event, ts, event.event_id, event.order_id)
         else:
-            bstate = bstates.get(user)
-            if bstate is None:
-                bstate = bstates[user] = BehaviorState()
-            observe_behavior(bstate, event)
+            replay.behavior(event, event.user_id, ts)
         done += 1
         if progress is not None and done == _CHUNK_ROWS:
             progress(done)
             done = 0
     if progress is not None and done:
         progress(done)
-    return rows.frame(len(pstates))
+    return replay.frame()
 
 
 def _from_table(table: pa.Table, progress: Callable[[int], None] | None) -> FeatureFrame:
     import orjson
 
-    pstates: dict[str, PurchaseState] = {}
-    bstates: dict[str, BehaviorState] = {}
-    nobody = BehaviorState()
-    rows = _Rows()
+    replay = _Replay()
     loads = orjson.loads
     parse_time = datetime.fromisoformat
-    last_ts = -np.inf
     for batch in table.select(["raw_json"]).to_batches(max_chunksize=_CHUNK_ROWS):
         for raw in batch.column(0).to_pylist():
             d = loads(raw)
             ts = parse_time(d["occurred_at"]).timestamp()
-            if ts < last_ts:
-                raise HistoryReadError(
-                    f"events are not in occurred_at order at {d.get('event_id')}",
-                    hint="sort the history by occurred_at",
-                )
-            last_ts = ts
-            user = d["user_id"]
-            kind = d["event_type"]
-            get = d.get
-            if kind == "purchase":
-                pstate = pstates.get(user)
-                if pstate is None:
-                    pstate = pstates[user] = PurchaseState()
-                amount = float(d["amount"])
-                card, device, ip = (
-                    get("card_fingerprint"),
-                    get("device_fingerprint"),
-                    get("ip_fingerprint"),
-                )
-                country, billing, shipping = (
-                    d["country"],
-                    d["billing_country"],
-                    get("shipping_country"),
-                )
-                row = vector_of(
-                    pstate,
-                    bstates.get(user, nobody),
-                    ts,
-                    amount,
-                    d["item_count"],
-                    d["payment_method"],
-                    card,
-                    device,
-                    ip,
-                    country,
-                    billing,
-                    shipping,
-                    d["source"],
-                    get("merchant_category"),
-                )
-                observe_purchase_of(
-                    pstate, ts, amount, card, device, ip, country, billing, shipping
-                )
-                rows.add(row, d["event_id"], user, d["order_id"], amount, ts)
+            replay.in_order(ts, d.get("event_id"))
+            if d["event_type"] == "purchase":
+                replay.purchase(PurchaseRow(d), ts, d["event_id"], d["order_id"])
             else:
-                bstate = bstates.get(user)
-                if bstate is None:
-                    bstate = bstates[user] = BehaviorState()
-                observe_behavior_of(
-                    bstate,
-                    ts,
-                    kind,
-                    get("device_fingerprint"),
-                    get("ip_fingerprint"),
-                    get("country"),
-                    get("new_country"),
-                    get("card_fingerprint"),
-                )
+                replay.behavior(BehaviorRow(d), d["user_id"], ts)
         if progress is not None:
             progress(batch.num_rows)
-    return rows.frame(len(pstates))
+    return replay.frame()
 
 
 def read_events_table(source: pa.Table | str | Path) -> pa.Table:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shopsentry.errors import ConfigError
+from shopsentry.events.schema import MERCHANT_CATEGORIES
+from shopsentry.events.schema import PAYMENT_METHODS as PAYMENT_METHODS  # re-exported
 
 # Countries: code, UTC offset in hours (for users' active hours), weight as a home country.
 COUNTRIES: tuple[tuple[str, int, float], ...] = (
@@ -81,32 +83,12 @@ EVENT_TYPES: tuple[str, ...] = (
     PM_ADDED,
 ) = range(9)
 
-PAYMENT_METHODS: tuple[str, ...] = (
-    "card",
-    "paypal",
-    "apple_pay",
-    "google_pay",
-    "bank_transfer",
-    "gift_card",
-    "cash",
-)
 CARD, PAYPAL, APPLE_PAY, GOOGLE_PAY, BANK_TRANSFER, GIFT_CARD, CASH = range(7)
 # Methods that carry a card fingerprint (wallets tokenise a card, the fingerprint is the card's).
 CARD_BACKED = frozenset({CARD, APPLE_PAY, GOOGLE_PAY})
 
-CATEGORIES: tuple[str, ...] = (
-    "fashion",
-    "home",
-    "grocery",
-    "beauty",
-    "sports",
-    "books",
-    "toys",
-    "electronics",
-    "gift_cards",
-    "digital",
-    "jewelry",
-)
+# Indices into the schema's vocabularies (MERCHANT_CATEGORIES, PAYMENT_METHODS).
+CATEGORIES = MERCHANT_CATEGORIES
 CATEGORY_WEIGHTS: tuple[float, ...] = (18, 14, 16, 9, 8, 8, 6, 10, 3, 5, 3)
 RISKY_CATEGORIES: tuple[int, ...] = (7, 8, 9, 10)  # electronics, gift cards, digital, jewelry
 POS_CATEGORIES: tuple[int, ...] = (0, 1, 2, 3, 4)

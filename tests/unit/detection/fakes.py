@@ -145,6 +145,11 @@ class FakeOps:
             "events": [*pstate["events"], purchase.event_id],
         }
 
+    def purchase_step(
+        self, purchase: Any, pstate: dict[str, Any], bstate: dict[str, Any]
+    ) -> tuple[list[float], dict[str, Any]]:
+        return self.vector(purchase, pstate, bstate), self.observe_purchase(pstate, purchase)
+
     def observe_behavior(self, bstate: dict[str, Any], event: Any) -> dict[str, Any]:
         return {"logins": bstate["logins"] + (event.event_type == "login")}
 

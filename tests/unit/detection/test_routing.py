@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import orjson
+import pytest
 
 from shopsentry.bus.base import Record
 from shopsentry.detection.hot_path import BatchOutcome
@@ -85,3 +86,14 @@ def test_dead_letter_keeps_original_bytes_and_key_with_headers() -> None:
         "dlq.offset": b"41",
         "dlq.stage": b"decode",
     }
+
+
+def test_trusted_refuses_a_missing_or_unknown_field() -> None:
+    from shopsentry.events.schema import FeatureContribution, trusted
+
+    ok = trusted(FeatureContribution, contribution=0.5, name="amount", value=None)
+    assert list(ok.model_dump()) == ["name", "value", "contribution"]  # the model's order
+    with pytest.raises(KeyError):
+        trusted(FeatureContribution, name="amount", value=None)
+    with pytest.raises(KeyError):
+        trusted(FeatureContribution, name="amount", value=None, contribution=0.5, typo=1)

@@ -27,7 +27,9 @@ from shopsentry.events.schema import (
 )
 from shopsentry.features import (
     FEATURE_DESCRIPTIONS,
+    FEATURE_FAMILIES,
     FEATURE_NAMES,
+    GROUPS,
     BehaviorState,
     PurchaseState,
     StateDecodeError,
@@ -37,7 +39,9 @@ from shopsentry.features import (
     observe_behavior,
     observe_purchase,
     offline_features,
+    purchase_step,
 )
+from shopsentry.features.definitions import GROUP_SLICES
 from shopsentry.features.offline import HistoryReadError
 from shopsentry.features.state import MAX_RECENT, MAX_SEEN
 from shopsentry.simulator import Simulator, SimulatorConfig, write_history
@@ -113,8 +117,8 @@ def last(events: list[Any]) -> dict[str, float]:
 def test_names_are_unique_described_and_match_the_vector() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert set(FEATURE_DESCRIPTIONS) == set(FEATURE_NAMES)
-    # The seed's eight features come first, in the seed's order.
-    assert FEATURE_NAMES[:8] == (
+    # The seed's eight features are all there.
+    assert {
         "amount",
         "hour_of_day",
         "day_of_week",
@@ -123,10 +127,37 @@ def test_names_are_unique_described_and_match_the_vector() -> None:
         "days_since_last_purchase",
         "item_count",
         "payment_method",
-    )
+    } <= set(FEATURE_NAMES)
     row = feature_vector(PurchaseState.empty(), BehaviorState.empty(), purchase(0))
     assert len(row) == len(FEATURE_NAMES)
     assert all(isinstance(v, float) for v in row)
+
+
+def test_each_group_owns_its_names_and_its_slice() -> None:
+    """A group's values line up with its names, and the row is the groups in order."""
+    ps, bs = PurchaseState.empty(), BehaviorState.empty()
+    observe_purchase(ps, purchase(0, amount=20.0))
+    p = purchase(60, amount=80.0)
+    row = feature_vector(ps, bs, p)
+    ts = p.occurred_at.timestamp()
+    start = 0
+    for group in GROUPS:
+        values = group.values(ps, bs, p, ts)
+        assert len(values) == len(group.names), group.family
+        assert GROUP_SLICES[group.family] == slice(start, start + len(values))
+        assert np.array_equal(row[start : start + len(values)], values, equal_nan=True)
+        assert all(FEATURE_FAMILIES[name] == group.family for name in group.names)
+        start += len(values)
+    assert start == len(FEATURE_NAMES)
+    assert row[COL["amount_ratio"]] == 4.0  # 80 ÷ the earlier average of 20
+
+
+def test_purchase_step_reads_before_it_observes() -> None:
+    ps, bs = PurchaseState.empty(), BehaviorState.empty()
+    first = purchase(0)
+    row = purchase_step(ps, bs, first, first.occurred_at.timestamp())
+    assert row[COL["purchase_count"]] == 0.0 and ps.n == 1
+    assert row == feature_vector(PurchaseState.empty(), bs, first)
 
 
 @pytest.fixture(scope="module")
