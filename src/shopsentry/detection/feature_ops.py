@@ -1,5 +1,13 @@
 """The detector's view of :mod:`shopsentry.features`: the one feature definition, driven
-event by event (the offline path replays the same functions for training)."""
+event by event (the offline path replays the same functions for training).
+
+Per batch, the entity states of the batch's purchases are read from the shared entity
+store once (:meth:`SharedFeatureOps.begin_batch`), each purchase reads and updates them
+in memory through the one feature step, and the batch's deltas are applied to the store
+atomically and idempotently (:meth:`SharedFeatureOps.end_batch`) before any decision is
+produced: a crash after that point redelivers purchases the store already counted, and
+skips them.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from shopsentry.events.schema import Purchase
-from shopsentry.features.definitions import FEATURE_NAMES, purchase_step
+from shopsentry.features.definitions import FEATURE_NAMES, NO_ENTITIES, Entities, purchase_step
+from shopsentry.features.entity import EntityState, entity_keys
+from shopsentry.features.entity_store import EntityPurchase, EntityStore
 from shopsentry.features.observe import observe_behavior
 from shopsentry.features.state import BehaviorState, PurchaseState
 
 
 class SharedFeatureOps:
-    """:class:`~shopsentry.detection.hot_path.FeatureOps` over the shared definitions."""
+    """:class:`~shopsentry.detection.hot_path.FeatureOps` over the shared definitions.
+
+    Without an entity store, entity features are missing (NaN) — for tests and tools
+    that score without one; the detector always has one (:func:`default_feature_ops`)."""
 
     names: tuple[str, ...] = FEATURE_NAMES
+
+    def __init__(self, entities: EntityStore | None = None) -> None:
+        self.entities = entities
+        self._keys: dict[str, list[str | None]] = {}
+        self._states: dict[str, EntityState] = {}
+        self._deltas: list[EntityPurchase] = []
 
     def purchase_state(self, raw: bytes | None) -> PurchaseState:
         return PurchaseState.from_bytes(raw)
@@ -23,10 +42,43 @@ class SharedFeatureOps:
     def behavior_state(self, raw: bytes | None) -> BehaviorState:
         return BehaviorState.from_bytes(raw)
 
+    def begin_batch(self, purchases: Sequence[Purchase]) -> None:
+        """Read the entity states of ``purchases`` from the store (one read)."""
+        self._deltas = []
+        if self.entities is None:
+            return
+        self._keys = {p.event_id: entity_keys(p) for p in purchases}
+        unique = {k for keys in self._keys.values() for k in keys if k is not None}
+        self._states = self.entities.load(sorted(unique)) if unique else {}
+
     def purchase_step(
         self, purchase: Purchase, pstate: PurchaseState, bstate: BehaviorState
     ) -> tuple[Sequence[float], PurchaseState]:
-        return purchase_step(pstate, bstate, purchase, purchase.occurred_at.timestamp()), pstate
+        ts = purchase.occurred_at.timestamp()
+        if self.entities is None:
+            return purchase_step(pstate, bstate, NO_ENTITIES, purchase, ts), pstate
+        keys = self._keys.get(purchase.event_id) or entity_keys(purchase)
+        states = self._states
+        entities: Entities = [None if k is None else states[k] for k in keys]
+        row = purchase_step(pstate, bstate, entities, purchase, ts)
+        self._deltas.append(
+            EntityPurchase(
+                purchase.event_id,
+                purchase.user_id,
+                purchase.amount,
+                ts,
+                tuple(k for k in keys if k is not None),
+            )
+        )
+        return row, pstate
+
+    def end_batch(self) -> None:
+        """Apply the batch's purchases to the shared entity store (atomic, idempotent)."""
+        if self.entities is not None and self._deltas:
+            self.entities.apply_purchases(self._deltas)
+        self._deltas = []
+        self._states = {}
+        self._keys = {}
 
     def observe_behavior(self, bstate: BehaviorState, event: Any) -> BehaviorState:
         observe_behavior(bstate, event)
@@ -36,5 +88,5 @@ class SharedFeatureOps:
         return state.to_bytes()
 
 
-def default_feature_ops() -> SharedFeatureOps:
-    return SharedFeatureOps()
+def default_feature_ops(entities: EntityStore | None = None) -> SharedFeatureOps:
+    return SharedFeatureOps(entities)

@@ -59,6 +59,16 @@ class FeatureOps(Protocol):
 
     def observe_behavior(self, bstate: Any, event: Any) -> Any: ...
 
+    def begin_batch(self, purchases: Sequence[Purchase]) -> None:
+        """Before the batch's first event: read what the batch's purchases share with
+        other workers (entity state)."""
+        ...
+
+    def end_batch(self) -> None:
+        """After its last event, before any output is produced: make the shared updates
+        durable (atomic, idempotent)."""
+        ...
+
     def dump(self, state: Any) -> bytes: ...
 
 
@@ -269,6 +279,7 @@ class HotPath:
         p_missing = sorted(p_users.difference(p_states))
         b_raw = store.load(BEHAVIOR_NS, b_missing) if b_missing else {}
         p_raw = store.load(PURCHASE_NS, p_missing) if p_missing else {}
+        ops.begin_batch([ev for stream in streams for _, ev in stream if isinstance(ev, Purchase)])
         b_touched: set[str] = set()
         p_touched: set[str] = set()
         rows: list[Sequence[float]] = []
@@ -300,6 +311,7 @@ class HotPath:
                 p_raw.pop(user, None)
                 if isinstance(event, Purchase):
                     p_raw.update(store.load(PURCHASE_NS, [user]))
+        ops.end_batch()
         owns = self.owns_behavior
         out.state_objects = {
             PURCHASE_NS: {user: p_states[user] for user in p_touched},

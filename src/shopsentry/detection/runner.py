@@ -36,6 +36,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     from shopsentry.detection.feature_ops import default_feature_ops
     from shopsentry.detection.metrics import WorkerMetrics
     from shopsentry.detection.model_reload import ModelHolder
+    from shopsentry.features.entity_store import open_entity_store
     from shopsentry.features.state_store import open_store
     from shopsentry.models import champion_version, load_champion
 
@@ -53,7 +54,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
         log,
         store,
         holder,
-        default_feature_ops(),
+        default_feature_ops(open_entity_store(settings)),
         options,
         metrics,
         lag_log=lambda: open_log(settings, create_topics=False),

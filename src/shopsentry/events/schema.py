@@ -99,6 +99,12 @@ class Purchase(_Event):
     billing_country: Country
     shipping_country: Country | None = None
     merchant_category: Annotated[str, Field(max_length=32)] | None = None
+    # Entities the purchase passes through besides card, device and IP (all optional, so
+    # events written before they existed still decode): the store and terminal of a POS
+    # purchase, and a fingerprint of the shipping address of a web or mobile one.
+    store_id: Id | None = None
+    terminal_id: Id | None = None
+    shipping_address_hash: Fingerprint | None = None
 
 
 class _Behavior(_Event):

@@ -2,7 +2,7 @@
 state *before* it, and the one feature step every driver runs.
 
 A feature belongs to one :class:`FeatureGroup` (a family the model card reports on:
-amount, velocity, novelty, behaviour, context). A group owns its names and the function
+amount, velocity, novelty, behaviour, context, entity). A group owns its names and the function
 that computes its slice of the row, side by side, so a name cannot drift away from its
 value. The row is the groups' slices in :data:`GROUPS` order.
 
@@ -29,12 +29,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shopsentry.events.schema import MERCHANT_CATEGORIES, PAYMENT_METHODS, SOURCES, Purchase
+from shopsentry.features.entity import (
+    ENTITY_FEATURES,
+    ENTITY_KINDS,
+    EntityState,
+    entity_values,
+    observe_entity_purchase,
+)
 from shopsentry.features.observe import PurchaseFields, observe_purchase_at
 from shopsentry.features.state import DAY_S, BehaviorState, PurchaseState
 
 NAN = math.nan
 
-GroupValues = Callable[[PurchaseState, BehaviorState, PurchaseFields, float], list[float]]
+# The states of the purchase's entities, in ENTITY_KINDS order (None: it names none).
+Entities = list[EntityState | None]
+GroupValues = Callable[[PurchaseState, BehaviorState, Entities, PurchaseFields, float], list[float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,9 @@ OTHER_CATEGORY = float(len(MERCHANT_CATEGORIES))
 # -- amount -------------------------------------------------------------------------------
 
 
-def _amount(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+def _amount(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
     amount = v.amount
     n = p.n
     if n:
@@ -88,7 +99,9 @@ AMOUNT = FeatureGroup(
 # -- velocity -----------------------------------------------------------------------------
 
 
-def _velocity(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+def _velocity(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
     """Counts and amounts over the purchase windows, one pass from the newest."""
     card, device = v.card_fingerprint, v.device_fingerprint
     c10 = c1h = c24 = 0
@@ -169,7 +182,9 @@ VELOCITY = FeatureGroup(
 # -- novelty ------------------------------------------------------------------------------
 
 
-def _novelty(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+def _novelty(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
     card, device, ip = v.card_fingerprint, v.device_fingerprint, v.ip_fingerprint
     country, shipping = v.country, v.shipping_country
     billing = p.billing
@@ -262,7 +277,9 @@ def _activity_hour_share(b: BehaviorState, ts: float, hour: int) -> float:
     return near / total
 
 
-def _behaviour(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+def _behaviour(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
     # Written out, not through helpers: this group runs per purchase on the hot path.
     f1h = f24 = 0
     for t in reversed(b.failed):
@@ -348,7 +365,9 @@ BEHAVIOUR = FeatureGroup(
 # -- context ------------------------------------------------------------------------------
 
 
-def _context(p: PurchaseState, b: BehaviorState, v: PurchaseFields, ts: float) -> list[float]:
+def _context(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
     category = v.merchant_category
     return [
         float(int(ts // 3600.0) % 24),
@@ -375,9 +394,21 @@ CONTEXT = FeatureGroup(
 )
 
 
+# -- entity risk --------------------------------------------------------------------------
+
+
+def _entity(
+    p: PurchaseState, b: BehaviorState, e: Entities, v: PurchaseFields, ts: float
+) -> list[float]:
+    return entity_values(e, v.user_id, ts)
+
+
+ENTITY = FeatureGroup("entity", ENTITY_FEATURES, _entity)
+
+
 # -- the row ------------------------------------------------------------------------------
 
-GROUPS: tuple[FeatureGroup, ...] = (AMOUNT, VELOCITY, NOVELTY, BEHAVIOUR, CONTEXT)
+GROUPS: tuple[FeatureGroup, ...] = (AMOUNT, VELOCITY, NOVELTY, BEHAVIOUR, CONTEXT, ENTITY)
 
 FEATURES: tuple[tuple[str, str], ...] = tuple(f for group in GROUPS for f in group.features)
 FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in FEATURES)
@@ -395,34 +426,58 @@ def _slices() -> dict[str, slice]:
 
 GROUP_SLICES: dict[str, slice] = _slices()  # family → its columns in the row
 # The groups' functions in row order, bound once (one call each per purchase, no loop).
-_GROUP_1, _GROUP_2, _GROUP_3, _GROUP_4, _GROUP_5 = (group.values for group in GROUPS)
+_GROUP_1, _GROUP_2, _GROUP_3, _GROUP_4, _GROUP_5, _GROUP_6 = (group.values for group in GROUPS)
+NO_ENTITIES: Entities = [None] * len(ENTITY_KINDS)
 
 
 def vector_at(
-    pstate: PurchaseState, bstate: BehaviorState, purchase: PurchaseFields, ts: float
+    pstate: PurchaseState,
+    bstate: BehaviorState,
+    entities: Entities,
+    purchase: PurchaseFields,
+    ts: float,
 ) -> list[float]:
     """The row of ``purchase`` at ``ts`` (epoch seconds) from the states before it: the
     groups' slices in :data:`GROUPS` order."""
+    p, b, e, v = pstate, bstate, entities, purchase
     return [
-        *_GROUP_1(pstate, bstate, purchase, ts),
-        *_GROUP_2(pstate, bstate, purchase, ts),
-        *_GROUP_3(pstate, bstate, purchase, ts),
-        *_GROUP_4(pstate, bstate, purchase, ts),
-        *_GROUP_5(pstate, bstate, purchase, ts),
+        *_GROUP_1(p, b, e, v, ts),
+        *_GROUP_2(p, b, e, v, ts),
+        *_GROUP_3(p, b, e, v, ts),
+        *_GROUP_4(p, b, e, v, ts),
+        *_GROUP_5(p, b, e, v, ts),
+        *_GROUP_6(p, b, e, v, ts),
     ]
 
 
-def feature_vector(pstate: PurchaseState, bstate: BehaviorState, purchase: Purchase) -> list[float]:
-    """The features of ``purchase`` from the user's state before it (NaN = missing)."""
-    return vector_at(pstate, bstate, purchase, purchase.occurred_at.timestamp())
+def feature_vector(
+    pstate: PurchaseState,
+    bstate: BehaviorState,
+    purchase: Purchase,
+    entities: Entities | None = None,
+) -> list[float]:
+    """The features of ``purchase`` from the states before it (NaN = missing; without
+    ``entities`` its entity features are missing)."""
+    return vector_at(
+        pstate, bstate, entities or NO_ENTITIES, purchase, purchase.occurred_at.timestamp()
+    )
 
 
 def purchase_step(
-    pstate: PurchaseState, bstate: BehaviorState, purchase: PurchaseFields, ts: float
+    pstate: PurchaseState,
+    bstate: BehaviorState,
+    entities: Entities,
+    purchase: PurchaseFields,
+    ts: float,
 ) -> list[float]:
-    """The one feature step: the row from the state before ``purchase``, then the
-    purchase folded into ``pstate``. Every driver (the detector, both offline replays)
-    calls this, so serving and training run the same sequence."""
-    row = vector_at(pstate, bstate, purchase, ts)
+    """The one feature step: the row from the states before ``purchase``, then the
+    purchase folded into the user's purchase state and its entities' states. Every
+    driver (the detector, both offline replays) calls this, so serving and training run
+    the same sequence."""
+    row = vector_at(pstate, bstate, entities, purchase, ts)
     observe_purchase_at(pstate, purchase, ts)
+    user, amount = purchase.user_id, purchase.amount
+    for state in entities:
+        if state is not None:
+            observe_entity_purchase(state, user, amount, ts)
     return row

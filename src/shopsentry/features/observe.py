@@ -56,6 +56,10 @@ class PurchaseFields(Protocol):
     def source(self) -> str: ...
     @property
     def merchant_category(self) -> str | None: ...
+    @property
+    def terminal_id(self) -> str | None: ...
+    @property
+    def shipping_address_hash(self) -> str | None: ...
 
 
 class BehaviorFields(Protocol):
@@ -84,13 +88,17 @@ class PurchaseRow:
         "item_count",
         "merchant_category",
         "payment_method",
+        "shipping_address_hash",
         "shipping_country",
         "source",
+        "terminal_id",
         "user_id",
     )
 
     def __init__(self, d: dict[str, Any]) -> None:
         get = d.get
+        self.terminal_id: str | None = get("terminal_id")
+        self.shipping_address_hash: str | None = get("shipping_address_hash")
         self.user_id: str = d["user_id"]
         self.amount = float(d["amount"])
         self.item_count: int = d["item_count"]

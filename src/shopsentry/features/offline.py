@@ -24,6 +24,7 @@ from shopsentry.errors import TerminalError
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import AnyEvent, Purchase
 from shopsentry.features.definitions import FEATURE_NAMES, feature_vector, purchase_step
+from shopsentry.features.entity import EntityState, entity_keys, observe_entity_label
 from shopsentry.features.observe import (
     BehaviorFields,
     BehaviorRow,
@@ -159,6 +160,7 @@ def events_from_table(source: pa.Table | str | Path) -> TableEvents:
 def offline_features(
     events: Iterable[AnyEvent] | TableEvents | pa.Table | str | Path,
     *,
+    labels: Iterable[KnownLabel] = (),
     progress: Callable[[int], None] | None = None,
 ) -> FeatureFrame:
     """Point-in-time features of every purchase in ``events`` (in ``occurred_at``
@@ -166,23 +168,65 @@ def offline_features(
     observed, the same sequence the detector runs live.
 
     ``events`` may be event models, or a canonical events table / file (the fast path).
+    ``labels`` feed the entity fraud features, each from its ``known_at`` on, as the
+    detector's label consumer does (without them those features read "no fraud known").
     ``progress`` is called with the number of events done since its last call.
     """
     import pyarrow as pa
 
+    replay = _Replay(labels)
     if isinstance(events, (str, Path, pa.Table)):
         events = events_from_table(events)
     if isinstance(events, TableEvents):
-        return _from_table(events.table, progress)
-    return _from_models(events, progress)
+        return _from_table(events.table, replay, progress)
+    return _from_models(events, replay, progress)
+
+
+def known_labels(table: pa.Table) -> list[KnownLabel]:
+    """The labels of a canonical labels table (``event_id``, ``is_fraud``, ``known_at``)
+    as the detector learns them."""
+    import pyarrow as pa
+
+    missing = {"event_id", "is_fraud", "known_at"} - set(table.column_names)
+    if missing:
+        raise HistoryReadError(
+            f"labels table lacks column(s) {sorted(missing)}", hint="use the canonical labels"
+        )
+    known = table.column("known_at").cast(pa.timestamp("us", tz="UTC")).to_pylist()
+    return [
+        KnownLabel(str(event_id), bool(fraud), at.timestamp())
+        for event_id, fraud, at in zip(
+            table.column("event_id").to_pylist(),
+            table.column("is_fraud").to_pylist(),
+            known,
+            strict=True,
+        )
+        if fraud is not None and at is not None
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownLabel:
+    """A label as the detector learns it: the purchase's id, the verdict, and from when
+    it is known (epoch seconds)."""
+
+    event_id: str
+    is_fraud: bool
+    known_at: float
 
 
 class _Replay:
-    """Per-user states and the rows read so far: the detector's sequence, event by event."""
+    """Per-user and per-entity states and the rows read so far: the detector's
+    sequence, event by event, with each label applied when its ``known_at`` passes."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: Iterable[KnownLabel]) -> None:
         self.pstates: dict[str, PurchaseState] = {}
         self.bstates: dict[str, BehaviorState] = {}
+        self.entities: dict[str, EntityState] = {}
+        # purchase event id → (its time, its entity keys): what a label applies to
+        self.purchases: dict[str, tuple[float, list[str | None]]] = {}
+        self.labels = sorted(labels, key=lambda label: label.known_at)
+        self.next_label = 0
         self.nobody = BehaviorState()  # read-only stand-in for users without behaviour yet
         self.rows = _Rows()
         self.last_ts = -np.inf
@@ -194,13 +238,40 @@ class _Replay:
                 hint="sort the history by occurred_at (events_from_table does)",
             )
         self.last_ts = ts
+        labels = self.labels
+        while self.next_label < len(labels) and labels[self.next_label].known_at <= ts:
+            self._apply(labels[self.next_label])
+            self.next_label += 1
+
+    def _apply(self, label: KnownLabel) -> None:
+        seen = self.purchases.get(label.event_id)
+        if seen is None:
+            return  # a label of a purchase outside this history
+        purchase_ts, keys = seen
+        for key in keys:
+            if key is not None:
+                observe_entity_label(
+                    self.entities[key], label.event_id, label.is_fraud, purchase_ts, label.known_at
+                )
 
     def purchase(self, purchase: PurchaseFields, ts: float, event_id: str, order_id: str) -> None:
         user = purchase.user_id
         pstate = self.pstates.get(user)
         if pstate is None:
             pstate = self.pstates[user] = PurchaseState()
-        row = purchase_step(pstate, self.bstates.get(user, self.nobody), purchase, ts)
+        keys = entity_keys(purchase)
+        entities = self.entities
+        states: list[EntityState | None] = []
+        for key in keys:
+            if key is None:
+                states.append(None)
+            else:
+                state = entities.get(key)
+                if state is None:
+                    state = entities[key] = EntityState()
+                states.append(state)
+        row = purchase_step(pstate, self.bstates.get(user, self.nobody), states, purchase, ts)
+        self.purchases[event_id] = (ts, keys)
         self.rows.add(row, event_id, user, order_id, purchase.amount, ts)
 
     def behavior(self, event: BehaviorFields, user: str, ts: float) -> None:
@@ -214,9 +285,8 @@ class _Replay:
 
 
 def _from_models(
-    events: Iterable[AnyEvent], progress: Callable[[int], None] | None
+    events: Iterable[AnyEvent], replay: _Replay, progress: Callable[[int], None] | None
 ) -> FeatureFrame:
-    replay = _Replay()
     done = 0
     for event in events:
         ts = event.occurred_at.timestamp()
@@ -234,10 +304,11 @@ def _from_models(
     return replay.frame()
 
 
-def _from_table(table: pa.Table, progress: Callable[[int], None] | None) -> FeatureFrame:
+def _from_table(
+    table: pa.Table, replay: _Replay, progress: Callable[[int], None] | None
+) -> FeatureFrame:
     import orjson
 
-    replay = _Replay()
     loads = orjson.loads
     parse_time = datetime.fromisoformat
     for batch in table.select(["raw_json"]).to_batches(max_chunksize=_CHUNK_ROWS):

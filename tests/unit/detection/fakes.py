@@ -145,6 +145,12 @@ class FakeOps:
             "events": [*pstate["events"], purchase.event_id],
         }
 
+    def begin_batch(self, purchases: Any) -> None:
+        pass
+
+    def end_batch(self) -> None:
+        pass
+
     def purchase_step(
         self, purchase: Any, pstate: dict[str, Any], bstate: dict[str, Any]
     ) -> tuple[list[float], dict[str, Any]]:

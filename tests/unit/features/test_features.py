@@ -41,7 +41,7 @@ from shopsentry.features import (
     offline_features,
     purchase_step,
 )
-from shopsentry.features.definitions import GROUP_SLICES
+from shopsentry.features.definitions import GROUP_SLICES, NO_ENTITIES
 from shopsentry.features.offline import HistoryReadError
 from shopsentry.features.state import MAX_RECENT, MAX_SEEN
 from shopsentry.simulator import Simulator, SimulatorConfig, write_history
@@ -142,7 +142,7 @@ def test_each_group_owns_its_names_and_its_slice() -> None:
     ts = p.occurred_at.timestamp()
     start = 0
     for group in GROUPS:
-        values = group.values(ps, bs, p, ts)
+        values = group.values(ps, bs, NO_ENTITIES, p, ts)
         assert len(values) == len(group.names), group.family
         assert GROUP_SLICES[group.family] == slice(start, start + len(values))
         assert np.array_equal(row[start : start + len(values)], values, equal_nan=True)
@@ -155,7 +155,7 @@ def test_each_group_owns_its_names_and_its_slice() -> None:
 def test_purchase_step_reads_before_it_observes() -> None:
     ps, bs = PurchaseState.empty(), BehaviorState.empty()
     first = purchase(0)
-    row = purchase_step(ps, bs, first, first.occurred_at.timestamp())
+    row = purchase_step(ps, bs, NO_ENTITIES, first, first.occurred_at.timestamp())
     assert row[COL["purchase_count"]] == 0.0 and ps.n == 1
     assert row == feature_vector(PurchaseState.empty(), bs, first)
 
@@ -179,46 +179,73 @@ def history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_no_skew_online_vs_offline(history_dir: Path) -> None:
+def test_no_skew_online_vs_offline(history_dir: Path, tmp_path: Path) -> None:
     """The detector's way (per-user state in a store as bytes, purchase and behaviour
-    halves kept apart, load → features → observe → save per event) and the training way
-    (offline replay of the table) give bit-identical vectors."""
+    halves kept apart, load → feature step → save per event; entity state in the shared
+    LMDB entity store, labels applied by the label consumer as their known_at passes)
+    and the training way (offline replay of the table, labels at known_at) give
+    bit-identical vectors, entity features included. Stated freshness here: a label is
+    applied before the first event after its known_at (the label consumer's lag is
+    zero); the detector's real lag is the label consumer's (docs/features.md)."""
+    import pyarrow.parquet as pq
+
+    from shopsentry.detection.feature_ops import SharedFeatureOps
+    from shopsentry.features.entity_store import LmdbEntityStore
+    from shopsentry.features.offline import known_labels
+
+    labels = known_labels(pq.read_table(history_dir / "labels.parquet"))
+    assert sum(label.is_fraud for label in labels) > 20
     table_events = events_from_table(history_dir / "events.parquet")
-    offline = offline_features(table_events)  # the fast table path
-    from_models = offline_features(iter(list(table_events)))  # the model path
+    offline = offline_features(table_events, labels=labels)  # the fast table path
+    from_models = offline_features(iter(list(table_events)), labels=labels)  # the model path
     assert offline.event_ids == from_models.event_ids
     assert np.array_equal(offline.X, from_models.X, equal_nan=True)
 
+    entity_store = LmdbEntityStore(tmp_path / "entities.lmdb")
+    ops = SharedFeatureOps(entity_store)
+    pending = sorted(labels, key=lambda label: label.known_at)
+    next_label = 0
     purchase_store: dict[str, bytes] = {}
     behaviour_store: dict[str, bytes] = {}
-    online_rows: list[list[float]] = []
+    online_rows: list[Any] = []
     online_ids: list[str] = []
     for raw in table_events.table.column("raw_json").to_pylist():
         event = decode(raw)  # what the worker does with a record's bytes
+        ts = event.occurred_at.timestamp()
+        while next_label < len(pending) and pending[next_label].known_at <= ts:
+            entity_store.apply_labels([pending[next_label]])
+            next_label += 1
         user = event.user_id
-        if event.event_type == "purchase":
+        if isinstance(event, Purchase):
             pstate = PurchaseState.from_bytes(purchase_store.get(user))
             bstate = BehaviorState.from_bytes(behaviour_store.get(user))
-            online_rows.append(feature_vector(pstate, bstate, event))
+            ops.begin_batch([event])
+            row, pstate = ops.purchase_step(event, pstate, bstate)
+            ops.end_batch()
+            online_rows.append(row)
             online_ids.append(event.event_id)
-            observe_purchase(pstate, event)
             purchase_store[user] = pstate.to_bytes()
         else:
             bstate = BehaviorState.from_bytes(behaviour_store.get(user))
             observe_behavior(bstate, event)
             behaviour_store[user] = bstate.to_bytes()
+    entity_store.close()
     online = np.asarray(online_rows, dtype=np.float32)
     assert online_ids == offline.event_ids
     assert len(online_ids) > 1000
     assert np.array_equal(online, offline.X, equal_nan=True)
-    # Not vacuous: features vary, several are missing somewhere, none is constant.
+    # Not vacuous: features vary, several are missing somewhere, none is constant; the
+    # entity fraud features saw known frauds.
     assert np.isnan(offline.X).any()
+    assert np.nanmax(offline.X[:, COL["card_fraud_share_30d"]]) > 0
+    assert np.isfinite(offline.X[:, COL["card_days_since_fraud"]]).any()
     varying = [
         n
         for j, n in enumerate(FEATURE_NAMES)
         if np.unique(offline.X[:, j][~np.isnan(offline.X[:, j])]).size > 1
     ]
-    assert len(varying) >= len(FEATURE_NAMES) - 2
+    entity_kinds_absent = 2  # terminal and address: this simulator build sends none
+    assert len(varying) >= len(FEATURE_NAMES) - 2 - 13 * entity_kinds_absent
 
 
 def test_jsonl_and_parquet_histories_agree(history_dir: Path) -> None:

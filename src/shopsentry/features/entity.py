@@ -1,0 +1,227 @@
+"""Entity features: risk that travels between customers, through the card, device, IP,
+POS terminal and shipping address a purchase passes through.
+
+One definition, online and offline (like the per-user features): :class:`EntityState` is
+what one entity's past says, :func:`entity_values` reads a purchase's entity features
+from the states *before* it, :func:`observe_entity_purchase` folds a purchase in and
+:func:`observe_entity_label` a label. The detector keeps the states in a shared store
+(:mod:`.entity_store`, one atomic update per purchase, idempotent on ``event_id``); the
+offline replay keeps them in memory and applies labels at their ``known_at``.
+
+Per entity (see ``docs/features.md`` for why these entities and these windows):
+
+- purchases and amount over 1 / 7 / 30 days (hour buckets for the day, UTC day buckets
+  for 7 and 30: "7 d" is today and the six days before);
+- distinct users over 1 h / 24 h / 7 d (a device or IP shared by many accounts is a ring;
+  the most recent :data:`MAX_USERS` users are kept, so a count saturates there);
+- fraud share over 1 / 7 / 30 days: the entity's purchases in the window that were
+  confirmed fraud *by a label known at the time of reading* (``known_at <= ts``), over
+  its purchases in the window; and days since its last known fraud.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from shopsentry.errors import TerminalError
+from shopsentry.features.state import DAY_S, remember
+
+NAN = math.nan
+HOUR_S = 3600.0
+MAX_USERS = 32  # most recent users remembered per entity
+MAX_FRAUDS = 64  # most recent known frauds remembered per entity
+_VERSION = 1
+
+# (kind, the purchase attribute naming it, why it matters) — the entities with features.
+ENTITIES: tuple[tuple[str, str, str], ...] = (
+    ("card", "card_fingerprint", "a stolen card used across accounts; card testing"),
+    ("device", "device_fingerprint", "a fraud ring's few devices across many accounts"),
+    ("ip", "ip_fingerprint", "a ring's or a bot's IPs"),
+    ("terminal", "terminal_id", "a tampered POS terminal: ordinary amounts, weeks of fraud"),
+    ("address", "shipping_address_hash", "a drop-shipping address collecting many accounts"),
+)
+ENTITY_KINDS: tuple[str, ...] = tuple(kind for kind, _, _ in ENTITIES)
+_ATTRS: tuple[str, ...] = tuple(attr for _, attr, _ in ENTITIES)
+
+_PER_ENTITY: tuple[tuple[str, str], ...] = (
+    ("purchases_1d", "purchases through this {e} in the current and previous 23 hours"),
+    ("purchases_7d", "purchases through this {e} today and the previous 6 days (UTC)"),
+    ("purchases_30d", "purchases through this {e} today and the previous 29 days (UTC)"),
+    ("amount_1d", "amount through this {e} in the current and previous 23 hours"),
+    ("amount_7d", "amount through this {e} today and the previous 6 days"),
+    ("amount_30d", "amount through this {e} today and the previous 29 days"),
+    ("users_1h", "distinct users of this {e} in the last hour (with this one)"),
+    ("users_24h", "distinct users of this {e} in the last 24 hours (with this one)"),
+    ("users_7d", "distinct users of this {e} in the last 7 days (with this one)"),
+    ("fraud_share_1d", "share of this {e}'s purchases of the last day known to be fraud"),
+    ("fraud_share_7d", "share of this {e}'s purchases of the last 7 days known to be fraud"),
+    ("fraud_share_30d", "share of this {e}'s purchases of the last 30 days known to be fraud"),
+    ("days_since_fraud", "days since this {e}'s latest purchase known to be fraud"),
+)
+ENTITY_FEATURES: tuple[tuple[str, str], ...] = tuple(
+    (f"{kind}_{name}", text.format(e=kind)) for kind in ENTITY_KINDS for name, text in _PER_ENTITY
+)
+_MISSING: list[float] = [NAN] * len(_PER_ENTITY)
+
+
+class EntityStateDecodeError(TerminalError):
+    """Stored entity state bytes are not a state this version can read."""
+
+
+def entity_keys(purchase: Any) -> list[str | None]:
+    """The store key of each entity of ``purchase`` (None: the purchase names none)."""
+    keys: list[str | None] = []
+    for kind, attr in zip(ENTITY_KINDS, _ATTRS, strict=True):
+        value = getattr(purchase, attr, None)
+        keys.append(None if value is None else f"{kind}:{value}")
+    return keys
+
+
+class EntityState:
+    """One entity's recent purchases (bucketed), users and known frauds."""
+
+    __slots__ = ("days", "frauds", "hours", "users")
+
+    def __init__(self) -> None:
+        # [bucket index, purchases, amount], oldest first: the last 24 hours / 30 days
+        self.hours: list[list[float]] = []
+        self.days: list[list[float]] = []
+        self.users: dict[str, float] = {}  # user → last purchase time, recency order
+        # purchase event id → [purchase time, known_at], for confirmed frauds
+        self.frauds: dict[str, list[float]] = {}
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([_VERSION, self.hours, self.days, self.users, self.frauds])
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> EntityState:
+        state = cls()
+        if not data:
+            return state
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise EntityStateDecodeError(
+                f"entity state is not valid: {exc}", hint="clear the entity store and replay"
+            ) from None
+        if not isinstance(value, list) or len(value) != 5 or value[0] != _VERSION:
+            raise EntityStateDecodeError(
+                "entity state has an unknown layout", hint="clear the entity store and replay"
+            )
+        _, state.hours, state.days, state.users, state.frauds = value
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EntityState) and self.to_bytes() == other.to_bytes()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _add(buckets: list[list[float]], index: int, amount: float, keep: int) -> None:
+    for bucket in reversed(buckets):
+        if bucket[0] == index:
+            bucket[1] += 1
+            bucket[2] += amount
+            return
+        if bucket[0] < index:
+            break
+    buckets.append([index, 1, amount])
+    buckets.sort(key=lambda b: b[0])
+    horizon = buckets[-1][0] - keep
+    while buckets and buckets[0][0] <= horizon:
+        del buckets[0]
+
+
+def observe_entity_purchase(state: EntityState, user: str, amount: float, ts: float) -> None:
+    """Fold one purchase through this entity into its state."""
+    _add(state.hours, int(ts // HOUR_S), amount, 24)
+    _add(state.days, int(ts // DAY_S), amount, 30)
+    users = state.users
+    if users.get(user, -math.inf) <= ts:
+        remember(users, user, ts, MAX_USERS)
+
+
+def observe_entity_label(
+    state: EntityState, event_id: str, is_fraud: bool, purchase_ts: float, known_at: float
+) -> None:
+    """Record (or withdraw, for a legitimate verdict) a label of one of its purchases.
+    Idempotent: a label applied twice changes nothing."""
+    frauds = state.frauds
+    if not is_fraud:
+        frauds.pop(event_id, None)
+        return
+    if event_id in frauds:
+        return
+    frauds[event_id] = [purchase_ts, known_at]
+    if len(frauds) > MAX_FRAUDS:
+        del frauds[next(iter(frauds))]
+
+
+def _window(buckets: list[list[float]], since: int) -> tuple[float, float]:
+    n = amount = 0.0
+    for bucket in reversed(buckets):
+        if bucket[0] < since:
+            break
+        n += bucket[1]
+        amount += bucket[2]
+    return n, amount
+
+
+def _values(state: EntityState, user: str, ts: float) -> list[float]:
+    hour, day = int(ts // HOUR_S), int(ts // DAY_S)
+    n1, a1 = _window(state.hours, hour - 23)
+    n7, a7 = _window(state.days, day - 6)
+    n30, a30 = _window(state.days, day - 29)
+    u1 = u24 = u7 = 1.0  # this purchase's user
+    for other, seen in state.users.items():
+        if other == user:
+            continue
+        age = ts - seen
+        if age < 7 * DAY_S:
+            u7 += 1
+            if age < DAY_S:
+                u24 += 1
+                if age < HOUR_S:
+                    u1 += 1
+    f1 = f7 = f30 = 0.0
+    latest = -math.inf
+    for purchase_ts, known_at in state.frauds.values():
+        if known_at > ts:
+            continue  # not known yet when this purchase is decided
+        if purchase_ts > latest:
+            latest = purchase_ts
+        d = int(purchase_ts // DAY_S)
+        if d >= day - 29:
+            f30 += 1
+            if d >= day - 6:
+                f7 += 1
+                if int(purchase_ts // HOUR_S) >= hour - 23:
+                    f1 += 1
+    return [
+        n1,
+        n7,
+        n30,
+        a1,
+        a7,
+        a30,
+        u1,
+        u24,
+        u7,
+        min(f1 / n1, 1.0) if n1 else NAN,
+        min(f7 / n7, 1.0) if n7 else NAN,
+        min(f30 / n30, 1.0) if n30 else NAN,
+        (ts - latest) / DAY_S if latest > -math.inf else NAN,
+    ]
+
+
+def entity_values(states: list[EntityState | None], user: str, ts: float) -> list[float]:
+    """The entity features of a purchase by ``user`` at ``ts`` from the states of its
+    entities (in :data:`ENTITY_KINDS` order; None: the purchase names no such entity,
+    and its features are missing)."""
+    row: list[float] = []
+    for state in states:
+        row += _MISSING if state is None else _values(state, user, ts)
+    return row

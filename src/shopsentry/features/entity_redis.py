@@ -1,0 +1,118 @@
+"""The entity store on Redis (production): every worker of every machine shares it.
+
+A batch of deltas is one optimistic transaction: ``WATCH`` the keys it reads (the
+purchases' markers, pending labels, the entity states), read them, compute the new
+states in Python with the same code as the embedded store
+(:func:`~shopsentry.features.entity_store.apply_all`), then ``MULTI`` / ``SET`` /
+``EXEC``. If another worker changed any watched key in between, ``EXEC`` writes nothing
+and the batch is recomputed from a fresh read — so two workers updating one entity both
+count, and a redelivered purchase (its marker already set) counts nothing. Keys expire
+(entity states after 31 days without a purchase, purchase markers after 45), so the
+store stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from shopsentry.features.entity import EntityState
+from shopsentry.features.entity_store import EntityPurchase, EntityStoreUnavailable, apply_all
+
+if TYPE_CHECKING:
+    from shopsentry.features.offline import KnownLabel
+
+logger = logging.getLogger(__name__)
+
+ENTITY_TTL_S = 31 * 86_400
+MARKER_TTL_S = 45 * 86_400
+_MAX_ATTEMPTS = 50
+
+
+class RedisEntityStore:
+    """:class:`~shopsentry.features.entity_store.EntityStore` on Redis."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "fraud-detector", socket_timeout_s: float = 10.0
+    ) -> None:
+        import redis
+
+        self._redis_mod = redis
+        self._client: Any = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+        )
+        self.prefix = f"shopsentry:{prefix}:entity:"
+        self._call(self._client.ping)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._redis_mod.RedisError as exc:
+            raise EntityStoreUnavailable(
+                f"redis entity store failed: {exc}",
+                hint="check that redis-server is running and reachable",
+            ) from exc
+
+    def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
+        if not keys:
+            return {}
+        values = self._call(self._client.mget, [f"{self.prefix}e:{k}" for k in keys])
+        return {k: EntityState.from_bytes(v) for k, v in zip(keys, values, strict=True)}
+
+    def _transaction(
+        self, purchases: Sequence[EntityPurchase], labels: Sequence[KnownLabel]
+    ) -> int:
+        prefix = self.prefix
+        watched = [f"{prefix}p:{p.event_id}" for p in purchases]
+        watched += [f"{prefix}l:{p.event_id}" for p in purchases]
+        watched += [f"{prefix}e:{k}" for p in purchases for k in p.keys]
+        watched += [f"{prefix}p:{lb.event_id}" for lb in labels]
+        watched = list(dict.fromkeys(watched))
+        watch_error = self._redis_mod.WatchError
+        for _ in range(_MAX_ATTEMPTS):
+            with self._client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*watched)
+                    seen: dict[str, bytes | None] = dict(
+                        zip(watched, pipe.mget(watched), strict=True)
+                    )
+
+                    def get(key: str, seen: dict[str, bytes | None] = seen) -> bytes | None:
+                        full = prefix + key
+                        if full in seen:
+                            return seen[full]
+                        pipe.watch(full)  # an entity a label names: watched before read
+                        value: bytes | None = pipe.get(full)
+                        seen[full] = value
+                        return value
+
+                    writes, deletes, done = apply_all(get, purchases, labels)
+                    pipe.multi()
+                    for key, value in writes.items():
+                        ttl = MARKER_TTL_S if key.startswith(("p:", "l:")) else ENTITY_TTL_S
+                        pipe.set(prefix + key, value, ex=ttl)
+                    if deletes:
+                        pipe.delete(*(prefix + key for key in deletes))
+                    pipe.execute()
+                    return done
+                except watch_error:
+                    logger.debug("entity update raced another worker: retrying")
+                    continue
+        raise EntityStoreUnavailable(
+            f"entity update lost {_MAX_ATTEMPTS} races in a row",
+            hint="too many workers on one entity at once; retry the batch",
+        )
+
+    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
+        if not purchases:
+            return 0
+        return int(self._call(self._transaction, purchases, ()))
+
+    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
+        if not labels:
+            return 0
+        return int(self._call(self._transaction, (), labels))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,219 @@
+"""The online entity store: entity states shared by every detector worker.
+
+Entity keys (a card, a device, a terminal...) do not follow the user partitioning, so two
+workers may update one entity at the same moment. Every change is therefore a *delta*
+applied atomically to the stored state — "this purchase went through these entities",
+"this purchase was fraud, known from then" — never an overwrite of a copy a worker read
+earlier:
+
+- a purchase is applied at most once: its ``event_id`` is recorded (with its time and
+  entity keys, which a later label needs) in the same atomic step as the entity updates,
+  and a purchase already recorded is skipped. A redelivery, or a worker killed between
+  applying and committing its offsets, counts nothing twice;
+- a label is applied to the entities of its purchase, keyed by the purchase's
+  ``event_id`` in each entity's fraud list (idempotent too). A label that arrives before
+  its purchase was applied waits (``pending``) and is applied with the purchase.
+
+Backends (same ``settings.state.backend`` switch as the per-user state):
+:class:`LmdbEntityStore` (an LMDB environment of its own under the state directory: one
+writer at a time across processes, so a write transaction is the atomic step) and
+:class:`~shopsentry.features.entity_redis.RedisEntityStore` (optimistic ``WATCH`` /
+``MULTI`` transactions, retried on conflict).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from shopsentry.errors import TransientError
+from shopsentry.features.entity import EntityState, observe_entity_label, observe_entity_purchase
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
+    from shopsentry.features.offline import KnownLabel
+
+
+class EntityStoreUnavailable(TransientError):
+    """The entity store could not be read or written (Redis down, LMDB locked or full)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityPurchase:
+    """One purchase's delta: it went through ``keys`` (entity keys, None skipped)."""
+
+    event_id: str
+    user_id: str
+    amount: float
+    ts: float
+    keys: tuple[str, ...]
+
+
+class EntityStore(Protocol):
+    """Entity states by key, updated by atomic, idempotent deltas."""
+
+    def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
+        """The stored state of each key (an empty state for a key never seen)."""
+        ...
+
+    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
+        """Apply each purchase not applied before; returns how many were new."""
+        ...
+
+    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
+        """Apply each label to its purchase's entities; returns how many found their
+        purchase (the others wait for it)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- the deltas, on any key-value view of the store ------------------------------------
+
+Get = Callable[[str], bytes | None]
+
+
+class _Txn:
+    """The deltas on one transaction's view: reads through ``get``, writes collected
+    (states decoded once per transaction, however many deltas touch them)."""
+
+    def __init__(self, get: Get) -> None:
+        self.get = get
+        self.states: dict[str, EntityState] = {}
+        self.writes: dict[str, bytes] = {}
+        self.deletes: list[str] = []
+
+    def state(self, key: str) -> EntityState:
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = EntityState.from_bytes(self.get("e:" + key))
+        return state
+
+    def purchase(self, p: EntityPurchase) -> bool:
+        marker = "p:" + p.event_id
+        if marker in self.writes or self.get(marker) is not None:
+            return False
+        for key in p.keys:
+            observe_entity_purchase(self.state(key), p.user_id, p.amount, p.ts)
+        self.writes[marker] = orjson.dumps([p.ts, p.keys])
+        pending = self.get("l:" + p.event_id)
+        if pending is not None:
+            is_fraud, known_at = orjson.loads(pending)
+            for key in p.keys:
+                observe_entity_label(self.state(key), p.event_id, is_fraud, p.ts, known_at)
+            self.deletes.append("l:" + p.event_id)
+        return True
+
+    def label(self, event_id: str, is_fraud: bool, known_at: float) -> bool:
+        marker = "p:" + event_id
+        raw = self.writes.get(marker) or self.get(marker)
+        if raw is None:
+            self.writes["l:" + event_id] = orjson.dumps([is_fraud, known_at])
+            return False
+        ts, keys = orjson.loads(raw)
+        for key in keys:
+            observe_entity_label(self.state(key), event_id, is_fraud, ts, known_at)
+        return True
+
+    def finish(self) -> dict[str, bytes]:
+        for key, state in self.states.items():
+            self.writes["e:" + key] = state.to_bytes()
+        return self.writes
+
+
+def apply_all(
+    get: Get, purchases: Iterable[EntityPurchase], labels: Iterable[KnownLabel]
+) -> tuple[dict[str, bytes], list[str], int]:
+    """The writes and deletes that apply ``purchases`` and ``labels`` to the view
+    ``get``, and how many of them took effect."""
+    txn = _Txn(get)
+    done = sum(txn.purchase(p) for p in purchases)
+    done += sum(txn.label(lb.event_id, lb.is_fraud, lb.known_at) for lb in labels)
+    return txn.finish(), txn.deletes, done
+
+
+# -- LMDB ------------------------------------------------------------------------------
+
+_LMDB_LOCK = threading.Lock()
+_LMDB_OPEN: dict[Path, list[Any]] = {}  # one environment per path per process
+
+
+class LmdbEntityStore:
+    """:class:`EntityStore` on an LMDB environment of its own (``entities.lmdb``)."""
+
+    def __init__(self, path: Path) -> None:
+        import lmdb
+
+        self._lmdb = lmdb
+        self.path = path.resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+        with _LMDB_LOCK:
+            entry = _LMDB_OPEN.get(self.path)
+            if entry is None:
+                try:
+                    env = lmdb.open(str(self.path), map_size=1 << 31, sync=False, metasync=False)
+                except lmdb.Error as exc:
+                    raise EntityStoreUnavailable(
+                        f"cannot open the entity store {self.path}: {exc}",
+                        hint="check the data dir is a writable local disk",
+                    ) from exc
+                entry = _LMDB_OPEN[self.path] = [env, 0]
+            entry[1] += 1
+            self._env = entry[0]
+
+    def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
+        with self._env.begin() as txn:
+            return {k: EntityState.from_bytes(txn.get(("e:" + k).encode())) for k in keys}
+
+    def _write(self, purchases: Sequence[EntityPurchase], labels: Sequence[KnownLabel]) -> int:
+        try:
+            with self._env.begin(write=True) as txn:
+
+                def get(key: str) -> bytes | None:
+                    value = txn.get(key.encode())
+                    return None if value is None else bytes(value)
+
+                writes, deletes, done = apply_all(get, purchases, labels)
+                for key, value in writes.items():
+                    txn.put(key.encode(), value)
+                for key in deletes:
+                    txn.delete(key.encode())
+            return done
+        except self._lmdb.MapFullError:
+            self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            return self._write(purchases, labels)
+        except self._lmdb.Error as exc:
+            raise EntityStoreUnavailable(
+                f"entity store write failed: {exc}", hint="check the data dir's disk"
+            ) from exc
+
+    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
+        return self._write(purchases, ()) if purchases else 0
+
+    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
+        return self._write((), labels) if labels else 0
+
+    def close(self) -> None:
+        with _LMDB_LOCK:
+            entry = _LMDB_OPEN.get(self.path)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del _LMDB_OPEN[self.path]
+                    entry[0].close()
+
+
+def open_entity_store(settings: Settings, *, prefix: str | None = None) -> EntityStore:
+    """The entity store on ``settings.state.backend``, keyed under ``prefix`` (default:
+    the detector's consumer group)."""
+    key_prefix = prefix if prefix is not None else settings.detector.group_id
+    if settings.state.backend == "redis":
+        from shopsentry.features.entity_redis import RedisEntityStore
+
+        return RedisEntityStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
+    return LmdbEntityStore(settings.state_dir / f"{key_prefix}.entities.lmdb")
