@@ -38,20 +38,20 @@ class RedisEntityStore:
     ) -> None:
         import redis
 
-        self._redis_mod = redis
-        self._client: Any = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
-        )
+        self._errors = redis.RedisError
         self.prefix = f"shopsentry:{prefix}:entity:"
+        timeout = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+        self._client: Any = redis.Redis.from_url(url, **timeout)
         self._call(self._client.ping)
 
     def _call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a Redis failure raised as the store's transient error (the
+        batch is retried; entity state is never read as empty because Redis is down)."""
         try:
             return fn(*args)
-        except self._redis_mod.RedisError as exc:
+        except self._errors as exc:
             raise EntityStoreUnavailable(
-                f"redis entity store failed: {exc}",
-                hint="check that redis-server is running and reachable",
+                f"redis entity store failed: {exc}", hint="is redis-server up and reachable?"
             ) from exc
 
     def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
@@ -69,7 +69,9 @@ class RedisEntityStore:
         watched += [f"{prefix}e:{k}" for p in purchases for k in p.keys]
         watched += [f"{prefix}p:{lb.event_id}" for lb in labels]
         watched = list(dict.fromkeys(watched))
-        watch_error = self._redis_mod.WatchError
+        import redis
+
+        watch_error = redis.WatchError
         for _ in range(_MAX_ATTEMPTS):
             with self._client.pipeline(transaction=True) as pipe:
                 try:

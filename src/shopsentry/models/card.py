@@ -165,6 +165,19 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
             f" {_pct(at_b.get(scenario, {}).get('recall', float('nan')))} |"
             f" {_pct(rules.get(scenario, {}).get('recall', float('nan')))} |"
         )
+    families = report.get("importance_by_family") or {}
+    if families:
+        lines += [
+            "",
+            "## Feature importance by family",
+            "",
+            "Share of the model's total gain (families: see docs/features.md).",
+            "",
+            "| family | share of gain |",
+            "|---|---|",
+        ]
+        for family, share in sorted(families.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {family} | {_pct(share)} |")
     lines += ["", "## Precision@k per day", "", "| day | model | rules |", "|---|---|---|"]
     for day, value in model["precision_at_k_by_day"].items():
         rules_day = base["precision_at_k_by_day"].get(day, float("nan"))

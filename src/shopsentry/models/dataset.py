@@ -267,6 +267,7 @@ def from_history(
 
     from shopsentry.errors import TerminalError
     from shopsentry.features import FEATURE_NAMES, TableEvents, offline_features, read_events_table
+    from shopsentry.features.offline import known_labels
 
     try:
         events = read_events_table(_find(directory, "events"))
@@ -289,7 +290,8 @@ def from_history(
         if progress is not None:
             progress("features", done, total)
 
-    frame = offline_features(TableEvents(events), progress=advance)
+    # Entity fraud features learn from labels as the detector does: each from its known_at.
+    frame = offline_features(TableEvents(events), labels=known_labels(labels), progress=advance)
     feature_names = tuple(FEATURE_NAMES)
     event_ids = np.asarray(frame.event_ids, dtype=object)
     is_fraud, scenario, known_at = _join_labels(event_ids, labels)

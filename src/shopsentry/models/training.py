@@ -395,6 +395,25 @@ def fit(
     )
 
 
+def importance_by_family(raw: bytes, feature_names: tuple[str, ...]) -> dict[str, float]:
+    """Each feature family's share of the model's total gain (the card's "what the
+    model leans on"): amount, velocity, novelty, behaviour, context, entity."""
+    import xgboost as xgb
+
+    from shopsentry.features import FEATURE_FAMILIES
+
+    gain = xgb.Booster(model_file=bytearray(raw)).get_score(importance_type="total_gain")
+    totals: dict[str, float] = {}
+    for name in feature_names:
+        family = FEATURE_FAMILIES.get(name, "other")
+        value = gain.get(name, 0.0)
+        totals[family] = totals.get(family, 0.0) + float(
+            sum(value) if isinstance(value, list) else value
+        )
+    whole = sum(totals.values())
+    return {family: (value / whole if whole else 0.0) for family, value in totals.items()}
+
+
 def _window(data: TrainingSet) -> EvalWindow:
     return EvalWindow(y=data.is_fraud, occurred_at=data.occurred_at, scenario=data.scenario)
 
@@ -447,6 +466,7 @@ def build_report(
             "validation_truth": "eventual labels (including those known after as_of)",
         },
         "features": list(data.feature_names),
+        "importance_by_family": importance_by_family(fitted.raw, data.feature_names),
         "params": asdict(params),
         "fit": {
             "trees": fitted.best_iteration + 1,

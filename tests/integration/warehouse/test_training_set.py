@@ -37,7 +37,11 @@ def test_training_set_equals_offline_features_of_the_same_history(settings, tmp_
     hourly_etl(settings, history=history)
     rows = build_training_set(settings)
 
-    direct = offline_features(history / "events.parquet")
+    from shopsentry.features.offline import known_labels
+
+    # the same labels, each from its known_at (no reviews in this history)
+    truth = known_labels(pq.read_table(history / "labels.parquet"))
+    direct = offline_features(history / "events.parquet", labels=truth)
     assert rows == len(direct.event_ids)
     with connect(settings, read_only=True) as con:
         names = ", ".join(f'"{n}"' for n in FEATURE_NAMES)

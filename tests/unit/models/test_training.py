@@ -173,3 +173,16 @@ def test_label_completeness_estimates_the_missing_chargebacks():
         rows = (age > a - 0.5) & (age < a + 0.5)
         assert share[rows].mean() == pytest.approx(a / 10, abs=0.08)
     assert share[age > 12].min() == pytest.approx(1.0)
+
+
+def test_importance_by_family_shares_the_gain() -> None:
+    from shopsentry.features import FEATURE_NAMES
+    from shopsentry.models.training import importance_by_family
+
+    X, y = synthetic(600)
+    names = ("amount", "purchases_1h", "new_device", "logins_24h", "hour_of_day", *FEATURES[5:])
+    raw = train_raw(X, y, rounds=10, names=names)
+    shares = importance_by_family(raw, names)
+    assert set(shares) == {"amount", "velocity", "novelty", "behaviour", "context", "other"}
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    assert "amount" in FEATURE_NAMES

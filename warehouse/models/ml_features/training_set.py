@@ -23,6 +23,7 @@ def model(dbt, session):
     import pyarrow as pa
 
     from shopsentry.features import FEATURE_NAMES, events_from_table, offline_features
+    from shopsentry.features.offline import known_labels
 
     events = _arrow(dbt.ref("feature_events")).sort_by(
         [("occurred_at", "ascending"), ("event_id", "ascending")]
@@ -32,7 +33,15 @@ def model(dbt, session):
             "event_id, is_confirmed_fraud, fraud_scenario, is_labelled, label_known_at, reviewed_at"
         )
     )
-    frame = offline_features(events_from_table(events))
+    # Entity fraud features learn from the labels as the detector does, each from the
+    # moment it was known (the first of the chargeback and the analyst's review).
+    session.register("_label_source", orders)
+    truth = session.sql(
+        "select event_id, is_confirmed_fraud as is_fraud,"
+        " least(label_known_at, reviewed_at) as known_at"
+        " from _label_source where is_labelled or reviewed_at is not null"
+    )
+    frame = offline_features(events_from_table(events), labels=known_labels(_arrow(truth)))
     columns = {
         "event_id": pa.array(list(frame.event_ids), pa.string()),
         "user_id": pa.array(list(frame.user_ids), pa.string()),

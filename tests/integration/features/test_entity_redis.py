@@ -1,0 +1,83 @@
+"""The Redis entity store against a real redis-server: idempotent deltas, two workers
+racing on one entity, labels, and a clear transient error when Redis is down."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shopsentry.features.entity_redis import RedisEntityStore
+from shopsentry.features.entity_store import EntityPurchase, EntityStoreUnavailable
+from shopsentry.features.offline import KnownLabel
+from tests.integration.fixtures.redis import start_redis
+
+pytestmark = pytest.mark.integration
+TS0 = 1_772_452_800.0
+
+
+def delta(n: int, key: str = "terminal:t1") -> EntityPurchase:
+    return EntityPurchase(f"ev-{n}", f"u{n % 7}", 10.0, TS0 + n, (key,))
+
+
+@pytest.fixture
+def store(redis_url: str):  # type: ignore[no-untyped-def]
+    s = RedisEntityStore(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.close()
+
+
+def purchases_of(store: RedisEntityStore, key: str = "terminal:t1") -> int:
+    return int(sum(b[1] for b in store.load([key])[key].days))
+
+
+def test_redelivery_counts_nothing_twice(store: RedisEntityStore) -> None:
+    assert store.apply_purchases([delta(1), delta(2)]) == 2
+    assert store.apply_purchases([delta(1), delta(2), delta(3)]) == 1
+    assert purchases_of(store) == 3
+
+
+def test_two_workers_racing_on_one_entity_both_count(redis_url: str) -> None:
+    prefix = f"race-{uuid.uuid4().hex[:8]}"
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        s = RedisEntityStore(redis_url, prefix=prefix)
+        try:
+            for n in range(first, first + 400, 4):
+                s.apply_purchases([delta(i) for i in range(n, n + 4)])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in (0, 10_000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    check = RedisEntityStore(redis_url, prefix=prefix)
+    assert purchases_of(check) == 800
+    check.close()
+
+
+def test_labels_apply_to_their_purchase_entities(store: RedisEntityStore) -> None:
+    assert store.apply_labels([KnownLabel("ev-5", True, TS0 + 99)]) == 0  # waits
+    store.apply_purchases([delta(5, "device:d1")])
+    assert store.apply_labels([KnownLabel("ev-5", True, TS0 + 99)]) == 1
+    assert list(store.load(["device:d1"])["device:d1"].frauds) == ["ev-5"]
+
+
+def test_redis_down_is_a_clear_transient_error(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    s = RedisEntityStore(server.url, prefix="down")
+    server.stop()
+    with pytest.raises(EntityStoreUnavailable) as caught:
+        s.apply_purchases([delta(1)])
+    assert caught.value.retryable
+    with pytest.raises(EntityStoreUnavailable):
+        s.load(["terminal:t1"])  # never an empty state standing in for a missing one
+    s.close()
