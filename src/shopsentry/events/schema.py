@@ -4,7 +4,8 @@ Every event carries ``event_id``, ``source`` (web | mobile | pos), ``user_id``,
 ``occurred_at`` (UTC) and ``schema_version``. Purchases travel on ``purchase-events``,
 the behaviour events on ``user-behavior``, decisions on ``decisions``, alerts on
 ``fraud-alerts``, and labels (the ground truth, out of band) on ``fraud-labels``: the
-detector never reads labels, so models are evaluated honestly.
+detector reads labels only into its entity fraud features, each from its ``known_at``
+on (docs/features.md), never into a decision about the labelled purchase itself.
 """
 
 from __future__ import annotations

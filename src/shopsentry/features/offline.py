@@ -56,6 +56,7 @@ class FeatureFrame:
     order_ids: list[str]
     amounts: np.ndarray  # float64
     X: np.ndarray  # float32 (n, len(FEATURE_NAMES))
+    card_ids: list[str | None]  # each purchase's card fingerprint (model cards rank cards)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -100,9 +101,17 @@ class _Rows:
         self.order_ids: list[str] = []
         self.amounts: list[float] = []
         self.times: list[float] = []
+        self.card_ids: list[str | None] = []
 
     def add(
-        self, row: list[float], event_id: str, user: str, order_id: str, amount: float, ts: float
+        self,
+        row: list[float],
+        event_id: str,
+        user: str,
+        order_id: str,
+        amount: float,
+        ts: float,
+        card: str | None,
     ) -> None:
         self.buf[self.filled] = row
         self.filled += 1
@@ -115,6 +124,7 @@ class _Rows:
         self.order_ids.append(order_id)
         self.amounts.append(amount)
         self.times.append(ts)
+        self.card_ids.append(card)
 
     def frame(self, users: int) -> FeatureFrame:
         chunks = [*self.chunks, self.buf[: self.filled]]
@@ -128,6 +138,7 @@ class _Rows:
             order_ids=self.order_ids,
             amounts=np.asarray(self.amounts, dtype=np.float64),
             X=X,
+            card_ids=self.card_ids,
         )
 
 
@@ -272,7 +283,7 @@ class _Replay:
                 states.append(state)
         row = purchase_step(pstate, self.bstates.get(user, self.nobody), states, purchase, ts)
         self.purchases[event_id] = (ts, keys)
-        self.rows.add(row, event_id, user, order_id, purchase.amount, ts)
+        self.rows.add(row, event_id, user, order_id, purchase.amount, ts, purchase.card_fingerprint)
 
     def behavior(self, event: BehaviorFields, user: str, ts: float) -> None:
         bstate = self.bstates.get(user)

@@ -97,8 +97,13 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         (f"recall at {budget} FPR", "recall_at_fpr_budget", _pct),
         (f"threshold for {budget} FPR", "threshold_at_fpr_budget", _num),
         (f"precision@{k} per day (mean)", "precision_at_k_mean", _pct),
+        (f"card precision@{k} per day (mean)", "card_precision_at_k_mean", _pct),
     ]
-    return [(label, fmt(model[key]), fmt(base[key])) for label, key, fmt in spec]
+    return [
+        (label, fmt(model[key]), fmt(base.get(key, float("nan"))))
+        for label, key, fmt in spec
+        if key in model
+    ]
 
 
 def render(name: str, version: str, report: dict[str, Any]) -> str:
@@ -178,10 +183,25 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
         ]
         for family, share in sorted(families.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {family} | {_pct(share)} |")
-    lines += ["", "## Precision@k per day", "", "| day | model | rules |", "|---|---|---|"]
+    cards = model.get("card_precision_at_k_by_day", {})
+    lines += [
+        "",
+        "## Precision@k per day",
+        "",
+        "Per purchase (fraud among the day's k riskiest purchases) and per card (compromised",
+        "cards among the day's k riskiest cards).",
+        "",
+        "| day | model | rules | model, cards | rules, cards |",
+        "|---|---|---|---|---|",
+    ]
     for day, value in model["precision_at_k_by_day"].items():
         rules_day = base["precision_at_k_by_day"].get(day, float("nan"))
-        lines.append(f"| {day} | {_pct(value)} | {_pct(rules_day)} |")
+        card_day = cards.get(day, float("nan"))
+        rules_cards = base.get("card_precision_at_k_by_day", {}).get(day, float("nan"))
+        lines.append(
+            f"| {day} | {_pct(value)} | {_pct(rules_day)} | {_pct(card_day)} |"
+            f" {_pct(rules_cards)} |"
+        )
     lines += ["", "## Rules baseline", ""]
     lines += [f"- {rule}" for rule in base.get("rules", [])]
     if gate:

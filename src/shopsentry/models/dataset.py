@@ -60,6 +60,7 @@ class TrainingSet:
     scenario: NDArray[np.object_]
     label_known_at: NDArray[np.datetime64]  # NaT: no label row at all
     source: str
+    card_ids: NDArray[np.object_] | None = None  # each purchase's card (history only)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -76,6 +77,7 @@ class TrainingSet:
             is_fraud=self.is_fraud[mask],
             scenario=self.scenario[mask],
             label_known_at=self.label_known_at[mask],
+            card_ids=None if self.card_ids is None else self.card_ids[mask],
         )
 
     def known_labels(self, as_of: datetime) -> NDArray[np.bool_]:
@@ -307,6 +309,7 @@ def from_history(
         scenario=scenario,
         label_known_at=known_at,
         source=f"history:{directory}",
+        card_ids=np.asarray(frame.card_ids, dtype=object),
     )
 
 

@@ -6,7 +6,8 @@
   detector's threshold (0.7 by default), and how many purchases that flags per day;
 * the seed's target: recall at a 5% false-positive budget (and the threshold that
   achieves it);
-* the analysts' reality: precision@k per day, k being the daily review budget;
+* the analysts' reality: precision@k per day, k being the daily review budget, per
+  purchase and per card (the share of compromised cards among each day's k riskiest);
 * where the model is blind: recall per fraud scenario, at the threshold and at the
   budget.
 
@@ -35,6 +36,7 @@ class EvalWindow:
     y: NDArray[np.bool_]
     occurred_at: NDArray[np.datetime64]
     scenario: NDArray[np.object_]
+    card: NDArray[np.object_] | None = None  # each purchase's card (None: not known)
 
     def __post_init__(self) -> None:
         if not (len(self.y) == len(self.occurred_at) == len(self.scenario)):
@@ -83,6 +85,33 @@ def precision_at_k_per_day(
         idx = np.flatnonzero(days == day)
         top = idx[np.argsort(-score[idx], kind="stable")[:k]]
         out[str(day)] = float(np.mean(y[top])) if top.size else 0.0
+    return out
+
+
+def card_precision_at_k_per_day(
+    y: NDArray[np.bool_],
+    score: NDArray[np.float64],
+    occurred_at: NDArray[np.datetime64],
+    card: NDArray[np.object_],
+    k: int,
+) -> dict[str, float]:
+    """Share of compromised cards among each day's ``k`` riskiest cards: a card's risk
+    that day is its riskiest purchase's score, and it is compromised if any of its
+    purchases that day is fraud (purchases without a card are left out)."""
+    days = occurred_at.astype("datetime64[D]")
+    has_card = np.array([c is not None for c in card], dtype=bool)
+    out: dict[str, float] = {}
+    for day in np.unique(days):
+        idx = np.flatnonzero((days == day) & has_card)
+        risk: dict[object, float] = {}
+        bad: dict[object, bool] = {}
+        for i in idx.tolist():
+            c = card[i]
+            if score[i] > risk.get(c, -1.0):
+                risk[c] = float(score[i])
+            bad[c] = bad.get(c, False) or bool(y[i])
+        ranked = sorted(risk, key=lambda c: -risk[c])[:k]
+        out[str(day)] = float(np.mean([bad[c] for c in ranked])) if ranked else 0.0
     return out
 
 
@@ -167,6 +196,12 @@ def evaluate(
             y, score >= threshold_budget, window.scenario
         ),
     }
+    if window.card is not None:
+        cards = card_precision_at_k_per_day(
+            y, score, window.occurred_at, window.card, review_budget
+        )
+        report["card_precision_at_k_by_day"] = cards
+        report["card_precision_at_k_mean"] = float(np.mean(list(cards.values()))) if cards else 0.0
     if with_curve:
         report["curve"] = threshold_curve(y, score)
     return report
@@ -182,6 +217,7 @@ KEY_METRICS = (
     "recall_at_fpr_budget",
     "threshold_at_fpr_budget",
     "precision_at_k_mean",
+    "card_precision_at_k_mean",
 )
 
 

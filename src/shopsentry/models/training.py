@@ -415,7 +415,9 @@ def importance_by_family(raw: bytes, feature_names: tuple[str, ...]) -> dict[str
 
 
 def _window(data: TrainingSet) -> EvalWindow:
-    return EvalWindow(y=data.is_fraud, occurred_at=data.occurred_at, scenario=data.scenario)
+    return EvalWindow(
+        y=data.is_fraud, occurred_at=data.occurred_at, scenario=data.scenario, card=data.card_ids
+    )
 
 
 def build_report(

@@ -94,3 +94,16 @@ def test_rules_fire_on_the_named_features_and_skip_missing_ones():
     assert rules_score(X, NAMES).tolist() == [0.0, 0.5, 0.0, 0.75, 0.0]
     text = describe_rules(NAMES)
     assert sum(t.startswith("(skipped") for t in text) == len(RULES) - 3
+
+
+def test_card_precision_ranks_cards_by_their_riskiest_purchase() -> None:
+    from shopsentry.models.evaluation import card_precision_at_k_per_day
+
+    day = np.datetime64("2026-03-02T10:00")
+    occurred = np.array([day] * 5 + [day + np.timedelta64(1, "D")], dtype="datetime64[ns]")
+    card = np.array(["a", "a", "b", "c", None, "a"], dtype=object)
+    y = np.array([False, True, False, False, True, False])
+    score = np.array([0.1, 0.9, 0.8, 0.2, 0.99, 0.5])
+    got = card_precision_at_k_per_day(y, score, occurred, card, k=2)
+    # day 1: a (0.9, compromised) and b (0.8, clean); the card-less purchase is left out
+    assert got == {"2026-03-02": 0.5, "2026-03-03": 0.0}

@@ -1,0 +1,64 @@
+"""The detector's feature step over the real definitions and the LMDB entity store:
+entity deltas applied once per purchase, however often a batch is redelivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from shopsentry.bus.base import Record
+from shopsentry.config import Settings
+from shopsentry.detection.feature_ops import SharedFeatureOps
+from shopsentry.detection.hot_path import HotPath
+from shopsentry.detection.worker import hot_path_config
+from shopsentry.events.codec import encode
+from shopsentry.features.definitions import FEATURE_NAMES
+from shopsentry.features.entity_store import LmdbEntityStore
+from shopsentry.features.lmdb_store import LmdbStateStore
+
+from .fakes import FakeScorer, purchase
+
+COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+class RowScorer(FakeScorer):
+    """Keeps the rows it scored (any width)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[float]] = []
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        self.rows.extend(X.tolist())
+        return X[:, 0] * 0.0
+
+
+def batch(users: list[str]) -> list[Record]:
+    out = []
+    for offset, user in enumerate(users):
+        p = purchase(offset, user=user, device_fingerprint="shared-tablet", terminal_id="t-9")
+        out.append(Record("purchase-events", 0, offset, 1_000, user.encode(), encode(p)))
+    return out
+
+
+def test_a_redelivered_batch_counts_nothing_twice_in_entity_state(tmp_path: Path) -> None:
+    entities = LmdbEntityStore(tmp_path / "entities.lmdb")
+    store = LmdbStateStore(tmp_path / "state.lmdb")
+    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(entities))
+    records = batch(["u1", "u2", "u3"])
+    scorer = RowScorer()
+    out = pipe.process(records, {}, scorer, store)
+    assert out.purchases == 3
+    # Within the batch each purchase sees the ones before it through the shared device.
+    assert [row[COL["device_purchases_1d"]] for row in scorer.rows] == [0.0, 1.0, 2.0]
+    assert [row[COL["device_users_24h"]] for row in scorer.rows] == [1.0, 2.0, 3.0]
+    # kill -9 before the user state and offsets were saved: the whole batch comes again.
+    pipe.process(records, {}, RowScorer(), store)
+    state = entities.load(["device:shared-tablet"])["device:shared-tablet"]
+    assert sum(b[1] for b in state.days) == 3
+    assert len(state.users) == 3
+    decision = orjson.loads(out.outputs[0].value)
+    assert decision["event_id"] == "p-u1-0"
+    entities.close()
+    store.close()
