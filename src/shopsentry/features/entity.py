@@ -121,17 +121,26 @@ class EntityState:
 
 
 def _add(buckets: list[list[float]], index: int, amount: float, keep: int) -> None:
-    for bucket in reversed(buckets):
-        if bucket[0] == index:
-            bucket[1] += 1
-            bucket[2] += amount
+    if buckets:
+        last = buckets[-1]
+        if last[0] == index:  # the common case: the current hour / day
+            last[1] += 1
+            last[2] += amount
             return
-        if bucket[0] < index:
-            break
-    buckets.append([index, 1, amount])
-    buckets.sort(key=lambda b: b[0])
+        if last[0] > index:  # an older purchase applied late (another worker's batch)
+            for bucket in buckets:
+                if bucket[0] == index:
+                    bucket[1] += 1
+                    bucket[2] += amount
+                    return
+            buckets.append([index, 1, amount])
+            buckets.sort(key=lambda b: b[0])
+        else:
+            buckets.append([index, 1, amount])
+    else:
+        buckets.append([index, 1, amount])
     horizon = buckets[-1][0] - keep
-    while buckets and buckets[0][0] <= horizon:
+    while buckets[0][0] <= horizon:
         del buckets[0]
 
 
@@ -140,7 +149,8 @@ def observe_entity_purchase(state: EntityState, user: str, amount: float, ts: fl
     _add(state.hours, int(ts // HOUR_S), amount, 24)
     _add(state.days, int(ts // DAY_S), amount, 30)
     users = state.users
-    if users.get(user, -math.inf) <= ts:
+    seen = users.get(user)
+    if seen is None or seen <= ts:
         remember(users, user, ts, MAX_USERS)
 
 
@@ -160,46 +170,51 @@ def observe_entity_label(
         del frauds[next(iter(frauds))]
 
 
-def _window(buckets: list[list[float]], since: int) -> tuple[float, float]:
-    n = amount = 0.0
-    for bucket in reversed(buckets):
-        if bucket[0] < since:
-            break
-        n += bucket[1]
-        amount += bucket[2]
-    return n, amount
-
-
 def _values(state: EntityState, user: str, ts: float) -> list[float]:
     hour, day = int(ts // HOUR_S), int(ts // DAY_S)
-    n1, a1 = _window(state.hours, hour - 23)
-    n7, a7 = _window(state.days, day - 6)
-    n30, a30 = _window(state.days, day - 29)
+    n1 = a1 = 0.0
+    since = hour - 23
+    for index, n, amount in reversed(state.hours):
+        if index < since:
+            break
+        n1 += n
+        a1 += amount
+    n7 = a7 = n30 = a30 = 0.0
+    for index, n, amount in reversed(state.days):
+        if index < day - 29:
+            break
+        n30 += n
+        a30 += amount
+        if index >= day - 6:
+            n7 += n
+            a7 += amount
     u1 = u24 = u7 = 1.0  # this purchase's user
-    for other, seen in state.users.items():
+    for other in reversed(state.users):  # most recent first
+        age = ts - state.users[other]
+        if age >= 7 * DAY_S:
+            break
         if other == user:
             continue
-        age = ts - seen
-        if age < 7 * DAY_S:
-            u7 += 1
-            if age < DAY_S:
-                u24 += 1
-                if age < HOUR_S:
-                    u1 += 1
+        u7 += 1
+        if age < DAY_S:
+            u24 += 1
+            if age < HOUR_S:
+                u1 += 1
     f1 = f7 = f30 = 0.0
     latest = -math.inf
-    for purchase_ts, known_at in state.frauds.values():
-        if known_at > ts:
-            continue  # not known yet when this purchase is decided
-        if purchase_ts > latest:
-            latest = purchase_ts
-        d = int(purchase_ts // DAY_S)
-        if d >= day - 29:
-            f30 += 1
-            if d >= day - 6:
-                f7 += 1
-                if int(purchase_ts // HOUR_S) >= hour - 23:
-                    f1 += 1
+    if state.frauds:
+        for purchase_ts, known_at in state.frauds.values():
+            if known_at > ts:
+                continue  # not known yet when this purchase is decided
+            if purchase_ts > latest:
+                latest = purchase_ts
+            d = int(purchase_ts // DAY_S)
+            if d >= day - 29:
+                f30 += 1
+                if d >= day - 6:
+                    f7 += 1
+                    if int(purchase_ts // HOUR_S) >= since:
+                        f1 += 1
     return [
         n1,
         n7,
