@@ -368,8 +368,10 @@ def fit(
             raw = fold_calibration(raw, a, b)
             calibration = {"a": a, "b": b, "label_completeness": completeness, "applied": 1.0}
             check = xgb.Booster(model_file=bytearray(raw)).predict(dcal, output_margin=True)
-            drift = float(np.max(np.abs(check - (a * margin + b))))
-            if drift > 1e-3:
+            want = a * margin + b
+            drift = float(np.max(np.abs(check - want)))
+            # float32 leaves: the error grows with the margin's size (confident models)
+            if drift > 1e-3 * max(1.0, float(np.max(np.abs(want)))):
                 raise TrainingDataError(
                     f"calibration fold drifted by {drift:.2e}", hint="retrain with calibrate=False"
                 )
