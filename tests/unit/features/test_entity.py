@@ -159,3 +159,35 @@ def test_offline_labels_honour_known_at() -> None:
     col = FEATURE_NAMES.index("terminal_fraud_share_1d")
     assert frame.X[1, col] == 0.0  # at 3600 s the label (known at 5000 s) is unknown
     assert frame.X[2, col] == 0.5  # at 7200 s: 1 of the 2 earlier purchases
+
+
+def _apply_forever(path: str, ready: Any) -> None:
+    store = LmdbEntityStore(Path(path))
+    n = 0
+    while True:  # until killed
+        store.apply_purchases([delta(i, user=f"u{i}") for i in range(n, n + 10)])
+        n += 10
+        if n == 200:
+            ready.set()
+
+
+def test_kill_9_mid_stream_then_replay_counts_each_purchase_once(tmp_path: Path) -> None:
+    """A worker killed at an arbitrary point (inside a write transaction or between two)
+    leaves every purchase counted once or not at all; replaying them all then counts
+    each exactly once."""
+    path = str(tmp_path / "e.lmdb")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    worker = ctx.Process(target=_apply_forever, args=(path, ready))
+    worker.start()
+    assert ready.wait(timeout=300)
+    worker.kill()  # SIGKILL
+    worker.join(timeout=60)
+    store = LmdbEntityStore(Path(path))
+    before = sum(b[1] for b in store.load(["terminal:t1"])["terminal:t1"].days)
+    assert before >= 200 and before % 10 == 0  # whole transactions only
+    replayed = int(before) + 50
+    store.apply_purchases([delta(i, user=f"u{i}") for i in range(replayed)])
+    after = sum(b[1] for b in store.load(["terminal:t1"])["terminal:t1"].days)
+    assert after == replayed
+    store.close()
