@@ -28,12 +28,17 @@ import os
 import shutil
 import signal
 import socket
+import queue
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 LOG4J_CONFIG = HERE / "log4j2.properties"
@@ -94,11 +99,60 @@ def random_cluster_id() -> str:
 def _die_with_parent(command: list[str]) -> list[str]:
     """Prefix ``command`` so the JVM gets SIGKILL when the Python process that started it
     dies (a crashed or killed test session leaves no broker behind). util-linux's
-    ``setpriv --pdeathsig`` does it without running Python code between fork and exec."""
+    ``setpriv --pdeathsig`` does it without running Python code between fork and exec.
+
+    The kernel ties the death signal to the *thread* that forked, not to the process:
+    a child started from a thread that then ends is killed at once. So tied children
+    are started by :func:`spawn`, always from one long-lived launcher thread."""
     setpriv = shutil.which("setpriv")
     if setpriv is None or not sys.platform.startswith("linux"):
         return command
     return [setpriv, "--pdeathsig", "KILL", "--", *command]
+
+
+class _Launcher:
+    """One daemon thread that forks every tied child and lives as long as the process:
+    the death signal then fires when the process exits, never when the caller's
+    thread does (a test helper thread, a pytest-timeout thread, a thread pool)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def run(self, job: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="kafka-launcher", daemon=True
+                )
+                self._thread.start()
+        done: Future[Any] = Future()
+        self._jobs.put((job, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                done.set_result(job())
+            except BaseException as exc:  # handed to the caller's thread
+                done.set_exception(exc)
+
+
+_LAUNCHER = _Launcher()
+
+
+def spawn(command: list[str], *, tie_to_parent: bool = True, **popen: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(command, **popen)``; with ``tie_to_parent`` the child is killed
+    when this process dies, from whichever thread this is called."""
+    if not tie_to_parent:
+        return subprocess.Popen(command, **popen)
+    tied = _die_with_parent(command)
+    process: subprocess.Popen[bytes] = _LAUNCHER.run(lambda: subprocess.Popen(tied, **popen))
+    return process
 
 
 @dataclass
@@ -362,8 +416,9 @@ class KafkaCluster:
         command = self._java(
             classpath, node.heap_mb, "kafka.Kafka", str(node.config_path), quick=False
         )
-        node.process = subprocess.Popen(
-            _die_with_parent(command) if self.tie_to_parent else command,
+        node.process = spawn(
+            command,
+            tie_to_parent=self.tie_to_parent,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -384,9 +439,9 @@ class KafkaCluster:
                 watched = node.node_id in broker_ids or not node.is_broker
                 if watched and node.process is not None and not node.alive():
                     raise KafkaStartError(
-                            f"Kafka node {node.node_id} exited with {node.process.returncode}:\n"
-                            f"{node.log_tail()}"
-                        )
+                        f"Kafka node {node.node_id} exited with {node.process.returncode}:\n"
+                        f"{node.log_tail()}"
+                    )
             try:
                 metadata = admin.list_topics(timeout=2.0)
                 seen = set(metadata.brokers)
