@@ -25,10 +25,10 @@ import base64
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
-import queue
 import subprocess
 import sys
 import threading
@@ -117,9 +117,7 @@ class _Launcher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def run(self, job: Callable[[], Any]) -> Any:
@@ -145,7 +143,9 @@ class _Launcher:
 _LAUNCHER = _Launcher()
 
 
-def spawn(command: list[str], *, tie_to_parent: bool = True, **popen: Any) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], *, tie_to_parent: bool = True, **popen: Any
+) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(command, **popen)``; with ``tie_to_parent`` the child is killed
     when this process dies, from whichever thread this is called."""
     if not tie_to_parent:
