@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -54,6 +54,9 @@ from shopsentry.bus.kafka_config import (
 )
 from shopsentry.config import KafkaSettings
 from shopsentry.errors import ConfigError, UnknownTopic
+
+if TYPE_CHECKING:
+    from shopsentry.bus.kafka_groups import Committed, GroupProbe, Owners
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ class KafkaLog:
         except KafkaException as exc:
             raise client_error(exc, "admin client") from None
         self._reachable = False
+        self._groups: GroupProbe | None = None  # started by the first group_lag
         self._timeout = self.settings.request_timeout_ms / 1000
         # How long an admin call keeps retrying while the cluster moves (a dead broker
         # still cached as controller/leader): long enough for a failover, still bounded.
@@ -394,28 +398,17 @@ class KafkaLog:
 
     def group_lag(self, group: str) -> list[PartitionLag]:
         """Committed offset, end offset and owner of every partition of the topics the
-        group has committed to or is assigned."""
+        group has committed to or is assigned. The group's offsets and members are read
+        in a child process (:mod:`shopsentry.bus.kafka_groups`: librdkafka can abort the
+        process on those requests when a broker dies); the end offsets here."""
         self.ensure_reachable()
-        offsets = self._call(
-            lambda t: self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=t
-            )[group],
-            f"reading offsets of group {group!r}",
-        )
-        committed_tps = offsets.topic_partitions or []
-        committed = {
-            TopicPartition(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in committed_tps
-        }
-        description = self._call(
-            lambda t: self._admin.describe_consumer_groups([group], request_timeout=t)[group],
-            f"describing group {group!r}",
-        )
-        owner: dict[TopicPartition, str] = {}
-        for member in description.members or []:
-            assignment = member.assignment.topic_partitions if member.assignment else []
-            for tp in assignment:
-                owner[TopicPartition(tp.topic, tp.partition)] = member.client_id or member.member_id
+        if self._groups is None:
+            from shopsentry.bus.kafka_groups import GroupProbe
+
+            self._groups = GroupProbe(self.bootstrap, self.settings, self._admin_deadline)
+        committed_raw, owner_raw = self._groups.read(group)
+        committed = {TopicPartition(t, p): off for (t, p), off in committed_raw.items()}
+        owner = {TopicPartition(t, p): member for (t, p), member in owner_raw.items()}
         topics = {tp.topic for tp in committed} | {tp.topic for tp in owner}
         if not topics:
             return []
@@ -438,6 +431,32 @@ class KafkaLog:
             )
             for tp in all_tps
         ]
+
+    def group_state(self, group: str) -> tuple[Committed, Owners]:
+        """The group's committed offsets and partition owners, by (topic, partition).
+        Coordinator-bound admin requests: call it only in the child process of
+        :class:`~shopsentry.bus.kafka_groups.GroupProbe` (see there why)."""
+        self.ensure_reachable()
+        offsets = self._call(
+            lambda t: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=t
+            )[group],
+            f"reading offsets of group {group!r}",
+        )
+        committed = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in offsets.topic_partitions or []
+        }
+        description = self._call(
+            lambda t: self._admin.describe_consumer_groups([group], request_timeout=t)[group],
+            f"describing group {group!r}",
+        )
+        owner: Owners = {}
+        for member in description.members or []:
+            assignment = member.assignment.topic_partitions if member.assignment else []
+            for tp in assignment:
+                owner[tp.topic, tp.partition] = member.client_id or member.member_id
+        return committed, owner
 
     # -- clients -------------------------------------------------------------------------
     def producer(self) -> Producer:
@@ -470,8 +489,11 @@ class KafkaLog:
         )
 
     def close(self) -> None:
-        """The admin client holds no group membership; dropping it is enough."""
+        """The admin client holds no group membership; dropping it is enough. Stops the
+        group helper process if one was started."""
         self._admin.poll(0)
+        if self._groups is not None:
+            self._groups.close()
 
     def describe(self) -> dict[str, Any]:
         """What `topics describe`/health endpoints show about the connection (no secrets)."""

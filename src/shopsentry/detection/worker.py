@@ -435,20 +435,27 @@ class Worker:
         except Exception:  # lag is observability: never let it stop the stream
             logger.warning("consumer lag: cannot open the log; no lag metrics", exc_info=True)
             return
-        group = self.settings.detector.group_id
         try:
             while not self._stop.wait(LAG_REFRESH_S):
+                # This worker's own lag: end offsets (leader-bound requests) minus what it
+                # has applied. Not the group's lag (coordinator-bound admin requests, which
+                # librdkafka can abort the process on when a broker dies).
+                owned, applied = self._owned, dict(self._applied)
                 try:
-                    lags = log.group_lag(group)
+                    parts = [
+                        (TopicPartition(topic, p.partition), p)
+                        for topic in sorted({tp.topic for tp in owned})
+                        for p in log.describe_topic(topic).partitions
+                    ]
                 except Exception:
                     logger.debug("consumer lag refresh failed", exc_info=True)
                     continue
-                owned = self._owned
+                next_of = {tp: applied.get(tp, NOTHING_APPLIED) + 1 for tp, _ in parts}
                 self.metrics.set_lag(
                     {
-                        (p.topic, p.partition): p.lag
-                        for p in lags
-                        if TopicPartition(p.topic, p.partition) in owned
+                        tp: max(0, p.end_offset - max(p.start_offset, next_of[tp]))
+                        for tp, p in parts
+                        if tp in owned
                     }
                 )
         finally:
