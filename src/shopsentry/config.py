@@ -123,6 +123,11 @@ class DetectorSettings(_Frozen):
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     top_features: int = Field(default=3, ge=0, le=20)
     model_poll_interval_s: float = Field(default=5.0, gt=0)
+    # The supervisor restarts a worker that died after restart_backoff_s, doubling up to
+    # restart_backoff_max_s while it keeps dying; a run of restart_healthy_s resets it.
+    restart_backoff_s: float = Field(default=1.0, gt=0)
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    restart_healthy_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:

@@ -158,9 +158,10 @@ class KafkaProducer:
             raise self._failure_error(failed, failures)
         if remaining:
             self._watch.raise_if_auth_failed(self._log.bootstrap)
-            raise ProduceError(
+            raise ProduceError(  # transient: librdkafka keeps them queued and retrying
                 f"{remaining} record(s) not acknowledged within {timeout:.0f}s",
                 failed=remaining,
+                retryable=True,
                 hint="the brokers are slow or unreachable; they are still being retried",
             )
 
@@ -197,10 +198,11 @@ class KafkaProducer:
                     hint="brokers are down; writes resume when enough replicas are back in sync",
                 )
             self._watch.raise_if_auth_failed(self._log.bootstrap)
-            return ProduceError(
+            return ProduceError(  # transient: sending them again can succeed
                 f"{failed} record(s) not acknowledged within the delivery timeout "
                 f"({self._log.settings.delivery_timeout_ms} ms) for {shown}",
                 failed=failed,
+                retryable=True,
                 hint="the partition leaders were unreachable; send them again",
             )
         text = failures[0][1] if failures else "unknown error"

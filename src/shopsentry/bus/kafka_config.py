@@ -63,6 +63,18 @@ UNKNOWN_TOPIC_CODES = frozenset(
 NOT_ENOUGH_REPLICAS_CODES = frozenset(
     {KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND}
 )
+# The cluster moving under us (a broker died or rejoined): retrying later helps.
+TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
 
 
 def common_config(bootstrap: str, settings: KafkaSettings) -> dict[str, Any]:
@@ -259,7 +271,11 @@ def translate(
             f"{action} refused: not enough in-sync replicas ({err.name()})",
             hint="a broker is down; writes resume when it rejoins",
         )
-    return BusError(f"{action} failed: {_short(err.str())} ({err.name()})")
+    error = BusError(f"{action} failed: {_short(err.str())} ({err.name()})")
+    # librdkafka knows which of the rest are worth retrying (a leader or coordinator
+    # moving, a request timed out): those are transient here too.
+    error.retryable = bool(err.retriable()) or code in TRANSIENT_CODES
+    return error
 
 
 def _short(text: str) -> str:

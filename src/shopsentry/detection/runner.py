@@ -1,11 +1,16 @@
 """Run N detector workers as separate processes and supervise them.
 
 Each worker is its own process (``spawn``: no state inherited by fork, and one Python
-interpreter per core), its own consumer-group member and its own metrics port. The
-supervisor restarts nothing by itself — restarting a crash loop hides it — but it
-reports a worker that died (its partitions move to the survivors through the group
-rebalance) and exits non-zero at the end. SIGTERM / SIGINT are forwarded as SIGTERM:
-each worker finishes its batch, commits and leaves the group; a second signal kills.
+interpreter per core), its own consumer-group member and its own metrics port. A worker
+that dies — killed, crashed, or stopped by an error that retrying can cure (the cluster
+unavailable, records not acknowledged in time) — is restarted after a backoff that
+doubles while it keeps dying (``detector.restart_backoff_s`` up to
+``restart_backoff_max_s``; a run of ``restart_healthy_s`` resets it); meanwhile its
+partitions move to the survivors through the group rebalance. An unavailable cluster
+therefore never ends the group. Only a terminal error (bad configuration, no champion
+model: :data:`EXIT_TERMINAL`) or a clean stop (``--max-events``, ``--exit-when-idle``)
+ends a worker for good. SIGTERM / SIGINT are forwarded as SIGTERM: each worker finishes
+its batch, commits and leaves the group; a second signal kills.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -24,6 +31,7 @@ from typing import Any
 
 from shopsentry.config import Settings
 from shopsentry.detection.worker import Worker, WorkerOptions, WorkerSummary
+from shopsentry.errors import ShopsentryError
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +69,26 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     )
 
 
+EXIT_TERMINAL = 3  # a worker's exit code for an error retrying cannot cure: not restarted
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a retryable error ended the worker; restarted
+
+
 def worker_main(settings: Settings, options: WorkerOptions, log_level: int, results: Any) -> None:
-    """Entry point of one worker process."""
+    """Entry point of one worker process. A shopsentry error ends it with one line and an
+    exit code saying whether a restart can help."""
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s %(levelname)s worker-{options.index} %(name)s: %(message)s",
     )
+    try:
+        summary = _run_worker(settings, options)
+    except ShopsentryError as exc:
+        logger.error("worker %d stopped: %s", options.index, exc.one_line())
+        sys.exit(EXIT_TRANSIENT if exc.retryable else EXIT_TERMINAL)
+    results.put(asdict(summary))
+
+
+def _run_worker(settings: Settings, options: WorkerOptions) -> WorkerSummary:
     worker = build_worker(settings, options)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -76,11 +98,10 @@ def worker_main(settings: Settings, options: WorkerOptions, log_level: int, resu
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        summary = worker.run()
+        return worker.run()
     finally:
         worker.store.close()
         worker.log.close()
-    results.put(asdict(summary))
 
 
 @dataclass
@@ -89,14 +110,27 @@ class WorkerStatus:
     pid: int | None
     exitcode: int | None
     summary: WorkerSummary | None = None
+    restarts: int = 0
 
     @property
     def died(self) -> bool:
         return self.exitcode is not None and self.exitcode != 0
 
 
+@dataclass
+class _Slot:
+    """One worker index: its current process and its restart bookkeeping."""
+
+    process: Any
+    started: float
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    restart_at: float | None = None  # a restart is due at this monotonic time
+    final: bool = False  # ended for good (clean stop, terminal error, or stopping)
+
+
 class Supervisor:
-    """Starts the worker processes, forwards stop signals, reports deaths."""
+    """Starts the worker processes, restarts the ones that die, forwards stop signals."""
 
     def __init__(
         self,
@@ -105,16 +139,17 @@ class Supervisor:
         options: WorkerOptions | None = None,
         *,
         log_level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.workers = workers
+        self._clock = clock
         self.template = options or WorkerOptions()
         self.log_level = log_level
         self._ctx = multiprocessing.get_context("spawn")
         self._results: Any = self._ctx.Queue()
-        self.processes: list[Any] = []
+        self._slots: list[_Slot] = []
         self.summaries: dict[int, WorkerSummary] = {}
-        self._reported: set[int] = set()
         self._stopping = False
 
     def options_for(self, index: int) -> WorkerOptions:
@@ -125,30 +160,40 @@ class Supervisor:
         )
         return replace(t, index=index, metrics_port=port, latency_samples=samples)
 
+    def _spawn(self, index: int) -> Any:
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(self.settings, self.options_for(index), self.log_level, self._results),
+            name=f"detector-{index}",
+        )
+        process.start()
+        logger.info("started worker %d (pid %s)", index, process.pid)
+        return process
+
     def start(self) -> None:
         for index in range(self.workers):
-            process = self._ctx.Process(
-                target=worker_main,
-                args=(self.settings, self.options_for(index), self.log_level, self._results),
-                name=f"detector-{index}",
-            )
-            process.start()
-            self.processes.append(process)
-            logger.info("started worker %d (pid %s)", index, process.pid)
+            self._slots.append(_Slot(self._spawn(index), self._clock()))
+
+    @property
+    def processes(self) -> list[Any]:
+        """The current process of each worker index."""
+        return [slot.process for slot in self._slots]
 
     @property
     def pids(self) -> list[int | None]:
         return [p.pid for p in self.processes]
 
     def stop(self) -> None:
-        """Ask every live worker to finish its batch and leave (SIGTERM)."""
+        """Ask every live worker to finish its batch and leave (SIGTERM); no restarts."""
         self._stopping = True
-        for process in self.processes:
-            if process.is_alive() and process.pid is not None:
+        for slot in self._slots:
+            slot.restart_at = None
+            if slot.process.is_alive() and slot.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(slot.process.pid, signal.SIGTERM)
 
     def kill(self) -> None:
+        self._stopping = True
         for process in self.processes:
             if process.is_alive():
                 process.kill()
@@ -162,32 +207,73 @@ class Supervisor:
             self.summaries[data["index"]] = WorkerSummary(**data)
 
     def poll(self) -> list[WorkerStatus]:
-        """Current status; logs each dead worker once."""
+        """Current status; schedules (and, once due, performs) the restart of each worker
+        that died, with a doubling backoff; logs each death once."""
         self._drain_results()
-        statuses = []
-        for index, process in enumerate(self.processes):
-            status = WorkerStatus(index, process.pid, process.exitcode, self.summaries.get(index))
-            if status.died and index not in self._reported:
-                self._reported.add(index)
-                alive = sum(p.is_alive() for p in self.processes)
+        now = self._clock()
+        for index, slot in enumerate(self._slots):
+            if slot.final:
+                continue
+            if slot.restart_at is None and slot.process.exitcode is not None:
+                self._ended(index, slot, now)
+            elif slot.restart_at is not None and now >= slot.restart_at and not self._stopping:
+                slot.restart_at = None
+                slot.restarts += 1
+                slot.process = self._spawn(index)
+                slot.started = now
+        return [
+            WorkerStatus(
+                index,
+                slot.process.pid,
+                slot.process.exitcode,
+                self.summaries.get(index),
+                slot.restarts,
+            )
+            for index, slot in enumerate(self._slots)
+        ]
+
+    def _ended(self, index: int, slot: _Slot, now: float) -> None:
+        code = slot.process.exitcode
+        if code == 0 or code == EXIT_TERMINAL or self._stopping:
+            slot.final = True
+            if code not in (0, None):
                 logger.error(
-                    "worker %d (pid %s) died (exit code %s); %d worker(s) take over its partitions",
-                    index,
-                    process.pid,
-                    process.exitcode,
-                    alive,
+                    "worker %d (pid %s) ended (exit code %s)", index, slot.process.pid, code
                 )
-            statuses.append(status)
-        return statuses
+            return
+        d = self.settings.detector
+        healthy = now - slot.started >= d.restart_healthy_s
+        slot.failures_in_a_row = 1 if healthy else slot.failures_in_a_row + 1
+        delay = min(
+            d.restart_backoff_max_s, d.restart_backoff_s * 2 ** (slot.failures_in_a_row - 1)
+        )
+        slot.restart_at = now + delay
+        alive = sum(p.is_alive() for p in self.processes)
+        logger.error(
+            "worker %d (pid %s) died (exit code %s); restarting it in %.1fs; "
+            "%d worker(s) take over its partitions meanwhile",
+            index,
+            slot.process.pid,
+            code,
+            delay,
+            alive,
+        )
+
+    def _running(self) -> bool:
+        return any(
+            slot.process.is_alive() or (slot.restart_at is not None and not self._stopping)
+            for slot in self._slots
+        )
 
     def wait(self, timeout: float | None = None, interval: float = 0.2) -> list[WorkerStatus]:
-        """Block until every worker exited (or ``timeout``); returns the final statuses."""
+        """Block until every worker ended for good (or ``timeout``); the final statuses."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while any(p.is_alive() for p in self.processes):
-            self.poll()
+        self.poll()
+        while self._running():
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(interval)
+            self.poll()
         for process in self.processes:
             process.join(timeout=0.1)
         time.sleep(0.05)  # let queue feeder threads deliver the last summaries

@@ -169,7 +169,8 @@ def test_kill_9_of_one_worker_loses_nothing_and_counts_nothing_twice(
     finally:
         supervisor.stop()
         supervisor.wait(timeout=30)
-    assert statuses[1].exitcode == -signal.SIGKILL and statuses[1].died
+    # The supervisor restarted the killed worker; it then ran until idle like the other.
+    assert statuses[1].restarts == 1 and statuses[1].exitcode == 0
     assert statuses[0].exitcode == 0
 
     purchases = [r for r in rows if r[4] == "purchase"]

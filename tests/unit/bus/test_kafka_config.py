@@ -222,3 +222,20 @@ def test_failed_deliveries_are_explained(code: int, short: object, expected: str
     assert isinstance(error, NotEnoughReplicas) == (expected == "NotEnoughReplicasProduceError")
     if short == "isr":
         assert "1 in sync, min.insync.replicas=2" in error.one_line()
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        (KafkaError.NOT_COORDINATOR, True),
+        (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, True),
+        (KafkaError._MSG_TIMED_OUT, True),
+        (KafkaError.INVALID_REQUEST, False),
+    ],
+)
+def test_other_errors_are_retryable_when_the_cluster_is_only_moving(
+    code: int, retryable: bool
+) -> None:
+    error = translate(KafkaError(code), bootstrap="b:9092", action="commit")
+    assert type(error) is BusError
+    assert error.retryable is retryable
