@@ -22,6 +22,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -111,10 +112,11 @@ class WorkerStatus:
     exitcode: int | None
     summary: WorkerSummary | None = None
     restarts: int = 0
+    stopped: bool = False  # ended by the group's stop (SIGTERM), whatever its exit code
 
     @property
     def died(self) -> bool:
-        return self.exitcode is not None and self.exitcode != 0
+        return self.exitcode is not None and self.exitcode != 0 and not self.stopped
 
 
 @dataclass
@@ -127,6 +129,7 @@ class _Slot:
     failures_in_a_row: int = 0
     restart_at: float | None = None  # a restart is due at this monotonic time
     final: bool = False  # ended for good (clean stop, terminal error, or stopping)
+    stopped: bool = False  # ended by SIGTERM from stop() (e.g. before its handler was set)
 
 
 class Supervisor:
@@ -150,7 +153,10 @@ class Supervisor:
         self._results: Any = self._ctx.Queue()
         self._slots: list[_Slot] = []
         self.summaries: dict[int, WorkerSummary] = {}
+        self.deaths: list[tuple[int, int]] = []  # (index, exit code) of each worker that died
         self._stopping = False
+        # poll() may run in a thread of its own while another stops the group.
+        self._lock = threading.RLock()
 
     def options_for(self, index: int) -> WorkerOptions:
         t = self.template
@@ -185,6 +191,10 @@ class Supervisor:
 
     def stop(self) -> None:
         """Ask every live worker to finish its batch and leave (SIGTERM); no restarts."""
+        with self._lock:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
         self._stopping = True
         for slot in self._slots:
             slot.restart_at = None
@@ -193,10 +203,11 @@ class Supervisor:
                     os.kill(slot.process.pid, signal.SIGTERM)
 
     def kill(self) -> None:
-        self._stopping = True
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
+        with self._lock:
+            self._stopping = True
+            for process in self.processes:
+                if process.is_alive():
+                    process.kill()
 
     def _drain_results(self) -> None:
         while True:
@@ -209,6 +220,10 @@ class Supervisor:
     def poll(self) -> list[WorkerStatus]:
         """Current status; schedules (and, once due, performs) the restart of each worker
         that died, with a doubling backoff; logs each death once."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> list[WorkerStatus]:
         self._drain_results()
         now = self._clock()
         for index, slot in enumerate(self._slots):
@@ -228,12 +243,18 @@ class Supervisor:
                 slot.process.exitcode,
                 self.summaries.get(index),
                 slot.restarts,
+                slot.stopped,
             )
             for index, slot in enumerate(self._slots)
         ]
 
     def _ended(self, index: int, slot: _Slot, now: float) -> None:
         code = slot.process.exitcode
+        if self._stopping and code == -signal.SIGTERM:
+            slot.final = slot.stopped = True  # our stop reached it before its handler
+            return
+        if code != 0:
+            self.deaths.append((index, code))
         if code == 0 or code == EXIT_TERMINAL or self._stopping:
             slot.final = True
             if code not in (0, None):

@@ -142,3 +142,13 @@ def test_a_worker_ends_with_an_exit_code_saying_whether_a_restart_helps(
         worker_main(Settings(), WorkerOptions(index=3), logging.ERROR, None)
     assert exited.value.code == code
     assert f"worker 3 stopped: {error}" in caplog.text
+
+
+def test_a_worker_ended_by_the_stop_signal_did_not_die() -> None:
+    sup, _clock, spawned = supervisor(2)
+    sup.stop()
+    spawned[0].exitcode = -15  # SIGTERM before its handler was installed
+    spawned[1].exitcode = 0
+    statuses = sup.wait(timeout=5, interval=0)
+    assert [s.died for s in statuses] == [False, False]
+    assert sup.deaths == []
