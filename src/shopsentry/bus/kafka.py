@@ -19,7 +19,6 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicCollection,
@@ -45,6 +44,7 @@ from shopsentry.bus.base import (
     TopicSpec,
 )
 from shopsentry.bus.kafka_config import (
+    UNKNOWN_TOPIC_CODES,
     ErrorWatch,
     admin_config,
     client_error,
@@ -56,7 +56,7 @@ from shopsentry.config import KafkaSettings
 from shopsentry.errors import ConfigError, UnknownTopic
 
 if TYPE_CHECKING:
-    from shopsentry.bus.kafka_groups import Committed, GroupProbe, Owners
+    from shopsentry.bus.kafka_groups import GroupProbe
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,11 @@ class KafkaLog:
             if info is not None and info.error is None:
                 return md
             if time.monotonic() >= deadline:
-                raise UnknownTopic(topic)
+                error = None if info is None else info.error
+                if error is None or error.code() in UNKNOWN_TOPIC_CODES:
+                    raise UnknownTopic(topic)
+                # Known but unwell (no leader while brokers are down): transient.
+                raise translate(error, bootstrap=self.bootstrap, action=f"reading {topic!r}")
             time.sleep(0.2)
 
     def watermarks(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
@@ -431,32 +435,6 @@ class KafkaLog:
             )
             for tp in all_tps
         ]
-
-    def group_state(self, group: str) -> tuple[Committed, Owners]:
-        """The group's committed offsets and partition owners, by (topic, partition).
-        Coordinator-bound admin requests: call it only in the child process of
-        :class:`~shopsentry.bus.kafka_groups.GroupProbe` (see there why)."""
-        self.ensure_reachable()
-        offsets = self._call(
-            lambda t: self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=t
-            )[group],
-            f"reading offsets of group {group!r}",
-        )
-        committed = {
-            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in offsets.topic_partitions or []
-        }
-        description = self._call(
-            lambda t: self._admin.describe_consumer_groups([group], request_timeout=t)[group],
-            f"describing group {group!r}",
-        )
-        owner: Owners = {}
-        for member in description.members or []:
-            assignment = member.assignment.topic_partitions if member.assignment else []
-            for tp in assignment:
-                owner[tp.topic, tp.partition] = member.client_id or member.member_id
-        return committed, owner
 
     # -- clients -------------------------------------------------------------------------
     def producer(self) -> Producer:

@@ -12,7 +12,9 @@ leader-bound requests (ListOffsets, metadata, DescribeTopics) do not take that p
 :class:`GroupProbe` runs those two requests in one long-lived child process (started on
 first use, reading requests on stdin and answering on stdout, one JSON line each). When
 the child dies the call raises :class:`BrokerUnavailable` (retryable) and the next call
-starts a new child. The child exits when its stdin closes, so it never outlives us.
+starts a new child; so does a retryable error the child reports (librdkafka can keep a
+dead broker as the group's coordinator for good). The child exits when its stdin closes,
+so it never outlives us.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import threading
 import time
 from typing import IO, Any
 
+from confluent_kafka import ConsumerGroupTopicPartitions
+
+from shopsentry.bus.kafka import KafkaLog
 from shopsentry.config import KafkaSettings
 from shopsentry.errors import (
     AuthenticationFailed,
@@ -65,6 +70,10 @@ class GroupProbe:
     def read(self, group: str) -> tuple[Committed, Owners]:
         with self._lock:
             answer = self._ask(group)
+            if "error" in answer and answer["error"]["retryable"] and self._child is not None:
+                # librdkafka may keep waiting on a coordinator whose broker died (it does
+                # not always look for the new one): the next call starts a fresh client.
+                self._discard(self._child)
         if "error" in answer:
             raise _error_of(answer["error"])
         committed = {(t, p): off for t, p, off in answer["committed"]}
@@ -157,16 +166,43 @@ def _error_of(data: dict[str, Any]) -> ShopsentryError:
     return error
 
 
-def _serve() -> None:
-    """The child: build a KafkaLog, then answer one request per stdin line."""
-    from shopsentry.bus.kafka import KafkaLog
+class _GroupAdmin(KafkaLog):
+    """The child's log: the coordinator-bound requests, with KafkaLog's retries."""
 
+    def group_state(self, group: str) -> tuple[Committed, Owners]:
+        """The group's committed offsets and partition owners, by (topic, partition).
+        Coordinator-bound admin requests: only ever run in the child process."""
+        self.ensure_reachable()
+        offsets = self._call(
+            lambda t: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=t
+            )[group],
+            f"reading offsets of group {group!r}",
+        )
+        committed = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in offsets.topic_partitions or []
+        }
+        description = self._call(
+            lambda t: self._admin.describe_consumer_groups([group], request_timeout=t)[group],
+            f"describing group {group!r}",
+        )
+        owner: Owners = {}
+        for member in description.members or []:
+            assignment = member.assignment.topic_partitions if member.assignment else []
+            for tp in assignment:
+                owner[tp.topic, tp.partition] = member.client_id or member.member_id
+        return committed, owner
+
+
+def _serve() -> None:
+    """The child: build a :class:`_GroupAdmin`, then answer one request per stdin line."""
     logging.basicConfig(level=logging.WARNING, format="kafka-groups %(levelname)s: %(message)s")
     first = sys.stdin.readline()
     if not first:
         return
     setup = json.loads(first)
-    log = KafkaLog(setup["bootstrap"], KafkaSettings.model_validate(setup["settings"]))
+    log = _GroupAdmin(setup["bootstrap"], KafkaSettings.model_validate(setup["settings"]))
     _answer("ready")
     for line in sys.stdin:
         group = json.loads(line)["group"]

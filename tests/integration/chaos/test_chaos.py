@@ -156,24 +156,25 @@ class Chaos:
     kills: list[int] = field(default_factory=list)
     broker_down: int | None = None
 
-    def _alive_worker(self) -> tuple[int, int] | None:
+    def _pick_worker(self, fault: str) -> tuple[int, int] | None:
+        """A live worker (index, pid) at random, or None (noted) if none is alive."""
         alive = [(i, p.pid) for i, p in enumerate(self.supervisor.processes) if p.is_alive()]
-        return self.rng.choice(alive) if alive else None
+        if not alive:
+            self.done.append(f"{fault}: no worker alive, skipped")
+            return None
+        return self.rng.choice(alive)
 
     def kill_worker(self) -> None:
-        chosen = self._alive_worker()
-        if chosen is None:
-            self.done.append("kill -9: no worker alive, skipped")
-            return
-        index, pid = chosen
-        os.kill(pid, signal.SIGKILL)
-        self.kills.append(index)
-        self.done.append(f"kill -9 worker {index} (pid {pid})")
+        chosen = self._pick_worker("kill -9")
+        if chosen is not None:
+            index, pid = chosen
+            os.kill(pid, signal.SIGKILL)
+            self.kills.append(index)
+            self.done.append(f"kill -9 worker {index} (pid {pid})")
 
     def stop_worker_past_session_timeout(self) -> None:
-        chosen = self._alive_worker()
+        chosen = self._pick_worker("SIGSTOP")
         if chosen is None:
-            self.done.append("SIGSTOP: no worker alive, skipped")
             return
         index, pid = chosen
         os.kill(pid, signal.SIGSTOP)
@@ -193,9 +194,8 @@ class Chaos:
         return client_id not in owners and bool(owners - {None})
 
     def stop_worker_briefly(self, counting: CountingLog) -> None:
-        chosen = self._alive_worker()
+        chosen = self._pick_worker("brief SIGSTOP")
         if chosen is None:
-            self.done.append("brief SIGSTOP: no worker alive, skipped")
             return
         index, pid = chosen
         os.kill(pid, signal.SIGSTOP)
