@@ -75,12 +75,10 @@ class CountingLog:
 
 
 def chaos_settings(root: Path, cluster: ThreeBrokerCluster, unique: str) -> Settings:
-    base = TopicsSettings()  # RF 3, min ISR 2: what the seed runs
+    # RF 3, min ISR 2 (what the seed runs), under names of this run's own
     topics = {
-        name: getattr(base, name).model_copy(
-            update={"name": f"{getattr(base, name).name}-{unique}"}
-        )
-        for name in type(base).model_fields
+        field: {**spec, "name": f"{spec['name']}-{unique}"}
+        for field, spec in TopicsSettings().model_dump().items()
     }
     return Settings(
         data_dir=root / "data",
