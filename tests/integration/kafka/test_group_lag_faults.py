@@ -158,7 +158,7 @@ def test_group_lag_callers_live_through_a_long_stop_across_a_coordinator_restart
     kafka_cluster: ThreeBrokerCluster, tmp_path: Path
 ) -> None:
     """Fault 2 of the chaos run: stopped, the coordinator's broker restarted meanwhile,
-    resumed; before the fix most such processes died with SIGSEGV within seconds."""
+    resumed; on the code before the fix every caller here died with SIGSEGV."""
     log, _group, victim, loopers = _ready(kafka_cluster, tmp_path)
     try:
         loopers.signal(signal.SIGSTOP)
