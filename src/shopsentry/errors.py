@@ -92,7 +92,20 @@ class CommitFailed(TransientError, BusError):
     """An offset commit was refused, usually because the partition moved to another member."""
 
 
-class StateFenced(TransientError):
+class StateError(ShopsentryError):
+    """A consumer's state (feature state, read model, warehouse offsets, ledger) failed."""
+
+
+class StateUnavailable(TransientError, StateError):
+    """The state could not be read or written now (a lock, a full map, a store that does
+    not answer): every state backend raises this one, whatever its engine."""
+
+
+class StateCorrupted(TerminalError, StateError):
+    """Stored state cannot be read back (retrying cannot help)."""
+
+
+class StateFenced(TransientError, StateError):
     """A state save was refused: another worker has applied records of a partition this
     one still thought it owned (the partition moved while a batch ran)."""
 
@@ -119,3 +132,9 @@ class TrainingDataError(TerminalError):
 class NotEnoughReplicasProduceError(ProduceError, NotEnoughReplicas):
     """Records were refused because a partition's in-sync replicas fell below
     min.insync.replicas: catchable both as ProduceError and as NotEnoughReplicas."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether retrying can help: the one question every retrying caller asks (the stream
+    runtime, DAG tasks, the notifier). Only a ShopsentryError can say yes."""
+    return isinstance(error, ShopsentryError) and error.retryable

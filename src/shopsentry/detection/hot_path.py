@@ -37,6 +37,7 @@ from shopsentry.errors import InvalidEvent
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import Purchase
 from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.stream.dead_letters import DeadLetterLog
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class HotPath:
         # that state, and an unchanged copy it read may stay cached too).
         self.owns_behavior = owns_behavior or (lambda _user: False)
         self._clock_ms = clock_ms
+        self.dead_letter_log = DeadLetterLog(logger)
 
     def process(
         self,
@@ -242,14 +244,7 @@ class HotPath:
         return None
 
     def _dead_letter(self, out: BatchOutcome, record: Record, reason: str, stage: str) -> None:
-        logger.warning(
-            "dead-lettering %s[%d]@%d at %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            stage,
-            reason,
-        )
+        self.dead_letter_log.note(record.topic, record.partition, record.offset, stage, reason)
         out.outputs.append(dead_letter(self.config.routing, record, reason, stage))
         out.dead_letters[stage] = out.dead_letters.get(stage, 0) + 1
 

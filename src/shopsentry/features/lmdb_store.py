@@ -29,7 +29,7 @@ from typing import Any, Literal
 import lmdb
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import StateFenced, TransientError
+from shopsentry.errors import StateFenced, StateUnavailable
 from shopsentry.features.state_store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,9 @@ logger = logging.getLogger(__name__)
 # full map doubles (other processes follow on their next transaction).
 INITIAL_MAP_SIZE = 1 << 30
 _APPLIED_DB = b"applied"
+_OUTBOX_DB = b"outbox"  # batch id -> the batch's outputs (one blob)
+_OUTBOX_OF_DB = b"outbox_of"  # partition -> the batch id of its last saved outputs
 _OFFSET = struct.Struct(">q")
-
-
-class StateStoreBusy(TransientError):
-    """The state environment could not be opened or written (locks, disk)."""
 
 
 # LMDB forbids opening one environment twice in a process: stores on one path share it.
@@ -57,7 +55,7 @@ def _acquire(path: Path, durable: bool) -> Any:
             env = lmdb.open(
                 str(path),
                 map_size=INITIAL_MAP_SIZE,
-                max_dbs=len(NAMESPACES) + 1,
+                max_dbs=len(NAMESPACES) + 3,
                 sync=durable,
                 metasync=durable,
                 readahead=False,
@@ -93,8 +91,10 @@ class LmdbStateStore:
             self._env = _acquire(path, synchronous == "FULL")
             self._dbs = {ns: self._env.open_db(ns.encode()) for ns in NAMESPACES}
             self._applied_db = self._env.open_db(_APPLIED_DB)
+            self._outbox_db = self._env.open_db(_OUTBOX_DB)
+            self._outbox_of_db = self._env.open_db(_OUTBOX_OF_DB)
         except lmdb.Error as exc:
-            raise StateStoreBusy(
+            raise StateUnavailable(
                 f"cannot open the state store {path}: {exc}",
                 hint="check the data dir is a writable local disk",
             ) from exc
@@ -123,6 +123,13 @@ class LmdbStateStore:
                 result[tp] = NOTHING_APPLIED if raw is None else _OFFSET.unpack(raw)[0]
         return result
 
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[bytes]:
+        with self._env.begin() as txn:
+            ids = {txn.get(_applied_key(tp), db=self._outbox_of_db) for tp in tps}
+            ids.discard(None)
+            blobs = [txn.get(i, db=self._outbox_db) for i in sorted(ids)]
+        return [bytes(b) for b in blobs if b is not None]
+
     def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
         check_namespace(namespace)
         with self._env.begin(db=self._dbs[namespace]) as txn:
@@ -136,10 +143,11 @@ class LmdbStateStore:
         applied: Mapping[TopicPartition, int],
         *,
         expected: Mapping[TopicPartition, int] | None = None,
+        outbox: tuple[str, bytes] | None = None,
     ) -> None:
         for namespace in changes:
             check_namespace(namespace)
-        self._write(self._save_in, changes, applied, expected)
+        self._write(self._save_in, changes, applied, expected, outbox)
 
     def _save_in(
         self,
@@ -147,6 +155,7 @@ class LmdbStateStore:
         changes: Mapping[str, Mapping[str, bytes]],
         applied: Mapping[TopicPartition, int],
         expected: Mapping[TopicPartition, int] | None,
+        outbox: tuple[str, bytes] | None,
     ) -> None:
         if expected:
             for tp, offset in expected.items():
@@ -172,10 +181,35 @@ class LmdbStateStore:
             # Monotonic: a stale writer can never move an applied offset backwards.
             if old is None or _OFFSET.unpack(old)[0] < offset:
                 txn.put(key, _OFFSET.pack(offset), db=db)
+        self._point_outbox(txn, applied, outbox)
+
+    def _point_outbox(
+        self, txn: Any, applied: Mapping[TopicPartition, int], outbox: tuple[str, bytes] | None
+    ) -> None:
+        """Point the applied partitions at this batch's outbox (or at none), and delete
+        the blobs that no partition points at any more."""
+        of_db, blobs = self._outbox_of_db, self._outbox_db
+        replaced: set[bytes] = set()
+        batch_id = outbox[0].encode() if outbox else None
+        for tp in applied:
+            key = _applied_key(tp)
+            old = txn.get(key, db=of_db)
+            if old is not None:
+                replaced.add(bytes(old))
+            if batch_id is not None:
+                txn.put(key, batch_id, db=of_db)
+            elif old is not None:
+                txn.delete(key, db=of_db)
+        if outbox is not None:
+            txn.put(batch_id, outbox[1], db=blobs)
+        if replaced:
+            live = {bytes(v) for _, v in txn.cursor(db=of_db)}
+            for old_id in replaced - live:
+                txn.delete(old_id, db=blobs)
 
     def clear(self) -> None:
         def drop(txn: Any) -> None:
-            for db in (*self._dbs.values(), self._applied_db):
+            for db in (*self._dbs.values(), self._applied_db, self._outbox_db, self._outbox_of_db):
                 txn.drop(db, delete=False)
 
         self._write(drop)
@@ -193,7 +227,9 @@ class LmdbStateStore:
                 self._env.set_mapsize(size)
             except lmdb.MapResizedError:  # another process grew it: adopt its size
                 self._env.set_mapsize(0)
-        raise StateStoreBusy(f"state store {self.path} cannot grow its map", hint="free disk space")
+        raise StateUnavailable(
+            f"state store {self.path} cannot grow its map", hint="free disk space"
+        )
 
     def _import_sqlite(self, legacy: Path) -> None:
         """Copy a store of the SQLite layout (either table name) over, once."""

@@ -17,17 +17,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import StateFenced, TransientError
+from shopsentry.errors import StateFenced, StateUnavailable
 from shopsentry.features.state_store import NAMESPACES, NOTHING_APPLIED, check_namespace
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] = the applied hash, KEYS[2..] = state keys.
-# ARGV = n_expected, (field, offset) * n_expected, n_applied, (field, offset) * n_applied,
+# KEYS[1] = the applied hash, KEYS[2] = the outbox pointers (partition -> batch id),
+# KEYS[3..] = state keys.
+# ARGV = outbox key prefix, batch id ('' = no outbox), blob, n_expected,
+#        (field, offset) * n_expected, n_applied, (field, offset) * n_applied,
 #        then one value per state key. Returns 0, or the field that fenced the save out.
 _SAVE = """
-local i = 2
-local n_expected = tonumber(ARGV[1])
+local outbox_prefix, batch_id, blob = ARGV[1], ARGV[2], ARGV[3]
+local i = 5
+local n_expected = tonumber(ARGV[4])
 for _ = 1, n_expected do
   local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
   if current > tonumber(ARGV[i + 1]) then
@@ -42,23 +45,37 @@ for _ = 1, n_applied do
   offsets[#offsets + 1] = {ARGV[i], ARGV[i + 1]}
   i = i + 2
 end
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   redis.call('SET', KEYS[k], ARGV[i])
   i = i + 1
 end
+local replaced = {}
 for _, pair in ipairs(offsets) do
   local current = tonumber(redis.call('HGET', KEYS[1], pair[1]) or '-1')
   if tonumber(pair[2]) > current then
     redis.call('HSET', KEYS[1], pair[1], pair[2])
   end
+  local old = redis.call('HGET', KEYS[2], pair[1])
+  if old then replaced[old] = true end
+  if batch_id ~= '' then
+    redis.call('HSET', KEYS[2], pair[1], batch_id)
+  else
+    redis.call('HDEL', KEYS[2], pair[1])
+  end
+end
+if batch_id ~= '' then
+  redis.call('SET', outbox_prefix .. batch_id, blob)
+end
+if next(replaced) then
+  local live = {}
+  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do live[v] = true end
+  for old, _ in pairs(replaced) do
+    if not live[old] then redis.call('DEL', outbox_prefix .. old) end
+  end
 end
 return 0
 """
 _CHUNK = 1000
-
-
-class StateStoreUnavailable(TransientError):
-    """Redis did not answer or refused a command."""
 
 
 def _field(tp: TopicPartition) -> str:
@@ -79,6 +96,8 @@ class RedisStateStore:
         )
         self.prefix = f"shopsentry:{prefix}"
         self._applied_key = f"{self.prefix}:applied"
+        self._outbox_of_key = f"{self.prefix}:outbox_of"
+        self._outbox_prefix = f"{self.prefix}:outbox:"
         self._save_script = self._client.register_script(_SAVE)
         self._ns_prefix = {ns: f"{self.prefix}:{ns}:" for ns in NAMESPACES}
         self._call(self._client.ping)
@@ -87,7 +106,7 @@ class RedisStateStore:
         try:
             return fn(*args)
         except self._redis_mod.RedisError as exc:
-            raise StateStoreUnavailable(
+            raise StateUnavailable(
                 f"redis state store failed: {exc}",
                 hint="check that redis-server is running and reachable",
             ) from exc
@@ -120,8 +139,9 @@ class RedisStateStore:
         applied: Mapping[TopicPartition, int],
         *,
         expected: Mapping[TopicPartition, int] | None = None,
+        outbox: tuple[str, bytes] | None = None,
     ) -> None:
-        keys: list[str] = [self._applied_key]
+        keys: list[str] = [self._applied_key, self._outbox_of_key]
         values: list[bytes] = []
         for namespace, states in changes.items():
             check_namespace(namespace)
@@ -129,9 +149,10 @@ class RedisStateStore:
             for key, value in states.items():
                 keys.append(prefix + key)
                 values.append(value)
-        if len(keys) == 1 and not applied:
+        if len(keys) == 2 and not applied:
             return
-        args: list[str | int | bytes] = [len(expected or {})]
+        batch_id, blob = outbox if outbox is not None else ("", b"")
+        args: list[str | int | bytes] = [self._outbox_prefix, batch_id, blob, len(expected or {})]
         for tp, offset in (expected or {}).items():
             args += [_field(tp), offset]
         args.append(len(applied))
@@ -145,6 +166,16 @@ class RedisStateStore:
                 f"applied offset {where} is beyond this writer's: another worker owns it now",
                 hint="the partition moved during the batch; its new owner carries on",
             )
+
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[bytes]:
+        if not tps:
+            return []
+        ids = self._call(self._client.hmget, self._outbox_of_key, [_field(tp) for tp in tps])
+        unique = sorted({i for i in ids if i is not None})
+        if not unique:
+            return []
+        blobs = self._call(self._client.mget, [self._outbox_prefix.encode() + i for i in unique])
+        return [b for b in blobs if b is not None]
 
     def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
         check_namespace(namespace)

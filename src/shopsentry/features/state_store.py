@@ -16,6 +16,12 @@ owner has started. Its save names the applied offsets it started from (``expecte
 if the store has moved past them, somebody else owns the partition now, and the save is
 refused with :class:`~shopsentry.errors.StateFenced`, writing nothing.
 
+The outbox rides on the same write: a save may carry the batch's outputs as one blob
+under a batch id, and each applied partition then points at that batch; ``outbox``
+returns the blobs the given partitions point at, so a new owner can re-produce what a
+crashed one saved but may not have produced (:mod:`shopsentry.stream.checkpoint`). A
+blob no partition points at any more is deleted by the save that replaced it.
+
 Backends: :mod:`shopsentry.features.lmdb_store` (LMDB, in ``settings.state_dir``)
 and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
 ``settings.state.backend``.
@@ -30,6 +36,7 @@ from shopsentry.bus.base import TopicPartition
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
+    from shopsentry.stream.base import Checkpoint, Output
 
 PURCHASE_NS = "purchase"
 BEHAVIOR_NS = "behavior"
@@ -57,12 +64,19 @@ class StateStore(Protocol):
         applied: Mapping[TopicPartition, int],
         *,
         expected: Mapping[TopicPartition, int] | None = None,
+        outbox: tuple[str, bytes] | None = None,
     ) -> None:
         """Write ``changes`` (namespace → key → state) and ``applied`` offsets in one
         atomic step: after a crash either all of it is visible or none of it.
 
         With ``expected`` (partition → the applied offset the writer started from), raise
-        StateFenced and write nothing if any stored applied offset is beyond it."""
+        StateFenced and write nothing if any stored applied offset is beyond it.
+        ``outbox`` (batch id, blob): the batch's outputs, which every partition in
+        ``applied`` then points at; None: those partitions have no pending outputs."""
+        ...
+
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[bytes]:
+        """The outbox blobs ``tps`` point at, each once, in batch-id order."""
         ...
 
     def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
@@ -74,6 +88,36 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StateStoreSink:
+    """A :class:`StateStore` as the stream runtime's sink: positions are the applied
+    offsets plus one, and the outbox is stored as one blob per batch."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        applied = self.store.applied_offsets(tps)
+        return {tp: off + 1 for tp, off in applied.items() if off != NOTHING_APPLIED}
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        from shopsentry.stream.outbox import encode_outbox
+
+        outbox = None
+        if checkpoint.outbox:
+            outbox = (checkpoint.outbox_id, encode_outbox(checkpoint.outbox))
+        self.store.save(
+            checkpoint.changes or {},
+            {tp: pos - 1 for tp, pos in checkpoint.positions.items()},
+            expected={tp: pos - 1 for tp, pos in checkpoint.expected.items()},
+            outbox=outbox,
+        )
+
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
+        from shopsentry.stream.outbox import decode_outbox
+
+        return [out for blob in self.store.outbox(tps) for out in decode_outbox(blob)]
 
 
 def check_namespace(namespace: str) -> None:

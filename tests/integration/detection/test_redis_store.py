@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import ConfigError, StateFenced
-from shopsentry.features.redis_store import RedisStateStore, StateStoreUnavailable
+from shopsentry.errors import ConfigError, StateFenced, StateUnavailable
+from shopsentry.features.redis_store import RedisStateStore
 from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from tests.unit.features.state_contract import check_outbox
 
 pytestmark = pytest.mark.integration
 TP0, TP1 = TopicPartition("purchase-events", 0), TopicPartition("user-behavior", 1)
@@ -84,6 +85,10 @@ def test_state_survives_a_redis_restart_with_appendonly(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_server_is_a_transient_error() -> None:
-    with pytest.raises(StateStoreUnavailable) as info:
+    with pytest.raises(StateUnavailable) as info:
         RedisStateStore("redis://127.0.0.1:1/0", socket_timeout_s=0.5)
     assert info.value.retryable
+
+
+def test_outbox_points_partitions_at_their_last_batch(store: RedisStateStore) -> None:
+    check_outbox(store)

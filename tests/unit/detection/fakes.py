@@ -120,6 +120,12 @@ class MemoryConsumer:
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self.tps)
 
+    def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        return {tp: self.log.committed.get((self.group, tp)) for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
     def close(self) -> None:
         if self.on_revoke and self.position:
             self.on_revoke(self.tps)

@@ -1,5 +1,5 @@
-"""The worker's I/O order: outputs durable → state + applied offsets → commit, and what a
-crash in each window leaves behind."""
+"""The worker's I/O order: state + applied offsets + outbox → outputs durable → commit,
+and what a crash in each window leaves behind."""
 
 from __future__ import annotations
 
@@ -72,7 +72,53 @@ def test_processes_everything_and_commits(tmp_path: Path) -> None:
     assert worker.metrics.value("shopsentry_model_version_info", {"version": "1"}) == 1
 
 
-@pytest.mark.parametrize("window", ["before_flush", "after_flush", "after_state"])
+def crash_in(log: MemoryLog, worker: Worker, window: str, batch: int = 1) -> None:
+    """Arrange a kill -9 of ``worker`` in ``window`` of its batch number ``batch`` (0-based):
+    before its state save, after the save (nothing produced), after the flush (nothing
+    committed). Nothing is closed on the way out, as after a real kill."""
+    saves = {"n": 0}
+    original_save = worker.store.save
+    make_producer, make_consumer = log.producer, log.consumer
+
+    def save(changes, applied, **kw):  # type: ignore[no-untyped-def]
+        if window == "before_save" and saves["n"] == batch:
+            raise Crash
+        original_save(changes, applied, **kw)
+        saves["n"] += 1
+
+    def producer():  # type: ignore[no-untyped-def]
+        p = make_producer()
+        flush = p.flush
+
+        def crashing_flush(timeout: float = 30.0) -> None:
+            if window == "after_save" and saves["n"] == batch + 1:
+                raise Crash
+            flush(timeout)
+            if window == "after_flush" and saves["n"] == batch + 1:
+                raise Crash
+
+        p.flush = crashing_flush  # type: ignore[method-assign]
+        p.close = lambda: None  # type: ignore[method-assign]
+        return p
+
+    def consumer(*args, **kw):  # type: ignore[no-untyped-def]
+        c = make_consumer(*args, **kw)
+        c.close = lambda: None  # type: ignore[method-assign]  # no revocation either
+        return c
+
+    worker.store.save = save  # type: ignore[method-assign]
+    log.producer = producer  # type: ignore[method-assign]
+    log.consumer = consumer  # type: ignore[method-assign]
+
+
+def values_by_event(log: MemoryLog, topic: str) -> dict[str, set[bytes]]:
+    by_id: dict[str, set[bytes]] = {}
+    for r in log.records(topic):
+        by_id.setdefault(json.loads(r.value)["event_id"], set()).add(r.value)
+    return by_id
+
+
+@pytest.mark.parametrize("window", ["before_save", "after_save", "after_flush"])
 def test_a_crash_in_any_window_leaves_one_decision_per_purchase_and_exact_counts(
     tmp_path: Path, window: str
 ) -> None:
@@ -80,56 +126,54 @@ def test_a_crash_in_any_window_leaves_one_decision_per_purchase_and_exact_counts
     feed(log)
     first = make_worker(tmp_path, log, FakeScorer(), index=0)
     first.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 7})
-    producer_cls = log.producer
-
-    # Arrange a crash in the chosen window of the second batch.
-    batches = {"n": 0}
-    original_save = first.store.save
-
-    def crashing_producer():  # type: ignore[no-untyped-def]
-        producer = producer_cls()
-        original_flush = producer.flush
-
-        def flush(timeout: float = 30.0) -> None:
-            if window == "before_flush" and batches["n"] == 1:
-                raise Crash
-            original_flush(timeout)
-
-        producer.flush = flush  # type: ignore[method-assign]
-        return producer
-
-    def save(changes, applied, **fence):  # type: ignore[no-untyped-def]
-        if window == "after_flush" and batches["n"] == 1:
-            raise Crash
-        original_save(changes, applied, **fence)
-        if window == "after_state" and batches["n"] == 1:
-            raise Crash
-        batches["n"] += 1
-
-    log.producer = crashing_producer  # type: ignore[method-assign]
-    first.store.save = save  # type: ignore[method-assign]
-    first._close = lambda: None  # type: ignore[method-assign]  # kill -9: nothing is closed
+    make_producer, make_consumer = log.producer, log.consumer
+    crash_in(log, first, window)
     with pytest.raises(Crash):
         first.run()
-    log.producer = producer_cls  # type: ignore[method-assign]
+    log.producer, log.consumer = make_producer, make_consumer  # type: ignore[method-assign]
 
-    second = make_worker(tmp_path, log, FakeScorer(), index=1)
+    # The restarted worker scores with another model: a purchase scored again would say
+    # so (version "2", another decided_at).
+    second = make_worker(tmp_path, log, FakeScorer(version="2"), index=1)
     second.run()
     ids = decision_ids(log)
     expected = {f"p-u{u}-{n}" for u in range(5) for n in range(4)}
     assert set(ids) == expected
     if window == "after_flush":
-        assert len(ids) > len(expected)  # the one documented duplicate window
-        by_id: dict[str, set[float]] = {}
-        for r in log.records("decisions"):
-            d = DECISION.validate_json(r.value)
-            by_id.setdefault(d.event_id, set()).add(d.probability)
-        assert all(len(p) == 1 for p in by_id.values())  # duplicates are identical decisions
+        assert len(ids) > len(expected)  # the saved batch went out twice ...
     else:
         assert len(ids) == len(expected)
-    if window == "after_state":
-        assert second.summary.skipped > 0
+    # ... but a purchase has exactly one decision: any copy is the same bytes.
+    for topic in ("decisions", "fraud-alerts"):
+        assert all(len(v) == 1 for v in values_by_event(log, topic).values()), topic
+    if window != "before_save":
+        assert second.summary.skipped > 0 or second.summary.records < 40
     assert purchase_counts(second.store) == {f"u{u}": 4 for u in range(5)}
+
+
+def test_a_saved_batch_is_re_produced_verbatim_even_if_the_state_moved_on(tmp_path: Path) -> None:
+    """Fault 3: the behaviour state another worker keeps moves on between the crash and
+    the takeover; the taken-over batch's decisions are still the first run's bytes."""
+    log = MemoryLog(PARTS)
+    feed(log, users=3, per_user=2)
+    first = make_worker(tmp_path, log, FakeScorer(), index=0)
+    make_producer, make_consumer = log.producer, log.consumer
+    crash_in(log, first, "after_save", batch=0)
+    with pytest.raises(Crash):
+        first.run()
+    assert log.records("decisions") == []
+    saved = first.store.outbox(sorted({TopicPartition(PT, p) for p in range(3)}))
+    assert len(saved) == 1
+    log.producer, log.consumer = make_producer, make_consumer  # type: ignore[method-assign]
+    first.store.save(
+        {"behavior": {f"u{u}": json.dumps({"logins": 50}).encode() for u in range(3)}}, {}
+    )
+    second = make_worker(tmp_path, log, FakeScorer(version="2"), index=1)
+    second.run()
+    decisions = [DECISION.validate_json(r.value) for r in log.records("decisions")]
+    assert len(decisions) == 6
+    assert {d.model_version for d in decisions} == {"1"}
+    assert second.summary.purchases == 0  # nothing was scored again
 
 
 def test_hot_swap_between_batches_records_both_versions(tmp_path: Path) -> None:
@@ -142,15 +186,17 @@ def test_hot_swap_between_batches_records_both_versions(tmp_path: Path) -> None:
     worker.holder = ModelHolder(
         lambda: current["scorer"], lambda: current["scorer"].version, interval_s=60
     )
-    original = worker._run_batch
+    original = worker.handler.saved
+    saved = {"n": 0}
 
-    def run_batch(records):  # type: ignore[no-untyped-def]
-        original(records)
-        if worker.summary.batches == 2:
+    def after_save(result):  # type: ignore[no-untyped-def]
+        original(result)
+        saved["n"] += 1
+        if saved["n"] == 2:
             current["scorer"] = v2
             worker.holder.check_once()  # what the poll thread does
 
-    worker._run_batch = run_batch  # type: ignore[method-assign]
+    worker.handler.saved = after_save  # type: ignore[method-assign]
     summary = worker.run()
     versions = [DECISION.validate_json(r.value).model_version for r in log.records("decisions")]
     assert set(versions) == {"1", "2"} and len(versions) == 6
@@ -236,8 +282,7 @@ def test_read_only_behaviour_states_are_cached_only_when_this_worker_owns_them(
     other.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 1})
     loads.clear()
     other.store.load = lambda ns, keys: (loads.extend(f"{ns}:{k}" for k in keys), {})[1]  # type: ignore[method-assign]
-    other._owns_behavior = lambda user: False  # type: ignore[method-assign]
-    other.pipeline.owns_behavior = other._owns_behavior
+    other.pipeline.owns_behavior = lambda user: False
     other.run()  # behaviour owned elsewhere: read from the store every batch
     assert [x for x in loads if x.startswith("behavior")] == ["behavior:u0"] * 3
 
@@ -275,6 +320,7 @@ def test_a_save_after_another_worker_took_the_partitions_is_fenced_out(tmp_path:
     # Nothing of the fenced batch landed; the later purchase counts on the new owner's state.
     assert purchase_counts(store) == {"u0": 100}
     assert json.loads(store.load(PURCHASE_NS, ["u0"])["u0"])["events"] == ["elsewhere", "p-u0-9"]
-    assert len(decision_ids(log)) == 21  # the fenced batch's decisions went out (duplicates)
+    # The fenced batch's decisions never went out: only the later purchase's did.
+    assert decision_ids(log) == ["p-u0-9"]
     # Only the later purchase's offset was committed, not the fenced batch's.
     assert {tp.topic for (_, tp) in log.committed} == {PT}
