@@ -200,7 +200,11 @@ def create_app(
         from shopsentry.bus import open_log
 
         log = open_log(settings)
-    store = AlertReadModel(api_dir(settings) / "alerts.db", topics=store_topics(settings))
+    store = AlertReadModel(
+        api_dir(settings) / "alerts.db",
+        topics=store_topics(settings),
+        max_event_bytes=settings.detector.max_event_bytes,
+    )
     metrics = ApiMetrics()
     consumer = StoreConsumer(settings, log, store) if start_consumer else None
     metrics.watch_store(store, consumer)

@@ -1,12 +1,12 @@
-"""The service's background consumer: log → alert store.
+"""The service's background consumer: log → alert read model, on the stream runtime.
 
 It reads ``fraud-alerts``, ``decisions`` and ``purchase-events`` (for the event details
 and the user's history) plus ``user-behavior`` (for traffic counts) in its own consumer
 group (``api.store_group_id``: one per store, since replicas sharing a group would split
-the alerts between their stores), writes each polled batch to the store in one
-transaction, then commits the offsets. A crash between the two replays the batch, which
-the store ignores because it keeps its own per-partition positions. It also samples the
-detector group's lag for the dashboard's lag chart.
+the alerts between their stores). The read model is the runtime's sink: each batch's
+rows and positions are written in one transaction, then offsets are committed; a crash
+between the two replays records the runtime skips. It also samples the detector group's
+lag for the dashboard's lag chart and prunes rows past the log's retention.
 """
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from shopsentry.api.read_model import AlertReadModel
-from shopsentry.bus.base import EventLog
+from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
+from shopsentry.stream.base import BatchReport, BatchResult
+from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
 logger = logging.getLogger(__name__)
 
 LAG_SAMPLE_EVERY_S = 5.0
 PRUNE_EVERY_S = 600.0
 POLL_TIMEOUT_S = 0.1  # also bounds how long stop() waits
+RESTART_AFTER_S = 1.0  # after an error the runtime does not retry itself
 
 
 def store_topics(settings: Settings) -> dict[str, str]:
@@ -40,8 +44,27 @@ def store_topics(settings: Settings) -> dict[str, str]:
     }
 
 
+class ReadModelHandler:
+    """The batch is the change: the read model applies it in its save."""
+
+    def on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        pass
+
+    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        pass
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        return BatchResult(changes=records)
+
+    def saved(self, result: BatchResult) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
 class StoreConsumer:
-    """A daemon thread that keeps the store up to date until :meth:`stop`."""
+    """A daemon thread that keeps the read model up to date until :meth:`stop`."""
 
     def __init__(
         self,
@@ -59,6 +82,9 @@ class StoreConsumer:
         self.records_applied = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
+        self._runtime: StreamRuntime | None = None
+        self._next_lag = 0.0
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
         self._thread = threading.Thread(target=self._run, name="api-store-consumer", daemon=True)
 
     def start(self) -> None:
@@ -66,55 +92,69 @@ class StoreConsumer:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        if self._runtime is not None:
+            self._runtime.request_stop()
         self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
-        topics = list(store_topics(self.settings).values())
-        retention = timedelta(milliseconds=self.settings.topics.purchase_events.retention_ms)
-        next_lag, next_prune = 0.0, time.monotonic() + PRUNE_EVERY_S
-        consumer = None
-        while not self._stop.is_set():
-            try:
-                if consumer is None:
-                    consumer = self.log.consumer(self.group_id, topics, client_id="shopsentry-api")
-                records = consumer.poll(max_records=500, timeout=POLL_TIMEOUT_S)
-                if records:
-                    self.records_applied += self.store.apply(records)
-                    consumer.commit()
-                now = time.monotonic()
-                if now >= next_lag:
-                    next_lag = now + LAG_SAMPLE_EVERY_S
-                    self._sample_lag()
-                if now >= next_prune and retention.total_seconds() > 0:
-                    next_prune = now + PRUNE_EVERY_S
-                    self.store.prune(datetime.now(UTC) - retention)
-                self.last_error = None
-            except ShopsentryError as exc:
-                # The log went away or the group moved: back off and rebuild the consumer.
-                self.last_error = exc.one_line()
-                logger.warning("alert-store consumer: %s; retrying", exc.one_line())
-                consumer = self._close(consumer)
-                self._stop.wait(1.0)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("alert-store consumer failed; retrying")
-                consumer = self._close(consumer)
-                self._stop.wait(1.0)
-        self._close(consumer)
+    # -- observer of the runtime -----------------------------------------------------
+    def on_batch(self, report: BatchReport) -> None:
+        self.records_applied += report.applied
+        self.last_error = None
+        self._tick()
 
-    @staticmethod
-    def _close(consumer: object) -> None:
-        close = getattr(consumer, "close", None)
-        if close is not None:
+    def on_error(self, error: BaseException, *, retrying: bool) -> None:
+        self.last_error = _describe(error)
+
+    def on_recovered(self) -> None:
+        self.last_error = None
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        config = RuntimeConfig(
+            group_id=self.group_id,
+            topics=tuple(store_topics(self.settings).values()),
+            client_id="shopsentry-api",
+            batch_max_records=500,
+            batch_max_wait_ms=0,
+            idle_poll_s=POLL_TIMEOUT_S,
+            produces=False,
+        )
+        while not self._stop.is_set():
+            runtime = self._runtime = StreamRuntime(
+                self.log,
+                config,
+                ReadModelHandler(),
+                self.store,
+                observers=[self],
+                until=self._idle,
+            )
+            if self._stop.is_set():
+                break
             try:
-                close()
-            except Exception:
-                logger.debug("closing the store consumer failed", exc_info=True)
-        return None
+                runtime.run()
+            except Exception as exc:  # the service stays up: report, back off, rebuild
+                self.last_error = _describe(exc)
+                logger.warning("alert read model consumer: %s; restarting", self.last_error)
+                self._stop.wait(RESTART_AFTER_S)
+
+    def _idle(self, runtime: StreamRuntime) -> bool:
+        self._tick()
+        return False
+
+    def _tick(self) -> None:
+        """The periodic chores: the detector lag sample and the retention prune."""
+        now = time.monotonic()
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_SAMPLE_EVERY_S
+            self._sample_lag()
+        retention = timedelta(milliseconds=self.settings.topics.purchase_events.retention_ms)
+        if now >= self._next_prune and retention.total_seconds() > 0:
+            self._next_prune = now + PRUNE_EVERY_S
+            self.store.prune(datetime.now(UTC) - retention)
 
     def _sample_lag(self) -> None:
         try:
@@ -123,3 +163,9 @@ class StoreConsumer:
             logger.debug("cannot read the detector lag: %s", exc.one_line())
             return
         self.lag_samples.append((time.time(), sum(max(0, p.lag) for p in lags)))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ShopsentryError):
+        return error.one_line()
+    return f"{type(error).__name__}: {error}"

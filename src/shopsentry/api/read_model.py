@@ -2,10 +2,11 @@
 
 A background consumer (:mod:`shopsentry.api.consumer`) copies ``fraud-alerts``,
 ``decisions`` and ``purchase-events`` into this SQLite file so the API answers from an
-index instead of scanning the log. Delivery is at least once, so every write is
-idempotent: rows are keyed by ``event_id`` / ``alert_id``, and per-partition offsets
-are stored in the same transaction as the rows, so a replay after a crash neither
-duplicates an alert nor counts traffic twice.
+index instead of scanning the log. It is the stream runtime's sink
+(:mod:`shopsentry.stream`): per-partition positions are stored in the same transaction
+as the rows, so a replay after a crash neither duplicates an alert nor counts traffic
+twice; rows are keyed by ``event_id`` / ``alert_id`` besides. Purchases pass the
+detector's own admission checks (:mod:`shopsentry.events.admission`): one verdict.
 
 Every query binds its parameters; no caller-supplied text is ever formatted into SQL.
 """
@@ -19,19 +20,27 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shopsentry.bus.base import Record
-from shopsentry.errors import InvalidEvent, TerminalError
+from shopsentry.bus.base import Record, TopicPartition
+from shopsentry.config import DetectorSettings
+from shopsentry.errors import InvalidEvent, StateFenced, TerminalError
+from shopsentry.events.admission import Admission, admit
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import Decision, FraudAlert, Purchase, Review
+from shopsentry.stream.dead_letters import DeadLetterLog
+
+if TYPE_CHECKING:
+    from shopsentry.stream.base import Checkpoint, Output
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = DetectorSettings().max_event_bytes
 
 HISTORY_LIMIT = 20
 _PLAUSIBLE_MS = 3_600_000  # an hour: beyond it a timestamp is not live
@@ -167,11 +176,19 @@ class AlertFilter:
 class AlertReadModel:
     """SQLite (WAL) under the data dir; one writer thread (the consumer), many readers."""
 
-    def __init__(self, path: Path, *, topics: dict[str, str]) -> None:
-        """``topics`` maps a role ('purchases', 'decisions', 'alerts', 'behavior') to a topic."""
+    def __init__(
+        self, path: Path, *, topics: dict[str, str], max_event_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        """``topics`` maps a role ('purchases', 'decisions', 'alerts', 'behavior') to a
+        topic; ``max_event_bytes`` is the detector's limit (purchases over it are not
+        stored, as the detector dead-letters them)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.topics = topics
+        self.admission = Admission(
+            topics.get("purchases", ""), topics.get("behavior", ""), max_event_bytes
+        )
+        self.dead_letter_log = DeadLetterLog(logger)
         self._kind_of = {name: kind for kind, name in topics.items()}
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -200,29 +217,41 @@ class AlertReadModel:
 
     # -- writes (the consumer) -------------------------------------------------------
 
-    def apply(self, records: Iterable[Record]) -> int:
-        """Store a polled batch in one transaction; return how many records were new."""
-        new = 0
+    # -- the stream runtime's sink: rows and positions in one transaction -----------
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset to read per partition this store has applied records of."""
+        stored = dict(self._stored_positions(self._db))
+        return {tp: stored[tp] for tp in tps if tp in stored}
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Apply a batch's records and the positions they reach in one transaction;
+        fenced like every sink (a second writer of the same file cannot interleave)."""
+        records: Sequence[Record] = checkpoint.changes or ()
         now_ms = int(time.time() * 1000)
         with self._tx() as db:
-            positions = {
-                (t, p): o
-                for t, p, o in db.execute(
-                    "select topic, partition, next_offset from offsets"
-                ).fetchall()
-            }
+            stored = self._stored_positions(db)
+            for tp, start in checkpoint.expected.items():
+                if stored.get(tp, 0) > start:
+                    raise StateFenced(
+                        f"{tp.topic}[{tp.partition}] is at {stored[tp]} in {self.path}, beyond "
+                        f"this writer's {start}: another consumer writes this store"
+                    )
             for record in records:
-                if record.offset < positions.get((record.topic, record.partition), 0):
-                    continue  # already applied before a redelivery
-                positions[(record.topic, record.partition)] = record.offset + 1
-                new += 1
                 self._apply_one(db, record, now_ms)
             db.executemany(
                 "insert into offsets (topic, partition, next_offset) values (?, ?, ?)"
                 " on conflict (topic, partition) do update set next_offset = excluded.next_offset",
-                [(t, p, o) for (t, p), o in positions.items()],
+                [(tp.topic, tp.partition, o) for tp, o in checkpoint.positions.items()],
             )
-        return new
+
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
+        return []  # the read model produces nothing
+
+    @staticmethod
+    def _stored_positions(db: sqlite3.Connection) -> dict[TopicPartition, int]:
+        rows = db.execute("select topic, partition, next_offset from offsets").fetchall()
+        return {TopicPartition(t, p): o for t, p, o in rows}
 
     def _apply_one(self, db: sqlite3.Connection, record: Record, now_ms: int) -> None:
         kind = self._kind_of.get(record.topic)
@@ -234,20 +263,23 @@ class AlertReadModel:
             )
         try:
             if kind == "purchases":
-                self._put_purchase(db, decode_as("purchase", record.value), record.value)
+                self._put_admitted_purchase(db, record)
             elif kind == "decisions":
                 self._put_decision(db, decode_as("decision", record.value))
             elif kind == "alerts":
                 self._put_alert(db, decode_as("fraud_alert", record.value))
         except InvalidEvent as exc:
-            # The detector dead-letters bad input; here we only note it and move on.
-            logger.warning(
-                "skipping undecodable record %s[%d]@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc.message,
+            self.dead_letter_log.note(
+                record.topic, record.partition, record.offset, "read-model", exc.message
             )
+
+    def _put_admitted_purchase(self, db: sqlite3.Connection, record: Record) -> None:
+        """Only what the detector accepts: a purchase it dead-letters is never shown."""
+        purchase, stage, reason = admit(record, self.admission)
+        if purchase is None:
+            self.dead_letter_log.note(record.topic, record.partition, record.offset, stage, reason)
+            return
+        self._put_purchase(db, purchase, record.value)
 
     @staticmethod
     def _put_purchase(db: sqlite3.Connection, p: Purchase, raw: bytes) -> None:

@@ -34,6 +34,7 @@ from shopsentry.detection.routing import (
     route_decisions,
 )
 from shopsentry.errors import InvalidEvent
+from shopsentry.events.admission import Admission, misrouted
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import Purchase
 from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
@@ -165,6 +166,9 @@ class HotPath:
         self.owns_behavior = owns_behavior or (lambda _user: False)
         self._clock_ms = clock_ms
         self.dead_letter_log = DeadLetterLog(logger)
+        self._admission = Admission(
+            config.purchase_topic, config.behavior_topic, config.max_event_bytes
+        )
 
     def process(
         self,
@@ -230,18 +234,7 @@ class HotPath:
 
     def _misrouted(self, record: Record, event: Any) -> str | None:
         """Why a valid event cannot be processed where it is (None: it can)."""
-        cfg = self.config
-        is_purchase = isinstance(event, Purchase)
-        if record.topic == cfg.purchase_topic and not is_purchase:
-            return (
-                f"event_type: {event.event_type!r} is not a purchase but arrived on {record.topic}"
-            )
-        if record.topic == cfg.behavior_topic and is_purchase:
-            return f"event_type: 'purchase' arrived on {record.topic}"
-        if record.key != event.user_id.encode():
-            # A user's events must share a partition, or two workers would race on one state.
-            return "key: record key must equal user_id (the partitioning key)"
-        return None
+        return misrouted(record, event, self._admission)
 
     def _dead_letter(self, out: BatchOutcome, record: Record, reason: str, stage: str) -> None:
         self.dead_letter_log.note(record.topic, record.partition, record.offset, stage, reason)

@@ -131,6 +131,7 @@ def test_a_crash_in_any_window_leaves_one_decision_per_purchase_and_exact_counts
     with pytest.raises(Crash):
         first.run()
     log.producer, log.consumer = make_producer, make_consumer  # type: ignore[method-assign]
+    log.expire_members("fraud-detector")
 
     # The restarted worker scores with another model: a purchase scored again would say
     # so (version "2", another decided_at).
@@ -165,6 +166,7 @@ def test_a_saved_batch_is_re_produced_verbatim_even_if_the_state_moved_on(tmp_pa
     saved = first.store.outbox(sorted({TopicPartition(PT, p) for p in range(3)}))
     assert len(saved) == 1
     log.producer, log.consumer = make_producer, make_consumer  # type: ignore[method-assign]
+    log.expire_members("fraud-detector")
     first.store.save(
         {"behavior": {f"u{u}": json.dumps({"logins": 50}).encode() for u in range(3)}}, {}
     )
