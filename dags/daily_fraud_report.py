@@ -21,6 +21,7 @@ from shopsentry.pipelines.orchestration import (
     START_DATE,
     on_dag_failure,
     on_dag_success,
+    retry_by_error,
     sla_deadline,
 )
 
@@ -40,6 +41,7 @@ from shopsentry.pipelines.orchestration import (
 )
 def daily_fraud_report() -> None:
     @task
+    @retry_by_error
     def write_report() -> dict[str, Any]:
         from datetime import timedelta
 

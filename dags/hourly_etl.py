@@ -24,6 +24,7 @@ from shopsentry.pipelines.orchestration import (
     START_DATE,
     on_dag_failure,
     on_dag_success,
+    retry_by_error,
     sla_deadline,
 )
 
@@ -44,6 +45,7 @@ from shopsentry.pipelines.orchestration import (
 )
 def hourly_etl() -> None:
     @task
+    @retry_by_error
     def extract_load() -> dict[str, Any]:
         from pathlib import Path
 
@@ -55,6 +57,7 @@ def hourly_etl() -> None:
         return {"records_read": result.records_read, "rows_inserted": result.inserted}
 
     @task
+    @retry_by_error
     def transform() -> dict[str, Any]:
         from shopsentry.pipelines.hourly_etl import transform as build
         from shopsentry.pipelines.orchestration import settings_from_env
@@ -63,6 +66,7 @@ def hourly_etl() -> None:
         return {"models_built": result.models_built, "checks_passed": result.tests_passed}
 
     @task
+    @retry_by_error
     def quality_checks() -> dict[str, Any]:
         from shopsentry.pipelines.hourly_etl import check_quality
         from shopsentry.pipelines.orchestration import hour_before, settings_from_env

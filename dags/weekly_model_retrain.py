@@ -21,6 +21,7 @@ from shopsentry.pipelines.orchestration import (
     START_DATE,
     on_dag_failure,
     on_dag_success,
+    retry_by_error,
     sla_deadline,
 )
 
@@ -40,6 +41,7 @@ from shopsentry.pipelines.orchestration import (
 )
 def weekly_model_retrain() -> None:
     @task
+    @retry_by_error
     def build_training_set() -> int:
         from shopsentry.pipelines.orchestration import settings_from_env
         from shopsentry.pipelines.weekly_model_retrain import build_training_set as build
@@ -47,6 +49,7 @@ def weekly_model_retrain() -> None:
         return build(settings_from_env())
 
     @task
+    @retry_by_error
     def train_and_gate(training_rows: int) -> dict[str, Any]:
         from shopsentry.pipelines.orchestration import run_instant, settings_from_env
         from shopsentry.pipelines.weekly_model_retrain import train

@@ -9,10 +9,13 @@ processor parses these files fast and without touching the warehouse.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from shopsentry.errors import ShopsentryError, is_retryable
 from shopsentry.pipelines.common import Interval
 from shopsentry.pipelines.sla import SLA
 
@@ -33,6 +36,33 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(minutes=5),
     "execution_timeout": timedelta(hours=2),
 }
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_by_error(fn: Callable[P, R]) -> Callable[P, R]:
+    """A task body whose failures Airflow retries only when retrying can help.
+
+    A terminal ShopsentryError (bad config, a dbt model error, a failed quality check:
+    ``retryable`` False) becomes Airflow's ``AirflowFailException``, which fails the task
+    at once whatever retries are left; a transient one (a busy warehouse, a broker away)
+    is raised as it is, so ``default_args``' retries apply. Put it under ``@task``."""
+
+    @functools.wraps(fn)
+    def body(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ShopsentryError as exc:
+            if is_retryable(exc):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{type(exc).__name__}: {exc.one_line()}") from exc
+
+    body.retry_by_error = True  # type: ignore[attr-defined]
+    return body
 
 
 def sla_deadline(dag_id: str) -> DeadlineAlert:

@@ -58,6 +58,8 @@ def test_schedule_tasks_and_defaults(dagbag, dag_id: str) -> None:
         assert task.retry_delay == timedelta(minutes=5)
         assert task.execution_timeout == timedelta(hours=2)
         assert task.depends_on_past is False
+        # Terminal errors fail at once, transient ones use the retries above.
+        assert getattr(task.python_callable, "retry_by_error", False), task.task_id
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
