@@ -13,9 +13,10 @@ Guarantees, and how they are kept:
 * **Offsets recorded with the data.** The offsets reached are written to
   ``raw._load_offsets`` in the *same* DuckDB transaction as the rows; only after that
   transaction commits is the consumer group's offset committed to the log. DuckDB is the
-  source of truth: on start the loader seeks every partition to the offset DuckDB
-  recorded, so a crash between the two commits re-reads a little and the anti-join absorbs
-  it, and a fresh warehouse re-reads the log from its start.
+  source of truth (the stream runtime's sink, :class:`WarehouseSink`): on assignment the
+  runtime seeks every partition to the offset DuckDB recorded, so a crash between the two
+  commits re-reads a little and the anti-join absorbs it, and a fresh warehouse re-reads
+  the log from its start.
 * **Bulk paths only.** Polled records become one Arrow table per transaction; DuckDB
   parses the JSON and inserts set-wise. There is no per-row INSERT.
 """
@@ -24,32 +25,54 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from shopsentry.bus.base import Consumer, Record, TopicPartition
-from shopsentry.errors import CommitFailed, TransientError
+from shopsentry.bus.base import EventLog, Record, TopicPartition
+from shopsentry.errors import StateFenced
+from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 from shopsentry.warehouse.db import connect
+from shopsentry.warehouse.log_sink import (
+    ASSIGNMENT_TIMEOUT_S,
+    LoaderHandler,
+    LoaderNotAssigned,
+    ProgressCallback,
+    ProgressObserver,
+    WarehouseSink,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
     from shopsentry.config import Settings
 
+__all__ = [
+    "ASSIGNMENT_TIMEOUT_S",
+    "INCOMING_SCHEMA",
+    "RAW_BY_NAME",
+    "RAW_TABLES",
+    "LoadResult",
+    "LoaderNotAssigned",
+    "ProgressCallback",
+    "RawTable",
+    "ensure_raw_schema",
+    "insert_incoming",
+    "load_from_log",
+    "load_records",
+    "query_arrow",
+    "raw_counts",
+    "recorded_offsets",
+    "texts_array",
+]
+
 logger = logging.getLogger(__name__)
 
 RAW_SCHEMA = "raw"
 OFFSETS_TABLE = f"{RAW_SCHEMA}._load_offsets"
-
-# How long the loader waits for its group to assign it partitions before giving up.
-ASSIGNMENT_TIMEOUT_S = 60.0
-
-# Called with (records loaded so far, records expected in this run or None) as work proceeds.
-ProgressCallback = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +163,6 @@ class LoadResult:
     def add(self, inserted: dict[str, int]) -> None:
         for name, n in inserted.items():
             self.inserted[name] = self.inserted.get(name, 0) + n
-
-
-class LoaderNotAssigned(TransientError):
-    """The loader's consumer group gave it no partition (another loader holds them?)."""
-
-    def __init__(self, group: str, waited_s: float) -> None:
-        super().__init__(
-            f"consumer group {group!r} assigned no partition to the loader within {waited_s:.0f}s",
-            hint="only one warehouse loader may run at a time; check `shopsentry topics lag`",
-        )
-        self.group = group
 
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -342,6 +354,18 @@ def _record_offsets(
         con.unregister("_offsets_arrow")
 
 
+def _fence(
+    con: duckdb.DuckDBPyConnection, group: str, expected: Mapping[TopicPartition, int]
+) -> None:
+    stored = recorded_offsets(con, group)
+    for tp, start in expected.items():
+        if stored.get(tp, 0) > start:
+            raise StateFenced(
+                f"{tp.topic}[{tp.partition}] is loaded up to {stored[tp]}, beyond this "
+                f"loader's {start}: another loader ran meanwhile"
+            )
+
+
 def load_records(
     con: duckdb.DuckDBPyConnection,
     records: Sequence[Record],
@@ -349,8 +373,11 @@ def load_records(
     *,
     group: str | None = None,
     offsets: dict[TopicPartition, int] | None = None,
+    expected: Mapping[TopicPartition, int] | None = None,
 ) -> dict[str, int]:
-    """Insert polled records, and the offsets they reach, in one DuckDB transaction."""
+    """Insert polled records, and the offsets they reach, in one DuckDB transaction;
+    with ``expected`` (the offsets this load started from) refuse, writing nothing, if
+    another load went further meanwhile (:class:`~shopsentry.errors.StateFenced`)."""
     topics = sorted({r.topic for r in records})
     index = {t: i for i, t in enumerate(topics)}
     n = len(records)
@@ -369,6 +396,8 @@ def load_records(
     )
     con.execute("begin transaction")
     try:
+        if group is not None and expected:
+            _fence(con, group, expected)
         inserted = insert_incoming(con, incoming, table_for_topic) if records else {}
         if group is not None and offsets:
             _record_offsets(con, group, offsets)
@@ -403,46 +432,32 @@ def load_from_log(
     result = LoadResult()
     log = open_log(settings)
     try:
-        ends: dict[TopicPartition, int] = {}
-        starts: dict[TopicPartition, int] = {}
-        for topic in table_for_topic:
-            info = log.describe_topic(topic)
-            for p in info.partitions:
-                ends[TopicPartition(topic, p.partition)] = p.end_offset
-                starts[TopicPartition(topic, p.partition)] = p.start_offset
+        ends, starts = _bounds(log, table_for_topic)
         with connect(settings) as con:
             ensure_raw_schema(con)
-            position = {
-                tp: max(o, starts.get(tp, 0)) for tp, o in recorded_offsets(con, group).items()
-            }
-            expected = sum(max(0, end - position.get(tp, starts[tp])) for tp, end in ends.items())
+            recorded = recorded_offsets(con, group)
+            position = {tp: max(recorded.get(tp, 0), start) for tp, start in starts.items()}
+            expected = sum(max(0, end - position[tp]) for tp, end in ends.items())
             if progress:
                 progress(0, expected)
             if expected == 0:
                 logger.info("warehouse loader: nothing new on %d partitions", len(ends))
-                result.offsets = dict(position)
-                result.seconds = time.perf_counter() - started
-                return result
-            consumer = log.consumer(group, list(table_for_topic), auto_offset_reset="earliest")
-            try:
-                _drain(
-                    consumer,
-                    con,
-                    group,
-                    table_for_topic,
-                    ends,
-                    starts,
-                    position,
-                    result,
-                    batch_records=batch_records,
-                    poll_records=poll_records,
-                    poll_timeout=poll_timeout,
-                    idle_timeout_s=idle_timeout_s,
-                    expected=expected,
-                    progress=progress,
+            else:
+                handler = LoaderHandler(group, ends, position, idle_timeout_s=idle_timeout_s)
+                sink = WarehouseSink(con, group, table_for_topic, position, result, load_records)
+                config = RuntimeConfig(
+                    group_id=group,
+                    topics=tuple(table_for_topic),
+                    client_id="warehouse-loader",
+                    batch_max_records=batch_records,
+                    batch_max_wait_ms=int(poll_timeout * 1000),
+                    idle_poll_s=poll_timeout,
+                    produces=False,
                 )
-            finally:
-                consumer.close()
+                observers = [ProgressObserver(result, expected, progress)] if progress else []
+                StreamRuntime(
+                    log, config, handler, sink, observers=observers, until=handler.caught_up
+                ).run()
     finally:
         log.close()
     result.offsets = dict(position)
@@ -457,80 +472,17 @@ def load_from_log(
     return result
 
 
-def _drain(
-    consumer: Consumer,
-    con: duckdb.DuckDBPyConnection,
-    group: str,
-    table_for_topic: dict[str, str],
-    ends: dict[TopicPartition, int],
-    starts: dict[TopicPartition, int],
-    position: dict[TopicPartition, int],
-    result: LoadResult,
-    *,
-    batch_records: int,
-    poll_records: int,
-    poll_timeout: float,
-    idle_timeout_s: float,
-    expected: int,
-    progress: ProgressCallback | None,
-) -> None:
-    sought: set[TopicPartition] = set()
-    pending: list[Record] = []
-    last_record_at = time.monotonic()
-    assign_deadline = time.monotonic() + ASSIGNMENT_TIMEOUT_S
-
-    def caught_up() -> bool:
-        return all(position.get(tp, starts[tp]) >= end for tp, end in ends.items())
-
-    def flush() -> None:
-        if not pending:
-            return
-        inserted = load_records(con, pending, table_for_topic, group=group, offsets=dict(position))
-        result.records_read += len(pending)
-        result.add(inserted)
-        pending.clear()
-        try:
-            consumer.commit({tp: o for tp, o in position.items() if tp in consumer.assignment()})
-        except CommitFailed as exc:
-            # DuckDB already holds the offsets; the log's copy only feeds lag metrics.
-            logger.warning(
-                "warehouse loader: offset commit to the log failed (%s); DuckDB has them", exc
-            )
-        if progress:
-            progress(result.records_read, expected)
-
-    while not caught_up():
-        records = consumer.poll(max_records=poll_records, timeout=poll_timeout)
-        newly = [tp for tp in consumer.assignment() if tp not in sought]
-        if newly:
-            # DuckDB decides where each partition resumes, not the log's committed offset.
-            for tp in newly:
-                consumer.seek(tp, position.get(tp, starts.get(tp, 0)))
-                sought.add(tp)
-            fresh = set(newly)
-            records = [r for r in records if r.tp not in fresh]
-            last_record_at = time.monotonic()  # the fetch restarts at the sought offset
-        if not sought and time.monotonic() > assign_deadline:
-            raise LoaderNotAssigned(group, ASSIGNMENT_TIMEOUT_S)
-        if not records:
-            idle_s = time.monotonic() - last_record_at
-            if sought and idle_s >= idle_timeout_s:
-                logger.warning(
-                    "warehouse loader: no record for %.0fs short of the end offsets; stopping",
-                    idle_s,
-                )
-                break
-            continue
-        last_record_at = time.monotonic()
-        pending.extend(records)
-        # Records of a partition arrive in offset order: the last one per partition wins.
-        last = {(r.topic, r.partition): r.offset for r in records}
-        for (topic, partition), offset in last.items():
-            tp = TopicPartition(topic, partition)
-            position[tp] = max(position.get(tp, 0), offset + 1)
-        if len(pending) >= batch_records:
-            flush()
-    flush()
+def _bounds(
+    log: EventLog, topics: Iterable[str]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Every partition's end offset and its first offset still kept."""
+    ends: dict[TopicPartition, int] = {}
+    starts: dict[TopicPartition, int] = {}
+    for topic in topics:
+        for p in log.describe_topic(topic).partitions:
+            ends[TopicPartition(topic, p.partition)] = p.end_offset
+            starts[TopicPartition(topic, p.partition)] = p.start_offset
+    return ends, starts
 
 
 def raw_counts(

@@ -1,18 +1,18 @@
-"""Fixtures for loader tests: an in-memory log standing in for ``open_log``."""
+"""Fixtures for loader tests: the shared in-memory log standing in for ``open_log``."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.unit.warehouse.factories import EventSet, make_events
-from tests.unit.warehouse.memlog import MemLog
+from tests.fakes.log import MemoryLog
 
 
 @pytest.fixture
-def memlog(monkeypatch, settings) -> MemLog:
+def memlog(monkeypatch, settings) -> MemoryLog:
     from shopsentry import bus
 
-    log = MemLog()
+    log = MemoryLog()
     log.create_topics(bus.topic_specs(settings))
     monkeypatch.setattr(bus, "open_log", lambda _settings, **_kw: log)
     return log
@@ -23,7 +23,7 @@ def events() -> EventSet:
     return make_events()
 
 
-def publish(log: MemLog, events: EventSet) -> None:
+def publish(log: MemoryLog, events: EventSet) -> None:
     for topic, records in events.by_topic.items():
         for key, value in records:
             log.append(topic, value, key)

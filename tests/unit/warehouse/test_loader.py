@@ -57,14 +57,14 @@ def test_offsets_are_recorded_in_duckdb_and_committed_to_the_log(settings, memlo
         recorded = loader.recorded_offsets(con, settings.warehouse.loader_group_id)
     ends = {
         TopicPartition(t, p): len(part)
-        for t, parts in memlog.topics.items()
+        for t, parts in memlog.data.items()
         if t in TABLE_OF_TOPIC
         for p, part in enumerate(parts)
         if part
     }
     assert {tp: o for tp, o in recorded.items() if tp in ends} == ends
-    committed = memlog.committed[settings.warehouse.loader_group_id]
-    assert {tp: committed[tp] for tp in ends} == ends
+    group = settings.warehouse.loader_group_id
+    assert {tp: memlog.committed[(group, tp)] for tp in ends} == ends
 
 
 def test_rerun_and_new_records_load_only_what_is_new(settings, memlog, events) -> None:
@@ -106,17 +106,17 @@ def test_duckdb_not_the_log_decides_where_to_resume(settings, memlog, events) ->
 def test_crash_between_duckdb_commit_and_log_commit_adds_no_duplicates(
     settings, memlog, events, monkeypatch
 ) -> None:
-    from tests.unit.warehouse.memlog import MemConsumer
+    from tests.fakes.log import MemoryConsumer
 
     publish(memlog, events)
 
-    def refuse(self, offsets=None):
+    def refuse(self, offsets=None, *, asynchronous=False):
         raise CommitFailed("the group rebalanced")
 
-    monkeypatch.setattr(MemConsumer, "commit", refuse)
+    monkeypatch.setattr(MemoryConsumer, "commit", refuse)
     first = load_from_log(settings)
     assert first.rows_inserted == first.records_read
-    assert settings.warehouse.loader_group_id not in memlog.committed
+    assert settings.warehouse.loader_group_id not in {g for g, _ in memlog.committed}
     monkeypatch.undo()
     from shopsentry import bus
 
