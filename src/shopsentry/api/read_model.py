@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.config import DetectorSettings
-from shopsentry.errors import InvalidEvent, StateFenced, TerminalError
+from shopsentry.errors import InvalidEvent, TerminalError
 from shopsentry.events.admission import Admission, admit
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import Decision, FraudAlert, Purchase, Review
+from shopsentry.stream.base import check_fence
 from shopsentry.stream.dead_letters import DeadLetterLog
+from shopsentry.stream.sqlite_positions import positions_table, read_positions, write_positions
 
 if TYPE_CHECKING:
     from shopsentry.stream.base import Checkpoint, Output
@@ -43,12 +45,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = DetectorSettings().max_event_bytes
 
 HISTORY_LIMIT = 20
+_POSITIONS = "offsets"
 _PLAUSIBLE_MS = 3_600_000  # an hour: beyond it a timestamp is not live
 _SCHEMA = """
-create table if not exists offsets (
-    topic text not null, partition integer not null, next_offset integer not null,
-    primary key (topic, partition)
-);
 create table if not exists traffic (
     minute integer not null, topic text not null, count integer not null,
     primary key (minute, topic)
@@ -194,7 +193,7 @@ class AlertReadModel:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(positions_table(_POSITIONS) + _SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -221,7 +220,8 @@ class AlertReadModel:
 
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The next offset to read per partition this store has applied records of."""
-        stored = dict(self._stored_positions(self._db))
+        with self._lock:
+            stored = read_positions(self._db, _POSITIONS)
         return {tp: stored[tp] for tp in tps if tp in stored}
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -230,28 +230,13 @@ class AlertReadModel:
         records: Sequence[Record] = checkpoint.changes or ()
         now_ms = int(time.time() * 1000)
         with self._tx() as db:
-            stored = self._stored_positions(db)
-            for tp, start in checkpoint.expected.items():
-                if stored.get(tp, 0) > start:
-                    raise StateFenced(
-                        f"{tp.topic}[{tp.partition}] is at {stored[tp]} in {self.path}, beyond "
-                        f"this writer's {start}: another consumer writes this store"
-                    )
+            check_fence(read_positions(db, _POSITIONS), checkpoint.expected, str(self.path))
             for record in records:
                 self._apply_one(db, record, now_ms)
-            db.executemany(
-                "insert into offsets (topic, partition, next_offset) values (?, ?, ?)"
-                " on conflict (topic, partition) do update set next_offset = excluded.next_offset",
-                [(tp.topic, tp.partition, o) for tp, o in checkpoint.positions.items()],
-            )
+            write_positions(db, _POSITIONS, checkpoint.positions)
 
     def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
         return []  # the read model produces nothing
-
-    @staticmethod
-    def _stored_positions(db: sqlite3.Connection) -> dict[TopicPartition, int]:
-        rows = db.execute("select topic, partition, next_offset from offsets").fetchall()
-        return {TopicPartition(t, p): o for t, p, o in rows}
 
     def _apply_one(self, db: sqlite3.Connection, record: Record, now_ms: int) -> None:
         kind = self._kind_of.get(record.topic)

@@ -1,13 +1,14 @@
-"""The notifier loop: fraud-alerts → channels by severity → ledger → commit.
+"""The notifier: fraud-alerts → channels by severity → ledger, a handler on the stream runtime.
 
 For each alert record, in partition order: decode it (an undecodable record goes to the
 notifications dead-letter topic with the reason), then for each channel whose minimum
 severity it meets and which the ledger does not show as done, try delivery with
 exponential backoff and jitter up to ``max_attempts``; a delivery that still fails (or
-that the receiver refuses outright) goes to the dead-letter topic, durably, with the
-channel and the reason. Only then is the outcome written to the ledger, and offsets are
-committed after the whole batch. A stop request interrupts a backoff wait at once and
-commits only the alerts that were finished.
+that the receiver refuses outright) goes to the dead-letter topic with the channel and
+the reason. The ledger is the runtime's sink: a batch's dead-lettered outcomes, its
+dead-letter records (the outbox) and its positions are saved in one transaction before
+the records are produced and the offsets committed. A stop request interrupts a backoff
+wait at once and saves only the alerts that were finished.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ import logging
 import secrets
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
 from shopsentry.bus import open_log
-from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
+from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.config import NotifierSettings, Settings
-from shopsentry.errors import CommitFailed, ConfigError, InvalidEvent
+from shopsentry.errors import ConfigError, InvalidEvent
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import FraudAlert
 from shopsentry.notify.base import Channel, DeliveryFailed, severity_at_least
 from shopsentry.notify.email import EmailChannel
-from shopsentry.notify.ledger import DeliveryLedger
+from shopsentry.notify.ledger import DeliveryLedger, Entry
 from shopsentry.notify.webhook import WebhookChannel
+from shopsentry.stream.base import BatchResult
+from shopsentry.stream.dead_letters import DeadLetterLog
+from shopsentry.stream.outbox import Outgoing
+from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class Notifier:
         self.topic = settings.topics.fraud_alerts.name
         self.dead_letter_topic = settings.topics.notifications_dead_letter.name
         self.stats = NotifierStats()
+        self.dead_letter_log = DeadLetterLog(logger)
 
     def run(
         self,
@@ -142,77 +148,46 @@ class Notifier:
     ) -> NotifierStats:
         """Deliver until ``stop`` is set (or ``max_records`` alerts are handled, or, with
         ``until_idle``, every assigned partition is committed to its end). Offsets of
-        finished alerts are committed before returning."""
-        consumer = self.log.consumer(
-            self.config.group_id,
-            [self.topic],
-            auto_offset_reset="earliest",
-            client_id="shopsentry-notifier",
-        )
-        producer = self.log.producer()
+        finished alerts are saved and committed before returning."""
         logger.info("notifier on %s as %s → %s", self.topic, self.config.group_id, self.channels)
-        try:
-            while not stop.is_set():
-                if max_records is not None and self.stats.records >= max_records:
-                    break
-                batch = consumer.poll(
-                    100 if max_records is None else max_records - self.stats.records,
-                    timeout=poll_timeout_s,
-                )
-                if not batch:
-                    if until_idle and self._caught_up(consumer):
-                        break
-                    continue
-                self._process(batch, consumer, producer, stop)
-        finally:
-            producer.close()
-            consumer.close()
+        config = RuntimeConfig(
+            group_id=self.config.group_id,
+            topics=(self.topic,),
+            client_id="shopsentry-notifier",
+            batch_max_records=100,
+            batch_max_wait_ms=0,
+            idle_poll_s=poll_timeout_s,
+            max_records=max_records,
+        )
+        runtime = StreamRuntime(
+            self.log,
+            config,
+            _NotifierHandler(self, stop),
+            self.ledger,
+            until=self._caught_up if until_idle else None,
+            stop=stop,
+        )
+        runtime.run()
         return self.stats
 
-    def _caught_up(self, consumer: Consumer) -> bool:
+    def _caught_up(self, runtime: StreamRuntime) -> bool:
         """Whether every assigned partition is committed up to its end (an empty poll
         alone can also mean the group is still joining or a fetch is in flight)."""
-        assigned = consumer.assignment()
+        assigned = runtime.owned
         if not assigned:
             return False
         lag = {(p.topic, p.partition): p.lag for p in self.log.group_lag(self.config.group_id)}
         return all(lag.get((tp.topic, tp.partition), 0) <= 0 for tp in assigned)
 
-    def _process(
-        self, batch: list[Record], consumer: Consumer, producer: Producer, stop: threading.Event
-    ) -> None:
-        done: dict[TopicPartition, int] = {}
-        try:
-            for record in batch:
-                if not self._handle(record, producer, stop):
-                    break  # stopped mid-retry: this alert and the rest are redelivered next time
-                done[record.tp] = record.offset + 1
-                self.stats.records += 1
-        finally:
-            if done:
-                self._commit(consumer, done)
-
-    def _commit(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            consumer.commit(offsets)
-        except CommitFailed as exc:
-            # The partitions moved to another member during the batch: it re-reads these
-            # alerts and the ledger (shared on this machine; the Idempotency-Key elsewhere)
-            # keeps the deliveries single.
-            logger.warning("offsets not committed, partitions reassigned: %s", exc.one_line())
-
-    def _handle(self, record: Record, producer: Producer, stop: threading.Event) -> bool:
+    def handle(self, record: Record, batch: _Batch, stop: threading.Event) -> bool:
+        """Deliver one alert to each channel it is due on; False if stopped mid-retry."""
         try:
             alert: FraudAlert = decode_as("fraud_alert", record.value)
         except InvalidEvent as exc:
-            logger.warning(
-                "undecodable alert at %s[%d]@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc.message,
+            self.dead_letter_log.note(
+                record.topic, record.partition, record.offset, "decode", exc.message
             )
-            self._dead_letter(producer, record, "decode", exc.message, attempts=0)
+            batch.dead_letter(self.dead_letter_topic, record, "decode", exc.message, attempts=0)
             self.stats.invalid += 1
             return True
         for channel in self.channels:
@@ -227,6 +202,7 @@ class Notifier:
                 return False
             attempts, failure = result
             if failure is None:
+                # At once, not with the batch: the window for a resend stays one delivery.
                 self.ledger.record(alert.alert_id, channel.name, "delivered", attempts=attempts)
                 NOTIFICATIONS.labels(channel.kind, "delivered").inc()
                 self.stats.delivered += 1
@@ -238,13 +214,12 @@ class Notifier:
                 attempts,
                 failure.reason,
             )
-            self._dead_letter(producer, record, channel.name, failure.reason, attempts=attempts)
-            self.ledger.record(
-                alert.alert_id,
-                channel.name,
-                "dead_lettered",
-                attempts=attempts,
-                detail=failure.reason,
+            # Saved with the batch, together with its dead-letter record (the outbox).
+            batch.dead_letter(
+                self.dead_letter_topic, record, channel.name, failure.reason, attempts=attempts
+            )
+            batch.entries.append(
+                (alert.alert_id, channel.name, "dead_lettered", attempts, failure.reason)
             )
             NOTIFICATIONS.labels(channel.kind, "dead_letter").inc()
             self.stats.dead_lettered += 1
@@ -283,23 +258,6 @@ class Notifier:
                 if stop.wait(delay):
                     return None
 
-    def _dead_letter(
-        self, producer: Producer, record: Record, channel: str, reason: str, *, attempts: int
-    ) -> None:
-        """The original bytes and key with the reason in headers (the project's DLQ
-        convention); flushed before the ledger and the offset move on."""
-        headers = [
-            ("dlq.reason", reason.splitlines()[0][:500].encode() if reason else b"unknown"),
-            ("dlq.topic", record.topic.encode()),
-            ("dlq.partition", str(record.partition).encode()),
-            ("dlq.offset", str(record.offset).encode()),
-            ("dlq.stage", b"notify"),
-            ("dlq.channel", channel.encode()),
-            ("dlq.attempts", str(attempts).encode()),
-        ]
-        producer.send(self.dead_letter_topic, record.value, record.key, headers=headers)
-        producer.flush()
-
     def close(self) -> None:
         for channel in self.channels:
             channel.close()
@@ -307,3 +265,57 @@ class Notifier:
             self.ledger.close()
         if self._owns_log:
             self.log.close()
+
+
+@dataclass
+class _Batch:
+    """What handling a batch of alerts leaves for the ledger's save."""
+
+    outputs: list[Outgoing] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    done: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def dead_letter(
+        self, topic: str, record: Record, channel: str, reason: str, *, attempts: int
+    ) -> None:
+        """The original bytes and key with the reason in headers (the project's DLQ
+        convention)."""
+        headers = (
+            ("dlq.reason", reason.splitlines()[0][:500].encode() if reason else b"unknown"),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.stage", b"notify"),
+            ("dlq.channel", channel.encode()),
+            ("dlq.attempts", str(attempts).encode()),
+        )
+        self.outputs.append(Outgoing(topic, record.key, record.value, headers))
+
+
+class _NotifierHandler:
+    """Alerts in partition order; a stop during a retry wait ends the batch there."""
+
+    def __init__(self, notifier: Notifier, stop: threading.Event) -> None:
+        self.notifier = notifier
+        self.stop = stop
+
+    def on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        pass
+
+    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        pass
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        batch = _Batch()
+        for record in records:
+            if not self.notifier.handle(record, batch, self.stop):
+                break  # stopped mid-retry: this alert and the rest are redelivered next time
+            batch.done[record.tp] = record.offset + 1
+            self.notifier.stats.records += 1
+        return BatchResult(outputs=batch.outputs, changes=batch.entries, done=batch.done)
+
+    def saved(self, result: BatchResult) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass

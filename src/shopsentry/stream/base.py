@@ -48,6 +48,9 @@ class BatchResult:
     outputs: Sequence[Output] = ()
     changes: Any = None
     detail: Any = None
+    # A handler that stopped part-way (a stop request during a retry wait) says where:
+    # the next offset it finished per partition. None: the whole batch is done.
+    done: Mapping[TopicPartition, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +144,19 @@ class NoOutbox:
 
     def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
         return []
+
+
+def check_fence(
+    stored: Mapping[TopicPartition, int], expected: Mapping[TopicPartition, int], where: str
+) -> None:
+    """Inside a sink's transaction: refuse the write if another writer went past the
+    positions this one started from (every sink fences the same way)."""
+    from shopsentry.errors import StateFenced
+
+    for tp, start in expected.items():
+        if stored.get(tp, 0) > start:
+            raise StateFenced(
+                f"{tp.topic}[{tp.partition}] is at {stored[tp]} in {where}, beyond this "
+                f"writer's {start}: another consumer writes there now",
+                hint="the partition moved during the batch; its new owner carries on",
+            )

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
@@ -60,6 +60,7 @@ class StreamRuntime:
         *,
         observers: Sequence[Observer] = (),
         until: Callable[[StreamRuntime], bool] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.log = log
         self.config = config
@@ -71,7 +72,7 @@ class StreamRuntime:
         self.degraded = False
         self.positions: dict[TopicPartition, int] = {}
         self.consumer: Consumer | None = None
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self._buffer: list[Record] = []
         self._committer: Committer | None = None
         self._to_seek: set[TopicPartition] = set()
@@ -202,6 +203,8 @@ class StreamRuntime:
             fresh.append(record)
         try:
             result = self.handler.process(fresh) if fresh else BatchResult()
+            if result.done is not None:
+                reached, commit = _partial(result.done, fresh, commit)
             self._batch_seq += 1
             checkpoint = Checkpoint(
                 changes=result.changes,
@@ -308,3 +311,22 @@ class StreamRuntime:
             self._owned.discard(tp)
             self._to_seek.discard(tp)
         logger.info("%s revoked %s", self.config.client_id, list(tps))
+
+
+def _partial(
+    done: Mapping[TopicPartition, int],
+    fresh: Sequence[Record],
+    commit: dict[TopicPartition, int],
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Positions and commits of a batch the handler finished only up to ``done``: a
+    partition's commit stops at its first record the handler did not finish."""
+    first_fresh: dict[TopicPartition, int] = {}
+    for record in fresh:
+        first_fresh.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+    reached = {tp: off for tp, off in done.items() if off > first_fresh.get(tp, off)}
+    limited = {}
+    for tp, offset in commit.items():
+        limit = done.get(tp, first_fresh.get(tp, offset))
+        if limit > 0 or tp in done:
+            limited[tp] = min(offset, limit)
+    return reached, limited

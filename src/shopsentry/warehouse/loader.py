@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from shopsentry.bus.base import EventLog, Record, TopicPartition
-from shopsentry.errors import StateFenced
+from shopsentry.stream.base import check_fence
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 from shopsentry.warehouse.db import connect
 from shopsentry.warehouse.log_sink import (
@@ -357,13 +357,7 @@ def _record_offsets(
 def _fence(
     con: duckdb.DuckDBPyConnection, group: str, expected: Mapping[TopicPartition, int]
 ) -> None:
-    stored = recorded_offsets(con, group)
-    for tp, start in expected.items():
-        if stored.get(tp, 0) > start:
-            raise StateFenced(
-                f"{tp.topic}[{tp.partition}] is loaded up to {stored[tp]}, beyond this "
-                f"loader's {start}: another loader ran meanwhile"
-            )
+    check_fence(recorded_offsets(con, group), expected, f"{OFFSETS_TABLE} of {group}")
 
 
 def load_records(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.warehouse.factories import EventSet, make_events
 from tests.fakes.log import MemoryLog
+from tests.unit.warehouse.factories import EventSet, make_events
 
 
 @pytest.fixture
