@@ -76,6 +76,7 @@ class StreamRuntime:
         self._buffer: list[Record] = []
         self._committer: Committer | None = None
         self._to_seek: set[TopicPartition] = set()
+        self._to_recover: set[TopicPartition] = set()
         self._owned: set[TopicPartition] = set()
         self._ever_assigned = False
         self._last_activity = time.monotonic()
@@ -123,14 +124,23 @@ class StreamRuntime:
     def _loop(self, consumer: Consumer) -> None:
         cfg = self.config
         attempt = 0
+        batch: list[Record] = []  # kept across retries: its records are polled already
+        sought = False
         while not self._stop.is_set():
             try:
-                records = self._poll_batch(consumer)
-                records = self._after_assignment(consumer, records)
-                if records:
+                if not batch:
+                    polled = self._poll_batch(consumer)
+                    batch, sought = self._after_assignment(consumer, polled)
+                if self._to_recover:
+                    self._recover(consumer)
+                if sought and not batch:
+                    sought = False
+                    continue  # the fetch restarts at the sink's positions
+                if batch:
                     self._last_activity = time.monotonic()
-                    self._run_batch(records)
-                elif self._idle_for_too_long() or (self.until is not None and self.until(self)):
+                    self._run_batch(batch)
+                    batch = []
+                elif (self.until is not None and self.until(self)) or self._idle_for_too_long():
                     return
                 if attempt:
                     attempt = 0
@@ -278,24 +288,31 @@ class StreamRuntime:
         logger.info("%s assigned %s (positions %s)", self.config.client_id, list(tps), stored)
         self.handler.on_assign(tps)
 
-    def _after_assignment(self, consumer: Consumer, records: list[Record]) -> list[Record]:
+    def _after_assignment(
+        self, consumer: Consumer, records: list[Record]
+    ) -> tuple[list[Record], bool]:
         """Seek newly assigned partitions to the sink's positions (the sink decides where
-        a partition resumes, not the log's committed offset), re-produce a crashed
-        owner's outbox, and drop this poll's records of those partitions (they are read
-        again from the position)."""
-        if not self._to_seek:
-            return records
+        a partition resumes, not the log's committed offset) and drop this poll's records
+        of those partitions (they are read again from the position)."""
         tps = sorted(self._to_seek & self._owned)
         self._to_seek.clear()
         if not tps:
-            return records
-        assert self._committer is not None
-        committed = {tp: off or 0 for tp, off in consumer.committed(tps).items()}
-        self._committer.recover({tp: self.positions[tp] for tp in tps}, committed)
+            return records, False
         for tp in tps:
             consumer.seek(tp, self.positions[tp])
+        self._to_recover.update(tps)
         moved = set(tps)
-        return [r for r in records if TopicPartition(r.topic, r.partition) not in moved]
+        return [r for r in records if TopicPartition(r.topic, r.partition) not in moved], True
+
+    def _recover(self, consumer: Consumer) -> None:
+        """Re-produce the outbox of partitions a previous owner saved but may not have
+        produced (before any new output of theirs); retried like a batch on failure."""
+        assert self._committer is not None
+        tps = sorted(self._to_recover & self._owned)
+        if tps:
+            committed = {tp: off or 0 for tp, off in consumer.committed(tps).items()}
+            self._committer.recover({tp: self.positions[tp] for tp in tps}, committed)
+        self._to_recover.clear()
 
     def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
         if self._buffer:
@@ -310,6 +327,7 @@ class StreamRuntime:
             self.positions.pop(tp, None)
             self._owned.discard(tp)
             self._to_seek.discard(tp)
+            self._to_recover.discard(tp)
         logger.info("%s revoked %s", self.config.client_id, list(tps))
 
 
