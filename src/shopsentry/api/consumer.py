@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from shopsentry.api.read_model import AlertReadModel
-from shopsentry.bus.base import EventLog, Record, TopicPartition
+from shopsentry.bus.base import EventLog, Record
 from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
-from shopsentry.stream.base import BatchReport, BatchResult
+from shopsentry.stream.base import BatchReport, BatchResult, HandlerBase
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
 logger = logging.getLogger(__name__)
@@ -44,23 +44,11 @@ def store_topics(settings: Settings) -> dict[str, str]:
     }
 
 
-class ReadModelHandler:
+class ReadModelHandler(HandlerBase):
     """The batch is the change: the read model applies it in its save."""
-
-    def on_assign(self, tps: Sequence[TopicPartition]) -> None:
-        pass
-
-    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
-        pass
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         return BatchResult(changes=records)
-
-    def saved(self, result: BatchResult) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
 
 
 class StoreConsumer:

@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 
 from shopsentry.detection.hot_path import BatchOutcome
 from shopsentry.detection.metrics import WorkerMetrics
-from shopsentry.stream.base import BatchReport
+from shopsentry.stream.base import BatchReport, ObserverBase
 
 # Raw end-to-end samples kept for benchmarks (float32, 4 bytes each).
 MAX_LATENCY_SAMPLES = 5_000_000
@@ -45,7 +45,7 @@ class WorkerSummary:
         return self.purchases / busy if busy > 0 else 0.0
 
 
-class SummaryObserver:
+class SummaryObserver(ObserverBase):
     """Counts into :class:`WorkerSummary` (what the supervisor and benchmarks read)."""
 
     def __init__(self, summary: WorkerSummary) -> None:
@@ -71,9 +71,6 @@ class SummaryObserver:
 
     def on_error(self, error: BaseException, *, retrying: bool) -> None:
         self.summary.errors += 1
-
-    def on_recovered(self) -> None:
-        pass
 
 
 class MetricsObserver:
@@ -126,7 +123,7 @@ class MetricsObserver:
         self.degraded.set(0)
 
 
-class LatencySampler:
+class LatencySampler(ObserverBase):
     """Keeps raw end-to-end latencies for benchmarks and writes them (.npy) at the end."""
 
     def __init__(self, path: Path) -> None:
@@ -145,12 +142,6 @@ class LatencySampler:
             e2e = e2e_seconds(report, outcome).astype(np.float32)
             self._samples.append(e2e)
             self._count += e2e.size
-
-    def on_error(self, error: BaseException, *, retrying: bool) -> None:
-        pass
-
-    def on_recovered(self) -> None:
-        pass
 
     def write(self) -> None:
         samples = np.concatenate(self._samples) if self._samples else np.zeros(0, np.float32)

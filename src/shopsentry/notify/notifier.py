@@ -31,7 +31,7 @@ from shopsentry.notify.base import Channel, DeliveryFailed, severity_at_least
 from shopsentry.notify.email import EmailChannel
 from shopsentry.notify.ledger import DeliveryLedger, Entry
 from shopsentry.notify.webhook import WebhookChannel
-from shopsentry.stream.base import BatchResult
+from shopsentry.stream.base import BatchResult, HandlerBase
 from shopsentry.stream.dead_letters import DeadLetterLog
 from shopsentry.stream.outbox import Outgoing
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
@@ -292,18 +292,12 @@ class _Batch:
         self.outputs.append(Outgoing(topic, record.key, record.value, headers))
 
 
-class _NotifierHandler:
+class _NotifierHandler(HandlerBase):
     """Alerts in partition order; a stop during a retry wait ends the batch there."""
 
     def __init__(self, notifier: Notifier, stop: threading.Event) -> None:
         self.notifier = notifier
         self.stop = stop
-
-    def on_assign(self, tps: Sequence[TopicPartition]) -> None:
-        pass
-
-    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
-        pass
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         batch = _Batch()
@@ -313,9 +307,3 @@ class _NotifierHandler:
             batch.done[record.tp] = record.offset + 1
             self.notifier.stats.records += 1
         return BatchResult(outputs=batch.outputs, changes=batch.entries, done=batch.done)
-
-    def saved(self, result: BatchResult) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass

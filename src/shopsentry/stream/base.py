@@ -139,11 +139,33 @@ class Observer(Protocol):
         ...
 
 
-class NoOutbox:
-    """Sink mixin for consumers that produce nothing: there is never an outbox."""
+class HandlerBase:
+    """No-op defaults for the Handler hooks a consumer does not need."""
 
-    def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
-        return []
+    def on_assign(self, tps: Sequence[TopicPartition]) -> None:
+        """Nothing to do when partitions arrive."""
+
+    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        """Nothing to do when partitions leave."""
+
+    def saved(self, result: BatchResult) -> None:
+        """Nothing kept between batches."""
+
+    def reset(self) -> None:
+        """Nothing cached to forget."""
+
+
+class ObserverBase:
+    """No-op defaults for an Observer that watches only some of what happens."""
+
+    def on_batch(self, report: BatchReport) -> None:
+        """Batches are not watched."""
+
+    def on_error(self, error: BaseException, *, retrying: bool) -> None:
+        """Errors are not watched."""
+
+    def on_recovered(self) -> None:
+        """Recoveries are not watched."""
 
 
 def check_fence(

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.errors import TransientError
-from shopsentry.stream.base import BatchReport, BatchResult, Checkpoint, Output
+from shopsentry.stream.base import (
+    BatchReport,
+    BatchResult,
+    Checkpoint,
+    HandlerBase,
+    ObserverBase,
+    Output,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -27,19 +34,8 @@ ASSIGNMENT_TIMEOUT_S = 60.0
 ProgressCallback = Callable[[int, int | None], None]
 
 
-class LoadRecords(Protocol):
-    """:func:`shopsentry.warehouse.loader.load_records`: rows + offsets in one transaction."""
-
-    def __call__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        records: Sequence[Record],
-        table_for_topic: dict[str, str],
-        *,
-        group: str | None = None,
-        offsets: dict[TopicPartition, int] | None = None,
-        expected: Mapping[TopicPartition, int] | None = None,
-    ) -> dict[str, int]: ...
+# :func:`shopsentry.warehouse.loader.load_records`: rows + offsets in one transaction.
+LoadRecords = Callable[..., dict[str, int]]
 
 
 class LoaderNotAssigned(TransientError):
@@ -95,7 +91,7 @@ class WarehouseSink:
         return []  # the loader produces nothing
 
 
-class LoaderHandler:
+class LoaderHandler(HandlerBase):
     """The batch is the change; :meth:`caught_up` ends the run (the runtime's ``until``)."""
 
     def __init__(
@@ -116,18 +112,9 @@ class LoaderHandler:
     def on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self.last_record_at = time.monotonic()  # the fetch restarts at the sought offset
 
-    def on_revoke(self, tps: Sequence[TopicPartition]) -> None:
-        pass
-
     def process(self, records: Sequence[Record]) -> BatchResult:
         self.last_record_at = time.monotonic()
         return BatchResult(changes=records)
-
-    def saved(self, result: BatchResult) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
 
     def caught_up(self, runtime: StreamRuntime) -> bool:
         """Every partition at its end offset (as of the start), or no record for
@@ -147,7 +134,7 @@ class LoaderHandler:
         return False
 
 
-class ProgressObserver:
+class ProgressObserver(ObserverBase):
     """Reports rows read so far after each batch."""
 
     def __init__(self, result: LoadResult, expected: int, progress: ProgressCallback) -> None:
@@ -155,9 +142,3 @@ class ProgressObserver:
 
     def on_batch(self, report: BatchReport) -> None:
         self.progress(self.result.records_read, self.expected)
-
-    def on_error(self, error: BaseException, *, retrying: bool) -> None:
-        pass
-
-    def on_recovered(self) -> None:
-        pass
