@@ -326,3 +326,67 @@ def test_a_save_after_another_worker_took_the_partitions_is_fenced_out(tmp_path:
     assert decision_ids(log) == ["p-u0-9"]
     # Only the later purchase's offset was committed, not the fenced batch's.
     assert {tp.topic for (_, tp) in log.committed} == {PT}
+
+
+def test_an_unavailable_store_or_cluster_degrades_the_worker_it_never_exits(
+    tmp_path: Path,
+) -> None:
+    """Fault 4: the state store refuses twice and the cluster acknowledges nothing once;
+    the worker backs off, says it is degraded, and carries on to one decision each."""
+    from shopsentry.errors import ProduceError, StateUnavailable
+    from shopsentry.stream.checkpoint import Backoff
+
+    log = MemoryLog(PARTS)
+    feed(log, users=3, per_user=2)
+    worker = make_worker(tmp_path, log, FakeScorer())
+    failures: list[Exception] = [StateUnavailable("redis away"), StateUnavailable("still away")]
+    original_save = worker.store.save
+
+    def save(*args, **kw):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop(0)
+        original_save(*args, **kw)
+
+    worker.store.save = save  # type: ignore[method-assign]
+    make_producer = log.producer
+    unacked = [ProduceError("6 record(s) not acknowledged within 30s", failed=6)]
+
+    def producer():  # type: ignore[no-untyped-def]
+        p = make_producer()
+        flush = p.flush
+
+        def flaky_flush(timeout: float = 30.0) -> None:
+            if unacked:
+                p.pending.clear()
+                raise unacked.pop()
+            flush(timeout)
+
+        p.flush = flaky_flush  # type: ignore[method-assign]
+        return p
+
+    log.producer = producer  # type: ignore[method-assign]
+    config = worker.runtime_config
+
+    def fast_backoff():  # type: ignore[no-untyped-def]
+        cfg = config()
+        object.__setattr__(cfg, "backoff", Backoff(initial_s=0.0, max_s=0.0))
+        return cfg
+
+    worker.runtime_config = fast_backoff  # type: ignore[method-assign]
+    seen: list[float] = []
+    on_error = worker.handler.reset
+
+    def reset() -> None:  # called after each failed attempt, while degraded
+        seen.append(worker.metrics.value("shopsentry_degraded"))
+        on_error()
+
+    worker.handler.reset = reset  # type: ignore[method-assign]
+    summary = worker.run()
+    assert summary.errors == 3 and summary.purchases == 6
+    assert sorted(decision_ids(log)) == sorted(f"p-u{u}-{n}" for u in range(3) for n in range(2))
+    assert seen == [0.0, 1.0]  # degraded from the first failure on ...
+    assert worker.metrics.value("shopsentry_degraded") == 0.0  # ... and recovered
+    assert (
+        worker.metrics.value("shopsentry_stream_errors_total", {"error": "StateUnavailable"}) == 2
+    )
+    assert worker.metrics.value("shopsentry_stream_errors_total", {"error": "ProduceError"}) == 1
