@@ -282,50 +282,7 @@ def insert_incoming(
             """,
             route_params,
         )
-        inserted: dict[str, int] = {}
-        for table in RAW_TABLES:
-            rows = con.execute(
-                f"""
-                insert into {table.qualified}
-                with candidates as (
-                    select
-                        coalesce(
-                            {table.dedupe_key},
-                            concat_ws(':', 'bad', _topic, _partition, _offset)
-                        ) as _dedupe_key,
-                        event_id,
-                        event_type,
-                        user_id,
-                        source,
-                        try_cast({table.occurred_at} as timestamptz)::timestamp as occurred_at,
-                        j as raw_json,
-                        raw_text,
-                        _topic,
-                        _partition,
-                        _offset
-                    from _incoming
-                    where _table = ?
-                ),
-                first_seen as (
-                    select *
-                    from candidates
-                    qualify row_number() over (
-                        partition by _dedupe_key order by _topic, _partition, _offset
-                    ) = 1
-                )
-                select
-                    f._dedupe_key, f.event_id, f.event_type, f.user_id, f.source, f.occurred_at,
-                    f.raw_json, f.raw_text, f._topic, f._partition, f._offset,
-                    current_timestamp::timestamp as _loaded_at
-                from first_seen as f
-                anti join {table.qualified} as t on t._dedupe_key = f._dedupe_key
-                """,
-                [table.name],
-            ).fetchall()
-            count = int(rows[0][0]) if rows else 0
-            if count:
-                inserted[table.name] = count
-        return inserted
+        return _insert_new(con)
     finally:
         con.unregister("_incoming_arrow")
 
@@ -352,6 +309,55 @@ def _record_offsets(
         )
     finally:
         con.unregister("_offsets_arrow")
+
+
+def _insert_new(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Insert what ``_incoming`` holds into each RAW table, first sighting of each key
+    only and none already there (the anti-join); rows inserted per table."""
+    inserted: dict[str, int] = {}
+    for table in RAW_TABLES:
+        rows = con.execute(
+            f"""
+            insert into {table.qualified}
+            with candidates as (
+                select
+                    coalesce(
+                        {table.dedupe_key},
+                        concat_ws(':', 'bad', _topic, _partition, _offset)
+                    ) as _dedupe_key,
+                    event_id,
+                    event_type,
+                    user_id,
+                    source,
+                    try_cast({table.occurred_at} as timestamptz)::timestamp as occurred_at,
+                    j as raw_json,
+                    raw_text,
+                    _topic,
+                    _partition,
+                    _offset
+                from _incoming
+                where _table = ?
+            ),
+            first_seen as (
+                select *
+                from candidates
+                qualify row_number() over (
+                    partition by _dedupe_key order by _topic, _partition, _offset
+                ) = 1
+            )
+            select
+                f._dedupe_key, f.event_id, f.event_type, f.user_id, f.source, f.occurred_at,
+                f.raw_json, f.raw_text, f._topic, f._partition, f._offset,
+                current_timestamp::timestamp as _loaded_at
+            from first_seen as f
+            anti join {table.qualified} as t on t._dedupe_key = f._dedupe_key
+            """,
+            [table.name],
+        ).fetchall()
+        count = int(rows[0][0]) if rows else 0
+        if count:
+            inserted[table.name] = count
+    return inserted
 
 
 def _fence(
