@@ -189,6 +189,13 @@ class ApiSettings(_Frozen):
     port: int = Field(default=8000, ge=1, le=65535)
     demo_mode: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # One POST /v1/events carries at most this many events (413 past it, before any
+    # validation); a refused batch lists its first ``max_errors_reported`` problems.
+    max_events_per_request: int = Field(default=1000, ge=1)
+    max_errors_reported: int = Field(default=50, ge=1)
+    # How many recent event ids ingest remembers: a retried post of one of them is
+    # acknowledged without being written again.
+    recent_event_ids: int = Field(default=100_000, ge=1)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     cors_origins: tuple[str, ...] = ()
     # Consumer group of the service's alert store. Each store (data dir) needs its own

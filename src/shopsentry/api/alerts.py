@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from shopsentry.api.deps import AnalystDep, ServicesDep
 from shopsentry.api.models import (
     AlertDetail,
     AlertPage,
     AlertSummary,
-    ErrorBody,
+    QueryTime,
     ReviewRequest,
     ReviewStats,
+    error_responses,
+    field_error,
 )
 from shopsentry.api.read_model import AlertFilter, InvalidCursor
+from shopsentry.api.security import MAX_KEY_NAME
 from shopsentry.errors import ShopsentryError
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import Review, Severity
@@ -33,11 +37,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 AlertId = Annotated[str, Path(min_length=1, max_length=80, description="alert-<event_id>")]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    429: {"model": ErrorBody},
-}
+_ERRORS = error_responses(401, 403, 422, 429)
 
 
 @router.get(
@@ -49,14 +49,14 @@ def list_alerts(
     alert_status: Annotated[Literal["open", "reviewed"] | None, Query(alias="status")] = None,
     severity: Severity | None = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[datetime | None, Query(description="decided at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="decided before (ISO 8601)")] = None,
+    since: Annotated[QueryTime | None, Query(description="decided at or after (ISO 8601)")] = None,
+    until: Annotated[QueryTime | None, Query(description="decided before (ISO 8601)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page")
     ] = None,
-) -> AlertPage:
+) -> AlertPage | JSONResponse:
     flt = AlertFilter(
         status=alert_status, severity=severity, user_id=user_id, since=since, until=until
     )
@@ -65,7 +65,7 @@ def list_alerts(
             flt, limit=limit, offset=offset, cursor=cursor
         )
     except InvalidCursor as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.one_line()) from None
+        return field_error("cursor", exc.one_line())
     return AlertPage(
         items=[AlertSummary.model_validate(i) for i in items],
         total=total,
@@ -78,7 +78,7 @@ def list_alerts(
 @router.get(
     "/alerts/{alert_id}",
     response_model=AlertDetail,
-    responses={**_ERRORS, 404: {"model": ErrorBody}},
+    responses=error_responses(401, 403, 404, 422, 429),
 )
 def get_alert(alert_id: AlertId, _: AnalystDep, services: ServicesDep) -> AlertDetail:
     """The alert with its event, score, top features and the user's recent history."""
@@ -99,7 +99,7 @@ def get_alert(alert_id: AlertId, _: AnalystDep, services: ServicesDep) -> AlertD
 @router.post(
     "/alerts/{alert_id}/review",
     response_model=AlertSummary,
-    responses={**_ERRORS, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
     summary="Record an analyst's verdict",
 )
 async def review_alert(
@@ -115,7 +115,7 @@ async def review_alert(
         user_id=alert["user_id"],
         verdict=body.verdict,
         note=body.note,
-        reviewer=principal.name,
+        reviewer=principal.name[:MAX_KEY_NAME],  # keys made before the limit may be longer
         reviewed_at=datetime.now(UTC),
     )
 
@@ -149,7 +149,7 @@ def review_stats(
     _: AnalystDep,
     services: ServicesDep,
     since: Annotated[
-        datetime | None, Query(description="count reviews made since (ISO 8601)")
+        QueryTime | None, Query(description="count reviews made since (ISO 8601)")
     ] = None,
 ) -> ReviewStats:
     """Counts of reviews and the false-positive rate (false positives / reviewed alerts)."""

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from prometheus_client import Histogram
 
 from shopsentry.api.deps import AnalystDep, Services, ServicesDep
-from shopsentry.api.models import DailySales, DailySalesReport, ErrorBody, FraudKpis
+from shopsentry.api.models import DailySales, DailySalesReport, FraudKpis, error_responses
 from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
 
@@ -25,12 +25,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    429: {"model": ErrorBody},
-    503: {"model": ErrorBody},
-}
+_ERRORS = error_responses(401, 403, 422, 429, 503)
 Start = Annotated[date | None, Query(description="first day (inclusive)")]
 End = Annotated[date | None, Query(description="last day (inclusive)")]
 

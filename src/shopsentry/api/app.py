@@ -29,6 +29,7 @@ from shopsentry.api.consumer import StoreConsumer, store_topics
 from shopsentry.api.deps import Services
 from shopsentry.api.metrics import ApiMetrics
 from shopsentry.api.read_model import AlertReadModel
+from shopsentry.api.recent import RecentIds
 from shopsentry.api.security import IssuedKey, KeyStore, RateLimiter, assert_safe_keys
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
@@ -68,19 +69,29 @@ class BodyLimitMiddleware:
             await self._reject(send)
             return
         seen = 0
+        over = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
+            # A route that reads the body may turn the overflow into its own error
+            # (FastAPI answers 400 for a body it could not read): once the limit is
+            # passed, whatever the app answers is replaced by the 413.
             nonlocal started
+            if over:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -166,9 +177,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        errors.append(
-            {"field": ".".join(loc) or "(request)", "reason": str(err.get("msg", "invalid"))}
-        )
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        errors.append({"field": ".".join(loc) or "(request)", "reason": reason})
     first = errors[0] if errors else {"field": "(request)", "reason": "invalid"}
     return JSONResponse(
         {"detail": f"invalid request: {first['field']}: {first['reason']}", "errors": errors},
@@ -218,6 +228,7 @@ def create_app(
         metrics=metrics,
         consumer=consumer,
         owns_log=owns_log,
+        recent_ids=RecentIds(settings.api.recent_event_ids),
     )
 
     @asynccontextmanager

@@ -20,7 +20,12 @@ from fastapi.templating import Jinja2Templates
 from shopsentry.api import summary
 from shopsentry.api.analytics import WarehouseUnavailable, warehouse_rows
 from shopsentry.api.deps import AnalystDep, Services, ServicesDep
-from shopsentry.api.models import DailySales, DailySalesReport, DashboardSummary
+from shopsentry.api.models import (
+    DailySales,
+    DailySalesReport,
+    DashboardSummary,
+    error_responses,
+)
 from shopsentry.api.security import DEMO_KEYS, format_token
 
 logger = logging.getLogger(__name__)
@@ -89,6 +94,7 @@ def build_summary(services: Services, window_minutes: int) -> dict[str, Any]:
 @router.get(
     "/v1/dashboard/summary",
     response_model=DashboardSummary,
+    responses=error_responses(401, 403, 422, 429),
     summary="Everything the dashboard draws",
 )
 async def dashboard_summary(

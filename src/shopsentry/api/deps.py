@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from shopsentry.api.consumer import StoreConsumer
 from shopsentry.api.metrics import ApiMetrics
 from shopsentry.api.read_model import AlertReadModel
+from shopsentry.api.recent import RecentIds
 from shopsentry.api.security import KeyStore, Principal, RateLimiter
 from shopsentry.bus.base import EventLog, Producer
 from shopsentry.config import Settings
@@ -33,8 +34,10 @@ class Services:
     store: AlertReadModel
     limiter: RateLimiter
     metrics: ApiMetrics
+    recent_ids: RecentIds  # event ids ingest wrote lately (guarded by produce_lock)
     consumer: StoreConsumer | None = None
     owns_log: bool = False
+
     _producer: Producer | None = None
     # One producer shared by request threads; send+flush happen under this lock so a
     # request's flush covers exactly its own records.

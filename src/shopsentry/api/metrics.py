@@ -105,6 +105,11 @@ class ApiMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.duplicates = Counter(
+            "shopsentry_api_events_duplicate",
+            "Events acknowledged without being written again (an event id posted recently).",
+            registry=self.registry,
+        )
         self.reviews = Counter(
             "shopsentry_api_reviews",
             "Analyst reviews recorded.",

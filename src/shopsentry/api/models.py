@@ -3,12 +3,30 @@ the wire contract of the service may evolve without touching what flows in the l
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shopsentry.events.schema import Band, Severity, Verdict
+
+# Times a query may name: the store keeps epoch milliseconds, so a time before the
+# epoch or absurdly far ahead is a mistake to name, not a query to run.
+QUERY_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+QUERY_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _query_time(value: datetime) -> datetime:
+    """A query time in UTC (a time without an offset is read as UTC), within range."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not QUERY_TIME_MIN <= value < QUERY_TIME_MAX:
+        raise ValueError("must be between 1970-01-01 and 2999-12-31 (UTC)")
+    return value
+
+
+QueryTime = Annotated[datetime, AfterValidator(_query_time)]
 
 
 class FieldError(BaseModel):
@@ -20,14 +38,51 @@ class FieldError(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: one line for a person, and the fields at fault."""
+
     detail: str
-    errors: list[FieldError] = []
+    errors: list[FieldError] = Field(
+        default=[], description="The first problems found (at most api.max_errors_reported)."
+    )
+    error_count: int | None = Field(
+        default=None, description="How many problems there were in all, when more than listed."
+    )
+
+
+_ERROR_MEANINGS: dict[int, str] = {
+    401: "No API key, or one that is not valid.",
+    403: "The key's role (or source) may not do this.",
+    404: "No such resource.",
+    413: "The body is too large (bytes or events).",
+    422: "A field is invalid; `errors` names each one.",
+    429: "The key's rate limit is exceeded; see Retry-After.",
+    503: "A dependency (the log, the warehouse) cannot answer now; see Retry-After.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error codes a route can answer, all as ErrorBody."""
+    return {code: {"model": ErrorBody, "description": _ERROR_MEANINGS[code]} for code in codes}
+
+
+def field_error(field: str, reason: str, status_code: int = 422) -> JSONResponse:
+    """An error response naming the one field at fault."""
+    body = ErrorBody(
+        detail=f"invalid request: {field}: {reason}",
+        errors=[FieldError(field=field, reason=reason)],
+    )
+    return JSONResponse(body.model_dump(), status_code=status_code)
 
 
 class IngestAccepted(BaseModel):
-    accepted: int
-    event_ids: list[str]
+    accepted: int = Field(description="How many events were written.")
+    event_ids: list[str] = Field(description="Every event id of the request, all durable.")
     topics: dict[str, int] = Field(description="How many events went to each topic.")
+    duplicates: list[str] = Field(
+        default=[],
+        description="Event ids written by an earlier request (a retry): acknowledged, not"
+        " written again.",
+    )
 
 
 class Feature(BaseModel):

@@ -47,6 +47,7 @@ DEFAULT_MAX_BYTES = DetectorSettings().max_event_bytes
 HISTORY_LIMIT = 20
 _POSITIONS = "offsets"
 _PLAUSIBLE_MS = 3_600_000  # an hour: beyond it a timestamp is not live
+_MAX_MS = 2**53  # beyond it a time in milliseconds is no time this store wrote
 _SCHEMA = """
 create table if not exists traffic (
     minute integer not null, topic text not null, count integer not null,
@@ -111,7 +112,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         decided, _, alert_id = raw.partition("|")
-        if not alert_id:
+        if not alert_id or not 0 <= int(decided) < _MAX_MS:
             raise ValueError(raw)
         return int(decided), alert_id
     except (ValueError, binascii.Error, UnicodeDecodeError):

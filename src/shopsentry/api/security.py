@@ -39,6 +39,9 @@ ROLES: tuple[str, ...] = get_args(Role)
 SOURCES: tuple[str, ...] = get_args(KeySource)
 
 _PREFIX = "ssk_"
+# A review names its reviewer by the key's name, and a review's reviewer is at most
+# this long (events.schema.Review).
+MAX_KEY_NAME = 128
 _DUMMY_DIGEST = hashlib.sha256(b"shopsentry-no-such-key").hexdigest()
 
 # Well-known demo keys: (key_id, secret, role, source). Anyone reading this file knows
@@ -144,6 +147,11 @@ class KeyStore:
             )
         if role != "ingest" and source is not None:
             raise InvalidKeyRequest(f"{role} keys have no source", hint="drop --source")
+        if len(name) > MAX_KEY_NAME:
+            raise InvalidKeyRequest(
+                f"a key name has at most {MAX_KEY_NAME} characters (this one has {len(name)})",
+                hint="pass a shorter --name",
+            )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         self._insert(key_id, secret, role, source, name or f"{role}-{source or 'any'}", demo=False)

@@ -14,9 +14,22 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    TypeAdapter,
+    field_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 SCHEMA_VERSION: Literal[1] = 1
+# The times an event may carry: older is a broken clock or a unit mistake (epoch 0),
+# later no accelerated simulator reaches.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 # The vocabularies, defined here once: features encode them by position, the simulator
 # draws from them, the warehouse groups by them.
@@ -44,6 +57,26 @@ MERCHANT_CATEGORIES: tuple[str, ...] = (
 Band = Literal["approve", "review", "decline"]
 Severity = Literal["medium", "high", "critical"]
 Verdict = Literal["confirmed_fraud", "false_positive"]
+
+
+class _EventTimeSchema:
+    """An event's time: aware, within range, and in JSON an ISO 8601 text only (strict:
+    ``0`` or ``true`` is not read as epoch seconds). Python callers may still pass text.
+    All of it is checked inside pydantic-core, so the detector's decode pays nothing."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        def aware(*, strict: bool) -> CoreSchema:
+            return core_schema.datetime_schema(
+                tz_constraint="aware", ge=EARLIEST_EVENT_TIME, lt=LATEST_EVENT_TIME, strict=strict
+            )
+
+        return core_schema.json_or_python_schema(
+            json_schema=aware(strict=True), python_schema=aware(strict=False)
+        )
+
+
+EventTime = Annotated[datetime, _EventTimeSchema]
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 # "alert-" + an event id: room for the longest event id.
@@ -76,7 +109,7 @@ class _Event(BaseModel):
     event_id: Id
     source: Source
     user_id: Id
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
 
     @field_validator("occurred_at")
     @classmethod
@@ -89,9 +122,10 @@ class Purchase(_Event):
 
     event_type: Literal["purchase"] = "purchase"
     order_id: Id
-    amount: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    # Strict: a JSON string or boolean is never a number.
+    amount: float = Field(gt=0, le=1_000_000, allow_inf_nan=False, strict=True)
     currency: Currency = "USD"
-    item_count: int = Field(ge=1, le=1000)
+    item_count: int = Field(ge=1, le=1000, strict=True)
     payment_method: PaymentMethod
     card_fingerprint: Fingerprint | None = None
     device_fingerprint: Fingerprint | None = None
@@ -127,8 +161,8 @@ class Search(_Behavior):
 class AddToCart(_Behavior):
     event_type: Literal["add_to_cart"] = "add_to_cart"
     product_id: Id
-    quantity: int = Field(ge=1, le=1000)
-    price: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+    quantity: int = Field(ge=1, le=1000, strict=True)
+    price: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)
 
 
 class Login(_Behavior):

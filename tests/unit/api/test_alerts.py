@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from fastapi.testclient import TestClient
 
 from shopsentry.config import Settings
@@ -200,3 +202,61 @@ def test_store_survives_a_restart_without_double_counting(
         assert app2.state.services.consumer.records_applied == 0
         assert second.get("/v1/alerts", headers=keys.header(keys.analyst)).json()["total"] == 3
         assert app2.state.services.store.query("select sum(count) from traffic")[0][0] == 3
+
+
+def _cursor_of(decided_ms: int, alert_id: str = "alert-x") -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(f"{decided_ms}|{alert_id}".encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/v1/alerts?since=0001-01-01", "since"),
+        ("/v1/alerts?until=0001-01-01", "until"),
+        ("/v1/alerts?until=", "until"),
+        ("/v1/alerts?since=9999-12-31T23:59:59", "since"),
+        ("/v1/reviews/stats?since=0001-01-01", "since"),
+        ("/v1/reviews/stats?since=", "since"),
+        (f"/v1/alerts?cursor={_cursor_of(2**63)}", "cursor"),
+        (f"/v1/alerts?cursor={_cursor_of(-1)}", "cursor"),
+    ],
+)
+def test_out_of_range_times_and_cursors_are_422_naming_the_field(
+    client: TestClient, keys: Keys, url: str, field: str
+) -> None:
+    response = client.get(url, headers=keys.header(keys.analyst))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert field in body["detail"]
+
+
+def test_times_without_an_offset_are_utc(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    feed(client, log, api_settings, [scored(0)])
+    naive = (T0 - timedelta(minutes=1)).replace(tzinfo=None).isoformat()
+    response = client.get(f"/v1/alerts?since={naive}", headers=keys.header(keys.analyst))
+    assert response.status_code == 200
+    assert response.json()["total"] == 1
+
+
+def test_oversized_chunked_review_is_413_like_content_length(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    feed(client, log, api_settings, [scored(0)])
+    url = "/v1/alerts/alert-ev-0000/review"
+    headers = {**keys.header(keys.analyst), "Content-Type": "application/json"}
+    big = b'{"verdict": "false_positive", "note": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    def chunked() -> Iterator[bytes]:
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    by_length = client.post(url, content=big, headers=headers)
+    by_chunks = client.post(url, content=chunked(), headers=headers)
+    assert (by_length.status_code, by_chunks.status_code) == (413, 413)
+    assert by_chunks.json()["detail"] == by_length.json()["detail"]
+    assert read_topic(log, api_settings.topics.reviews.name) == []

@@ -37,6 +37,7 @@ def test_single_purchase_is_durable_in_purchase_events_keyed_by_user(
         "accepted": 1,
         "event_ids": ["ev-a"],
         "topics": {"purchase-events": 1},
+        "duplicates": [],
     }
     records = read_topic(log, api_settings.topics.purchase_events.name)
     assert [r.key for r in records] == [b"user-1"]
@@ -198,3 +199,148 @@ def test_ingest_is_counted_in_metrics(client: TestClient, keys: Keys) -> None:
     assert (
         'shopsentry_api_requests_total{method="POST",route="/v1/events",status="202"} 1.0' in text
     )
+
+
+def test_a_batch_over_the_event_limit_is_413_before_validation(
+    client: TestClient, keys: Keys, api_settings: Settings, log: Any
+) -> None:
+    limit = api_settings.api.max_events_per_request
+    body = b"[" + b",".join([b"{}"] * 340_000) + b"]"  # ~1 MiB of empty events
+    assert len(body) <= api_settings.api.max_body_bytes
+    response = client.post(
+        "/v1/events",
+        content=body,
+        headers={**keys.header(keys.web), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert f"at most {limit} events" in response.json()["detail"]
+    assert len(response.content) < 1000
+    assert read_topic(log, api_settings.topics.purchase_events.name) == []
+
+
+def test_errors_are_capped_with_a_count(
+    client: TestClient, keys: Keys, api_settings: Settings
+) -> None:
+    cap = api_settings.api.max_errors_reported
+    batch = [{"event_type": "purchase"}] * 200  # each misses many fields
+    response = client.post("/v1/events", json=batch, headers=keys.header(keys.web))
+    assert response.status_code == 422
+    body = response.json()
+    assert len(body["errors"]) == cap
+    assert body["error_count"] > 200
+    assert f"and {body['error_count'] - cap} more" in body["detail"]
+
+
+def test_deeply_nested_values_are_422_naming_the_field(client: TestClient, keys: Keys) -> None:
+    nested = b"[" * 1000 + b"]" * 1000
+    body = orjson.dumps(purchase_json("ev-deep", merchant_category=None)).replace(
+        b'"merchant_category":null', b'"merchant_category":' + nested
+    )
+    response = client.post(
+        "/v1/events",
+        content=body,
+        headers={**keys.header(keys.web), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "merchant_category"
+
+
+def test_a_retried_event_id_is_acknowledged_and_written_once(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    first = client.post("/v1/events", json=purchase_json("ev-r"), headers=keys.header(keys.web))
+    retry = client.post(
+        "/v1/events",
+        json=[purchase_json("ev-r"), purchase_json("ev-s"), purchase_json("ev-s")],
+        headers=keys.header(keys.web),
+    )
+    assert first.status_code == retry.status_code == 202
+    assert retry.json()["accepted"] == 1
+    assert retry.json()["duplicates"] == ["ev-r"]
+    records = read_topic(log, api_settings.topics.purchase_events.name)
+    assert sorted(orjson.loads(r.value)["event_id"] for r in records) == ["ev-r", "ev-s"]
+    assert "shopsentry_api_events_duplicate_total 2.0" in client.get("/metrics").text
+
+
+def test_the_memory_of_recent_ids_is_bounded() -> None:
+    from shopsentry.api.recent import RecentIds
+
+    recent = RecentIds(3)
+    recent.add_all(["a", "b", "c"])
+    recent.add_all(["a", "d"])  # "a" is refreshed, "b" is the oldest and goes
+    assert len(recent) == 3
+    assert "b" not in recent and all(i in recent for i in ("a", "c", "d"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount", "12.5"),
+        ("amount", True),
+        ("item_count", True),
+        ("item_count", 2.5),
+        ("occurred_at", 0),
+        ("occurred_at", 1_700_000_000),
+        ("occurred_at", "1900-01-01T00:00:00+00:00"),
+        ("occurred_at", "2999-01-01T00:00:00+00:00"),
+    ],
+)
+def test_lax_types_and_absurd_dates_are_refused(
+    client: TestClient, keys: Keys, field: str, value: Any
+) -> None:
+    response = client.post(
+        "/v1/events", json=purchase_json(**{field: value}), headers=keys.header(keys.web)
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_whole_numbers_are_still_amounts(client: TestClient, keys: Keys) -> None:
+    response = client.post(
+        "/v1/events", json=purchase_json(amount=12), headers=keys.header(keys.web)
+    )
+    assert response.status_code == 202
+
+
+def test_healthz_answers_while_a_large_batch_is_being_validated(
+    api_settings: Settings, log: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation of a large body is held until /healthz has answered: that can only
+    happen when validation runs off the event loop (on it, the hold times out first)."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from shopsentry.api import create_app, events
+
+    app = create_app(api_settings, log=log, start_consumer=False)
+    validating, healthz_answered = threading.Event(), threading.Event()
+    released: list[bool] = []
+    real_decode = events.decode
+
+    def held_decode(raw: bytes, **kwargs: Any) -> Any:
+        if not validating.is_set():
+            validating.set()
+            released.append(healthz_answered.wait(timeout=30))
+        return real_decode(raw, **kwargs)
+
+    monkeypatch.setattr(events, "decode", held_decode)
+    batch = [purchase_json(f"ev-{i}") for i in range(api_settings.api.max_events_per_request)]
+
+    async def scenario() -> tuple[int, bool, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            ingest = asyncio.create_task(
+                http.post("/v1/events", json=batch, headers=keys.header(keys.web), timeout=60)
+            )
+            await asyncio.to_thread(validating.wait, 30)
+            health = await http.get("/healthz", timeout=60)
+            ingest_done_first = ingest.done()
+            healthz_answered.set()
+            return health.status_code, ingest_done_first, (await ingest).status_code
+
+    health_code, ingest_done_first, ingest_code = asyncio.run(scenario())
+    assert released == [True], "validation blocked the event loop: /healthz could not answer"
+    assert health_code in (200, 503) and not ingest_done_first
+    assert ingest_code == 202

@@ -71,6 +71,14 @@ def test_bad_key_requests_are_refused(tmp_path: Path, role: str, source: str | N
         KeyStore(tmp_path / "keys.db").create(role, source)
 
 
+def test_a_key_name_a_review_could_not_carry_is_refused_at_creation(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    with pytest.raises(security.InvalidKeyRequest, match="at most 128 characters"):
+        store.create("analyst", name="a" * 129)
+    assert store.list() == []
+    assert store.create("analyst", name="a" * 128).role == "analyst"
+
+
 def test_service_refuses_to_start_with_demo_keys_outside_demo_mode(
     tmp_path: Path, log: Any
 ) -> None:
