@@ -99,7 +99,7 @@ def get_alert(alert_id: AlertId, _: AnalystDep, services: ServicesDep) -> AlertD
 @router.post(
     "/alerts/{alert_id}/review",
     response_model=AlertSummary,
-    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503),
     summary="Record an analyst's verdict",
 )
 async def review_alert(

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopsentry import __version__
-from shopsentry.api import alerts, analytics, dashboard, events, health
+from shopsentry.api import alerts, analytics, dashboard, events, health, openapi
 from shopsentry.api.consumer import StoreConsumer, store_topics
 from shopsentry.api.deps import Services
 from shopsentry.api.metrics import ApiMetrics
@@ -259,6 +259,7 @@ def create_app(
             swagger_favicon_url="/static/favicon.svg",
         )
 
+    openapi.install(app, max_events=settings.api.max_events_per_request)
     app.state.services = services
     app.state.demo_keys = demo_keys
     app.add_exception_handler(RequestValidationError, _validation_error)

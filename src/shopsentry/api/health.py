@@ -48,7 +48,17 @@ async def healthz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=code)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format.",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(services: ServicesDep) -> Response:
     payload = await run_in_threadpool(generate_latest, services.metrics.registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)

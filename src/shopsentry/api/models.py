@@ -50,6 +50,7 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_MEANINGS: dict[int, str] = {
+    400: "The body could not be read (it is not UTF-8 JSON).",
     401: "No API key, or one that is not valid.",
     403: "The key's role (or source) may not do this.",
     404: "No such resource.",
