@@ -27,6 +27,7 @@ from shopsentry.api.models import (
     field_error,
 )
 from shopsentry.api.read_model import AlertFilter, InvalidCursor
+from shopsentry.api.reasons import explain, explain_alert
 from shopsentry.api.security import MAX_KEY_NAME
 from shopsentry.errors import ShopsentryError
 from shopsentry.events.codec import encode
@@ -66,8 +67,12 @@ def list_alerts(
         )
     except InvalidCursor as exc:
         return field_error("cursor", exc.one_line())
+    store = services.store
     return AlertPage(
-        items=[AlertSummary.model_validate(i) for i in items],
+        items=[
+            AlertSummary.model_validate(explain_alert(i, store.event_of(i["event_id"])))
+            for i in items
+        ],
         total=total,
         limit=limit,
         offset=0 if cursor else offset,
@@ -86,11 +91,17 @@ def get_alert(alert_id: AlertId, _: AnalystDep, services: ServicesDep) -> AlertD
     alert = store.get_alert(alert_id)
     if alert is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
+    event = store.event_of(alert["event_id"])
+    decision = store.decision_of(alert["event_id"])
+    if decision is not None:
+        decision["top_features"] = explain(
+            decision["top_features"], currency=alert["currency"], event=event
+        )
     return AlertDetail.model_validate(
         {
-            **alert,
-            "event": store.event_of(alert["event_id"]),
-            "decision": store.decision_of(alert["event_id"]),
+            **explain_alert(alert, event),
+            "event": event,
+            "decision": decision,
             "history": store.user_history(alert["user_id"]),
         }
     )
@@ -139,7 +150,7 @@ async def review_alert(
     updated = await run_in_threadpool(store.record_review, review)
     services.metrics.reviews.labels(review.verdict).inc()
     logger.info("alert %s reviewed as %s by %s", alert_id, review.verdict, principal.key_id)
-    return AlertSummary.model_validate(updated)
+    return AlertSummary.model_validate(explain_alert(updated, store.event_of(updated["event_id"])))
 
 
 @router.get(

@@ -90,6 +90,10 @@ class Feature(BaseModel):
     name: str
     value: float | None
     contribution: float
+    text: str = Field(default="", description="What the feature says, in words and units.")
+    direction: Literal["raises", "lowers"] | None = Field(
+        default=None, description="Whether it pushed the fraud score up or down."
+    )
 
 
 class AlertSummary(BaseModel):

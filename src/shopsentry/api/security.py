@@ -102,6 +102,15 @@ def parse_token(token: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+def demo_keys() -> list[IssuedKey]:
+    """The well-known demo keys, for printing beside the dashboard's address (they are
+    constants: no key store is opened). Rows for a table: ``app.describe_keys(...)``."""
+    return [
+        IssuedKey(key_id, format_token(key_id, secret), role, source, demo=True)
+        for key_id, secret, role, source in DEMO_KEYS
+    ]
+
+
 class KeyStore:
     """The keys table in a small SQLite file under the data dir."""
 
@@ -160,7 +169,6 @@ class KeyStore:
 
     def ensure_demo_keys(self) -> list[IssuedKey]:
         """Create the well-known demo keys (idempotent) and return them for printing."""
-        issued = []
         for key_id, secret, role, source in DEMO_KEYS:
             self._insert(
                 key_id,
@@ -171,8 +179,7 @@ class KeyStore:
                 demo=True,
                 replace=True,
             )
-            issued.append(IssuedKey(key_id, format_token(key_id, secret), role, source, demo=True))
-        return issued
+        return demo_keys()
 
     def _insert(
         self,

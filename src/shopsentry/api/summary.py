@@ -3,8 +3,9 @@
 The store already holds every decision and alert the detector produced, so the charts
 (events per minute, decisions by band, latency p95, fraud rate, false-positive rate)
 come from one indexed file instead of scraping each worker. Series are per minute over
-a window that ends at the newest data, so a replay or an accelerated simulator clock
-still draws a full chart.
+a window that ends at the newest complete minute of data and starts no earlier than the
+data, so a replay, an accelerated simulator clock or a fresh start draws a chart that
+fills its width.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shopsentry.api.read_model import AlertFilter, AlertReadModel
+from shopsentry.api.reasons import explain_alert
 
 BANDS = ("approve", "review", "decline")
 
@@ -29,18 +31,39 @@ def p95(values: Sequence[float]) -> float | None:
     return float(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)])
 
 
-def _end_minute(store: AlertReadModel) -> int:
-    latest = store.query(
-        "select max(m) from (select max(minute) as m from traffic"
-        " union all select max(decided_ms) / 60000 from decisions)"
-    )[0][0]
-    return int(latest) if latest is not None else int(time.time() // 60)
+def _data_minutes(store: AlertReadModel) -> tuple[int, int] | None:
+    """The first and last minute holding traffic or decisions, or None when empty."""
+    first, last = store.query(
+        "select min(lo), max(hi) from ("
+        " select min(minute) as lo, max(minute) as hi from traffic"
+        " union all select min(decided_ms) / 60000, max(decided_ms) / 60000 from decisions)"
+    )[0]
+    return None if last is None else (int(first), int(last))
 
 
-def minute_series(store: AlertReadModel, window_minutes: int) -> dict[str, Any]:
+def chart_window(
+    store: AlertReadModel, window_minutes: int, now_minute: int | None = None
+) -> tuple[int, int]:
+    """The minutes to draw: at most ``window_minutes`` ending at the newest complete
+    minute, and starting no earlier than the data (a fixed window would squeeze a few
+    minutes of data into its right edge). The minute still in progress is left out
+    while earlier data exists: drawn half counted, it looks like traffic falling off."""
+    now = int(time.time() // 60) if now_minute is None else now_minute
+    bounds = _data_minutes(store)
+    if bounds is None:
+        return now, now
+    first, last = bounds
+    end = last
+    if end >= now and first < now:
+        end = now - 1
+    return max(first, end - window_minutes + 1), end
+
+
+def minute_series(
+    store: AlertReadModel, window_minutes: int, now_minute: int | None = None
+) -> dict[str, Any]:
     """Per-minute series over the window: x in epoch seconds (what uPlot plots)."""
-    end = _end_minute(store)
-    start = end - window_minutes + 1
+    start, end = chart_window(store, window_minutes, now_minute)
     minutes = list(range(start, end + 1))
     index = {m: i for i, m in enumerate(minutes)}
     n = len(minutes)
@@ -153,4 +176,4 @@ def stream_daily_sales(store: AlertReadModel, days: int) -> list[dict[str, Any]]
 def alert_queue(store: AlertReadModel, limit: int = 25) -> list[dict[str, Any]]:
     items, _, _ = store.list_alerts(AlertFilter(status="open"), limit=limit)
     reviewed, _, _ = store.list_alerts(AlertFilter(status="reviewed"), limit=5)
-    return items + reviewed
+    return [explain_alert(a, store.event_of(a["event_id"])) for a in items + reviewed]

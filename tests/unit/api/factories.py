@@ -66,9 +66,11 @@ def scored(
         purchase_json(event_id, user_id=user_id, occurred_at=occurred.isoformat(), amount=10.0 + i)
     )
     band = "decline" if probability >= 0.95 else "review" if probability >= threshold else "approve"
-    features = (
-        FeatureContribution(name="amount_vs_user_mean", value=3.2, contribution=0.41),
-        FeatureContribution(name="new_device", value=1.0, contribution=0.22),
+    features = (  # as the detector reports them: raw model inputs
+        FeatureContribution(name="amount", value=purchase.amount, contribution=0.41),
+        FeatureContribution(name="amount_ratio", value=12.0, contribution=0.3),
+        FeatureContribution(name="account_age_days", value=3 / 1440, contribution=0.22),
+        FeatureContribution(name="new_card", value=0.0, contribution=-0.05),
     )
     common = {
         "event_id": event_id,

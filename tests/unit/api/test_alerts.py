@@ -35,7 +35,7 @@ def test_alerts_arrive_from_the_log_and_are_deduplicated(
         "alert-ev-0001",
         "alert-ev-0000",
     ]
-    assert page["items"][0]["top_features"][0]["name"] == "amount_vs_user_mean"
+    assert page["items"][0]["top_features"][0]["name"] == "amount"
     assert page["items"][0]["status"] == "open"
 
 
@@ -106,7 +106,21 @@ def test_detail_has_event_score_features_and_user_history(
     assert detail["event"]["payment_method"] == "card"
     assert detail["probability"] == 0.9
     assert detail["decision"]["latency_ms"]["end_to_end"] == 49.0
-    assert [f["name"] for f in detail["top_features"]] == ["amount_vs_user_mean", "new_device"]
+    assert [f["name"] for f in detail["top_features"]] == [
+        "amount",
+        "amount_ratio",
+        "account_age_days",
+        "new_card",
+    ]
+    # In words, with the direction each pushed the score.
+    amount = detail["event"]["amount"]
+    assert [(f["text"], f["direction"]) for f in detail["top_features"]] == [
+        (f"amount ${amount:.2f}, 12× this user's average", "raises"),
+        ("amount 12× this user's average", "raises"),
+        ("account 3 minutes old", "raises"),
+        ("a card this user has used", "lowers"),
+    ]
+    assert detail["decision"]["top_features"][2]["text"] == "account 3 minutes old"
     history = detail["history"]
     assert [h["event_id"] for h in history][:3] == ["ev-0009", "ev-0008", "ev-0007"]
     assert len(history) == 9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import types
 from datetime import date, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from shopsentry.api import summary
 from shopsentry.config import Settings
 from shopsentry.warehouse.db import WarehouseBusy
 from tests.unit.api.factories import T0, Keys, caught_up, publish, scored, wait_for
@@ -103,8 +105,11 @@ def test_dashboard_summary_aggregates_the_store(
     assert s["totals"]["flagged"] == 3
     assert s["totals"]["false_positive_rate"] == 1.0
     series = s["series"]
-    assert len(series["t"]) == 20
-    first = series["t"].index(int(T0.timestamp()))
+    # The window starts at the data (not 20 minutes back) and ends before the minute
+    # still in progress (this minute's traffic is not drawn half counted).
+    assert series["t"][0] == int(T0.timestamp())
+    assert series["t"][-1] < time.time() // 60 * 60
+    first = 0
     assert series["decisions_by_band"]["approve"][first] == 3
     assert series["decisions_by_band"]["review"][first] == 2
     assert series["decisions_by_band"]["decline"][first] == 1
@@ -112,7 +117,9 @@ def test_dashboard_summary_aggregates_the_store(
     assert series["fraud_rate"][first + 3] == 0.0
     assert series["fraud_rate"][first + 1] is None
     assert series["latency_p95_ms"][first] == 45.0  # nearest rank of 40..45
-    assert sum(series["events_per_minute"]["purchases"]) == 10
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    later = summary.minute_series(store, 20, now_minute=int(time.time() // 60) + 1)
+    assert sum(later["events_per_minute"]["purchases"]) == 10  # once the minute is over
     assert [a["alert_id"] for a in s["alert_queue"]][:2] == ["alert-ev-0005", "alert-ev-0003"]
     assert s["alert_queue"][-1]["status"] == "reviewed"
     assert s["daily_sales"]["source"] == "stream"
@@ -126,6 +133,35 @@ def test_dashboard_summary_aggregates_the_store(
     rows = [{k: r[k] for k in ("day", "orders", "revenue")} for r in s["daily_sales"]["rows"]]
     assert rows == [{"day": d, **v} for d, v in sorted(expected.items())]
     assert client.get("/v1/dashboard/summary", headers=keys.header(keys.web)).status_code == 403
+
+
+def test_chart_window_follows_the_data_not_a_fixed_span(tmp_path: Path) -> None:
+    from shopsentry.api.read_model import AlertReadModel
+
+    store = AlertReadModel(tmp_path / "alerts.db", topics={"purchases": "purchase-events"})
+    try:
+        assert summary.chart_window(store, 60, now_minute=1000) == (1000, 1000)
+        store._db.executemany(
+            "insert into traffic (minute, topic, count) values (?, 'purchase-events', 5)",
+            [(m,) for m in range(995, 1001)],
+        )
+        # Five complete minutes of data: five points, not 60; minute 1000 is in progress.
+        assert summary.chart_window(store, 60, now_minute=1000) == (995, 999)
+        assert summary.chart_window(store, 3, now_minute=1000) == (997, 999)
+        assert summary.chart_window(store, 60, now_minute=1001) == (995, 1000)
+        series = summary.minute_series(store, 60, now_minute=1000)
+        assert series["events_per_minute"]["purchases"] == [5] * 5
+    finally:
+        store.close()
+
+
+def test_demo_keys_are_listed_without_opening_a_store() -> None:
+    from shopsentry.api.app import describe_keys
+    from shopsentry.api.security import DEMO_KEYS, demo_keys
+
+    rows = describe_keys(demo_keys())
+    assert [r["role"] for r in rows] == [k[2] for k in DEMO_KEYS]
+    assert all(r["token"].startswith("ssk_demo") for r in rows)
 
 
 def test_analytics_are_503_until_the_warehouse_is_built(client: TestClient, keys: Keys) -> None:
