@@ -126,6 +126,7 @@ _PHRASES: dict[str, Callable[[float, _Context], str]] = {
     "hour_of_day": lambda v, c: f"bought at {int(v):02d}:00 UTC",
     "cards_on_device": lambda v, c: f"{_count(v, 'card')} used on this device",
 }
+_FOLDED_INTO_AMOUNT = ("amount_ratio", "user_avg_amount")
 _NONE = {
     "amount_ratio": "first purchase of this user",
     "user_avg_amount": "first purchase of this user",
@@ -154,12 +155,22 @@ def phrase(name: str, value: float | None, context: _Context) -> str:
 def explain(
     features: list[dict[str, Any]], *, currency: str, event: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """The features with ``text`` (what it says) and ``direction`` (up or down the score)."""
+    """The features with ``text`` (what it says) and ``direction`` (up or down the score).
+
+    Features that say one thing together share one text ("amount $978.69, 12× this
+    user's average" for the amount and its ratio): a reader groups by text."""
     context = _Context({f["name"]: f["value"] for f in features}, event or {}, currency)
+    texts = {f["name"]: phrase(f["name"], f["value"], context) for f in features}
+    if "amount" in texts and ", " in texts["amount"]:
+        # The amount's phrase already says how it compares with the user's average:
+        # the comparison features are the same reason, told once.
+        for name in _FOLDED_INTO_AMOUNT:
+            if name in texts:
+                texts[name] = texts["amount"]
     return [
         {
             **f,
-            "text": phrase(f["name"], f["value"], context),
+            "text": texts[f["name"]],
             "direction": "raises" if f["contribution"] >= 0 else "lowers",
         }
         for f in features

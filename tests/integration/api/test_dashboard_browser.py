@@ -11,6 +11,7 @@ history, `shopsentry detect` and `shopsentry simulate --speed` as child processe
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,45 @@ def _chart_points(page: Any, chart_id: str) -> int:
     )
 
 
+DATED_UTC = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC$")
+
+
+def assert_reads_like_an_analyst_would(page: Any) -> None:
+    """Reasons in words with a direction, dated times, charts that fit their data."""
+    reasons = page.locator("#alert-table tbody tr").first.locator("td.reasons").inner_text()
+    assert re.search(r"▲ amount \$\d+\.\d\d, 12× this user's average", reasons), reasons
+    assert "▲ account 3 minutes old" in reasons
+    assert reasons.count("this user's average") == 1  # the amount and its ratio: one reason
+    assert "0.00" not in reasons and "account_age_days" not in reasons
+    for cell in page.locator("#alert-table tbody td.time").all_inner_texts():
+        assert DATED_UTC.match(cell), cell
+    history = page.locator("#alert-detail ul").last.locator("li").all_inner_texts()
+    assert history and all(re.match(r"^\d{4}-\d{2}-\d{2} ", h) for h in history), history
+    assert page.locator("#updated").inner_text().endswith(" UTC")
+    charts = page.evaluate(
+        """() => {
+            const c = window.shopsentryCharts, out = {};
+            for (const id in c) {
+                const u = c[id];
+                out[id] = {x: u.data[0], y: u.data[1], min: u.scales.x.min, max: u.scales.x.max,
+                           labels: (u.axes[0]._values || []).map(String)};
+            }
+            return out;
+        }"""
+    )
+    events = charts["chart-events"]
+    # The x range is the data's own, not a fixed hour with the data in its right edge,
+    # and the last point is a complete minute, not a half-counted one.
+    assert (len(events["x"]) < 10 and events["min"] == events["x"][0]) or len(events["x"]) == 1
+    assert events["y"][-1] > 0
+    for chart in ("chart-events", "chart-lag", "chart-sales"):
+        labels = [v for v in charts[chart]["labels"] if v]
+        assert labels and all("\n" not in v for v in labels), (chart, labels)
+        assert len(set(labels)) == len(labels), (chart, labels)
+    sales = charts["chart-sales"]
+    assert sales["min"] <= sales["x"][0] - 43200 and sales["max"] >= sales["x"][-1] + 43200
+
+
 def test_dashboard_shows_live_alerts_and_records_a_review(
     tmp_path: Path, browser_page: Any, live_server: Any, artifact_dir: Path
 ) -> None:
@@ -156,7 +196,10 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
         # Details of an alert open below the queue.
         page.locator(f'#alert-table tbody tr[data-alert-id="{alert_id}"] a').click()
         page.wait_for_selector("#alert-detail h2", timeout=10_000)
-        assert "Top features" in page.locator("#alert-detail").inner_text()
+        detail = page.locator("#alert-detail").inner_text()
+        assert "Why it was flagged" in detail
+        assert "account 3 minutes old" in detail and "raises risk" in detail
+        assert_reads_like_an_analyst_would(page)
 
         charts = ("chart-events", "chart-bands", "chart-latency", "chart-lag", "chart-rates")
         assert page.locator(".chart canvas").count() == len(charts) + 1

@@ -116,7 +116,7 @@ def test_detail_has_event_score_features_and_user_history(
     amount = detail["event"]["amount"]
     assert [(f["text"], f["direction"]) for f in detail["top_features"]] == [
         (f"amount ${amount:.2f}, 12× this user's average", "raises"),
-        ("amount 12× this user's average", "raises"),
+        (f"amount ${amount:.2f}, 12× this user's average", "raises"),
         ("account 3 minutes old", "raises"),
         ("a card this user has used", "lowers"),
     ]

@@ -16,6 +16,34 @@
   const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
   const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
   const ms = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(0) + " ms");
+  // Every time on the page is dated and in UTC, one format: the events may carry a
+  // simulated (accelerated or replayed) clock, and an undated local time beside a dated
+  // simulated one reads as nonsense.
+  const pad2 = (n) => String(n).padStart(2, "0");
+  function utcParts(value) {
+    const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+    return { date: d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate()),
+             hm: pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes()), s: pad2(d.getUTCSeconds()) };
+  }
+  function fmtTime(value) {
+    if (value === null || value === undefined) return "–";
+    const p = utcParts(value);
+    return p.date + " " + p.hm + ":" + p.s + " UTC";
+  }
+  // Features that tell one reason share its text: group them, summing their pull.
+  function reasons(features) {
+    const byText = new Map();
+    for (const f of features) {
+      const text = f.text || f.name;
+      const r = byText.get(text) || { text: text, contribution: 0 };
+      r.contribution += f.contribution;
+      byText.set(text, r);
+    }
+    return Array.from(byText.values(), (r) => Object.assign(r, {
+      direction: r.contribution < 0 ? "lowers" : "raises",
+      label: (r.contribution < 0 ? "▼ " : "▲ ") + r.text,
+    }));
+  }
 
   function el(tag, text, cls) {
     const node = document.createElement(tag);
@@ -58,13 +86,30 @@
     };
   }
 
+  // Time-axis labels in UTC, one line each, spaced so they never overlap.
+  const clockLabels = (withSeconds) => (u, splits) => splits.map((v) => {
+    const p = utcParts(v);
+    return withSeconds ? p.hm + ":" + p.s : p.hm;
+  });
+  const dayLabels = (u, splits) => splits.map((v) => utcParts(v).date.slice(5));
+  // Tick steps (seconds) that the labels can tell apart: whole minutes for HH:MM,
+  // whole days for dates, so no label repeats its neighbour.
+  const MINUTE_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const SECOND_STEPS = [1, 2, 5, 10, 15, 30].concat(MINUTE_STEPS);
+  const DAY_STEPS = [86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400];
+  function timeAxis(values, space, incrs) {
+    return { stroke: "#8b98a5", grid: { stroke: "#26313d" }, values: values, space: space || 70,
+             incrs: incrs || MINUTE_STEPS };
+  }
+
   function makeChart(id, series, opts) {
     const o = Object.assign({
       width: chartWidth(id), height: 200,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
       scales: { x: { time: true, range: xRange(60) }, y: { range: yRange } },
       series: [{}].concat(series),
-      axes: [{ stroke: "#8b98a5", grid: { stroke: "#26313d" } },
-             { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 56 }],
+      axes: [timeAxis(clockLabels(false)),
+             { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 60 }],
       legend: { live: false },
     }, opts || {});
     const empty = [[]].concat(series.map(() => []));
@@ -90,10 +135,20 @@
     makeChart("chart-latency", [line("p95 ms", COLORS.latency)]);
     makeChart("chart-lag", [line("lag (records)", COLORS.lag)], {
       scales: { x: { time: true, range: xRange(30) }, y: { range: yRange } },
+      axes: [timeAxis(clockLabels(true), 90, SECOND_STEPS),
+             { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 60 }],
     });
     makeChart("chart-rates", [line("fraud rate %", COLORS.fraud), line("false-positive rate %", COLORS.fp)]);
+    // Bars are centred on their day: half a day of room either side keeps the first and
+    // last bars whole.
     makeChart("chart-sales", [bars("revenue", COLORS.sales)], {
-      scales: { x: { time: true, range: xRange(86400) }, y: { range: yRange } },
+      scales: { x: { time: true, range: (u) => {
+        const xs = u.data[0] || [];
+        if (!xs.length) { const now = Date.now() / 1000; return [now - 86400, now]; }
+        return [xs[0] - 43200, xs[xs.length - 1] + 43200];
+      } }, y: { range: yRange } },
+      axes: [timeAxis(dayLabels, 50, DAY_STEPS),
+             { stroke: "#8b98a5", grid: { stroke: "#26313d" }, size: 60 }],
     });
     window.addEventListener("resize", () => {
       for (const id in charts) charts[id].setSize({ width: chartWidth(id), height: 200 });
@@ -159,11 +214,17 @@
       const a = await api("/v1/alerts/" + encodeURIComponent(alertId));
       const parts = [el("h2", a.alert_id + " · " + a.user_id + " · " + a.amount.toFixed(2) + " " + a.currency)];
       parts.push(el("p", "score " + a.probability.toFixed(3) + " (" + a.band + ", model " + a.model_version + ")"));
+      parts.push(el("p", "event time " + fmtTime(a.occurred_at) + " · decided " + fmtTime(a.decided_at)));
       const feats = el("ul");
-      for (const f of a.top_features) feats.append(el("li", f.name + " = " + f.value + " (contribution " + f.contribution.toFixed(3) + ")"));
-      parts.push(el("h2", "Top features"), feats);
+      for (const r of reasons(a.top_features)) {
+        const item = el("li", r.label, r.direction);
+        item.append(el("span", "  " + r.direction + " risk (" + (r.contribution >= 0 ? "+" : "") +
+                               r.contribution.toFixed(2) + ")", "sub"));
+        feats.append(item);
+      }
+      parts.push(el("h2", "Why it was flagged"), feats);
       const hist = el("ul");
-      for (const h of a.history) hist.append(el("li", h.occurred_at + " · " + h.amount.toFixed(2) + " " + h.currency + " · " + (h.band || "undecided")));
+      for (const h of a.history) hist.append(el("li", fmtTime(h.occurred_at) + " · " + h.amount.toFixed(2) + " " + h.currency + " · " + (h.band || "undecided")));
       parts.push(el("h2", "Recent history of " + a.user_id), hist);
       box.replaceChildren(...parts);
     } catch (err) {
@@ -178,7 +239,7 @@
       const tr = el("tr", null, a.status === "reviewed" ? "reviewed" : "");
       tr.dataset.alertId = a.alert_id;
       tr.dataset.status = a.status;
-      tr.append(el("td", new Date(a.decided_at).toLocaleTimeString()));
+      tr.append(el("td", fmtTime(a.decided_at), "time"));
       const idCell = el("td");
       const link = el("a", a.alert_id);
       link.addEventListener("click", () => showDetail(a.alert_id));
@@ -186,7 +247,9 @@
       tr.append(idCell, el("td", a.user_id), el("td", a.amount.toFixed(2) + " " + a.currency),
                 el("td", a.probability.toFixed(3)));
       const sev = el("td"); sev.append(el("span", a.severity, "sev-" + a.severity)); tr.append(sev);
-      tr.append(el("td", a.top_features.map((f) => f.name).join(", ")));
+      const why = el("td", null, "reasons");
+      for (const r of reasons(a.top_features).slice(0, 3)) why.append(el("div", r.label, r.direction));
+      tr.append(why);
       tr.append(el("td", a.status === "reviewed" ? "reviewed: " + a.verdict : "open", "status-cell"));
       const actions = el("td");
       if (a.status !== "reviewed") {
@@ -212,7 +275,7 @@
       drawCharts(s);
       // Do not rebuild the table under a review request that is still in flight.
       if (!reviewsInFlight) drawQueue(s);
-      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      $("updated").textContent = "updated " + fmtTime(s.generated_at);
       setStatus("connected", true);
     } catch (err) {
       setStatus(err.message, false);
