@@ -211,8 +211,10 @@ class Health(BaseModel):
 
 class DashboardSeries(BaseModel):
     t: list[int] = Field(description="Minute starts, epoch seconds.")
-    events_per_minute: dict[str, list[int]]
-    decisions_by_band: dict[str, list[int]]
+    events_per_minute: dict[str, list[float]] = Field(
+        description="Per minute; the minute in progress at its pace so far."
+    )
+    decisions_by_band: dict[str, list[float]]
     latency_p95_ms: list[float | None]
     fraud_rate: list[float | None]
     false_positive_rate: list[float | None]

@@ -3,9 +3,9 @@
 The store already holds every decision and alert the detector produced, so the charts
 (events per minute, decisions by band, latency p95, fraud rate, false-positive rate)
 come from one indexed file instead of scraping each worker. Series are per minute over
-a window that ends at the newest complete minute of data and starts no earlier than the
+a window that ends at the newest minute of data and starts no earlier than the
 data, so a replay, an accelerated simulator clock or a fresh start draws a chart that
-fills its width.
+fills its width; the minute still in progress is drawn at its pace so far.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from shopsentry.api.read_model import AlertFilter, AlertReadModel
 from shopsentry.api.reasons import explain_alert
 
 BANDS = ("approve", "review", "decline")
+# The minute in progress is scaled to a per-minute pace once this much of it has passed
+# (earlier, a handful of events would extrapolate wildly).
+_MIN_ELAPSED_S = 15.0
 
 
 def p95(values: Sequence[float]) -> float | None:
@@ -41,29 +44,33 @@ def _data_minutes(store: AlertReadModel) -> tuple[int, int] | None:
     return None if last is None else (int(first), int(last))
 
 
-def chart_window(
-    store: AlertReadModel, window_minutes: int, now_minute: int | None = None
-) -> tuple[int, int]:
-    """The minutes to draw: at most ``window_minutes`` ending at the newest complete
-    minute, and starting no earlier than the data (a fixed window would squeeze a few
-    minutes of data into its right edge). The minute still in progress is left out
-    while earlier data exists: drawn half counted, it looks like traffic falling off."""
-    now = int(time.time() // 60) if now_minute is None else now_minute
+def chart_window(store: AlertReadModel, window_minutes: int, now: float) -> tuple[int, int]:
+    """The minutes to draw: at most ``window_minutes`` ending at the newest data, and
+    starting no earlier than the data (a fixed window would squeeze a few minutes of
+    data into its right edge)."""
     bounds = _data_minutes(store)
     if bounds is None:
-        return now, now
+        return int(now // 60), int(now // 60)
     first, last = bounds
-    end = last
-    if end >= now and first < now:
-        end = now - 1
-    return max(first, end - window_minutes + 1), end
+    return max(first, last - window_minutes + 1), last
+
+
+def _per_minute(counts: list[int], minutes: list[int], now: float) -> list[float]:
+    """Counts per minute, the minute in progress at the pace it has so far: counted as
+    it stands, it would read as traffic falling off at the last point."""
+    rates = [float(c) for c in counts]
+    if minutes and minutes[-1] == int(now // 60):
+        elapsed = max(now - minutes[-1] * 60, _MIN_ELAPSED_S)
+        rates[-1] = round(rates[-1] * 60 / elapsed, 1)
+    return rates
 
 
 def minute_series(
-    store: AlertReadModel, window_minutes: int, now_minute: int | None = None
+    store: AlertReadModel, window_minutes: int, now: float | None = None
 ) -> dict[str, Any]:
     """Per-minute series over the window: x in epoch seconds (what uPlot plots)."""
-    start, end = chart_window(store, window_minutes, now_minute)
+    now = time.time() if now is None else now
+    start, end = chart_window(store, window_minutes, now)
     minutes = list(range(start, end + 1))
     index = {m: i for i, m in enumerate(minutes)}
     n = len(minutes)
@@ -94,8 +101,8 @@ def minute_series(
 
     return {
         "t": [m * 60 for m in minutes],
-        "events_per_minute": traffic,
-        "decisions_by_band": bands,
+        "events_per_minute": {k: _per_minute(v, minutes, now) for k, v in traffic.items()},
+        "decisions_by_band": {k: _per_minute(v, minutes, now) for k, v in bands.items()},
         "latency_p95_ms": [p95(latencies[i]) for i in range(n)],
         "fraud_rate": [(flagged[i] / decided[i]) if decided[i] else None for i in range(n)],
         "false_positive_rate": _fp_rate_series(store, start, end, index),

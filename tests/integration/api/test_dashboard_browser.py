@@ -171,9 +171,10 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
         # More alerts keep arriving while events flow.
         wait_for_more_alerts(page, timeout_ms=30_000)
 
-        row = page.locator(rows).first
-        alert_id = row.get_attribute("data-alert-id")
+        alert_id = page.locator(rows).first.get_attribute("data-alert-id")
         assert alert_id and alert_id.startswith("alert-ev-")
+        # By its id: newer alerts keep arriving on top, so "the first row" moves.
+        row = page.locator(f'#alert-table tbody tr[data-alert-id="{alert_id}"]')
         row.locator("button.review-fp").click()
         reviewed = f'#alert-table tbody tr[data-alert-id="{alert_id}"][data-status=reviewed]'
         page.wait_for_selector(reviewed, timeout=20_000)
@@ -330,9 +331,10 @@ def test_dashboard_follows_the_real_pipeline(
             timeout=90,
         )
 
-        row = page.locator(rows).first
-        alert_id = row.get_attribute("data-alert-id")
+        alert_id = page.locator(rows).first.get_attribute("data-alert-id")
         assert alert_id and alert_id.startswith("alert-")
+        # By its id: newer alerts keep arriving on top, so "the first row" moves.
+        row = page.locator(f'#alert-table tbody tr[data-alert-id="{alert_id}"]')
         row.locator("button.review-fraud").click()
         reviewed = f'#alert-table tbody tr[data-alert-id="{alert_id}"][data-status=reviewed]'
         page.wait_for_selector(reviewed, timeout=20_000)

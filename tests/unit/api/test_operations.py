@@ -105,10 +105,8 @@ def test_dashboard_summary_aggregates_the_store(
     assert s["totals"]["flagged"] == 3
     assert s["totals"]["false_positive_rate"] == 1.0
     series = s["series"]
-    # The window starts at the data (not 20 minutes back) and ends before the minute
-    # still in progress (this minute's traffic is not drawn half counted).
+    # The window starts at the data, not 20 minutes back.
     assert series["t"][0] == int(T0.timestamp())
-    assert series["t"][-1] < time.time() // 60 * 60
     first = 0
     assert series["decisions_by_band"]["approve"][first] == 3
     assert series["decisions_by_band"]["review"][first] == 2
@@ -118,7 +116,7 @@ def test_dashboard_summary_aggregates_the_store(
     assert series["fraud_rate"][first + 1] is None
     assert series["latency_p95_ms"][first] == 45.0  # nearest rank of 40..45
     store = client.app.state.services.store  # type: ignore[attr-defined]
-    later = summary.minute_series(store, 20, now_minute=int(time.time() // 60) + 1)
+    later = summary.minute_series(store, 20, now=time.time() + 60)
     assert sum(later["events_per_minute"]["purchases"]) == 10  # once the minute is over
     assert [a["alert_id"] for a in s["alert_queue"]][:2] == ["alert-ev-0005", "alert-ev-0003"]
     assert s["alert_queue"][-1]["status"] == "reviewed"
@@ -140,17 +138,20 @@ def test_chart_window_follows_the_data_not_a_fixed_span(tmp_path: Path) -> None:
 
     store = AlertReadModel(tmp_path / "alerts.db", topics={"purchases": "purchase-events"})
     try:
-        assert summary.chart_window(store, 60, now_minute=1000) == (1000, 1000)
+        assert summary.chart_window(store, 60, now=60_000.0) == (1000, 1000)
         store._db.executemany(
             "insert into traffic (minute, topic, count) values (?, 'purchase-events', 5)",
             [(m,) for m in range(995, 1001)],
         )
-        # Five complete minutes of data: five points, not 60; minute 1000 is in progress.
-        assert summary.chart_window(store, 60, now_minute=1000) == (995, 999)
-        assert summary.chart_window(store, 3, now_minute=1000) == (997, 999)
-        assert summary.chart_window(store, 60, now_minute=1001) == (995, 1000)
-        series = summary.minute_series(store, 60, now_minute=1000)
-        assert series["events_per_minute"]["purchases"] == [5] * 5
+        # Six minutes of data: six points, not 60.
+        assert summary.chart_window(store, 60, now=60_030.0) == (995, 1000)
+        assert summary.chart_window(store, 3, now=60_030.0) == (998, 1000)
+        # Half way through minute 1000, its 5 events are a pace of 10 a minute, not a fall.
+        series = summary.minute_series(store, 60, now=60_030.0)
+        assert series["events_per_minute"]["purchases"] == [5.0] * 5 + [10.0]
+        # A minute that is over is drawn as counted.
+        later = summary.minute_series(store, 60, now=60_070.0)
+        assert later["events_per_minute"]["purchases"] == [5.0] * 6
     finally:
         store.close()
 
