@@ -39,9 +39,9 @@ def _times(ratio: float) -> str:
     return f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×"
 
 
-def _count(value: float, noun: str) -> str:
+def _count(value: float, noun: str, plural: str | None = None) -> str:
     n = round(value)
-    return f"{n} {noun}{'s' if n != 1 else ''}"
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 class _Context:
@@ -76,15 +76,16 @@ def _window(name: str, v: float, c: _Context) -> str:
     if kind == "amount":
         return f"{money(v, c.currency)} spent in the previous {span}"
     nouns = {
-        "purchases": "purchase",
-        "failed_logins": "failed login",
-        "logins": "login",
-        "browse_events": "page view or search",
-        "cart_adds": "add-to-cart",
-        "cards": "card",
-        "devices": "device",
+        "purchases": ("purchase", None),
+        "failed_logins": ("failed login", None),
+        "logins": ("login", None),
+        "browse_events": ("page view or search", "page views or searches"),
+        "cart_adds": ("add-to-cart", None),
+        "cards": ("card", None),
+        "devices": ("device", None),
     }
-    return f"{_count(v, nouns.get(kind, kind.replace('_', ' ')))} in the previous {span}"
+    noun, plural = nouns.get(kind, (kind.replace("_", " "), None))
+    return f"{_count(v, noun, plural)} in the previous {span}"
 
 
 _SINCE = {
@@ -109,7 +110,7 @@ _FLAGS = {
 }
 _FROM_EVENT = {
     "merchant_category": "merchant category",
-    "payment_method": "paid by",
+    "payment_method": "payment method",
     "source": "channel",
 }
 _PHRASES: dict[str, Callable[[float, _Context], str]] = {
@@ -140,7 +141,9 @@ def phrase(name: str, value: float | None, context: _Context) -> str:
     if name in _FROM_EVENT and context.event.get(name) is not None:
         return f"{_FROM_EVENT[name]} {context.event[name]}"
     if value is None or math.isnan(value):
-        return _NONE.get(name, f"no {FEATURE_DESCRIPTIONS.get(name, name)}")
+        if name in _FROM_EVENT:
+            return f"no {_FROM_EVENT[name]}"
+        return _NONE.get(name, f"no {_described(name)}")
     if name in _PHRASES:
         return _PHRASES[name](value, context)
     if name in _SINCE:
@@ -149,7 +152,12 @@ def phrase(name: str, value: float | None, context: _Context) -> str:
         return _FLAGS[name][0 if value >= 0.5 else 1]
     if name.rpartition("_")[2] in _WINDOWS:
         return _window(name, value, context)
-    return f"{FEATURE_DESCRIPTIONS.get(name, name.replace('_', ' '))}: {value:g}"
+    return f"{_described(name)}: {value:g}"
+
+
+def _described(name: str) -> str:
+    description = FEATURE_DESCRIPTIONS.get(name, name.replace("_", " "))
+    return description.removesuffix(" (encoded)")
 
 
 def explain(

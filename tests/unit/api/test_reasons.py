@@ -35,6 +35,8 @@ def test_amount_reads_as_money_against_the_users_average() -> None:
         ("failed_logins_1h", 1.0, "1 failed login in the previous hour"),
         ("amount_24h", 1500.0, "$1,500.00 spent in the previous 24 hours"),
         ("hour_of_day", 3.0, "bought at 03:00 UTC"),
+        ("browse_events_30m", 0.0, "0 page views or searches in the previous 30 minutes"),
+        ("merchant_category", None, "no merchant category"),
     ],
 )
 def test_each_kind_of_feature_reads_in_words(name: str, value: float | None, text: str) -> None:
@@ -50,7 +52,7 @@ def test_encoded_categories_are_read_from_the_purchase() -> None:
     )
     assert [(f["text"], f["direction"]) for f in explained] == [
         ("merchant category gift_cards", "raises"),
-        ("paid by card", "lowers"),
+        ("payment method card", "lowers"),
     ]
 
 
