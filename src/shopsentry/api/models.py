@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from shopsentry.events.schema import Band, Severity, Verdict
 
@@ -26,7 +26,18 @@ def _query_time(value: datetime) -> datetime:
     return value
 
 
-QueryTime = Annotated[datetime, AfterValidator(_query_time)]
+def _not_a_number(value: Any) -> Any:
+    """An ISO 8601 text only: pydantic would read '1700000000' or '1e-9' as epoch seconds."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 date or time, not a number")
+    return value
+
+
+QueryTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_query_time)]
 
 
 class FieldError(BaseModel):

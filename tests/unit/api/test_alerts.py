@@ -233,6 +233,8 @@ def _cursor_of(decided_ms: int, alert_id: str = "alert-x") -> str:
         ("/v1/alerts?since=9999-12-31T23:59:59", "since"),
         ("/v1/reviews/stats?since=0001-01-01", "since"),
         ("/v1/reviews/stats?since=", "since"),
+        ("/v1/reviews/stats?since=1.434778344180991e-192", "since"),
+        ("/v1/alerts?until=1700000000", "until"),
         (f"/v1/alerts?cursor={_cursor_of(2**63)}", "cursor"),
         (f"/v1/alerts?cursor={_cursor_of(-1)}", "cursor"),
     ],
