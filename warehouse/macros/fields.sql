@@ -6,7 +6,7 @@
 {% macro purchase_fields() -%}
     {{ return(['order_id', 'amount', 'currency', 'item_count', 'payment_method', 'card_fingerprint',
                'device_fingerprint', 'ip_fingerprint', 'country', 'billing_country', 'shipping_country',
-               'merchant_category']) }}
+               'merchant_category', 'store_id', 'terminal_id', 'shipping_address_hash']) }}
 {%- endmacro %}
 
 {% macro behavior_fields() -%}

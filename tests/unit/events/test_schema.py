@@ -331,3 +331,32 @@ def test_an_alert_for_the_longest_event_id_is_valid() -> None:
         "decided_at": "2026-11-25T10:00:01Z",
     }
     assert ALERT.validate_python(alert).alert_id == "alert-" + event_id
+
+
+ENTITY_FIELDS = ("store_id", "terminal_id", "shipping_address_hash")
+
+
+def test_entity_fields_are_optional_and_round_trip() -> None:
+    """A purchase written before the entity fields existed still decodes (to None); one
+    with them keeps them through JSON; the exported schema lists them as optional."""
+    old = decode(_bytes(GOOD["purchase"]))
+    assert isinstance(old, Purchase)
+    assert (old.store_id, old.terminal_id, old.shipping_address_hash) == (None, None, None)
+    pos = {**GOOD["purchase"], "source": "pos", "store_id": "st-7", "terminal_id": "st-7:t-2"}
+    web = {**GOOD["purchase"], "shipping_address_hash": "addr-9f3c"}
+    for doc in (pos, web):
+        event = decode(_bytes(doc))
+        assert decode(encode(event)) == event
+        for field in ENTITY_FIELDS:
+            assert getattr(event, field) == doc.get(field)
+    schema = json_schemas()["purchase"]
+    for field in ENTITY_FIELDS:
+        assert field in schema["properties"] and field not in schema["required"]
+
+
+@pytest.mark.parametrize("field", ENTITY_FIELDS)
+def test_bad_entity_field_is_refused_naming_it(field: str) -> None:
+    bad = "x" * 200 if field == "shipping_address_hash" else "has spaces"
+    with pytest.raises(InvalidEvent) as info:
+        decode(_bytes({**GOOD["purchase"], field: bad}))
+    assert info.value.field == field

@@ -51,6 +51,9 @@ renamed as (
         {{ json_text('j', 'billing_country') }} as billing_country,
         {{ json_text('j', 'shipping_country') }} as shipping_country,
         {{ json_text('j', 'merchant_category') }} as merchant_category,
+        {{ json_text('j', 'store_id') }} as store_id,
+        {{ json_text('j', 'terminal_id') }} as terminal_id,
+        {{ json_text('j', 'shipping_address_hash') }} as shipping_address_hash,
         _loaded_at
     from checked
     where reject_reason is null
