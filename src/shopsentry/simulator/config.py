@@ -143,6 +143,12 @@ FRAUD_SCENARIOS: tuple[str, ...] = (
     "unusual_hours_subtle",
     "card_present",
     "card_present_cloned",
+    # Entity-only: nothing in the customer's own history gives these away, only what
+    # the purchase passes through (a terminal, devices / IPs / drop addresses, cards
+    # shared across accounts). See simulator/rings.py.
+    "compromised_terminal",
+    "fraud_ring",
+    "card_testing_ring",
 )
 # Legitimate behaviour that looks suspicious (the tag rides on legit labels, if requested).
 LEGIT_CASES: tuple[str, ...] = (
@@ -153,6 +159,11 @@ LEGIT_CASES: tuple[str, ...] = (
     "night_owl",
     "new_card",
     "split_order",
+    # Entities shared by honest customers (the entity-only scenarios' hard negatives).
+    "shared_tablet",
+    "busy_terminal",
+    "campus_ip",
+    "reshipper",
 )
 TAG_OF: dict[str, int] = {name: i for i, name in enumerate(FRAUD_SCENARIOS + LEGIT_CASES)}
 TAG_NAMES: tuple[str, ...] = FRAUD_SCENARIOS + LEGIT_CASES

@@ -39,6 +39,7 @@ from shopsentry.simulator.config import (
 )
 from shopsentry.simulator.frame import Frame
 from shopsentry.simulator.population import Population, build_population
+from shopsentry.simulator.rings import TERMINAL_SHARE, compromise_terminals
 from shopsentry.simulator.scenarios import fraud_incidents
 from shopsentry.simulator.traffic import legit_sessions, life_event_markers
 
@@ -102,7 +103,12 @@ class Simulator:
             if cfg.fraud_share
             else 0
         )
-        incidents = fraud_incidents(pop, cfg, np.random.default_rng([seed, 3, window]), wanted)
+        on_terminals = compromise_terminals(
+            legit, cfg, np.random.default_rng([seed, 5, window]), round(wanted * TERMINAL_SHARE)
+        )
+        incidents = fraud_incidents(
+            pop, cfg, np.random.default_rng([seed, 3, window]), wanted - on_terminals
+        )
         frame = Frame.concat([legit, markers, incidents.frame])
         ts = frame.cols["ts"]
         frame = frame.take(np.flatnonzero((ts >= cfg.start_us) & (ts < cfg.end_us))).sorted()
@@ -120,6 +126,13 @@ class Simulator:
 
     def __len__(self) -> int:
         return len(self._build())
+
+    @property
+    def population(self) -> Population:
+        """The simulated customers (their usual amounts, devices, shared entities)."""
+        self._build()
+        assert self._pop is not None
+        return self._pop
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -169,6 +182,7 @@ class Simulator:
         dev_l, ip_l, ctry_l = lists["device"], lists["ip"], lists["country"]
         amt_l, qty_l, pm_l, card_l = lists["amount"], lists["qty"], lists["pm"], lists["card"]
         bill_l, ship_l, aux_l = lists["billing"], lists["shipping"], lists["aux"]
+        store_l, addr_l = lists["store"], lists["addr"]
         order_no = 0
         dumps = orjson.dumps
         for i in range(n):
@@ -204,6 +218,9 @@ class Simulator:
                     billing_country=COUNTRY_CODES[bill_l[i]],
                     shipping_country=COUNTRY_CODES[ship] if ship >= 0 else None,
                     merchant_category=CATEGORIES[aux_l[i]],
+                    store_id=f"st-{store_l[i]:06d}" if store_l[i] >= 0 else None,
+                    terminal_id=_hex("term-", dev_l[i]) if source == "pos" else None,
+                    shipping_address_hash=_hex("addr-", addr_l[i]),
                 )
             else:
                 kind = EVENT_TYPES[et]

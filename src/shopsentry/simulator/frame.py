@@ -26,6 +26,8 @@ COLUMNS: dict[str, tuple[Any, Any]] = {
     "card": (np.int64, -1),
     "billing": (np.int16, -1),
     "shipping": (np.int16, -1),  # shipping country or the address change's new country
+    "store": (np.int64, -1),  # a POS purchase's store (its terminal is the device)
+    "addr": (np.int64, -1),  # a web / mobile purchase's shipping address
     "aux": (np.int32, 0),  # category / page / query / reason / address kind / product
     "tag": (np.int16, -1),  # scenario or legit case (index into TAG_NAMES)
     "fraud": (np.bool_, False),

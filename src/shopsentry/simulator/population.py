@@ -3,8 +3,10 @@
 Each user has a home country, one to three devices (browser or phone), one to three
 cards, a spending profile (log-normal amounts), active hours in local time, a mix of
 web / mobile / POS shopping, and possibly a life event during the run (a trip abroad, a
-new phone, a new card). All of it is drawn in numpy arrays at once, so 20,000 users cost
-milliseconds. Fraudsters' fresh accounts are appended later by the scenarios.
+new phone, a new card). Some share a family tablet, a campus IP or a reshipper's
+address with others (the honest side of the entity scenarios). All of it is drawn in
+numpy arrays at once, so 20,000 users cost milliseconds. Fraudsters' fresh accounts are
+appended later by the scenarios.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class Population:
     trip_end_us: np.ndarray
     trip_country: np.ndarray
     trip_ip: np.ndarray
+    # Entities shared by honest customers (-1 when the user has none): the family
+    # tablet (device slot 0, with the household's IP and address), the campus or office
+    # IP (on device slot 0), the reshipper that forwards the user's web orders.
+    address: np.ndarray  # int64 home shipping address
+    shared_device: np.ndarray
+    shared_ip: np.ndarray
+    reship_addr: np.ndarray
+    reship_country: np.ndarray  # int16
 
 
 def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Population:
@@ -126,7 +136,7 @@ def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Popul
     abroad = (home + rng.integers(1, len(COUNTRIES), size=n)) % len(COUNTRIES)
     trip_country = abroad.astype(np.int16)
 
-    return Population(
+    pop = Population(
         n=n,
         home=home,
         tz=tz,
@@ -156,4 +166,54 @@ def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Popul
         trip_end_us=trip_end,
         trip_country=trip_country,
         trip_ip=new_ids(rng, n),
+        address=new_ids(rng, n),
+        shared_device=np.full(n, -1, dtype=np.int64),
+        shared_ip=np.full(n, -1, dtype=np.int64),
+        reship_addr=np.full(n, -1, dtype=np.int64),
+        reship_country=np.full(n, -1, dtype=np.int16),
     )
+    _share_entities(pop, rng)
+    return pop
+
+
+FAMILY_SHARE = 0.03  # users sharing a family tablet
+CAMPUS_SHARE = 0.04  # users behind a campus or office IP
+RESHIP_SHARE = 0.02  # users abroad whose web orders go through a reshipper
+CAMPUS_SIZE = 60
+RESHIPPER_COUNTRIES = (0, 1, 2)  # US, GB, DE: where forwarding services sit
+
+
+def _share_entities(pop: Population, rng: np.random.Generator) -> None:
+    """Make some honest customers share a device, an IP or an address (drawn after
+    everything else, so the rest of the population is the same with or without them)."""
+    n = pop.n
+    order = rng.permutation(n)
+    # Families of two to four: one tablet, one home IP, one address, one home country.
+    sizes = rng.integers(2, 5, size=max(int(n * FAMILY_SHARE / 3), 1))
+    sizes = sizes[np.cumsum(sizes) <= n]
+    members = order[: int(sizes.sum())]
+    family = np.repeat(np.arange(len(sizes)), sizes)
+    head = members[np.r_[0, np.cumsum(sizes)[:-1]]][family]
+    tablets, home_ips = new_ids(rng, len(sizes)), new_ids(rng, len(sizes))
+    pop.devices[members, 0] = tablets[family]
+    pop.device_kind[members, 0] = MOBILE
+    pop.device_ip[members, :] = home_ips[family][:, None]
+    pop.shared_device[members] = tablets[family]
+    pop.address[members] = pop.address[head]
+    pop.home[members] = pop.home[head]
+    pop.tz[members] = pop.tz[head]
+    rest = order[len(members) :]
+    # Campuses and offices: one NAT'd IP for the laptops of a few dozen people.
+    n_campus = int(n * CAMPUS_SHARE)
+    campus_users = rest[:n_campus]
+    campus = rng.integers(0, max(n_campus // CAMPUS_SIZE, 1), size=n_campus)
+    campus_ips = new_ids(rng, int(campus.max(initial=0)) + 1)
+    pop.device_ip[campus_users, 0] = campus_ips[campus]
+    pop.device_kind[campus_users, 0] = WEB
+    pop.shared_ip[campus_users] = campus_ips[campus]
+    # Reshippers: a few forwarding addresses used by many honest customers abroad.
+    abroad = rest[n_campus:]
+    abroad = abroad[~np.isin(pop.home[abroad], RESHIPPER_COUNTRIES)][: int(n * RESHIP_SHARE)]
+    which = rng.integers(0, len(RESHIPPER_COUNTRIES), size=len(abroad))
+    pop.reship_addr[abroad] = new_ids(rng, len(RESHIPPER_COUNTRIES))[which]
+    pop.reship_country[abroad] = np.asarray(RESHIPPER_COUNTRIES, dtype=np.int16)[which]

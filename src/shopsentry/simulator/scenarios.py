@@ -10,6 +10,9 @@ phones, big-ticket orders, gifts shipped elsewhere and night owls.
 Card-present fraud (a skimmed or cloned card at a shop's terminal) keeps the point of
 sale from being a free pass.
 
+The scenarios only the entities give away (a compromised terminal, fraud rings) are in
+:mod:`.rings`.
+
 Fraud sessions browse less than real customers (half of them go straight to checkout),
 buy risky categories more often, and happen at any hour.
 """
@@ -47,6 +50,8 @@ from shopsentry.simulator.config import (
 )
 from shopsentry.simulator.frame import Frame, RowBuilder
 from shopsentry.simulator.population import Population
+from shopsentry.simulator.rings import card_testing_ring, fraud_ring
+from shopsentry.simulator.traffic import store_terminal
 
 _ORIGIN_INDEX = np.array([COUNTRY_CODES.index(c) for c, _ in FRAUD_ORIGINS])
 _ORIGIN_P = np.array([w for _, w in FRAUD_ORIGINS]) / sum(w for _, w in FRAUD_ORIGINS)
@@ -72,7 +77,7 @@ class Incidents:
     purchases: dict[str, int] = field(default_factory=dict)
 
 
-class _Gen:
+class IncidentGen:
     def __init__(self, pop: Population, config: SimulatorConfig, rng: np.random.Generator) -> None:
         self.pop = pop
         self.config = config
@@ -80,6 +85,7 @@ class _Gen:
         self.rows = RowBuilder()
         self.accounts: list[FraudAccount] = []
         self.purchases: dict[str, int] = {}
+        self.ring_victims: set[int] = set()  # taken over by a ring once, never twice
         # Victims need some history: accounts at least two days old at the incident.
         self.weights = pop.activity / pop.activity.sum()
 
@@ -153,8 +159,12 @@ class _Gen:
         return t + int(self.rng.exponential(30.0) * US) + US
 
     def purchase(self, scenario: str, ts: int, ctx: dict[str, int], **fields: int | float) -> None:
+        """One fraud purchase; shipped to an address of the fraudster's unless ``addr``
+        says otherwise (the victim's own address, a ring's drop)."""
         fields.setdefault("qty", 1)
         fields.setdefault("pm", CARD)
+        if int(fields.get("shipping", -1)) >= 0 and "addr" not in fields:
+            fields["addr"] = self.new_id()
         self.rows.add(ts=ts, etype=PURCHASE, tag=TAG_OF[scenario], fraud=True, **ctx, **fields)
         self.purchases[scenario] = self.purchases.get(scenario, 0) + 1
 
@@ -308,6 +318,7 @@ class _Gen:
                 card=card,
                 billing=home,
                 shipping=home,
+                addr=int(self.pop.address[u]),
                 qty=1 + int(self.rng.poisson(0.5)),
                 aux=self.risky_category(0.6, u),
             )
@@ -386,13 +397,14 @@ class _Gen:
         # A cloned card is cashed out fast: two or three purchases within the hour.
         n = 2 + int(self.rng.binomial(1, 0.4)) if cloned else 1 + int(self.rng.binomial(2, 0.35))
         for _ in range(n):
-            terminal = store * 7919 + 104_729
+            terminal = int(store_terminal(store))
             ctx = {
                 "user": u,
                 "source": 2,
                 "device": terminal,
                 "ip": terminal + 1,
                 "country": country,
+                "store": store,
             }
             scale = self.uniform(2.5, 6.0) if cloned else self.uniform(1.5, 8.0)
             amount = self.usual_amount(u) * 0.6 * scale
@@ -494,14 +506,17 @@ class _Gen:
         )
 
 
-# Incident weights ∝ wanted share of fraud purchases ÷ purchases per incident.
+# Incident weights ∝ wanted share of fraud purchases ÷ purchases per incident (the
+# compromised terminals' share is taken before these, from the legitimate traffic).
 _MIX: tuple[tuple[str, float], ...] = (
-    ("card_testing", 0.20 / 6.8),
-    ("account_takeover", 0.20 / 1.3),
-    ("stolen_card", 0.22 / 1.0),
-    ("velocity_burst", 0.13 / 4.5),
-    ("unusual_hours", 0.12 / 1.0),
-    ("card_present", 0.13 / 1.8),
+    ("card_testing", 0.15 / 6.8),
+    ("account_takeover", 0.15 / 1.3),
+    ("stolen_card", 0.17 / 1.0),
+    ("velocity_burst", 0.10 / 4.5),
+    ("unusual_hours", 0.09 / 1.0),
+    ("card_present", 0.10 / 1.8),
+    ("fraud_ring", 0.07 / 20.0),
+    ("card_testing_ring", 0.05 / 35.0),
 )
 
 
@@ -509,7 +524,7 @@ def fraud_incidents(
     pop: Population, config: SimulatorConfig, rng: np.random.Generator, wanted_purchases: int
 ) -> Incidents:
     """Generate incidents until about ``wanted_purchases`` fraud purchases exist."""
-    gen = _Gen(pop, config, rng)
+    gen = IncidentGen(pop, config, rng)
     kinds: dict[str, Callable[[], None]] = {
         "card_testing": gen.card_testing,
         "account_takeover": gen.account_takeover,
@@ -517,6 +532,8 @@ def fraud_incidents(
         "velocity_burst": gen.velocity_burst,
         "unusual_hours": gen.unusual_hours,
         "card_present": gen.card_present,
+        "fraud_ring": lambda: fraud_ring(gen),
+        "card_testing_ring": lambda: card_testing_ring(gen),
     }
     names = [n for n, _ in _MIX]
     p = np.array([w for _, w in _MIX])

@@ -58,6 +58,14 @@ CONVERSION = 0.33  # share of web/mobile sessions that end in a purchase
 ODD_HOUR_SHARE = 0.1  # sessions at a random hour instead of the user's usual ones
 DIRECT_CHECKOUT_SHARE = 0.15  # purchase sessions without browsing first
 FRESH_BROWSER_SHARE = 0.05  # web logins from a browser the account has not seen
+BUSY_STORE_SHARE = 0.2  # POS visits to the country's busy store instead of the usual one
+BUSY_STORE = 998  # store number (within the country) of the busy store
+RESHIP_USE = 0.7  # share of a reshipper customer's web orders sent through it
+
+
+def store_terminal(store: np.ndarray | int) -> np.ndarray | int:
+    """A store's terminal: shared by every customer of the shop (its device id)."""
+    return store * 7919 + 104_729
 
 
 def sample_session_starts(
@@ -153,7 +161,10 @@ def legit_sessions(
     store = np.where(
         in_trip, pop.trip_country[users].astype(np.int64) * 1000 + 999, pop.store[users]
     )
-    terminal = store * 7919 + 104_729  # shared by every customer of one shop
+    # Now and then anyone shops at the busy store of their country (a station, a mall).
+    busy = is_pos & ~in_trip & (rng.random(s) < BUSY_STORE_SHARE)
+    store = np.where(busy, pop.home[users].astype(np.int64) * 1000 + BUSY_STORE, store)
+    terminal = store_terminal(store)
     source = np.where(is_pos, POS_SOURCE, kind).astype(np.int8)
     device = np.where(is_pos, terminal, device)
     ip = np.where(is_pos, terminal + 1, ip)
@@ -186,6 +197,7 @@ def legit_sessions(
         device=device[sess],
         ip=ip[sess],
         country=country[sess],
+        store=np.where(is_pos, store, -1)[sess],
     )
     cols = frame.cols
     _fill_purchases(cols, pop, rng, is_purchase, sess, is_pos, in_trip, split, switched, config)
@@ -240,7 +252,12 @@ def _fill_purchases(
     other = (home + rng.integers(1, len(COUNTRIES), size=m)) % len(COUNTRIES)
     shipping = np.where(gift, other, home)
     shipping = np.where(trip & (rng.random(m) < 0.3), pop.trip_country[u], shipping)
+    addr = np.where(shipping == home, pop.address[u], new_ids(rng, m))
+    reship = ~pos & (pop.reship_addr[u] >= 0) & (rng.random(m) < RESHIP_USE)
+    shipping = np.where(reship, pop.reship_country[u], shipping)
+    addr = np.where(reship, pop.reship_addr[u], addr)
     shipping = np.where(pos, -1, shipping).astype(np.int16)
+    addr = np.where(pos, -1, addr)
 
     cw = np.asarray(CATEGORY_WEIGHTS, dtype=float)
     category = np.where(
@@ -256,6 +273,10 @@ def _fill_purchases(
     )
     tag = np.full(m, -1, dtype=np.int16)
     # Lowest priority first, so the most telling case wins.
+    tag[cols["device"][idx] == pop.shared_device[u]] = TAG_OF["shared_tablet"]
+    tag[~pos & (cols["ip"][idx] == pop.shared_ip[u])] = TAG_OF["campus_ip"]
+    tag[pos & (cols["store"][idx] % 1000 == BUSY_STORE)] = TAG_OF["busy_terminal"]
+    tag[reship] = TAG_OF["reshipper"]
     tag[pop.night_owl[u] & (local_hour < 6)] = TAG_OF["night_owl"]
     tag[split[ps]] = TAG_OF["split_order"]
     tag[uses_new & backed] = TAG_OF["new_card"]
@@ -270,6 +291,7 @@ def _fill_purchases(
     cols["card"][idx] = card
     cols["billing"][idx] = home
     cols["shipping"][idx] = shipping
+    cols["addr"][idx] = addr
     cols["aux"][idx] = category
     cols["tag"][idx] = tag
 
@@ -328,6 +350,7 @@ def _checkout(
         card=card,
         billing=int(pop.home[u]),
         shipping=shipping,
+        addr=int(pop.address[u]) if shipping == pop.home[u] else int(rng.integers(1, 2**62)),
         aux=category,
         tag=TAG_OF[tag],
         **common,

@@ -150,9 +150,7 @@ def test_a_feature_error_dead_letters_that_event_only(store: LmdbStateStore) -> 
     assert json.loads(out.state_changes[PURCHASE_NS]["u1"])["purchases"] == 1
 
 
-def test_decision_latency_and_version_are_recorded(
-    pipe: HotPath, store: LmdbStateStore
-) -> None:
+def test_decision_latency_and_version_are_recorded(pipe: HotPath, store: LmdbStateStore) -> None:
     out = pipe.process([rec(PT, 0, encode(purchase(1)))], {}, FakeScorer(version="42"), store)
     raw = orjson.loads(out.outputs[0].value)
     assert raw["model_version"] == "42" and out.model_version == "42"
