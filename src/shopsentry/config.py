@@ -224,6 +224,17 @@ class NotifierSettings(_Frozen):
     metrics_port: int = Field(default=9450, ge=0, le=65535)  # 0: no /metrics endpoint
 
 
+class HistoryImportSettings(_Frozen):
+    """`shopsentry history import`: what a file without these columns gets."""
+
+    # known_at = occurred_at + this, for fraud flags without a known-at column (a typical
+    # chargeback delay; training only uses labels known at its as-of time).
+    label_delay_days: float = Field(default=7.0, ge=0)
+    country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    payment_method: str = "card"
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
@@ -255,6 +266,7 @@ class Settings(BaseSettings):
     slo: SloSettings = SloSettings()
     api: ApiSettings = ApiSettings()
     notifier: NotifierSettings = NotifierSettings()
+    history_import: HistoryImportSettings = HistoryImportSettings()
 
     @field_validator("bus")
     @classmethod

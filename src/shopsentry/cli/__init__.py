@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "shopsentry.cli.capacity",
     "shopsentry.cli.notify",
     "shopsentry.cli.demo",
+    "shopsentry.cli.history",
 )
 
 

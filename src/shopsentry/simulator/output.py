@@ -100,6 +100,18 @@ def labels_table(labels: list[Label]) -> pa.Table:
     )
 
 
+def history_dir(out_dir: str | Path) -> Path:
+    """The history directory, created if needed; a path that cannot be is a ConfigError."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {out}: {exc.strerror}", hint="pass a writable --out directory"
+        ) from None
+    return out
+
+
 def write_history(
     sim: Simulator,
     out_dir: str | Path,
@@ -110,13 +122,7 @@ def write_history(
     """Write ``events.<fmt>`` and ``labels.<fmt>`` into ``out_dir`` (created if needed)."""
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"unknown format {fmt!r}", hint="use jsonl or parquet")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create {out}: {exc.strerror}", hint="pass a writable --out directory"
-        ) from exc
+    out = history_dir(out_dir)
     events_path = out / f"events.{fmt}"
     labels_path = out / f"labels.{fmt}"
     count = 0
