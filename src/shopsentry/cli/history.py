@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Fraud labels known this many days after the purchase."),
         ] = None,
         rejects: Annotated[
-            Path | None, typer.Option(help="Where rejected rows go [default: OUT/rejects.jsonl].")
+            Path | None,
+            typer.Option(help="Where rejected rows go [default: OUT.rejects.jsonl beside OUT]."),
         ] = None,
     ) -> None:
         """Map a file's columns onto purchases (and its fraud column onto labels) and

@@ -400,6 +400,10 @@ class _Rejects:
             self._fh.close()
 
 
+def default_rejects_path(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".rejects.jsonl")
+
+
 def import_history(
     path: Path,
     out_dir: Path,
@@ -409,15 +413,16 @@ def import_history(
     progress: Progress | None = None,
 ) -> ImportSummary:
     """Import ``path`` into ``out_dir`` (``events.parquet``, ``labels.parquet``); rows
-    that cannot be imported go to ``rejects_path`` (default ``out_dir/rejects.jsonl``)
-    with their row number (1 = the first data row) and the reason."""
+    that cannot be imported go to ``rejects_path`` (default: ``<out_dir>.rejects.jsonl``
+    beside the directory, so a backfill of the directory never reads it) with their row
+    number (1 = the first data row) and the reason."""
     started = time.perf_counter()
     available, total, batches = _read_rows(path)
     columns = resolve_columns(mapping, available, path)
     summary = ImportSummary(columns=columns)
     summary.ignored = tuple(c for c in available if c not in set(columns.values()))
     convert = _Converter(mapping, columns)
-    rejects = _Rejects(rejects_path or out_dir / "rejects.jsonl")
+    rejects = _Rejects(rejects_path or default_rejects_path(out_dir))
     events: list[Purchase] = []
     labels: list[Label] = []
     try:

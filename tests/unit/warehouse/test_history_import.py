@@ -101,6 +101,8 @@ def test_bad_rows_are_rejected_with_row_number_and_reason(tmp_path: Path) -> Non
         source, tmp_path / "out", build_mapping(SETTINGS, columns=mapping(known_at="KNOWN"))
     )
     assert (summary.rows, summary.imported, summary.rejected) == (8, 1, 7)
+    # Beside the history directory, not in it: a backfill of the directory never reads it.
+    assert summary.rejects_path == tmp_path / "out.rejects.jsonl"
     rejects = [orjson.loads(x) for x in summary.rejects_path.read_bytes().splitlines()]
     assert [(r["row"], r["field"]) for r in rejects] == [
         (2, "amount"),
