@@ -34,7 +34,14 @@ def register(app: typer.Typer) -> None:
     history_app = typer.Typer(help="Bring your own transaction history in.", no_args_is_help=True)
     app.add_typer(history_app, name="history")
 
-    @history_app.command("import")
+    from shopsentry.warehouse.history_import import FIELDS, REQUIRED
+
+    fields = "\n".join(
+        f"- {name}{' (required)' if name in REQUIRED else ''}: {what}"
+        for name, what in FIELDS.items()
+    )
+
+    @history_app.command("import", epilog=f"Fields a column can map to:\n\n{fields}")
     def import_(
         ctx: typer.Context,
         file: Annotated[
@@ -46,7 +53,7 @@ def register(app: typer.Typer) -> None:
         ],
         mapping: Annotated[
             Path | None,
-            typer.Option(help="TOML with [columns], [defaults] and [labels] delay_days."),
+            typer.Option(help="TOML with \\[columns], \\[defaults] and \\[labels] delay_days."),
         ] = None,
         map_: Annotated[
             list[str] | None,
@@ -62,7 +69,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         rejects: Annotated[
             Path | None,
-            typer.Option(help="Where rejected rows go [default: OUT.rejects.jsonl beside OUT]."),
+            typer.Option(help="Where rejected rows go (default: OUT.rejects.jsonl, beside OUT)."),
         ] = None,
     ) -> None:
         """Map a file's columns onto purchases (and its fraud column onto labels) and

@@ -98,11 +98,16 @@ def _ordinary_amount(gen: IncidentGen, user: int, low: bool = False) -> float:
 def _ring_account(gen: IncidentGen, at: int, country: int, fresh_share: float) -> int:
     """A fresh sign-up, or a taken-over account living in the ring's ``country``."""
     if gen.r() >= fresh_share:
-        for _ in range(30):
-            u = gen.victim(at)
-            if u is not None and int(gen.pop.home[u]) == country and u not in gen.ring_victims:
-                gen.ring_victims.add(u)
-                return u
+        pop = gen.pop
+        # Accounts of the country at least two days old, by activity (as victims are).
+        local = np.flatnonzero((pop.home == country) & (pop.created_us <= at - 2 * DAY_US))
+        if len(local):
+            cum = np.cumsum(pop.activity[local])
+            for _ in range(10):
+                u = int(local[min(int(np.searchsorted(cum, gen.r() * cum[-1])), len(local) - 1)])
+                if u not in gen.ring_victims:
+                    gen.ring_victims.add(u)
+                    return u
     return gen.fraud_account(at - int(gen.uniform(5, 2 * 24 * 60) * MINUTE_US), country)
 
 
