@@ -65,6 +65,7 @@ def main() -> None:
         "command": "python -m benchmarks.bench_simulator " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "history": {
             "users": args.users,
@@ -87,7 +88,8 @@ def main() -> None:
         "# Simulator throughput",
         "",
         f"Command: `{result['command']}` — {result['date']}, nproc {result['nproc']},"
-        f" Python {result['python']} (machine shared with other jobs).",
+        f" load average {result['load_avg_1m']}, Python {result['python']}"
+        " (machine shared with other jobs).",
         "",
         f"History {h['users']:,} users × {h['days']:g} days: {h['events']:,} events"
         f" ({h['purchases']:,} purchases, {h['fraud_purchases']:,} fraud):"
