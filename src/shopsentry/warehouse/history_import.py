@@ -12,12 +12,11 @@ field with no column, stops the import before any row is read.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from shopsentry.errors import TerminalError
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import LABEL, PURCHASE, Label, Purchase
+from shopsentry.warehouse.tabular import BATCH_ROWS, read_rows
 
 if TYPE_CHECKING:
     from shopsentry.config import HistoryImportSettings
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]
-_BATCH = 50_000
 
 # The fields a column can map to: the purchase event's, then the label's.
 FIELDS: dict[str, str] = {
@@ -184,72 +183,6 @@ def resolve_columns(mapping: ColumnMapping, available: list[str], path: Path) ->
                 hint=f"map one with --map {name}=COLUMN; its columns: {listing}",
             )
     return used
-
-
-# --- reading ------------------------------------------------------------------------
-
-
-def _read_rows(path: Path) -> tuple[list[str], int | None, Iterator[list[Any]]]:
-    """The file's columns, its row count if known, and its rows in batches (each row a
-    dict, or the undecodable line itself as bytes)."""
-    if not path.is_file():
-        raise HistoryImportError(f"no file at {path}", hint="pass a CSV, Parquet or JSONL file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises several unrelated types for bad files
-            raise HistoryImportError(f"cannot read {path}: {exc}") from None
-        batches = (b.to_pylist() for b in parquet.iter_batches(batch_size=_BATCH))
-        return parquet.schema_arrow.names, parquet.metadata.num_rows, batches
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return _jsonl_rows(path)
-    if suffix in (".csv", ".txt"):
-        return _csv_rows(path)
-    raise HistoryImportError(
-        f"unknown file type {path.suffix!r}", hint="use .csv, .parquet or .jsonl"
-    )
-
-
-def _csv_rows(path: Path) -> tuple[list[str], int | None, Iterator[list[Any]]]:
-    fh = path.open(newline="", encoding="utf-8-sig")
-    reader = csv.DictReader(fh)
-    header = list(reader.fieldnames or [])
-
-    def batches() -> Iterator[list[Any]]:
-        with fh:
-            batch: list[Any] = []
-            for row in reader:
-                batch.append(row)
-                if len(batch) >= _BATCH:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
-
-    with path.open("rb") as raw:  # for the progress bar only: a quoted newline may skew it
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: raw.read(1 << 20), b""))
-    return header, max(lines - 1, 0), batches()
-
-
-def _jsonl_rows(path: Path) -> tuple[list[str], int | None, Iterator[list[Any]]]:
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    rows: list[Any] = []
-    columns: dict[str, None] = {}
-    for line in lines:
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
-        else:
-            rows.append(line)  # rejected when its turn comes
-    batches = (rows[i : i + _BATCH] for i in range(0, len(rows), _BATCH))
-    return list(columns), len(rows), batches
 
 
 # --- converting one row -------------------------------------------------------------
@@ -404,6 +337,61 @@ def default_rejects_path(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".rejects.jsonl")
 
 
+class _Events:
+    """``events.parquet`` written batch by batch (memory stays one batch whatever the
+    file's size) under a temporary name, renamed into place once complete."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir / "events.parquet"
+        self._partial = out_dir / "events.parquet.partial"
+        self._writer: Any = None
+        self._batch: list[Purchase] = []
+        self.count = 0
+
+    def add(self, event: Purchase) -> None:
+        self._batch.append(event)
+        if len(self._batch) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from shopsentry.simulator.output import events_schema, history_dir
+
+        if not self._batch:
+            return
+        if self._writer is None:
+            history_dir(self.out_dir)
+            self._writer = pq.ParquetWriter(self._partial, events_schema(), compression="zstd")
+        events, self._batch = self._batch, []
+        self._writer.write_table(
+            pa.table(
+                {
+                    "event_id": [e.event_id for e in events],
+                    "event_type": ["purchase"] * len(events),
+                    "user_id": [e.user_id for e in events],
+                    "source": [e.source for e in events],
+                    "occurred_at": [e.occurred_at for e in events],
+                    "raw_json": [encode(e).decode() for e in events],
+                },
+                schema=events_schema(),
+            )
+        )
+        self.count += len(events)
+
+    def close(self, *, complete: bool) -> None:
+        if complete:
+            self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            if complete:
+                self._partial.replace(self.path)
+            else:
+                self._partial.unlink(missing_ok=True)
+
+
 def import_history(
     path: Path,
     out_dir: Path,
@@ -412,19 +400,21 @@ def import_history(
     rejects_path: Path | None = None,
     progress: Progress | None = None,
 ) -> ImportSummary:
-    """Import ``path`` into ``out_dir`` (``events.parquet``, ``labels.parquet``); rows
-    that cannot be imported go to ``rejects_path`` (default: ``<out_dir>.rejects.jsonl``
-    beside the directory, so a backfill of the directory never reads it) with their row
-    number (1 = the first data row) and the reason."""
+    """Import ``path`` into ``out_dir`` (``events.parquet`` in the file's order, which
+    readers sort by time, and ``labels.parquet``); rows that cannot be imported go to
+    ``rejects_path`` (default: ``<out_dir>.rejects.jsonl`` beside the directory, so a
+    backfill of the directory never reads it) with their row number (1 = the first data
+    row) and the reason."""
     started = time.perf_counter()
-    available, total, batches = _read_rows(path)
+    available, total, batches = read_rows(path, HistoryImportError)
     columns = resolve_columns(mapping, available, path)
     summary = ImportSummary(columns=columns)
     summary.ignored = tuple(c for c in available if c not in set(columns.values()))
     convert = _Converter(mapping, columns)
     rejects = _Rejects(rejects_path or default_rejects_path(out_dir))
-    events: list[Purchase] = []
+    events = _Events(out_dir)
     labels: list[Label] = []
+    complete = False
     try:
         for batch in batches:
             for row in batch:
@@ -439,26 +429,32 @@ def import_history(
                     summary.reasons[f"{bad.field}: {bad.reason}"] += 1
                     rejects.write(summary.rows, bad.field, bad.reason, row)
                     continue
-                events.append(event)
+                events.add(event)
                 if label is not None:
                     labels.append(label)
-                    summary.fraud_labels += 1
                 elif flag is None:
                     summary.unflagged += 1
                 else:
                     summary.not_fraud += 1
             if progress is not None:
                 progress(summary.rows, total)
+        complete = True
     finally:
         rejects.close()
-    summary.imported = len(events)
+        events.close(complete=complete)
+    summary.imported, summary.fraud_labels = events.count, len(labels)
     summary.rejects_path = rejects.path if summary.rejected else None
-    if not events:
+    if not events.count:
         raise HistoryImportError(
             f"no row of {path.name} could be imported ({summary.rejected} rejected)",
             hint=f"see {rejects.path}" if summary.rejected else "the file has no rows",
         )
-    summary.events_path, summary.labels_path = _write(out_dir, events, labels)
+    import pyarrow.parquet as pq
+
+    from shopsentry.simulator.output import labels_table
+
+    summary.events_path, summary.labels_path = events.path, out_dir / "labels.parquet"
+    pq.write_table(labels_table(labels), summary.labels_path)
     summary.seconds = time.perf_counter() - started
     logger.info(
         "imported %d of %d rows of %s (%d rejected, %d fraud labels)",
@@ -469,29 +465,3 @@ def import_history(
         summary.fraud_labels,
     )
     return summary
-
-
-def _write(out_dir: Path, events: list[Purchase], labels: list[Label]) -> tuple[Path, Path]:
-    """The history directory, in the simulator's layout: events in time order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from shopsentry.simulator.output import events_schema, history_dir, labels_table
-
-    history_dir(out_dir)
-    events.sort(key=lambda e: e.occurred_at)
-    table = pa.table(
-        {
-            "event_id": [e.event_id for e in events],
-            "event_type": ["purchase"] * len(events),
-            "user_id": [e.user_id for e in events],
-            "source": [e.source for e in events],
-            "occurred_at": [e.occurred_at for e in events],
-            "raw_json": [encode(e).decode() for e in events],
-        },
-        schema=events_schema(),
-    )
-    events_path, labels_path = out_dir / "events.parquet", out_dir / "labels.parquet"
-    pq.write_table(table, events_path, compression="zstd")
-    pq.write_table(labels_table(labels), labels_path)
-    return events_path, labels_path

@@ -192,3 +192,29 @@ def test_cli_imports_and_reports_every_row(tmp_path: Path, rows: list[list[objec
     assert (tmp_path / "h" / "events.parquet").is_file()
     with pytest.raises(HistoryImportError, match="no file at"):
         import_history(tmp_path / "nope.csv", tmp_path / "h", build_mapping(SETTINGS))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_big_files_stream_in_batches_and_leave_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[list[object]], suffix: str
+) -> None:
+    import shopsentry.warehouse.history_import as history_import
+    import shopsentry.warehouse.tabular as tabular
+
+    monkeypatch.setattr(tabular, "BATCH_ROWS", 7)
+    monkeypatch.setattr(history_import, "BATCH_ROWS", 7)
+    seen: list[tuple[int, int | None]] = []
+    source = _write(tmp_path / f"tx{suffix}", rows)
+    summary = import_history(
+        source,
+        tmp_path / "out",
+        build_mapping(SETTINGS, columns=mapping()),
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert len(seen) == -(-len(rows) // 7) and seen[-1] == (len(rows), len(rows))
+    assert pq.read_metadata(summary.events_path).num_rows == summary.imported
+    assert summary.imported + summary.rejected == len(rows)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "events.parquet",
+        "labels.parquet",
+    ]
