@@ -5,22 +5,28 @@ from the environment; library code receives the object it needs. Environment var
 use the prefix ``SHOPSENTRY_`` and ``__`` for nesting, e.g.
 ``SHOPSENTRY_DETECTOR__THRESHOLD=0.8`` or ``SHOPSENTRY_BUS=kafka://127.0.0.1:9092``.
 A TOML file (``SHOPSENTRY_CONFIG`` or ``--config``) may set the same keys; the
-environment wins over the file.
+environment wins over the file, and an entry point's own options (CLI flags) win over both.
+Every default host and port lives here; nothing else hard-codes one.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
+
+from shopsentry.errors import ConfigError
+from shopsentry.redaction import redact_data
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -128,6 +134,9 @@ class DetectorSettings(_Frozen):
     restart_backoff_s: float = Field(default=1.0, gt=0)
     restart_backoff_max_s: float = Field(default=30.0, gt=0)
     restart_healthy_s: float = Field(default=60.0, gt=0)
+    # Worker i serves /metrics on metrics_host:(metrics_port + i); port 0: no endpoint.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:
@@ -137,12 +146,18 @@ class DetectorSettings(_Frozen):
 
 
 class StateSettings(_Frozen):
-    """The detector's per-user feature state: ``local`` is an LMDB environment under the
+    """The detector's per-user feature state: ``lmdb`` is an LMDB environment under the
     data dir's state directory (shared by the workers of one machine); ``redis`` keeps it
-    in Redis at ``redis_url`` (workers on several machines)."""
+    in Redis at ``redis_url`` (workers on several machines). ``local`` is accepted as the
+    old name of ``lmdb`` (the word ``local`` now only names the embedded event log)."""
 
-    backend: Literal["local", "redis"] = "local"
+    backend: Literal["lmdb", "redis"] = "lmdb"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _old_name(cls, value: object) -> object:
+        return "lmdb" if value == "local" else value
 
 
 class ModelSettings(_Frozen):
@@ -221,6 +236,7 @@ class NotifierSettings(_Frozen):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9450, ge=0, le=65535)  # 0: no /metrics endpoint
 
 
@@ -287,9 +303,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get("SHOPSENTRY_CONFIG")
+        toml_path = _config_file.get() or os.environ.get("SHOPSENTRY_CONFIG")
         if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=read_toml(Path(toml_path))))
         return tuple(sources)
 
     # Derived locations: one place decides where each part keeps its files.
@@ -326,8 +342,34 @@ class Settings(BaseSettings):
         return self.bus.removeprefix("kafka://") if self.bus.startswith("kafka://") else None
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as plain data with secrets masked, for `config show` and logs."""
-        return self.model_dump(mode="json")
+        """The settings as plain data with secrets masked, for `config show` and logs:
+        secret fields, and the userinfo and secret-looking query parameters of any URL."""
+        data: dict[str, Any] = redact_data(self.model_dump(mode="json"))
+        return data
+
+
+# The TOML file of the settings being built by load_settings (a context variable, so
+# load_settings never writes the process environment).
+_config_file: ContextVar[Path | None] = ContextVar("shopsentry_config_file", default=None)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file's tables, or a :class:`ConfigError` naming what is wrong with it."""
+    hint = "fix the file or pass another with --config"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", hint=hint) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (bad byte at offset {exc.start})", hint=hint
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", hint=hint) from None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -337,14 +379,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     from pydantic import ValidationError
 
-    from shopsentry.errors import ConfigError
-
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(
-                f"config file {config_file} does not exist", hint="pass an existing TOML file"
-            )
-        os.environ["SHOPSENTRY_CONFIG"] = str(config_file)
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(
+            f"config file {config_file} does not exist", hint="pass an existing TOML file"
+        )
+    token = _config_file.set(config_file)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -353,3 +392,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(
             f"bad config value for {field}: {first['msg']}", hint="see `shopsentry config show`"
         ) from exc
+    finally:
+        _config_file.reset(token)

@@ -7,9 +7,10 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from shopsentry import __version__
 from shopsentry.cli.common import State
@@ -22,6 +23,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Typer's help shows ``<bool>`` beside flags that take no value; show nothing."""
+    if self.is_flag or self.count:
+        return None
+    return _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
 
 # Modules that add commands; each exposes ``register(app)``.
 _COMMAND_MODULES = (

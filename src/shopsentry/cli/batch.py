@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shopsentry.cli.common import settings_of
+from shopsentry.cli.common import settings_of, step_progress
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
@@ -38,31 +38,23 @@ class Job(StrEnum):
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int | None], None]]:
-    """A rich progress bar driven by the jobs' (step, done, total) callback."""
+    """Progress bars driven by the jobs' (step, done, total) callback, each ending full."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
     )
 
-    with Progress(
-        SpinnerColumn(),
+    columns = (
+        SpinnerColumn(finished_text="✓"),
         TextColumn("{task.description:<22}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(step: str, done: int, total: int | None) -> None:
-            if step not in tasks:
-                tasks[step] = bar.add_task(step, total=total)
-            bar.update(tasks[step], completed=done, total=total)
-
+    )
+    with step_progress(columns) as update:
         yield update
 
 
@@ -95,11 +87,30 @@ def _echo_result(result: dict[str, Any], as_json: bool) -> None:
 
     table = Table(show_header=False, box=None)
     for key, value in result.items():
-        table.add_row(
-            f"[bold]{key}[/bold]",
-            json.dumps(value, default=str) if isinstance(value, dict | list) else str(value),
-        )
+        if isinstance(value, dict):
+            table.add_row(f"[bold]{key}[/bold]", "")
+            for inner, item in value.items():
+                table.add_row(f"  {inner}", readable(item))
+        else:
+            table.add_row(f"[bold]{key}[/bold]", readable(value))
     Console().print(table)
+
+
+def readable(value: Any) -> str:
+    """A result value as a person reads it: 4 significant digits, counts with commas."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {readable(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(v) for v in value)
+    return str(value)
 
 
 def register(app: typer.Typer) -> None:

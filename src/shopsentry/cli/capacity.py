@@ -16,13 +16,18 @@ if TYPE_CHECKING:
     from shopsentry.monitoring.capacity import CapacityPlan, ScalingPlan
     from shopsentry.monitoring.measure import Measurement
 
-DETECTOR_METRICS_PORT = 9400  # worker i of `shopsentry detect` serves /metrics on 9400 + i
-
-
 def default_metrics_urls(settings: Settings) -> list[str]:
-    """The detector workers' and the API's metrics endpoints for these settings."""
-    base = int(getattr(settings.detector, "metrics_port", DETECTOR_METRICS_PORT))
-    urls = [f"http://127.0.0.1:{base + i}/metrics" for i in range(settings.detector.workers)]
+    """The detector workers' and the API's metrics endpoints for these settings (worker i
+    of `shopsentry detect` serves /metrics on detector.metrics_port + i)."""
+    detector = settings.detector
+    urls = (
+        [
+            f"http://{detector.metrics_host}:{detector.metrics_port + i}/metrics"
+            for i in range(detector.workers)
+        ]
+        if detector.metrics_port
+        else []
+    )
     urls.append(f"http://{settings.api.host}:{settings.api.port}/metrics")
     return urls
 
@@ -34,7 +39,7 @@ def register(app: typer.Typer) -> None:
         urls: Annotated[
             list[str] | None,
             typer.Argument(
-                help="Metrics URLs for --measure (default: detector ports 9400.. and the API).",
+                help="Metrics URLs for --measure (default: the detector workers' and the API's).",
                 show_default=False,
             ),
         ] = None,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shopsentry.cli.common import settings_of
+from shopsentry.cli.common import port_is_free, settings_of
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -26,22 +29,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         metrics_port: Annotated[
-            int,
+            int | None,
             typer.Option(
                 "--metrics-port",
                 min=0,
                 max=65535,
-                help="Base Prometheus port; worker i serves /metrics on base + i (0 disables).",
-                envvar="SHOPSENTRY_METRICS_PORT",
+                help="Base Prometheus port; worker i serves /metrics on base + i "
+                "(0 disables; default: detector.metrics_port, 9400).",
             ),
-        ] = 9400,
+        ] = None,
         metrics_host: Annotated[
-            str,
+            str | None,
             typer.Option(
-                help="Address of the /metrics endpoints (0.0.0.0 inside a container network).",
-                envvar="SHOPSENTRY_METRICS_HOST",
+                help="Address of the /metrics endpoints (default: detector.metrics_host, "
+                "127.0.0.1; 0.0.0.0 inside a container network).",
             ),
-        ] = "127.0.0.1",
+        ] = None,
         max_events: Annotated[
             int | None,
             typer.Option(
@@ -72,17 +75,24 @@ def register(app: typer.Typer) -> None:
         from shopsentry.detection.worker import WorkerOptions
 
         settings = settings_of(ctx)
+        overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
+        detector = settings.detector.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        settings = settings.model_copy(update={"detector": detector})
+        metrics_port, host = detector.metrics_port, detector.metrics_host
         count = workers or settings.detector.workers
+        preflight(settings, count)
         console = Console(stderr=True)
         options = WorkerOptions(
             metrics_port=metrics_port,
-            metrics_host=metrics_host,
+            metrics_host=host,
             max_events=max_events,
             exit_when_idle_s=exit_when_idle,
             latency_samples=latency_samples,
         )
         ports = (
-            f", metrics on {metrics_host}:{metrics_port}..{metrics_port + count - 1}"
+            f", metrics on {host}:{metrics_port}..{metrics_port + count - 1}"
             if metrics_port
             else ""
         )
@@ -128,3 +138,35 @@ def register(app: typer.Typer) -> None:
             names = ", ".join(str(s.index) for s in dead)
             console.print(f"[red]{len(dead)} worker(s) died: {names}[/]")
             raise typer.Exit(1)
+
+
+def preflight(settings: Settings, workers: int) -> None:
+    """Fail with one line before any worker starts: a taken metrics port, an unreachable
+    broker or Redis (a worker would otherwise die with its own traceback, or retry)."""
+    from shopsentry.errors import ConfigError
+
+    base, host = settings.detector.metrics_port, settings.detector.metrics_host
+    if base:
+        if base + workers - 1 > 65535:
+            raise ConfigError(
+                f"metrics ports {base}..{base + workers - 1} run past 65535",
+                hint="pass a lower --metrics-port",
+            )
+        taken = [p for p in range(base, base + workers) if not port_is_free(host, p)]
+        if taken:
+            raise ConfigError(
+                f"metrics port {taken[0]} on {host} is taken (worker i serves {base} + i)",
+                hint="stop whatever holds it, or pass another --metrics-port (0: none)",
+            )
+    if settings.kafka_bootstrap is not None:
+        from shopsentry.bus import open_log
+
+        log = open_log(settings, create_topics=False)
+        try:
+            log.list_topics()  # BrokerUnavailable within kafka.connect_timeout_s
+        finally:
+            log.close()
+    if settings.state.backend == "redis":
+        from shopsentry.features.state_store import open_store
+
+        open_store(settings).close()  # StateStoreUnavailable when Redis does not answer

@@ -19,16 +19,18 @@ def register(app: typer.Typer) -> None:
         metrics_port: Annotated[
             int | None,
             typer.Option(
-                help="Serve /metrics on --metrics-host:PORT (0: off; default: settings, 9450)."
+                min=0,
+                max=65535,
+                help="Serve /metrics on this port (0: off; default: notifier.metrics_port, 9450).",
             ),
         ] = None,
         metrics_host: Annotated[
-            str,
+            str | None,
             typer.Option(
-                help="Address of the /metrics endpoint (0.0.0.0 inside a container network).",
-                envvar="SHOPSENTRY_METRICS_HOST",
+                help="Address of the /metrics endpoint (default: notifier.metrics_host, "
+                "127.0.0.1; 0.0.0.0 inside a container network).",
             ),
-        ] = "127.0.0.1",
+        ] = None,
         demo: Annotated[
             bool,
             typer.Option(
@@ -50,6 +52,15 @@ def register(app: typer.Typer) -> None:
         from shopsentry.notify import Notifier
 
         settings = settings_of(ctx)
+        overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
+        settings = settings.model_copy(
+            update={
+                "notifier": settings.notifier.model_copy(
+                    update={k: v for k, v in overrides.items() if v is not None}
+                )
+            }
+        )
+        port, host = settings.notifier.metrics_port, settings.notifier.metrics_host
         mailbox = None
         if demo:
             from shopsentry.notify.mailbox import LocalMailbox
@@ -63,16 +74,15 @@ def register(app: typer.Typer) -> None:
             if mailbox is not None:
                 mailbox.stop()
             raise
-        port = settings.notifier.metrics_port if metrics_port is None else metrics_port
         if port:
             try:
-                start_http_server(port, addr=metrics_host)
+                start_http_server(port, addr=host)
             except OSError as exc:
                 notifier.close()
                 if mailbox is not None:
                     mailbox.stop()
                 raise ConfigError(
-                    f"cannot serve metrics on {metrics_host}:{port}: {exc.strerror}",
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror}",
                     hint="pass --metrics-port 0 or a free port",
                 ) from None
         stop = threading.Event()
@@ -81,7 +91,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"notifier: {settings.topics.fraud_alerts.name} → "
             + ", ".join(repr(c) for c in notifier.channels)
-            + (f"; metrics on http://{metrics_host}:{port}/metrics" if port else ""),
+            + (f"; metrics on http://{host}:{port}/metrics" if port else ""),
             err=True,
         )
         try:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from shopsentry.cli.common import settings_of
+from shopsentry.cli.common import bind_listener, settings_of
 
 apikeys_app = typer.Typer(
     help="Create, list and revoke API keys (stored hashed).", no_args_is_help=True
@@ -24,9 +24,12 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str, typer.Option(help="Address to bind.", envvar="SHOPSENTRY_API__HOST")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.", envvar="SHOPSENTRY_API__PORT")] = 8000,
+        str | None, typer.Option(help="Address to bind (default: api.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to bind (default: api.port, 8000)."),
+    ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Demo mode: create and print the well-known demo keys.")
     ] = False,
@@ -39,11 +42,20 @@ def serve(
     from shopsentry.api.app import create_app, describe_keys
 
     settings = settings_of(ctx)
-    if demo and not settings.api.demo_mode:
-        settings = settings.model_copy(
-            update={"api": settings.api.model_copy(update={"demo_mode": True})}
-        )
-    app = create_app(settings)
+    api = settings.api.model_copy(
+        update={
+            "host": host or settings.api.host,
+            "port": port or settings.api.port,
+            "demo_mode": settings.api.demo_mode or demo,
+        }
+    )
+    settings = settings.model_copy(update={"api": api})
+    listener = bind_listener(api.host, api.port, what="the API")
+    try:
+        app = create_app(settings)
+    except BaseException:
+        listener.close()
+        raise
     console = Console()
     if app.state.demo_keys:
         table = Table(title="demo API keys (well known: demo mode only)")
@@ -52,10 +64,10 @@ def serve(
         for row in describe_keys(app.state.demo_keys):
             table.add_row(row["role"], row["source"], row["token"])
         console.print(table)
-    console.print(
-        f"dashboard: http://{host}:{port}/dashboard   API docs: http://{host}:{port}/docs"
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    base = f"http://{api.host}:{api.port}"
+    console.print(f"dashboard: {base}/dashboard   API docs: {base}/docs")
+    config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning")
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 @apikeys_app.command("create")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shopsentry.cli.common import settings_of
+from shopsentry.cli.common import settings_of, step_progress
 from shopsentry.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,20 +84,6 @@ def print_report(console: Console, result: TrainResult) -> None:
         console.print(f"model card: {result.model_dir / 'model_card.md'}")
 
 
-def _progress_callback(progress: Any) -> Any:
-    tasks: dict[str, Any] = {}
-
-    def update(step: str, done: int, total: int | None) -> None:
-        if step not in tasks:
-            for other in tasks.values():  # a new step means the previous ones are done
-                task = progress.tasks[other]
-                progress.update(other, completed=task.total or 1, total=task.total or 1)
-            tasks[step] = progress.add_task(step, total=total)
-        progress.update(tasks[step], completed=done, total=total)
-
-    return update
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
@@ -133,13 +119,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the fraud model, compare it with the rules and the champion, register it."""
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
         from shopsentry.models.training import TrainParams, train_and_register
 
@@ -153,14 +133,14 @@ def register(app: typer.Typer) -> None:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=console, transient=True) as progress:
+        with step_progress(columns, console=console, transient=True) as progress:
             result = train_and_register(
                 settings,
                 history=history,
                 use_warehouse=True if from_warehouse else None,
                 as_of=_parse_as_of(as_of),
                 params=TrainParams(n_estimators=trees, nthread=threads or settings.model.nthread),
-                progress=_progress_callback(progress),
+                progress=progress,
             )
         print_report(console, result)
 

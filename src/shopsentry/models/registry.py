@@ -361,7 +361,69 @@ def rollback(settings: Settings) -> str:
 
 
 def list_versions(settings: Settings) -> list[VersionInfo]:
-    """Every version, newest first, with aliases and the key metrics of its run."""
+    """Every version, newest first, with aliases and the key metrics of its run.
+
+    A SQLite registry (the default) is read directly, read-only: listing needs neither
+    the MLflow import nor its schema migrations (seconds each). Other tracking URIs go
+    through the MLflow client.
+    """
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        return _versions_from_sqlite(Path(uri.removeprefix("sqlite:///")), settings.model.name)
+    return _versions_from_mlflow(settings)
+
+
+_METRIC_KEYS = (*KEY_METRICS, "baseline_pr_auc")
+
+
+def _versions_from_sqlite(path: Path, name: str) -> list[VersionInfo]:
+    import sqlite3
+
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ModelError(f"cannot open the model registry {path}: {exc}") from None
+    try:
+        rows = db.execute(
+            "select version, creation_time, run_id from model_versions"
+            " where name = ? and current_stage <> 'Deleted_Internal'",
+            (name,),
+        ).fetchall()
+        aliases = db.execute(
+            "select version, alias from registered_model_aliases where name = ?", (name,)
+        ).fetchall()
+        tags = db.execute(
+            "select version, key, value from model_version_tags where name = ?", (name,)
+        ).fetchall()
+        marks = ",".join("?" * len(_METRIC_KEYS))
+        metrics = db.execute(
+            f"select run_uuid, key, value from latest_metrics where key in ({marks})",
+            _METRIC_KEYS,
+        ).fetchall()
+    except sqlite3.OperationalError:  # no registry tables yet: nothing registered
+        return []
+    finally:
+        db.close()
+    by_run: dict[str, dict[str, float]] = {}
+    for run_id, key, value in metrics:
+        by_run.setdefault(run_id, {})[key] = float(value)
+    out = [
+        VersionInfo(
+            version=str(version),
+            aliases=tuple(sorted(a for v, a in aliases if v == version)),
+            created=datetime.fromtimestamp(created / 1000, UTC),
+            run_id=run_id,
+            metrics=by_run.get(run_id or "", {}),
+            tags={k: v for ver, k, v in tags if ver == version},
+        )
+        for version, created, run_id in rows
+    ]
+    return sorted(out, key=lambda v: int(v.version), reverse=True)
+
+
+def _versions_from_mlflow(settings: Settings) -> list[VersionInfo]:
     from mlflow.exceptions import MlflowException
 
     mlc = client(settings)
@@ -381,9 +443,7 @@ def list_versions(settings: Settings) -> list[VersionInfo]:
         if mv.run_id:
             try:
                 run_metrics = mlc.get_run(mv.run_id).data.metrics
-                metrics = {
-                    k: run_metrics[k] for k in (*KEY_METRICS, "baseline_pr_auc") if k in run_metrics
-                }
+                metrics = {k: run_metrics[k] for k in _METRIC_KEYS if k in run_metrics}
             except MlflowException:
                 metrics = {}
         out.append(

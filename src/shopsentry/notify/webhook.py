@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from shopsentry.errors import ConfigError
 from shopsentry.events.schema import FraudAlert, Severity
 from shopsentry.notify.base import DeliveryFailed
+from shopsentry.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ def webhook_body(alert: FraudAlert, sent_at: datetime) -> bytes:
         "alert": alert.model_dump(mode="json"),
     }
     return orjson.dumps(document)
-
-
-def redact_url(url: str) -> str:
-    """scheme://host[:port]/path: query strings and userinfo often hold tokens."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class WebhookChannel:
