@@ -15,8 +15,9 @@ help: ## Show the targets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip setuptools wheel
-	$(BIN)/pip install -q -e '.[test,airflow]'
+	@echo "installing shopsentry and its dependencies (Airflow, dbt, MLflow: a few minutes on a fresh machine)"
+	$(BIN)/pip install --progress-bar on -U pip setuptools wheel
+	$(BIN)/pip install --progress-bar on -e '.[test,airflow]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install shopsentry with test and Airflow extras

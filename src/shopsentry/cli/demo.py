@@ -356,9 +356,9 @@ class DemoRunner:
             process_group=0,
         )
 
-    def live_days(self) -> list[date]:
+    def live_days(self, now: datetime | None = None) -> list[date]:
         """The simulated days the live traffic covered (it starts now, `speed`x faster)."""
-        elapsed = (datetime.now(UTC) - self.live_since).total_seconds()
+        elapsed = ((now or datetime.now(UTC)) - self.live_since).total_seconds()
         first = self.live_since.date()
         last = (self.live_since + timedelta(seconds=elapsed * self.speed)).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]

@@ -111,6 +111,8 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
         registry.promote(settings, "99")
 
     listed = {v.version: v for v in registry.list_versions(settings)}
+    # the listing reads the SQLite registry directly; MLflow's client agrees with it
+    assert list(listed.values()) == registry._versions_from_mlflow(settings)
     assert listed["1"].aliases == ("champion",)
     assert listed["1"].metrics["pr_auc"] == pytest.approx(first.metrics["pr_auc"])
     assert "baseline_pr_auc" in listed["2"].metrics

@@ -120,3 +120,18 @@ def test_report_waits_out_a_running_etl(settings, fake_queries, monkeypatch) -> 
     monkeypatch.setattr(queries, "fraud_kpis", always_busy)
     with pytest.raises(WarehouseBusy):
         report_module.daily_fraud_report(settings, DAY)
+
+
+def test_latency_on_an_accelerated_clock_is_not_shown_negative(fake_queries, tmp_path):
+    from shopsentry.config import Settings
+
+    accelerated = {"detection_latency_p50_ms": -300_000.0, "detection_latency_p95_ms": -645_212.0}
+    trend = [{**kpi_row(DAY, alerts=5), **accelerated}]
+    rows = report_module.real_clock_latency(trend)
+    assert rows[0]["detection_latency_p95_ms"] is None and rows[0]["clock_accelerated"]
+    queries.fraud_kpis = lambda settings, start, end: trend  # the fixture patched the module
+    result = report_module.daily_fraud_report(Settings(data_dir=tmp_path), DAY)
+    html = result.path.read_text()
+    assert "645" not in html.split('id="kpi-latency"')[1][:200]
+    assert "n/a on an accelerated clock" in html
+    assert result.summary["detection_latency_p95_ms"] is None

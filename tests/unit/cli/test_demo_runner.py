@@ -1,0 +1,55 @@
+"""The demo's parts run in their own process groups (a terminal Ctrl-C reaches the demo
+alone, so the summary can still be read), ports are checked before anything starts, and
+the report covers the live traffic's days."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shopsentry.cli.demo import DEMO_FRAUD_SHARE, DemoRunner
+from shopsentry.config import Settings
+from shopsentry.errors import ConfigError
+
+
+def runner(tmp_path: Path, **api: object) -> DemoRunner:
+    settings = Settings(data_dir=tmp_path, api=api or {})  # type: ignore[arg-type]
+    return DemoRunner(settings, speed=60.0, users=10, seed=1)
+
+
+def test_parts_start_in_their_own_process_group(tmp_path: Path) -> None:
+    demo = runner(tmp_path)
+    demo._cli = lambda *args: [sys.executable, "-c", "import time; time.sleep(30)"]  # type: ignore[method-assign]
+    proc = demo._start("sleeper")
+    try:
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+    finally:
+        demo.shutdown()
+    assert proc.poll() is not None
+
+
+def test_a_taken_port_stops_the_demo_before_it_starts(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 \\(the API\\) is taken"):
+            runner(tmp_path, port=port).check_ports()
+
+
+def test_the_report_days_follow_the_accelerated_clock(tmp_path: Path) -> None:
+    demo = runner(tmp_path)
+    demo.live_since = datetime(2026, 12, 1, 23, 50, tzinfo=UTC) - timedelta(minutes=0)
+    # 20 wall minutes at 60x is 20 simulated hours: the live traffic reached the next day
+    now = demo.live_since + timedelta(minutes=20)
+    days = demo.live_days(now=now)
+    assert [d.isoformat() for d in days] == ["2026-12-01", "2026-12-02"]
+
+
+def test_the_demo_fraud_share_is_above_the_seeds() -> None:
+    assert DEMO_FRAUD_SHARE > 0.015
