@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from shopsentry.monitoring.capacity import CapacityPlan, ScalingPlan
     from shopsentry.monitoring.measure import Measurement
 
+
 def default_metrics_urls(settings: Settings) -> list[str]:
     """The detector workers' and the API's metrics endpoints for these settings (worker i
     of `shopsentry detect` serves /metrics on detector.metrics_port + i)."""

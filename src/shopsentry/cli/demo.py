@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 
 from shopsentry.cli.common import parse_duration, port_is_free, settings_of
+from shopsentry.cli.demo_summary import detector_stats, fraud_caught
 from shopsentry.config import Settings
 from shopsentry.errors import ConfigError
 
@@ -132,7 +133,8 @@ class DemoRunner:
         self.logs = self.data_dir / "demo-logs"
         self.workers = settings.detector.workers
         self.started_at = datetime.now(UTC)
-        self.live_since = self.started_at
+        self.live_since = self.live_until = self.started_at
+        self._etl: subprocess.Popen[bytes] | None = None
 
     # -- steps -------------------------------------------------------------
     def _cli(self, *args: str) -> list[str]:
@@ -297,7 +299,6 @@ class DemoRunner:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        started = time.monotonic()
         failed = False
         detector_stats: dict[str, str] = {}
         self.check_ports()
@@ -305,6 +306,7 @@ class DemoRunner:
             self.bootstrap(history_days)
             self.check_ports()
             self.start_services()
+            started = time.monotonic()  # --duration counts live traffic, not the bootstrap
             typer.secho(
                 f"\n  dashboard: http://{self.host}:{self.port}/  (Ctrl-C stops the demo)\n",
                 fg=typer.colors.GREEN,
@@ -323,10 +325,12 @@ class DemoRunner:
                     self._background_etl()
                     next_etl = time.monotonic() + etl_every
             self.stop("simulate")
+            self.live_until = datetime.now(UTC)
             detector_stats = self.scrape_detectors()
         finally:
             self.shutdown()
         self.summary(detector_stats)
+        self._wait_etl()
         self._run_step("hourly_etl (final load)", "batch", "run", "hourly_etl")
         for day in self.live_days():
             self._run_step(
@@ -347,18 +351,26 @@ class DemoRunner:
         return None
 
     def _background_etl(self) -> None:
-        subprocess.run(
+        """Start hourly_etl unless the last one still runs; the loop never waits for it."""
+        if self._etl is not None and self._etl.poll() is None:
+            return
+        self._etl = subprocess.Popen(
             self._cli("batch", "run", "hourly_etl"),
             env=self.env,
-            check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
         )
 
-    def live_days(self, now: datetime | None = None) -> list[date]:
-        """The simulated days the live traffic covered (it starts now, `speed`x faster)."""
-        elapsed = ((now or datetime.now(UTC)) - self.live_since).total_seconds()
+    def _wait_etl(self) -> None:
+        if self._etl is not None and self._etl.poll() is None:
+            typer.echo("  waiting for the running hourly_etl to finish")
+            self._etl.wait()
+
+    def live_days(self) -> list[date]:
+        """The simulated days the live traffic covered (it started at `live_since` on the
+        wall clock and ran `speed` times faster until `live_until`)."""
+        elapsed = (self.live_until - self.live_since).total_seconds()
         first = self.live_since.date()
         last = (self.live_since + timedelta(seconds=elapsed * self.speed)).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]
@@ -391,56 +403,11 @@ class DemoRunner:
 
     def scrape_detectors(self) -> dict[str, str]:
         """What the running workers measured: throughput, bands, alerts, latency p95."""
-        from shopsentry.monitoring.metrics_reader import scrape_all
-
-        scrapes, _failed = scrape_all(self._worker_urls(), timeout=2.0)
-        if not scrapes:
-            return {}
-        bands: dict[str, float] = {}
-        buckets: dict[float, float] = {}
-        processed = alerts = dead = 0.0
-        for sc in scrapes:
-            processed += sc.total("events_processed_total")
-            alerts += sc.total("alerts_total")
-            dead += sc.total("dead_letter_total")
-            for band, n in sc.by_label("decisions_total", "band").items():
-                bands[band] = bands.get(band, 0.0) + n
-            for le, n in sc.by_label("end_to_end_latency_seconds_bucket", "le").items():
-                bound = float(le)
-                buckets[bound] = buckets.get(bound, 0.0) + n
-        stats = {
-            "events processed": f"{processed:,.0f}",
-            "decisions by band": ", ".join(f"{b} {n:,.0f}" for b, n in sorted(bands.items())),
-            "fraud alerts": f"{alerts:,.0f}",
-            "dead-lettered events": f"{dead:,.0f}",
-        }
-        p95 = histogram_quantile(0.95, buckets)
-        if p95 is not None:
-            stats["end-to-end latency p95"] = (
-                f"{p95 * 1000:.0f} ms (target {self.settings.slo.end_to_end_ms:.0f} ms)"
-            )
-        return stats
+        return detector_stats(self._worker_urls(), self.settings.slo.end_to_end_ms)
 
     def fraud_caught(self) -> dict[str, str]:
         """Per the simulator's ground truth: how much of the live fraud the detector flagged."""
-        from shopsentry.errors import ShopsentryError
-        from shopsentry.warehouse.queries import run_query
-
-        try:
-            rows = run_query(
-                self.settings,
-                """select count(*) as fraud,
-                          count(*) filter (where d.band <> 'approve') as caught
-                   from staging.stg_decisions d
-                   join staging.stg_fraud_labels l using (event_id)
-                   where l.is_fraud and d.decided_at >= ?""",
-                [self.live_since],
-            )
-        except ShopsentryError as exc:
-            return {"fraud caught": f"unknown ({exc.one_line()})"}
-        fraud, caught = int(rows[0]["fraud"] or 0), int(rows[0]["caught"] or 0)
-        share = f" ({caught / fraud:.0%})" if fraud else ""
-        return {"fraud caught (simulator truth)": f"{caught} of {fraud}{share}"}
+        return fraud_caught(self.settings, self.live_since)
 
     def summary(self, detector_stats: dict[str, str]) -> None:
         """What the detector measured, printed as soon as the parts have stopped."""
@@ -475,24 +442,3 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "no log"
     return lines[-1].strip() if lines else "no output"
-
-
-def histogram_quantile(q: float, cumulative: dict[float, float]) -> float | None:
-    """Prometheus' histogram_quantile over cumulative bucket counts {upper bound: count}."""
-    if not cumulative:
-        return None
-    bounds = sorted(cumulative)
-    total = cumulative[bounds[-1]]
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = cumulative[bound]
-        if count >= rank:
-            if bound == float("inf"):
-                return lower
-            width = count - below
-            return lower + (bound - lower) * ((rank - below) / width if width else 1.0)
-        lower, below = bound, count
-    return lower

@@ -44,11 +44,12 @@ def test_a_taken_port_stops_the_demo_before_it_starts(tmp_path: Path) -> None:
 
 def test_the_report_days_follow_the_accelerated_clock(tmp_path: Path) -> None:
     demo = runner(tmp_path)
-    demo.live_since = datetime(2026, 12, 1, 23, 50, tzinfo=UTC) - timedelta(minutes=0)
+    demo.live_since = datetime(2026, 12, 1, 23, 50, tzinfo=UTC)
+    demo.live_until = demo.live_since + timedelta(seconds=5)  # 5 simulated minutes
+    assert [d.isoformat() for d in demo.live_days()] == ["2026-12-01"]
     # 20 wall minutes at 60x is 20 simulated hours: the live traffic reached the next day
-    now = demo.live_since + timedelta(minutes=20)
-    days = demo.live_days(now=now)
-    assert [d.isoformat() for d in days] == ["2026-12-01", "2026-12-02"]
+    demo.live_until = demo.live_since + timedelta(minutes=20)
+    assert [d.isoformat() for d in demo.live_days()] == ["2026-12-01", "2026-12-02"]
 
 
 def test_the_demo_fraud_share_is_above_the_seeds() -> None:

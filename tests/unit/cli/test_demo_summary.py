@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shopsentry.cli.demo import histogram_quantile
+from shopsentry.cli.demo_summary import histogram_quantile
 
 
 def test_quantile_interpolates_inside_the_bucket() -> None:
