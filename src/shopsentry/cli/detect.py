@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shopsentry.cli.common import port_is_free, settings_of
+from shopsentry.redaction import redact_url
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
         )
         console.print(
             f"detecting with {count} worker(s) in group [bold]{settings.detector.group_id}[/] "
-            f"on {settings.bus}{ports} (Ctrl-C stops)"
+            f"on {redact_url(settings.bus)}{ports} (Ctrl-C stops)"
         )
         level = logging.getLogger().getEffectiveLevel()
         with console.status("workers running…"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shopsentry.cli.common import settings_of
+from shopsentry.redaction import redact_url
 
 if TYPE_CHECKING:
     from shopsentry.bus.base import EventLog
@@ -147,4 +148,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _where(settings: Settings) -> str:
-    return settings.bus if settings.kafka_bootstrap else f"embedded log at {settings.log_dir}"
+    return (
+        redact_url(settings.bus)
+        if settings.kafka_bootstrap
+        else f"embedded log at {settings.log_dir}"
+    )

@@ -14,6 +14,7 @@ import typer
 
 from shopsentry.cli.common import settings_of, step_progress
 from shopsentry.errors import ConfigError
+from shopsentry.redaction import redact_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -160,7 +161,7 @@ def register(app: typer.Typer) -> None:
         if not versions:
             console.print(f"no versions of {settings.model.name} yet; run `shopsentry train`")
             return
-        table = Table(title=f"{settings.model.name} ({settings.mlflow_tracking_uri})")
+        table = Table(title=f"{settings.model.name} ({redact_url(settings.mlflow_tracking_uri)})")
         for column in ("version", "aliases", "created", "PR-AUC", "recall@FPR", "rules PR-AUC"):
             table.add_column(column)
         table.add_column("note", overflow="fold")

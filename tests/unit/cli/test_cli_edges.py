@@ -165,3 +165,10 @@ def test_detect_against_an_unreachable_kafka_is_one_line(
     )
     assert code == 1
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1
+
+
+def test_printed_broker_addresses_hide_credentials() -> None:
+    from shopsentry.cli.topics import _where
+    from shopsentry.config import Settings
+
+    assert _where(Settings(bus="kafka://svc:hunter2@b1:9092")) == "kafka://***@b1:9092"

@@ -54,3 +54,12 @@ def test_the_report_days_follow_the_accelerated_clock(tmp_path: Path) -> None:
 
 def test_the_demo_fraud_share_is_above_the_seeds() -> None:
     assert DEMO_FRAUD_SHARE > 0.015
+
+
+def test_a_part_that_dies_at_start_fails_the_demo_in_one_line(tmp_path: Path) -> None:
+    demo = runner(tmp_path)
+    demo._cli = lambda *args: [sys.executable, "-c", "print('port in use'); raise SystemExit(3)"]  # type: ignore[method-assign]
+    proc = demo._start("serve")
+    with pytest.raises(ConfigError, match=r"serve could not start \(exit 3\): port in use"):
+        demo.wait_ready("serve", proc, ["http://127.0.0.1:9/never"])
+    demo.shutdown()
