@@ -159,6 +159,7 @@ class DemoRunner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # the terminal's Ctrl-C goes to the demo alone
+                preexec_fn=_die_with_parent,
             )
         self.children.append((name, proc))
         typer.echo(f"  started {name} (pid {proc.pid}, log {self._log_path(name)})")
@@ -423,6 +424,15 @@ class DemoRunner:
             typer.echo(f"  {key:<32} {value}")
         typer.echo(f"  reports in {self.settings.reports_dir}")
         typer.echo(f"  notifier mailbox in {self.data_dir / 'mailbox'}")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the demo dies, even by SIGKILL, so no part
+    outlives it (their own process groups shield them from the terminal, not from this)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _answers(url: str) -> bool:

@@ -1,12 +1,18 @@
 """`shopsentry demo` end to end on embedded defaults: history, first model, services,
-live traffic, batch jobs, and a summary; it must stop by itself and leave a report."""
+live traffic, batch jobs, and a summary. Stopped the way a person stops it (Ctrl-C, a
+SIGINT to the terminal's foreground process group), it must still read its workers'
+metrics, print a complete summary, exit 0 and leave a report."""
 
 from __future__ import annotations
 
 import os
+import selectors
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,17 +26,55 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_demo_runs_the_whole_system_and_summarises(tmp_path: Path) -> None:
+def _processed(url: str) -> float:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("shopsentry_events_processed_total")
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, out: list[str], timeout: float) -> None:
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if selector.select(timeout=1.0):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if needle in line:
+                return
+    raise AssertionError(f"{needle!r} not printed:\n{''.join(out)[-3000:]}")
+
+
+@pytest.mark.timeout(1500)
+def test_demo_runs_the_whole_system_and_summarises_on_ctrl_c(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = {**os.environ, "SHOPSENTRY_DATA_DIR": str(data), "SHOPSENTRY_BUS": "local"}
-    result = subprocess.run(
+    metrics_port = _free_port()
+    env = {
+        **os.environ,
+        "SHOPSENTRY_DATA_DIR": str(data),
+        "SHOPSENTRY_BUS": "local",
+        "PYTHONUNBUFFERED": "1",  # its lines arrive as printed, as on a terminal
+        "SHOPSENTRY_DETECTOR__METRICS_PORT": str(metrics_port),
+        "SHOPSENTRY_NOTIFIER__METRICS_PORT": str(_free_port()),
+    }
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "shopsentry",
             "demo",
             "--duration",
-            "45s",
+            "300s",  # an upper bound: the test stops it with Ctrl-C first
             "--users",
             "1000",
             "--history-days",
@@ -43,18 +87,31 @@ def test_demo_runs_the_whole_system_and_summarises(tmp_path: Path) -> None:
             "20s",
         ],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
-        check=False,
+        process_group=0,  # like a terminal's foreground job: Ctrl-C goes to this group
     )
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-3000:]
-    assert "dashboard: http://127.0.0.1:" in out
-    summary = out[out.index("\nsummary") :]
+    out: list[str] = []
+    try:
+        _read_until(proc, "dashboard: http://127.0.0.1:", out, timeout=600)
+        deadline = time.monotonic() + 120
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        while _processed(url) <= 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        rest, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(out) + rest
+    assert proc.returncode == 0, text[-3000:]
+    assert "finishing" in text
+    summary = text[text.index("\nsummary") :]
     processed = next(line for line in summary.splitlines() if "events processed" in line)
     assert int(processed.split()[-1].replace(",", "")) > 0, summary
     assert "end-to-end latency p95" in summary
+    assert "fraud caught (simulator truth)" in summary
     assert list((data / "reports").glob("fraud-report-*.html")), "daily report missing"
     assert (data / "models" / "champion.json").is_file()
     logs = {p.name: p.read_text() for p in (data / "demo-logs").glob("*.log")}

@@ -63,3 +63,32 @@ def test_a_part_that_dies_at_start_fails_the_demo_in_one_line(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"serve could not start \(exit 3\): port in use"):
         demo.wait_ready("serve", proc, ["http://127.0.0.1:9/never"])
     demo.shutdown()
+
+
+def test_parts_do_not_outlive_a_killed_demo(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    script = f"""
+import sys, time
+from shopsentry.cli.demo import DemoRunner
+from shopsentry.config import Settings
+demo = DemoRunner(Settings(data_dir={str(tmp_path)!r}), speed=1.0, users=1, seed=1)
+demo._cli = lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"]
+print("pid", demo._start("sleeper").pid, flush=True)
+time.sleep(60)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = next(int(line.split()[1]) for line in parent.stdout if line.startswith("pid "))
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, 9)
+    raise AssertionError("the part outlived the demo")
