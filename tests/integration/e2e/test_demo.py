@@ -6,11 +6,11 @@ metrics, print a complete summary, exit 0 and leave a report."""
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -39,20 +39,30 @@ def _processed(url: str) -> float:
     )
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, out: list[str], timeout: float) -> None:
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if selector.select(timeout=1.0):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out.append(line)
-            if needle in line:
-                return
-    raise AssertionError(f"{needle!r} not printed:\n{''.join(out)[-3000:]}")
+class _Lines:
+    """The demo's output, read line by line in a thread so waiting never blocks on it."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(needle in line for line in self.lines):
+            assert time.monotonic() < deadline, f"{needle!r} not printed:\n{self.text()[-3000:]}"
+            time.sleep(0.2)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def close(self) -> None:
+        self._thread.join(timeout=30)
 
 
 @pytest.mark.timeout(1500)
@@ -92,19 +102,20 @@ def test_demo_runs_the_whole_system_and_summarises_on_ctrl_c(tmp_path: Path) -> 
         text=True,
         process_group=0,  # like a terminal's foreground job: Ctrl-C goes to this group
     )
-    out: list[str] = []
+    out = _Lines(proc)
     try:
-        _read_until(proc, "dashboard: http://127.0.0.1:", out, timeout=600)
+        out.wait_for("dashboard: http://127.0.0.1:", timeout=900)
         deadline = time.monotonic() + 120
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         while _processed(url) <= 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        rest, _ = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = "".join(out) + rest
+        out.close()
+    text = out.text()
     assert proc.returncode == 0, text[-3000:]
     assert "finishing" in text
     summary = text[text.index("\nsummary") :]
