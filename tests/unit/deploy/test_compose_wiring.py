@@ -57,7 +57,8 @@ def _commands() -> dict[str, Any]:
 
 
 def _listens(service: dict[str, Any]) -> set[tuple[str, int]]:
-    """(host, port) pairs the shopsentry command of ``service`` serves HTTP on."""
+    """(host, port) pairs the shopsentry command of ``service`` serves HTTP on: its
+    options where given, else its Settings (the CLI's options only override them)."""
     name, *args = [str(a) for a in service["command"]]
     command = _commands()[name]
     with _environment(service.get("environment") or {}):
@@ -65,14 +66,19 @@ def _listens(service: dict[str, Any]) -> set[tuple[str, int]]:
         settings = Settings()
     if name == "detect":
         workers = params["workers"] or settings.detector.workers
-        base = params["metrics_port"]
-        return {(params["metrics_host"], base + i) for i in range(workers)}
+        base = _given(params["metrics_port"], settings.detector.metrics_port)
+        host = params["metrics_host"] or settings.detector.metrics_host
+        return {(host, base + i) for i in range(workers)}
     if name == "serve":
-        return {(params["host"], params["port"])}
+        return {(params["host"] or settings.api.host, params["port"] or settings.api.port)}
     if name == "notify":
-        port = params["metrics_port"] or settings.notifier.metrics_port
-        return {(params["metrics_host"], port)}
+        port = _given(params["metrics_port"], settings.notifier.metrics_port)
+        return {(params["metrics_host"] or settings.notifier.metrics_host, port)}
     raise AssertionError(f"no listen rule for `shopsentry {name}`")
+
+
+def _given(option: int | None, setting: int) -> int:
+    return setting if option is None else option
 
 
 def _reachable(listens: set[tuple[str, int]], port: int) -> bool:
@@ -130,7 +136,5 @@ def test_serve_is_not_in_demo_mode_by_default(rendered: dict[str, Any]) -> None:
 
 def test_metrics_host_default_is_loopback_outside_compose() -> None:
     """Off the compose network the endpoints stay on loopback (nothing else set)."""
-    with _environment({}):
-        for name in ("detect", "notify"):
-            params = _commands()[name].make_context(name, []).params
-            assert params["metrics_host"] == "127.0.0.1", name
+    for name in ("detect", "notify"):
+        assert {host for host, _port in _listens({"command": [name]})} == {"127.0.0.1"}, name
