@@ -1,24 +1,46 @@
-"""The warehouse (seed: Snowflake; embedded default: DuckDB): RAW loader, dbt runner and
-read-only queries.
+"""The warehouse (the design's Snowflake; embedded default: DuckDB): RAW loader, dbt runner
+and read-only queries.
 
     load_from_log(settings) / load_history(settings, path)   → raw.* tables
     run_dbt(settings, ["build", ...])                        → staging, analytics, ml_features
     queries.daily_sales(settings, start=..., end=...)        → rows for the API and reports
+
+The names below are imported on first use (PEP 562), so a command that only needs a
+submodule's constants does not pay for pyarrow and DuckDB.
 """
 
 from __future__ import annotations
 
-from shopsentry.warehouse.db import (
-    DataQualityFailed,
-    DbtFailed,
-    WarehouseBusy,
-    WarehouseError,
-    WarehouseMissing,
-    connect,
-)
-from shopsentry.warehouse.dbt import DbtRunResult, run_dbt
-from shopsentry.warehouse.history import load_history
-from shopsentry.warehouse.loader import LoadResult, ensure_raw_schema, load_from_log
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shopsentry.warehouse.db import (
+        DataQualityFailed,
+        DbtFailed,
+        WarehouseBusy,
+        WarehouseError,
+        WarehouseMissing,
+        connect,
+    )
+    from shopsentry.warehouse.dbt import DbtRunResult, run_dbt
+    from shopsentry.warehouse.history import load_history
+    from shopsentry.warehouse.loader import LoadResult, ensure_raw_schema, load_from_log
+
+_WHERE = {
+    "DataQualityFailed": "db",
+    "DbtFailed": "db",
+    "WarehouseBusy": "db",
+    "WarehouseError": "db",
+    "WarehouseMissing": "db",
+    "connect": "db",
+    "DbtRunResult": "dbt",
+    "run_dbt": "dbt",
+    "load_history": "history",
+    "LoadResult": "loader",
+    "ensure_raw_schema": "loader",
+    "load_from_log": "loader",
+}
 
 __all__ = [
     "DataQualityFailed",
@@ -34,3 +56,12 @@ __all__ = [
     "load_history",
     "run_dbt",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
