@@ -337,7 +337,7 @@ class _Compiler:
         name = ".".join(path)
         if path == ("score",):
             self.references.add(name)
-            return Expr("num", lambda cols: (cols.score(), None), path=path)
+            return Expr("num", _score_reader, path=path)
         if len(path) == 2 and path[0] == "purchase":
             kind = self.vocab.purchase_fields.get(path[1])
             if kind is None:
@@ -372,7 +372,7 @@ class _Compiler:
             name = path[1]
             return lambda cols: ~np.isnan(cols.feature(name))
         if path == ("score",):
-            return lambda cols: np.ones(cols.size, dtype=bool)
+            return lambda cols: ~np.isnan(cols.score())
         raise _fail(tree, "has() takes purchase.<field> or features.<name>")
 
     def _ident_arg(self, tree: Any) -> Expr:
@@ -458,6 +458,12 @@ def _purchase_reader(field: str) -> Evaluator:
         return values, (None if present.all() else ~present)
 
     return run
+
+
+def _score_reader(cols: Columns) -> Value:
+    values = cols.score()  # NaN: no score (a backtest row the detector never decided)
+    missing = np.isnan(values)
+    return values, (missing if missing.any() else None)
 
 
 def _feature_reader(name: str) -> Evaluator:

@@ -1,0 +1,209 @@
+"""Rules and lists travel to every detector worker over one compacted control topic.
+
+The topic has one partition, so its offsets are a total order of changes: the rule set's
+**version** is the number of changes applied (the next offset), the same in every worker
+and in the API that wrote it, with no coordination. Each record is one upsert keyed by
+what it changes (``rule:<name>``, ``entry:<list>:<entity>:<value>``), so compaction keeps
+the latest state of everything and a new worker rebuilds the set by reading the topic
+from the start. Nothing is ever deleted: a rule is disabled, a list entry expires (or is
+expired now), which keeps the history explainable.
+
+A :class:`RuleSetFollower` reads the topic on a background thread and hands a compiled
+rule set to the worker between batches (as the model holder does with a new champion);
+:meth:`RuleSetFollower.load_initial` reads up to the end offset before the first purchase
+is decided, so a worker never decides with a list it has not loaded yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shopsentry.bus.base import Consumer, EventLog, Producer, Record
+from shopsentry.rules.engine import CompiledRuleSet
+from shopsentry.rules.model import ListEntry, Rule, RuleSet
+
+logger = logging.getLogger(__name__)
+
+
+class Change(BaseModel):
+    """One record of the control topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["rule", "entry"]
+    rule: Rule | None = None
+    entry: ListEntry | None = None
+    changed_by: str = ""
+    changed_at: datetime
+
+    @property
+    def key(self) -> str:
+        if self.rule is not None:
+            return f"rule:{self.rule.name}"
+        assert self.entry is not None
+        return f"entry:{self.entry.key}"
+
+
+def rule_change(rule: Rule, changed_by: str) -> Change:
+    return Change(kind="rule", rule=rule, changed_by=changed_by, changed_at=datetime.now(UTC))
+
+
+def entry_change(entry: ListEntry, changed_by: str) -> Change:
+    return Change(kind="entry", entry=entry, changed_by=changed_by, changed_at=datetime.now(UTC))
+
+
+def publish(producer: Producer, topic: str, changes: Sequence[Change]) -> None:
+    """Write ``changes`` in order and wait until they are durable."""
+    for change in changes:
+        producer.send(topic, change.model_dump_json().encode(), change.key.encode(), partition=0)
+    producer.flush()
+
+
+def apply(rule_set: RuleSet, record: Record) -> RuleSet:
+    """The rule set after one control record; its version is the record's offset + 1."""
+    try:
+        change = Change.model_validate(orjson.loads(record.value))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        # A record this build cannot read (written by a newer one?) must not stop the
+        # worker; it is skipped loudly and the version still advances past it.
+        logger.error("control record at offset %d skipped: %s", record.offset, exc)
+        return rule_set.model_copy(update={"version": record.offset + 1})
+    if change.rule is not None:
+        updated = rule_set.with_rule(change.rule)
+    elif change.entry is not None:
+        updated = rule_set.with_entries([change.entry])
+    else:
+        updated = rule_set
+    return updated.model_copy(update={"version": record.offset + 1})
+
+
+class RuleSetFollower:
+    """The current rule set, kept up to date from the control topic."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        topic: str,
+        *,
+        poll_interval_s: float = 0.25,
+        on_change: Callable[[RuleSet], None] | None = None,
+    ) -> None:
+        self._log = log
+        self._topic = topic
+        self.poll_interval_s = poll_interval_s
+        self._on_change = on_change or (lambda _rs: None)
+        self.rule_set = RuleSet()
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._feature_names: tuple[str, ...] = ()
+        self._compiled: CompiledRuleSet | None = None
+        self._pending: CompiledRuleSet | None = None
+
+    # -- reading ----------------------------------------------------------------------
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = self._log.consumer(None, [self._topic], client_id="rules-follower")
+        return self._consumer
+
+    def poll_once(self, timeout: float = 0.0) -> bool:
+        """Apply what the topic has now; True when the rule set changed."""
+        consumer = self._open()
+        changed = False
+        while True:
+            records = consumer.poll(max_records=1000, timeout=timeout)
+            if not records:
+                return changed
+            rule_set = self.rule_set
+            for record in records:
+                rule_set = apply(rule_set, record)
+            with self._lock:
+                self.rule_set = rule_set
+            changed = True
+            self._on_change(rule_set)
+            timeout = 0.0
+
+    def load_initial(
+        self, feature_names: Sequence[str], *, timeout_s: float = 30.0
+    ) -> CompiledRuleSet:
+        """Read the topic to its end offset, then compile: the first batch's rule set."""
+        self._feature_names = tuple(feature_names)
+        end = self._end_offset()
+        consumer = self._open()
+        deadline = time.monotonic() + timeout_s
+        while self.rule_set.version < end and time.monotonic() < deadline:
+            for record in consumer.poll(max_records=1000, timeout=0.2):
+                self.rule_set = apply(self.rule_set, record)
+        if self.rule_set.version < end:
+            logger.warning(
+                "rules: read %d of %d control records within %.0fs; starting with version %d",
+                self.rule_set.version, end, timeout_s, self.rule_set.version,
+            )  # fmt: skip
+        self._compiled = CompiledRuleSet(self.rule_set, self._feature_names)
+        return self._compiled
+
+    def _end_offset(self) -> int:
+        info = self._log.describe_topic(self._topic)
+        return max((p.end_offset for p in info.partitions), default=0)
+
+    # -- serving the worker -----------------------------------------------------------
+    @property
+    def current(self) -> CompiledRuleSet | None:
+        return self._compiled
+
+    def recompile(self, feature_names: Sequence[str]) -> None:
+        """After a model change: the same rules against the new model's feature names."""
+        self._feature_names = tuple(feature_names)
+        with self._lock:
+            rule_set = self.rule_set
+        self._pending = CompiledRuleSet(rule_set, self._feature_names)
+
+    def swap_if_ready(self) -> CompiledRuleSet | None:
+        """Between batches: take the newly compiled rule set if there is one."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._compiled = pending
+        return pending
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rules-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once(timeout=self.poll_interval_s):
+                    with self._lock:
+                        rule_set = self.rule_set
+                    self._pending = CompiledRuleSet(rule_set, self._feature_names)
+                    logger.info("rules: version %d ready", rule_set.version)
+            except Exception:  # the control topic being away must not stop detection
+                logger.warning("rules: reading the control topic failed; retrying", exc_info=True)
+                self._stop.wait(1.0)
+
+
+def read_rule_set(log: EventLog, topic: str, *, timeout_s: float = 10.0) -> RuleSet:
+    """The rule set as of now (for the API and the CLI): read the topic to its end."""
+    follower = RuleSetFollower(log, topic)
+    try:
+        follower.load_initial((), timeout_s=timeout_s)
+        return follower.rule_set
+    finally:
+        follower.stop()

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shopsentry.bus.base import TopicSpec
+from shopsentry.bus.local import LocalLog
+from shopsentry.rules.control import (
+    RuleSetFollower,
+    entry_change,
+    publish,
+    read_rule_set,
+    rule_change,
+)
+from shopsentry.rules.model import ListEntry, Rule
+
+TOPIC = "rules-control"
+FEATURES = ("amount", "new_device")
+
+
+@pytest.fixture
+def log(tmp_path):
+    log = LocalLog(tmp_path / "log")
+    log.create_topics([TopicSpec(TOPIC, 1, replication_factor=1, retention_ms=-1)])
+    yield log
+    log.close()
+
+
+def rule(name: str, expression: str = "purchase.amount > 100.0", **kw) -> Rule:
+    return Rule(name=name, expression=expression, action="block", **kw)
+
+
+def test_the_version_is_the_number_of_changes_and_the_latest_write_wins(log):
+    producer = log.producer()
+    publish(producer, TOPIC, [rule_change(rule("a"), "ana"), rule_change(rule("b"), "ana")])
+    publish(producer, TOPIC, [rule_change(rule("a", "score > 0.9", mode="active"), "bo")])
+    publish(
+        producer, TOPIC, [entry_change(ListEntry(list="block", entity="card", value="c1"), "bo")]
+    )
+    producer.close()
+    rule_set = read_rule_set(log, TOPIC)
+    assert rule_set.version == 4
+    assert [r.name for r in rule_set.rules] == ["b", "a"]
+    assert rule_set.rule("a").expression == "score > 0.9" and rule_set.rule("a").mode == "active"
+    assert [e.value for e in rule_set.entries] == ["c1"]
+
+
+def test_a_worker_loads_everything_before_deciding_then_follows_changes(log):
+    producer = log.producer()
+    publish(producer, TOPIC, [rule_change(rule(f"r{i}"), "ana") for i in range(50)])
+    follower = RuleSetFollower(log, TOPIC, poll_interval_s=0.05)
+    compiled = follower.load_initial(FEATURES)
+    assert compiled.version == 50 and len(compiled.rules) == 50
+    follower.start()
+    try:
+        expired = ListEntry(
+            list="block", entity="card", value="c9", expires_at=datetime.now(UTC) - timedelta(1)
+        )
+        publish(
+            producer,
+            TOPIC,
+            [rule_change(rule("r0", enabled=False), "bo"), entry_change(expired, "bo")],
+        )
+        deadline = time.monotonic() + 30
+        swapped = None
+        while swapped is None and time.monotonic() < deadline:
+            swapped = follower.swap_if_ready()
+            time.sleep(0.02)
+        assert swapped is not None and swapped.version == 52
+        assert len(swapped.rules) == 49  # r0 disabled
+        assert follower.current is swapped
+    finally:
+        follower.stop()
+        producer.close()
+
+
+def test_an_unreadable_record_is_skipped_and_the_version_moves_past_it(log):
+    producer = log.producer()
+    producer.send(TOPIC, b"{not json", b"rule:x", partition=0)
+    publish(producer, TOPIC, [rule_change(rule("ok"), "ana")])
+    producer.close()
+    rule_set = read_rule_set(log, TOPIC)
+    assert rule_set.version == 2 and [r.name for r in rule_set.rules] == ["ok"]
