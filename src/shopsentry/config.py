@@ -43,6 +43,7 @@ class TopicSettings(_Frozen):
     replication_factor: int = Field(default=3, ge=1, le=16)
     retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
     min_insync_replicas: int = Field(default=2, ge=1, le=16)
+    cleanup_policy: Literal["delete", "compact"] = "delete"
 
     @model_validator(mode="after")
     def _isr_fits(self) -> TopicSettings:
@@ -76,6 +77,11 @@ class TopicsSettings(_Frozen):
     )
     notifications_dead_letter: TopicSettings = TopicSettings(
         name="notifications-dead-letter", partitions=1, retention_ms=14 * DAY_MS
+    )
+    # Analyst rules and lists: one partition (its offsets version the rule set), kept
+    # forever and compacted to the latest state of each rule and list entry.
+    rules: TopicSettings = TopicSettings(
+        name="rules-control", partitions=1, retention_ms=-1, cleanup_policy="compact"
     )
 
     def all(self) -> list[TopicSettings]:

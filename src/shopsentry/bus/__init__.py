@@ -50,6 +50,7 @@ def spec_of(topic: TopicSettings) -> TopicSpec:
         replication_factor=topic.replication_factor,
         retention_ms=topic.retention_ms,
         min_insync_replicas=topic.min_insync_replicas,
+        cleanup_policy=topic.cleanup_policy,
     )
 
 

@@ -50,6 +50,7 @@ class TopicSpec:
     replication_factor: int = 3
     retention_ms: int = 7 * 24 * 3600 * 1000
     min_insync_replicas: int = 2
+    cleanup_policy: str = "delete"  # or "compact": keep the latest record per key
 
 
 @dataclass(frozen=True, slots=True)

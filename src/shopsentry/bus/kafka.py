@@ -220,6 +220,7 @@ class KafkaLog:
                 config={
                     "retention.ms": str(s.retention_ms),
                     "min.insync.replicas": str(s.min_insync_replicas),
+                    "cleanup.policy": s.cleanup_policy,
                 },
             )
             for s in missing

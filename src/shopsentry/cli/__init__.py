@@ -49,6 +49,7 @@ _COMMAND_MODULES = (
     "shopsentry.cli.notify",
     "shopsentry.cli.demo",
     "shopsentry.cli.history",
+    "shopsentry.cli.rules",
 )
 
 
