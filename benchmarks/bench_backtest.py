@@ -29,11 +29,20 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 10.0
 DRAFTS = (
-    ("has(features.amount_ratio) && features.amount_ratio > 5.0 && features.new_device > 0.5", "review"),
-    ("purchase.payment_method == 'gift_card' && purchase.country != purchase.billing_country"
-     " || purchase.card_fingerprint in lists.block.card", "block"),
-    ("purchase.amount > 800.0 && has(features.purchases_1h) && features.purchases_1h >= 2.0", "block"),
-)  # fmt: skip
+    (
+        "has(features.amount_ratio) && features.amount_ratio > 5.0 && features.new_device > 0.5",
+        "review",
+    ),
+    (
+        "purchase.payment_method == 'gift_card' && purchase.country != purchase.billing_country"
+        " || purchase.card_fingerprint in lists.block.card",
+        "block",
+    ),
+    (
+        "purchase.amount > 800.0 && has(features.purchases_1h) && features.purchases_1h >= 2.0",
+        "block",
+    ),
+)
 
 
 def build(data_dir: Path, users: int, days: float) -> None:
@@ -92,23 +101,33 @@ def main() -> None:
     result = {
         "command": " ".join(["python", "-m", "benchmarks.bench_backtest", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg(),
-                    "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "python": platform.python_version(),
+        },
         "users": args.users, "days": args.days, "purchases": rows,
         "join_count_floor_s": round(floor_s, 3), "target_s": TARGET_S, "runs": runs,
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_backtest.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "# bench_backtest", "",
+        "# bench_backtest",
+        "",
         f"`{result['command']}` on {result['date']}, {result['machine']['cores']} cores, "
-        f"load average {result['machine']['load_avg'][0]:.2f}", "",
+        f"load average {result['machine']['load_avg'][0]:.2f}",
+        "",
         f"{rows:,} purchases ({args.users:,} users x {args.days:g} days); the bare join "
-        f"`count(*)` takes {floor_s:.2f} s in the same run. Target: under {TARGET_S:.0f} s.", "",
-        "| draft | action | wall s | CPU s | hits |", "|---|---|---|---|---|",
-        *[f"| `{r['expression']}` | {r['action']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-          f"{r['hits']:,} |" for r in runs],
-    ]  # fmt: skip
+        f"`count(*)` takes {floor_s:.2f} s in the same run. Target: under {TARGET_S:.0f} s.",
+        "",
+        "| draft | action | wall s | CPU s | hits |",
+        "|---|---|---|---|---|",
+        *[
+            f"| `{r['expression']}` | {r['action']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+            f"{r['hits']:,} |"
+            for r in runs
+        ],
+    ]
     (RESULTS / "bench_backtest.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))
 
