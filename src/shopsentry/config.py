@@ -143,6 +143,8 @@ class DetectorSettings(_Frozen):
     # Worker i serves /metrics on metrics_host:(metrics_port + i); port 0: no endpoint.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9400, ge=0, le=65535)
+    # Apply the analysts' rules and lists from the control topic (docs/rules.md).
+    rules: bool = True
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:

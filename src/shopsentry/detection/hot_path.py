@@ -38,6 +38,7 @@ from shopsentry.events.admission import Admission, misrouted
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import Purchase
 from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.rules.engine import CompiledRuleSet, PurchaseColumns
 from shopsentry.stream.dead_letters import DeadLetterLog
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ class BatchOutcome:
     stages_s: dict[str, float] = field(default_factory=dict)
     prediction_s: float | None = None
     model_version: str | None = None
+    rule_set_version: int | None = None
+    rule_hits: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, mode) → rows
+    rule_errors: dict[str, int] = field(default_factory=dict)
     purchases: int = 0
     # The state objects behind ``state_changes``: the worker caches them once saved.
     state_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -169,6 +173,7 @@ class HotPath:
         self._admission = Admission(
             config.purchase_topic, config.behavior_topic, config.max_event_bytes
         )
+        self._feature_index = {name: i for i, name in enumerate(ops.names)}
 
     def process(
         self,
@@ -176,6 +181,7 @@ class HotPath:
         applied: dict[TopicPartition, int],
         scorer: ScoringModel,
         store: StateStore,
+        rules: CompiledRuleSet | None = None,
     ) -> BatchOutcome:
         cfg = self.config
         out = BatchOutcome(model_version=scorer.version)
@@ -226,7 +232,20 @@ class HotPath:
             "features": round((t2 - t1) * 1000, 3),
             "score": round((t3 - t2) * 1000, 3),
         }
-        route_decisions(out, decided, X, probs, scorer, cfg.routing, latency, started_ms)
+        verdicts = None
+        if rules is not None:
+            out.rule_set_version = rules.version
+            if rules.rules or rules.lists:
+                cols = PurchaseColumns(
+                    [p for _, p in decided], X, self._feature_index, probs, rules.lists
+                )
+                verdicts = rules.evaluate(cols, started_ms / 1000)
+                out.rule_hits, out.rule_errors = verdicts.hits, verdicts.errors
+                latency["rules"] = round((time.perf_counter() - t3) * 1000, 3)
+        route_decisions(
+            out, decided, X, probs, scorer, cfg.routing, latency, started_ms,
+            verdicts, out.rule_set_version,
+        )  # fmt: skip
         out.purchases = len(decided)
         out.timestamps_ms.extend(r.timestamp_ms for r, _ in decided)
         out.stages_s["score"] = time.perf_counter() - t2

@@ -166,6 +166,21 @@ class WorkerMetrics:
             ["version"],
             registry=r,
         )
+        self.rule_hits = Counter(
+            "shopsentry_rule_hits",
+            "Purchases an analyst rule fired on, by rule and mode (shadow rules never act).",
+            ["rule", "mode"],
+            registry=r,
+        )
+        self.rule_errors = Counter(
+            "shopsentry_rule_errors",
+            "Purchases on which a rule erred (a missing value, a division by zero).",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_set_version = Gauge(
+            "shopsentry_rule_set_version", "The rule-set version this worker applies.", registry=r
+        )
         self.in_flight = Gauge(
             "shopsentry_in_flight_events", "Events polled but not yet committed.", registry=r
         )

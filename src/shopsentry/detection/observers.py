@@ -107,6 +107,12 @@ class MetricsObserver:
             m.alerts.labels(severity).inc(n)
         for stage, n in outcome.dead_letters.items():
             m.dead_letter.labels(stage).inc(n)
+        for (rule, mode), n in outcome.rule_hits.items():
+            m.rule_hits.labels(rule, mode).inc(n)
+        for rule, n in outcome.rule_errors.items():
+            m.rule_errors.labels(rule).inc(n)
+        if outcome.rule_set_version is not None:
+            m.rule_set_version.set(outcome.rule_set_version)
         stages = {**outcome.stages_s, **report.stages_s}
         for stage, seconds in stages.items():
             m.stage[stage].observe(seconds)

@@ -21,6 +21,7 @@ import numpy as np
 from shopsentry.bus.base import Record
 from shopsentry.events.schema import (
     SCHEMA_VERSION,
+    Band,
     Decision,
     FeatureContribution,
     FraudAlert,
@@ -34,6 +35,7 @@ from shopsentry.events.schema import (
 if TYPE_CHECKING:
     from shopsentry.detection.hot_path import BatchOutcome
     from shopsentry.detection.model_reload import ScoringModel
+    from shopsentry.rules.engine import Verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +97,11 @@ def route_decisions(
     cfg: RoutingConfig,
     latency_ms: dict[str, float],
     started_ms: int,
+    verdicts: Verdicts | None = None,
+    rule_set_version: int | None = None,
 ) -> None:
-    """Append a decision per purchase (and an alert when over the threshold) to ``out``."""
+    """Append a decision per purchase (and an alert unless approved) to ``out``; with
+    ``verdicts``, the rules' and lists' precedence decides the band (docs/rules.md)."""
     threshold, decline = cfg.threshold, cfg.decline_threshold
     flagged = np.flatnonzero(probs >= threshold)
     explained: dict[int, tuple[FeatureContribution, ...]] = {}
@@ -112,7 +117,20 @@ def route_decisions(
     severities = out.severities
     decisions_topic, alerts_topic = cfg.decisions_topic, cfg.alerts_topic
     for i, ((record, p), prob) in enumerate(zip(decided, probs.tolist(), strict=True)):
-        band = band_for(prob, threshold, decline)
+        model_band: Band = band_for(prob, threshold, decline)
+        band = model_band
+        rules: dict[str, Any] = {
+            "rule_set_version": rule_set_version,
+            "rules_fired": (),
+            "shadow_rules_fired": (),
+            "list_hits": (),
+            "model_band": model_band,
+        }
+        if verdicts is not None:
+            band = verdicts.final_band(i, model_band)
+            rules["rules_fired"] = verdicts.rules_fired[i]
+            rules["shadow_rules_fired"] = verdicts.shadow_fired[i]
+            rules["list_hits"] = verdicts.list_hits[i]
         bands[band] = bands.get(band, 0) + 1
         top = explained.get(i, ())
         event_latency = dict(latency_ms)
@@ -131,6 +149,7 @@ def route_decisions(
             "model_version": version,
             "top_features": top,
             "decided_at": decided_at,
+            **rules,
         }
         decision = trusted(
             Decision,
@@ -141,7 +160,10 @@ def route_decisions(
         )
         outputs.append(OutRecord(decisions_topic, record.key, wire_json(decision)))
         if band != "approve":
-            severity = severity_for(prob, threshold)
+            # A rule can alert below the threshold: its severity is the band's floor.
+            severity = severity_for(max(prob, threshold), threshold)
+            if band == "decline" and model_band != "decline":
+                severity = "high" if severity == "medium" else severity
             severities[severity] = severities.get(severity, 0) + 1
             alert = trusted(
                 FraudAlert,

@@ -42,6 +42,7 @@ from shopsentry.detection.observers import (
 )
 from shopsentry.detection.routing import RoutingConfig
 from shopsentry.features.state_store import StateStore, StateStoreSink
+from shopsentry.rules.control import RuleSetFollower
 from shopsentry.stream.base import BatchResult, Observer
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
@@ -118,6 +119,9 @@ class DetectorHandler:
     ) -> None:
         self.store = store
         self.holder = holder
+        self.ops = ops
+        # Analyst rules and lists, followed from the control topic (set by Worker.run).
+        self.rules: RuleSetFollower | None = None
         self.metrics = metrics
         self.summary = summary
         self.cache = StateCache()
@@ -138,6 +142,10 @@ class DetectorHandler:
         if swapped is not None:
             self.metrics.set_model_version(swapped.version)
             self.summary.model_versions.append(swapped.version)
+            if self.rules is not None:  # the same rules against the new model's features
+                self.rules.recompile(self.ops.names)
+        if self.rules is not None:
+            self.rules.swap_if_ready()
 
     def on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self.cache.clear()  # states of partitions that moved may have changed elsewhere
@@ -155,7 +163,8 @@ class DetectorHandler:
         assert scorer is not None
         self.metrics.in_flight.set(len(records))
         # Redeliveries are already removed by the runtime: nothing here is "applied".
-        outcome = self.pipeline.process(records, {}, scorer, self.store)
+        rules = self.rules.current if self.rules is not None else None
+        outcome = self.pipeline.process(records, {}, scorer, self.store, rules)
         return BatchResult(outputs=outcome.outputs, changes=outcome.state_changes, detail=outcome)
 
     def saved(self, result: BatchResult) -> None:
@@ -248,6 +257,7 @@ class Worker:
         self.metrics.set_model_version(scorer.version)
         self.summary.model_versions.append(scorer.version)
         self.holder.start()
+        self._follow_rules()
         self._learn_behavior_partitions()
         sampler = LatencySampler(opts.latency_samples) if opts.latency_samples else None
         observers: list[Observer] = [SummaryObserver(self.summary), MetricsObserver(self.metrics)]
@@ -273,6 +283,8 @@ class Worker:
         finally:
             self._stop.set()  # ends the lag thread too
             self.holder.stop()
+            if self.handler.rules is not None:
+                self.handler.rules.stop()
             self.summary.elapsed_s = time.monotonic() - started
             if sampler is not None:
                 sampler.write()
@@ -292,6 +304,20 @@ class Worker:
         """After an empty poll: adopt a new champion even while no record arrives."""
         self.handler.swap_model()
         return False
+
+    def _follow_rules(self) -> None:
+        """Load the rule set to the control topic's end before the first purchase is
+        decided, then follow it (changes apply between batches, within a second)."""
+        if not self.settings.detector.rules:
+            return
+        follower = RuleSetFollower(self.log, self.settings.topics.rules.name)
+        compiled = follower.load_initial(self.handler.ops.names)
+        logger.info(
+            "worker %d: rule set version %d (%d rules, %d list entries)",
+            self.options.index, compiled.version, len(compiled.rules), len(compiled.lists),
+        )  # fmt: skip
+        follower.start()
+        self.handler.rules = follower
 
     def _learn_behavior_partitions(self) -> None:
         """The topic's real partition count decides where a user's behaviour lives."""

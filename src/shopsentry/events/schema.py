@@ -236,6 +236,13 @@ class Decision(_Event):
     top_features: tuple[FeatureContribution, ...] = ()
     latency_ms: dict[str, float] = Field(default_factory=dict)
     decided_at: AwareDatetime
+    # Analyst rules (docs/rules.md): the rule-set version in force, the active rules and
+    # list entries that decided, the shadow rules that would have, and the model's own band.
+    rule_set_version: int | None = None
+    rules_fired: tuple[str, ...] = ()
+    shadow_rules_fired: tuple[str, ...] = ()
+    list_hits: tuple[str, ...] = ()
+    model_band: Band | None = None
 
 
 class FraudAlert(_Event):
@@ -252,6 +259,13 @@ class FraudAlert(_Event):
     model_version: str
     top_features: tuple[FeatureContribution, ...] = ()
     decided_at: AwareDatetime
+    # Analyst rules (docs/rules.md): the rule-set version in force, the active rules and
+    # list entries that decided, the shadow rules that would have, and the model's own band.
+    rule_set_version: int | None = None
+    rules_fired: tuple[str, ...] = ()
+    shadow_rules_fired: tuple[str, ...] = ()
+    list_hits: tuple[str, ...] = ()
+    model_band: Band | None = None
 
 
 class Label(_Event):

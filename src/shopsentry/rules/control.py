@@ -27,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record
+from shopsentry.errors import UnknownTopic
 from shopsentry.rules.engine import CompiledRuleSet
 from shopsentry.rules.model import ListEntry, Rule, RuleSet
 
@@ -138,6 +139,14 @@ class RuleSetFollower:
         """Read the topic to its end offset, then compile: the first batch's rule set."""
         self._feature_names = tuple(feature_names)
         end = self._end_offset()
+        if end is None:
+            logger.warning(
+                "rules: control topic %s does not exist (create it with `shopsentry topics "
+                "create`); deciding without analyst rules until it does",
+                self._topic,
+            )
+            self._compiled = CompiledRuleSet(self.rule_set, self._feature_names)
+            return self._compiled
         consumer = self._open()
         deadline = time.monotonic() + timeout_s
         while self.rule_set.version < end and time.monotonic() < deadline:
@@ -151,8 +160,12 @@ class RuleSetFollower:
         self._compiled = CompiledRuleSet(self.rule_set, self._feature_names)
         return self._compiled
 
-    def _end_offset(self) -> int:
-        info = self._log.describe_topic(self._topic)
+    def _end_offset(self) -> int | None:
+        """The control topic's end offset; None while the topic does not exist."""
+        try:
+            info = self._log.describe_topic(self._topic)
+        except UnknownTopic:
+            return None
         return max((p.end_offset for p in info.partitions), default=0)
 
     # -- serving the worker -----------------------------------------------------------
@@ -189,6 +202,9 @@ class RuleSetFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._consumer is None and self._end_offset() is None:
+                    self._stop.wait(5.0)  # the topic may be created later
+                    continue
                 if self.poll_once(timeout=self.poll_interval_s):
                     with self._lock:
                         rule_set = self.rule_set

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shopsentry.events.schema import Purchase
+from shopsentry.events.schema import Band, Purchase
 from shopsentry.rules.language import (
     LIST_NAMES,
     Columns,
@@ -96,7 +96,7 @@ class Verdicts:
     hits: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, mode) → rows
     errors: dict[str, int] = field(default_factory=dict)  # rule → rows in error
 
-    def final_band(self, row: int, model_band: str) -> str:
+    def final_band(self, row: int, model_band: Band) -> Band:
         """The band after precedence: allow and block override the model; review upgrades
         an approval."""
         override = self.overrides[row]

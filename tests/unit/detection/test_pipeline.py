@@ -155,3 +155,47 @@ def test_decision_latency_and_version_are_recorded(pipe: HotPath, store: LmdbSta
     raw = orjson.loads(out.outputs[0].value)
     assert raw["model_version"] == "42" and out.model_version == "42"
     assert {"parse", "features", "score", "queue"} <= set(raw["latency_ms"])
+
+
+def test_rules_and_lists_decide_in_precedence_and_every_decision_says_why(
+    pipe: HotPath, store: LmdbStateStore
+) -> None:
+    """FakeScorer: p = amount / 1000; threshold 0.7 (review), decline 0.95."""
+    from shopsentry.events.schema import ALERT
+    from shopsentry.rules.engine import CompiledRuleSet
+    from shopsentry.rules.model import ListEntry, Rule, RuleSet
+
+    rule_set = RuleSet(
+        version=7,
+        rules=(
+            Rule(name="big_gift", expression="purchase.amount > 500.0", action="block",
+                 mode="active"),
+            Rule(name="repeat", expression="features.purchases_before >= 1.0", action="review",
+                 mode="active"),
+            Rule(name="draft", expression="purchase.amount / (features.logins_before) > 1.0",
+                 action="block"),  # shadow, and errs (division by zero) without logins
+        ),
+        entries=(ListEntry(list="allow", entity="user", value="vip"),),
+    )  # fmt: skip
+    compiled = CompiledRuleSet(rule_set, FakeOps.names)
+    records = [
+        rec(PT, 0, encode(purchase(1, "u1", amount=600))),  # block rule, model: approve
+        rec(PT, 1, encode(purchase(2, "u1", amount=20))),  # review rule (second purchase)
+        rec(PT, 2, encode(purchase(3, "vip", amount=990)), key=b"vip"),  # allow list wins
+        rec(PT, 3, encode(purchase(4, "u3", amount=20)), key=b"u3"),  # nothing applies
+    ]
+    out = pipe.process(records, {}, FakeScorer(), store, compiled)
+    ds = {d.event_id: d for d in decisions(out)}
+    got = {k: (d.band, d.model_band, d.rules_fired, d.list_hits) for k, d in ds.items()}
+    assert got == {
+        "p-u1-1": ("decline", "approve", ("big_gift",), ()),
+        "p-u1-2": ("review", "approve", ("repeat",), ()),
+        "p-vip-3": ("approve", "decline", ("big_gift",), ("allow:user",)),
+        "p-u3-4": ("approve", "approve", (), ()),
+    }
+    assert all(d.rule_set_version == 7 for d in ds.values())
+    assert out.rule_errors == {"draft": 4} and out.rule_hits[("draft", "shadow")] == 0
+    alerts = [ALERT.validate_json(o.value) for o in out.outputs if o.topic == "fraud-alerts"]
+    assert {(a.event_id, a.rules_fired) for a in alerts} == {
+        ("p-u1-1", ("big_gift",)), ("p-u1-2", ("repeat",))
+    }  # fmt: skip
