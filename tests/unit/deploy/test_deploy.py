@@ -115,9 +115,12 @@ def test_topic_script_matches_the_settings() -> None:
     table = script.split('TOPICS="', 1)[1].split('"', 1)[0]
     rows = {}
     for line in table.strip().splitlines():
-        name, partitions, days = line.split()
-        rows[name] = (int(partitions), int(days) * 86_400_000)
-    expected = {t.name: (t.partitions, t.retention_ms) for t in Settings().topics.all()}
+        name, partitions, days, policy = line.split()
+        retention = -1 if days == "-1" else int(days) * 86_400_000
+        rows[name] = (int(partitions), retention, policy)
+    expected = {
+        t.name: (t.partitions, t.retention_ms, t.cleanup_policy) for t in Settings().topics.all()
+    }
     assert rows == expected
     assert "--replication-factor 3" in script
     assert "min.insync.replicas=2" in script
