@@ -111,8 +111,7 @@ class MetricsObserver:
             m.rule_hits.labels(rule, mode).inc(n)
         for rule, n in outcome.rule_errors.items():
             m.rule_errors.labels(rule).inc(n)
-        if outcome.rule_set_version is not None:
-            m.rule_set_version.set(outcome.rule_set_version)
+
         stages = {**outcome.stages_s, **report.stages_s}
         for stage, seconds in stages.items():
             m.stage[stage].observe(seconds)

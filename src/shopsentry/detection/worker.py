@@ -145,7 +145,9 @@ class DetectorHandler:
             if self.rules is not None:  # the same rules against the new model's features
                 self.rules.recompile(self.ops.names)
         if self.rules is not None:
-            self.rules.swap_if_ready()
+            rules = self.rules.swap_if_ready()
+            if rules is not None:
+                self.metrics.rule_set_version.set(rules.version)
 
     def on_assign(self, tps: Sequence[TopicPartition]) -> None:
         self.cache.clear()  # states of partitions that moved may have changed elsewhere
@@ -318,6 +320,7 @@ class Worker:
         )  # fmt: skip
         follower.start()
         self.handler.rules = follower
+        self.metrics.rule_set_version.set(compiled.version)
 
     def _learn_behavior_partitions(self) -> None:
         """The topic's real partition count decides where a user's behaviour lives."""
