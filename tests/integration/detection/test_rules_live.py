@@ -46,8 +46,8 @@ def test_a_rule_published_mid_stream_decides_what_follows(
             producer,
             settings.topics.rules.name,
             [
-                rule_change(Rule(name="card_payments", expression="purchase.payment_method == 'card'",
-                                 action="block", mode="active"), "test"),
+                rule_change(Rule(name="card_payments", action="block", mode="active",
+                                 expression="purchase.payment_method == 'card'"), "test"),
                 rule_change(Rule(name="draft_big", expression="purchase.amount > 100.0",
                                  action="review"), "test"),
                 entry_change(ListEntry(list="allow", entity="user", value=vip), "test"),
