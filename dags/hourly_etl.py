@@ -1,7 +1,7 @@
 """
 ### hourly_etl
 
-The seed's Flow 2, every hour: drain the event log into the warehouse's RAW layer
+The design's Flow 2, every hour: drain the event log into the warehouse's RAW layer
 (idempotent on event_id, offsets recorded in DuckDB), `dbt build` the staging,
 analytics and feature models that changed, then check source freshness.
 

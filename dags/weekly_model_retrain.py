@@ -1,7 +1,7 @@
 """
 ### weekly_model_retrain
 
-Sundays at 02:00 UTC, the seed's Flow 3: rebuild `ml_features.training_set` (point-in-time
+Sundays at 02:00 UTC, the design's Flow 3: rebuild `ml_features.training_set` (point-in-time
 features from the detector's own definitions, labels as known at the cut-off), train
 XGBoost, evaluate on the held-out last days, and promote the new version to champion in
 MLflow only if it passes the gate. The detector hot-reloads the champion.

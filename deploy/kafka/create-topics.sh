@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create the seed's topics on the 3-broker cluster (idempotent: --if-not-exists).
+# Create the design's topics on the 3-broker cluster (idempotent: --if-not-exists).
 # Runs once in the kafka-init service of docker-compose.yml, with the apache/kafka image.
 # Partitions and retention match shopsentry's defaults (src/shopsentry/config.py); a unit
 # test (tests/unit/deploy) keeps the two in step.

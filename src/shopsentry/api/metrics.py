@@ -8,7 +8,7 @@ Review KPIs are read from the store at scrape time, so they are right after a re
 The API is also the long-lived process that exposes the batch side's metrics: finished
 DAG runs (``shopsentry_dag_runs_total``, read from the monitoring part's run table at
 scrape time) and the duration of the warehouse queries behind ``/v1/analytics/*``
-(``shopsentry_query_duration_seconds``, the seed's "query p95 < 30 s").
+(``shopsentry_query_duration_seconds``, the design's "query p95 < 30 s").
 """
 
 from __future__ import annotations

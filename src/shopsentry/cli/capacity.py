@@ -1,4 +1,4 @@
-"""`shopsentry capacity`: the seed's Little's-law sizing, computed and measured."""
+"""`shopsentry capacity`: the design's Little's-law sizing, computed and measured."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         exact: Annotated[
             bool,
             typer.Option(
-                help="Keep every step exact instead of rounding λ and L to 0.01 like the seed."
+                help="Keep every step exact instead of rounding λ and L to 0.01 like the design."
             ),
         ] = False,
         measure: Annotated[
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print JSON instead of tables.")
         ] = False,
     ) -> None:
-        """Size the hot path with Little's law (L = λ·W), as the seed's section 3 does."""
+        """Size the hot path with Little's law (L = λ·W), as the design's section 3 does."""
         from rich.console import Console
 
         from shopsentry.monitoring.capacity import (
@@ -154,7 +154,7 @@ def _measure(
 def _print_plan(console: Console, p: CapacityPlan) -> None:
     from rich.table import Table
 
-    mode = "exact" if p.decimals is None else "λ and L rounded to 0.01 as in the seed"
+    mode = "exact" if p.decimals is None else "λ and L rounded to 0.01 as in the design"
     table = Table(title=f"Little's law, L = λ·W ({mode})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -227,7 +227,7 @@ def _print_scaling(console: Console, s: ScalingPlan) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"Scaling to {s.target_per_h:,.0f}/h (seed section 5; "
+        title=f"Scaling to {s.target_per_h:,.0f}/h (the design's section 5; "
         f"{s.workers_needed} consumer(s) at "
         f"{s.per_worker_per_s * 3600:,.0f}/h each)"
     )

@@ -85,7 +85,7 @@ _UNIT_SECONDS = {
 
 
 def parse_rate(text: str) -> float:
-    """'3000/h' → events per second (0.833...). A bare number is per hour, as in the seed."""
+    """'3000/h' → events per second (0.833...). A bare number is per hour, as in the design."""
     match = _RATE.match(text)
     if not match:
         raise ConfigError(f"bad rate {text!r}", hint="write it like 1000/h, 50/s or 3000")

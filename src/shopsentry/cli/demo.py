@@ -30,7 +30,7 @@ from shopsentry.cli.demo_summary import detector_stats, fraud_caught
 from shopsentry.config import Settings
 from shopsentry.errors import ConfigError
 
-# The demo's simulated fraud share: over 3x the seed's 1.5%, so the first model sees
+# The demo's simulated fraud share: over 3x the design's 1.5%, so the first model sees
 # enough fraud to learn from (recall ~0.75 at the 0.7 threshold on the default history,
 # against 0.2-0.35 at 1.5%) and the live alert queue fills in the first minutes.
 DEMO_FRAUD_SHARE = 0.05
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 min=0.0,
                 max=0.49,
                 help="Share of purchases that are fraud, in the history and live (a demo "
-                "share; the seed's real-world figure is 0.015).",
+                "share; the design's real-world figure is 0.015).",
             ),
         ] = DEMO_FRAUD_SHARE,
         port: Annotated[

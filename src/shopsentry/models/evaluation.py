@@ -4,7 +4,7 @@
   fraud is ~1% of purchases);
 * the deployed operating point: precision, recall and false-positive rate at the
   detector's threshold (0.7 by default), and how many purchases that flags per day;
-* the seed's target: recall at a 5% false-positive budget (and the threshold that
+* the design's target: recall at a 5% false-positive budget (and the threshold that
   achieves it);
 * the analysts' reality: precision@k per day, k being the daily review budget, per
   purchase and per card (the share of compromised cards among each day's k riskiest);

@@ -1,10 +1,10 @@
-"""Little's-law capacity planning: the seed's section 3 as code, and its section 5
+"""Little's-law capacity planning: the design's section 3 as code, and its section 5
 scaling steps for a target rate.
 
-The seed sizes the hot path by hand: λ from the hourly load, W as the sum of the stage
+The design sizes the hot path by hand: λ from the hourly load, W as the sum of the stage
 times, L = λ·W, a 5× buffer, per-worker capacity 1/W, workers for the peak, and the
 queue a 20-minute consumer outage builds up. :func:`plan` redoes that arithmetic. By
-default it rounds λ and L to two decimals before the next step uses them, as the seed's
+default it rounds λ and L to two decimals before the next step uses them, as the design's
 worked example does (0.83 × 1,200 = 996, not 1,000): that is what lets a reader check
 the printed table against the document line by line. ``decimals=None`` keeps every
 step exact.
@@ -68,7 +68,7 @@ def merge_stages(base: tuple[Stage, ...], overrides: list[Stage]) -> tuple[Stage
 def round_up_nice(value: float, significant: int = 2) -> int:
     """Round up to ``significant`` significant figures: 996 → 1,000, 2,490 → 2,500.
 
-    The seed turns its computed queue depth into a round configuration value this way.
+    The design turns its computed queue depth into a round configuration value this way.
     """
     if value <= 0:
         return 0
@@ -78,7 +78,7 @@ def round_up_nice(value: float, significant: int = 2) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CapacityPlan:
-    """Every figure of the seed's section-3 table for one load and one set of stage times."""
+    """Every figure of the design's section-3 table for one load and one set of stage times."""
 
     expected_per_s: float
     peak_per_s: float
@@ -104,7 +104,7 @@ class CapacityPlan:
     peak_per_h: float
 
     def rows(self) -> list[tuple[str, str, str]]:
-        """(quantity, value, how it was computed) in the order the seed derives them."""
+        """(quantity, value, how it was computed) in the order the design derives them."""
         f = _fmt
         stages = " + ".join(f"{s.ms:g}" for s in self.stages)
         return [
@@ -187,7 +187,7 @@ def plan(
     l_normal, l_peak = r(lam_n * w_s), r(lam_p * w_s)
     l_buffered = r(l_peak * safety_factor)
     per_worker = 1.0 / w_s
-    # The seed divides hourly rates here (3,000 ÷ 11,250), so the unrounded peak is used.
+    # The design divides hourly rates here (3,000 ÷ 11,250), so the unrounded peak is used.
     workers_needed = peak_per_s / per_worker
     workers_minimum = max(1, math.ceil(round(workers_needed, 9)))
     workers_recommended = max(min_workers, workers_minimum)
@@ -223,7 +223,7 @@ def plan(
 
 @dataclass(frozen=True, slots=True)
 class ScaleTier:
-    """One point of the seed's load projections with the cluster it calls for."""
+    """One point of the design's load projections with the cluster it calls for."""
 
     label: str
     rate_per_h: float
@@ -282,8 +282,8 @@ class ScalingPlan:
 def scaling_plan(
     target_per_s: float, per_worker_per_s: float, *, min_workers: int = 2
 ) -> ScalingPlan:
-    """Walk the seed's tiers up to the target rate, then check the consumer count against
-    what the per-worker capacity says is needed (the seed's tiers assume W = 320 ms; a
+    """Walk the design's tiers up to the target rate, then check the consumer count against
+    what the per-worker capacity says is needed (the design's tiers assume W = 320 ms; a
     measured W may need more or fewer consumers)."""
     if target_per_s <= 0 or per_worker_per_s <= 0:
         raise ConfigError(
@@ -310,7 +310,7 @@ def scaling_plan(
         )
     if target_h > SEED_MAX_PER_H:
         notes.append(
-            f"{target_h:,.0f}/h is past the seed's ceiling of {SEED_MAX_PER_H:,.0f}/h"
+            f"{target_h:,.0f}/h is past the design's ceiling of {SEED_MAX_PER_H:,.0f}/h"
             " with 12 partitions: "
             "plan partitions for the consumer count plus growth"
         )

@@ -1,4 +1,4 @@
-"""Metric definitions shared between parts, and the catalogue of the seed's metrics.
+"""Metric definitions shared between parts, and the catalogue of the design's metrics.
 
 Most metrics live with the code that updates them (the detector in
 ``detection/metrics.py``, the service in ``api/metrics.py``, the notifier in
@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from shopsentry.config import Settings
 
-# The seed's Component-5 metrics as exposed (family name → Prometheus type).
+# The design's Component-5 metrics as exposed (family name → Prometheus type).
 SEED_METRICS: dict[str, str] = {
     "shopsentry_events_processed_total": "counter",
     "shopsentry_decisions_total": "counter",

@@ -1,4 +1,4 @@
-"""Alert routing (the seed's "route to notification service"): a notifier consumes
+"""Alert routing (the design's "route to notification service"): a notifier consumes
 ``fraud-alerts`` in its own consumer group and delivers each alert, by severity, to
 webhooks (signed JSON) and email, once per channel even across restarts.
 

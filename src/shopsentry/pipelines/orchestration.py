@@ -1,6 +1,6 @@
 """What the Airflow DAGs in ``dags/`` share, so each DAG file stays a thin shell.
 
-The seed's ``default_args`` (owner data-engineering, no depends_on_past, 3 retries 5
+The design's ``default_args`` (owner data-engineering, no depends_on_past, 3 retries 5
 minutes apart, 2-hour execution timeout) and its 1-hour SLA, expressed as an Airflow 3
 deadline alert (Airflow 3 removed ``sla``). Task bodies call :mod:`shopsentry.pipelines`
 with Settings read from the environment at run time, never at parse time, so the DAG
@@ -66,7 +66,7 @@ def retry_by_error(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def sla_deadline(dag_id: str) -> DeadlineAlert:
-    """Alert when a run is still going one hour after it was queued (the seed's SLA)."""
+    """Alert when a run is still going one hour after it was queued (the design's SLA)."""
     # airflow.sdk re-exports these lazily; the defining modules are what type checkers see.
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference

@@ -1,4 +1,4 @@
-"""The seed's "SLA: 1 hour" for the batch DAGs, the way Airflow 3 supports it.
+"""The design's "SLA: 1 hour" for the batch DAGs, the way Airflow 3 supports it.
 
 Airflow 3 removed task-level ``sla``; a DAG declares a *deadline alert* instead: a
 reference point (when the run was queued), an interval (1 hour) and a callback the

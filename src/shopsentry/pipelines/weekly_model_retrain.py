@@ -1,6 +1,6 @@
 """weekly_model_retrain: training set → train → evaluate → promote through the gate.
 
-The seed's Flow 3 (Sundays 02:00). Two steps, separate Airflow tasks:
+The design's Flow 3 (Sundays 02:00). Two steps, separate Airflow tasks:
 
 1. :func:`build_training_set` runs ``dbt build --select +tag:ml``: the incremental
    layers catch up, then ``ml_features.training_set`` is rebuilt from the shared feature

@@ -1,6 +1,6 @@
 """Load the event log into the warehouse's RAW layer (history files: :mod:`.history`).
 
-The RAW layer is the seed's landing zone: one table per topic, every record kept with its
+The RAW layer is the design's landing zone: one table per topic, every record kept with its
 full JSON (``raw_json``, DuckDB's JSON type standing in for Snowflake's VARIANT), nothing
 cleaned or dropped. Records that are not even JSON are kept too (``raw_json`` null,
 ``raw_text`` holding what arrived) so the staging layer can quarantine them with a reason.

@@ -70,7 +70,7 @@ def _range(
 def daily_sales(
     settings: Settings, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
-    """The seed's daily_sales: orders, revenue and average order value per day."""
+    """The design's daily_sales: orders, revenue and average order value per day."""
     where, params = _range("purchase_date", start, end)
     return run_query(
         settings,

@@ -75,7 +75,7 @@ class CountingLog:
 
 
 def chaos_settings(root: Path, cluster: ThreeBrokerCluster, unique: str) -> Settings:
-    # RF 3, min ISR 2 (what the seed runs), under names of this run's own
+    # RF 3, min ISR 2 (what the design runs), under names of this run's own
     topics = {
         field: {**spec, "name": f"{spec['name']}-{unique}"}
         for field, spec in TopicsSettings().model_dump().items()

@@ -1,6 +1,6 @@
 """Broker failures on the 3-broker cluster (RF 3, min.insync.replicas 2, acks=all).
 
-The seed's promise is that no acknowledged event is lost when a broker dies, and that
+The design's promise is that no acknowledged event is lost when a broker dies, and that
 when too few replicas are left the producer is told plainly instead of being acked on a
 single copy. These tests kill brokers with SIGKILL (a crash, no controlled shutdown).
 """

@@ -1,4 +1,4 @@
-"""The DAG files load in a DagBag without import errors, with the seed's schedules,
+"""The DAG files load in a DagBag without import errors, with the design's schedules,
 default_args (retries 3, 5-minute delay, 2-hour timeout, no depends_on_past), tags,
 one active run at a time (DuckDB has one writer) and the 1-hour SLA as a deadline alert."""
 

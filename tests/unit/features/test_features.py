@@ -117,7 +117,7 @@ def last(events: list[Any]) -> dict[str, float]:
 def test_names_are_unique_described_and_match_the_vector() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert set(FEATURE_DESCRIPTIONS) == set(FEATURE_NAMES)
-    # The seed's eight features are all there.
+    # The design's eight features are all there.
     assert {
         "amount",
         "hour_of_day",

@@ -1,4 +1,4 @@
-"""The planner must reproduce the seed's section-3 figures line by line."""
+"""The planner must reproduce the design's section-3 figures line by line."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_scaling_steps_for_50000_per_hour_follow_section_5() -> None:
 
 
 def test_scaling_adds_a_step_when_measured_workers_exceed_the_tier() -> None:
-    # A slow worker (1 event/s) needs 14 consumers for 50,000/h: more than the seed's 6.
+    # A slow worker (1 event/s) needs 14 consumers for 50,000/h: more than the design's 6.
     s = scaling_plan(50_000 / 3600, 1.0)
     assert s.workers_needed == 14
     assert s.steps[-1].consumers == 14

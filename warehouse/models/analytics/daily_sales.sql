@@ -1,4 +1,4 @@
-{#- The seed's analytics.daily_sales, one row per purchase date. -#}
+{#- The design's analytics.daily_sales, one row per purchase date. -#}
 {{
     config(
         unique_key='purchase_date',

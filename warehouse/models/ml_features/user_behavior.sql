@@ -1,4 +1,4 @@
-{#- The seed's ml_features.user_behavior, one row per customer. -#}
+{#- The design's ml_features.user_behavior, one row per customer. -#}
 with
 
 orders as (

@@ -42,7 +42,7 @@ def assign(
     more partition; members keep what they had as far as that allows.
 
     ``members`` are in join order; with no history the first members get the extra
-    partitions, so 2 members over 3 partitions get {0, 1} and {2}, as in the seed.
+    partitions, so 2 members over 3 partitions get {0, 1} and {2}, as in the design.
     """
     result: Assignment = {}
     load = {member: 0 for member, _ in members}
