@@ -5,6 +5,8 @@ The design's Flow 2, every hour: drain the event log into the warehouse's RAW la
 (idempotent on event_id, offsets recorded in DuckDB), `dbt build` the staging,
 analytics and feature models that changed, then check source freshness.
 
+* **Lake**: what the load added is written to the lake as compressed Parquet by event
+  kind and date (idempotent: a partition is rewritten whole, never appended to).
 * **Backfill**: trigger with conf `{"history": "/path/to/dir"}` to load Parquet/JSONL
   history instead of the log; the days it touches are rebuilt.
 * **Retries**: every step is idempotent, so a retried task continues without duplicates.
@@ -58,6 +60,14 @@ def hourly_etl() -> None:
 
     @task
     @retry_by_error
+    def write_lake() -> dict[str, Any]:
+        from shopsentry.pipelines.hourly_etl import write_lake as export
+        from shopsentry.pipelines.orchestration import settings_from_env
+
+        return export(settings_from_env()).as_dict()
+
+    @task
+    @retry_by_error
     def transform() -> dict[str, Any]:
         from shopsentry.pipelines.hourly_etl import transform as build
         from shopsentry.pipelines.orchestration import settings_from_env
@@ -75,7 +85,7 @@ def hourly_etl() -> None:
         summary, warnings = check_quality(settings_from_env(), interval)
         return {"interval": str(interval), "summary": summary, "warnings": warnings}
 
-    extract_load() >> transform() >> quality_checks()
+    extract_load() >> write_lake() >> transform() >> quality_checks()
 
 
 hourly_etl()

@@ -259,6 +259,25 @@ class HistoryImportSettings(_Frozen):
     payment_method: str = "card"
 
 
+class LakeSettings(_Frozen):
+    """Storage tiers (the design's section on retention): the warehouse keeps ``hot_days``
+    of events; older partitions live as compressed Parquet in the lake (warm) and, after
+    ``warm_days``, under ``cold_url``. URLs are fsspec URLs (``s3://bucket/prefix``, a
+    local path); backups go under ``backup_url``.
+
+    ``url`` None means ``lake/`` in the data dir; the tiers default to ``<url>/warm``,
+    ``<url>/cold`` and ``<url>/backups``. Production points ``url`` (or at least
+    ``backup_url``) off the machine: a backup in the data dir dies with it."""
+
+    url: str | None = None
+    cold_url: str | None = None
+    backup_url: str | None = None
+    hot_days: int = Field(default=90, ge=1)
+    warm_days: int = Field(default=365, ge=1)
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    backups_kept: int = Field(default=24, ge=1)  # a day of hourly backups
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
@@ -291,6 +310,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     notifier: NotifierSettings = NotifierSettings()
     history_import: HistoryImportSettings = HistoryImportSettings()
+    lake: LakeSettings = LakeSettings()
 
     @field_validator("bus")
     @classmethod

@@ -3,6 +3,7 @@
 shopsentry batch run hourly_etl [--date 2026-11-24T13] [--history DIR]
 shopsentry batch run daily_fraud_report [--date 2026-11-24]
 shopsentry batch run weekly_model_retrain [--date 2026-11-29] [--force]
+shopsentry batch run retention [--date 2026-11-29]
 shopsentry batch load [--history DIR]
 
 Each ``batch run`` is counted in ``shopsentry_dag_runs_total{dag,state}`` under the job's
@@ -34,6 +35,7 @@ class Job(StrEnum):
     hourly_etl = "hourly_etl"
     daily_fraud_report = "daily_fraud_report"
     weekly_model_retrain = "weekly_model_retrain"
+    retention = "retention"
 
 
 @contextmanager
@@ -129,7 +131,8 @@ def register(app: typer.Typer) -> None:
                 "--date",
                 help="hourly_etl: the hour (YYYY-MM-DDTHH) or whole day (YYYY-MM-DD) to process; "
                 "daily_fraud_report: the report day (default yesterday); "
-                "weekly_model_retrain: train on labels known by the end of this day (default now).",
+                "weekly_model_retrain: train on labels known by the end of this day (default now); "
+                "retention: the day the hot and warm windows count back from (default today).",
             ),
         ] = None,
         history: Annotated[
@@ -170,6 +173,12 @@ def register(app: typer.Typer) -> None:
                 from shopsentry.pipelines.daily_fraud_report import daily_fraud_report
 
                 result = daily_fraud_report(
+                    settings, parse_day(date) if date else None, progress=progress
+                ).as_dict()
+            elif job is Job.retention:
+                from shopsentry.pipelines.retention import retention
+
+                result = retention(
                     settings, parse_day(date) if date else None, progress=progress
                 ).as_dict()
             else:

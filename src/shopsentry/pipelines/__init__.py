@@ -3,6 +3,7 @@
     hourly_etl(settings, interval)            log → RAW → dbt build → quality checks
     daily_fraud_report(settings, day)         HTML report with charts in reports_dir
     weekly_model_retrain(settings, as_of)     training set → train → gate → promote
+    retention(settings, today)                hot → warm → cold storage tiers (lake)
 
 `shopsentry batch run JOB` and the Airflow DAGs in ``dags/`` call these same functions.
 """
@@ -14,7 +15,7 @@ from shopsentry.pipelines.daily_fraud_report import ReportResult, daily_fraud_re
 from shopsentry.pipelines.hourly_etl import EtlResult, hourly_etl
 from shopsentry.pipelines.weekly_model_retrain import RetrainResult, weekly_model_retrain
 
-JOBS = ("hourly_etl", "daily_fraud_report", "weekly_model_retrain")
+JOBS = ("hourly_etl", "daily_fraud_report", "weekly_model_retrain", "retention")
 
 __all__ = [
     "JOBS",

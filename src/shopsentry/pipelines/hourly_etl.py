@@ -5,6 +5,8 @@ them as separate tasks with their own retries:
 
 1. :func:`extract_load` drains the log (or loads a history directory, for a backfill)
    into RAW. Idempotent on event_id, resumes from the offsets DuckDB recorded.
+   :func:`write_lake` then writes the partitions that load touched to the lake
+   (compressed Parquet by event kind and date; see :mod:`shopsentry.lake`).
 2. :func:`transform` runs ``dbt build`` without the ML models: every incremental model
    rebuilds only the keys (events, hours, days) touched by rows loaded since it last
    ran; tests run alongside, so a bad model stops what depends on it.
@@ -26,6 +28,7 @@ from shopsentry.pipelines.common import Interval, Progress, no_progress
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
+    from shopsentry.lake.export import ExportResult
     from shopsentry.warehouse.dbt import DbtRunResult
     from shopsentry.warehouse.loader import LoadResult
 
@@ -45,6 +48,7 @@ class EtlResult:
     interval: Interval
     records_read: int = 0
     rows_inserted: dict[str, int] = field(default_factory=dict)
+    lake: dict[str, Any] = field(default_factory=dict)
     models_built: int = 0
     checks_passed: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -56,6 +60,7 @@ class EtlResult:
             "interval": str(self.interval),
             "records_read": self.records_read,
             "rows_inserted": dict(self.rows_inserted),
+            "lake": dict(self.lake),
             "models_built": self.models_built,
             "checks_passed": self.checks_passed,
             "warnings": list(self.warnings),
@@ -77,6 +82,13 @@ def extract_load(
     if history is not None:
         return load_history(settings, history, progress=lambda d, t: progress("load history", d, t))
     return load_from_log(settings, progress=lambda d, t: progress("load", d, t))
+
+
+def write_lake(settings: Settings) -> ExportResult:
+    """Step 1b: the partitions loaded since the last export, to the lake's warm tier."""
+    from shopsentry.lake.export import export_to_lake
+
+    return export_to_lake(settings)
 
 
 def transform(
@@ -180,6 +192,12 @@ def hourly_etl(
     result.records_read = loaded.records_read
     result.rows_inserted = dict(loaded.inserted)
     result.seconds["load"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    progress("lake", 0, 1)
+    result.lake = write_lake(settings).as_dict()
+    progress("lake", 1, 1)
+    result.seconds["lake"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     built = transform(settings, progress=progress)
