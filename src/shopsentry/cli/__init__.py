@@ -50,6 +50,7 @@ _COMMAND_MODULES = (
     "shopsentry.cli.demo",
     "shopsentry.cli.history",
     "shopsentry.cli.rules",
+    "shopsentry.cli.backup",
 )
 
 

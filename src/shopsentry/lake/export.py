@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,9 +139,7 @@ def _export_touched(
         rows = con.execute(f"select distinct {DATE_SQL} from {table.qualified}").fetchall()
     for (day,) in sorted(rows):
         writer.write(table, day)
-    con.execute(
-        f"insert or replace into {WATERMARK_TABLE} values (?, ?)", [table.name, until]
-    )
+    con.execute(f"insert or replace into {WATERMARK_TABLE} values (?, ?)", [table.name, until])
 
 
 @dataclass
@@ -159,7 +157,9 @@ class _PartitionWriter:
         where, params = date_predicate(day)
         select = f"select {COLUMNS} from {table.qualified} where {where}"
         if existing is not None and existing.evicted and existing.files:
-            files = ", ".join(sql_literal(self.storage.duckdb_path(k)) for k in existing.keys())
+            files = ", ".join(
+                sql_literal(self.storage.duckdb_path(k)) for k in existing.file_keys()
+            )
             select += (
                 f" union all select {COLUMNS} from read_parquet([{files}]) as l"
                 f" where l._dedupe_key not in (select _dedupe_key from {table.qualified}"
@@ -171,10 +171,13 @@ class _PartitionWriter:
             "select count(*), coalesce(sum(hash(_dedupe_key))::hugeint, 0) from _lake_part"
         ).fetchall()[0]
         key_checksum = str(checksum)
-        if existing is not None and (existing.rows, existing.key_checksum) == (rows, key_checksum):
-            if all(self.storage.exists(k) for k in existing.keys()):
-                self.result.unchanged += 1
-                return
+        same = existing is not None and (existing.rows, existing.key_checksum) == (
+            rows,
+            key_checksum,
+        )
+        if same and all(self.storage.exists(k) for k in existing.file_keys()):  # type: ignore[union-attr]
+            self.result.unchanged += 1
+            return
         manifest = PartitionManifest(
             table=table.name,
             date=day,
@@ -188,7 +191,7 @@ class _PartitionWriter:
             manifest.files.append(self._write_file(manifest, f"{name}.parquet"))
         write_manifest(self.storage, manifest)
         if existing is not None:
-            stale = set(existing.keys()) - set(manifest.keys())
+            stale = set(existing.file_keys()) - set(manifest.file_keys())
             self.storage.delete(sorted(stale))
         self.result.written.append(manifest.prefix)
         self.result.rows_written += int(rows)
@@ -210,6 +213,4 @@ class _PartitionWriter:
 
 
 def _now_iso() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat(timespec="seconds")

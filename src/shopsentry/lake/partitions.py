@@ -54,7 +54,7 @@ class PartitionManifest:
     def prefix(self) -> str:
         return partition_prefix(self.table, self.date)
 
-    def keys(self) -> list[str]:
+    def file_keys(self) -> list[str]:
         return [f"{self.prefix}/{f.name}" for f in self.files]
 
     def to_json(self) -> bytes:
@@ -94,7 +94,7 @@ def list_partitions(storage: LakeStorage, table: str | None = None) -> list[Part
 def verify_files(storage: LakeStorage, manifest: PartitionManifest) -> list[str]:
     """Problems with a partition's files (missing, wrong size, wrong checksum)."""
     problems = []
-    for data_file, key in zip(manifest.files, manifest.keys(), strict=True):
+    for data_file, key in zip(manifest.files, manifest.file_keys(), strict=True):
         if not storage.exists(key):
             problems.append(f"{key} is missing")
         elif storage.size(key) != data_file.bytes:

@@ -125,7 +125,7 @@ def _verify_in_lake(
     problems = verify_files(storage, manifest)
     if problems:
         return problems[0]
-    files = ", ".join(sql_literal(storage.duckdb_path(k)) for k in manifest.keys())
+    files = ", ".join(sql_literal(storage.duckdb_path(k)) for k in manifest.file_keys())
     where, params = date_predicate(day)
     lake_rows = con.execute(f"select count(*) from read_parquet([{files}])").fetchall()[0][0]
     if lake_rows != manifest.rows:
@@ -149,9 +149,7 @@ def _verify_in_lake(
     return None
 
 
-def _evict(
-    con: duckdb.DuckDBPyConnection, storage: LakeStorage, table: RawTable, day: str
-) -> None:
+def _evict(con: duckdb.DuckDBPyConnection, storage: LakeStorage, table: RawTable, day: str) -> None:
     """Mark the lake's partition as the only copy, then delete it from the warehouse."""
     manifest = read_manifest(storage, table.name, day)
     assert manifest is not None  # verified just before
@@ -171,7 +169,7 @@ def age_to_cold(settings: Settings, before: date) -> list[str]:
         if manifest.date == NULL_DATE or date.fromisoformat(manifest.date) >= before:
             continue
         _copy_partition(warm, cold, manifest)
-        warm.delete([*manifest.keys(), f"{manifest.prefix}/_manifest.json"])
+        warm.delete([*manifest.file_keys(), f"{manifest.prefix}/_manifest.json"])
         moved.append(manifest.prefix)
     return moved
 
@@ -182,7 +180,7 @@ def _copy_partition(source: LakeStorage, target: LakeStorage, manifest: Partitio
     problems = verify_files(source, manifest)
     if problems:
         raise TransientError(f"cannot age {manifest.prefix} to cold: {problems[0]}")
-    for key in manifest.keys():
+    for key in manifest.file_keys():
         target.put_bytes(key, source.get_bytes(key))
     problems = verify_files(target, manifest)
     if problems:

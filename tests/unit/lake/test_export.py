@@ -16,7 +16,7 @@ def lake_counts(settings) -> dict[str, int]:
     counts: dict[str, int] = {}
     con = duckdb.connect()
     for m in list_partitions(storage):
-        for key in m.keys():
+        for key in m.file_keys():
             n = con.execute(f"select count(*) from read_parquet('{storage.duckdb_path(key)}')")
             counts[m.table] = counts.get(m.table, 0) + n.fetchall()[0][0]
     return counts
@@ -37,7 +37,7 @@ def test_files_are_compressed_parquet_with_checksums_in_the_manifest(loaded) -> 
     storage = open_tier(loaded, "warm")
     manifests = list_partitions(storage)
     assert manifests and all(verify_files(storage, m) == [] for m in manifests)
-    key = manifests[0].keys()[0]
+    key = manifests[0].file_keys()[0]
     meta = duckdb.sql(
         f"select compression from parquet_metadata('{storage.duckdb_path(key)}') limit 1"
     ).fetchall()
@@ -70,5 +70,5 @@ def test_a_corrupted_lake_file_is_reported(loaded) -> None:
     export_to_lake(loaded)
     storage = open_tier(loaded, "warm")
     manifest = list_partitions(storage, "purchase_events")[0]
-    storage.put_bytes(manifest.keys()[0], b"not parquet")
+    storage.put_bytes(manifest.file_keys()[0], b"not parquet")
     assert verify_files(storage, manifest)

@@ -23,9 +23,9 @@ def with_days(settings: Settings, hot: int, warm: int = 365) -> Settings:
 def old_rows(settings: Settings, before: str) -> int:
     with connect(settings, read_only=True) as con:
         return sum(
-            con.execute(
-                f"select count(*) from raw.{t} where occurred_at < '{before}'"
-            ).fetchall()[0][0]
+            con.execute(f"select count(*) from raw.{t} where occurred_at < '{before}'").fetchall()[
+                0
+            ][0]
             for t in raw_counts(con)
         )
 
@@ -52,7 +52,7 @@ def test_a_partition_the_lake_cannot_vouch_for_stays_hot(loaded, monkeypatch) ->
     import shopsentry.lake.retention as retention
 
     monkeypatch.setattr(retention, "export_to_lake", lambda *_a, **_k: None)
-    storage.put_bytes(manifest[0].keys()[0], b"garbage")
+    storage.put_bytes(manifest[0].file_keys()[0], b"garbage")
     before = old_rows(settings, "2026-11-21")
     result = run_retention(settings, today=AFTER_FIRST_DAY)
     assert "purchase_events/2026-11-20" in result.kept_hot
@@ -76,9 +76,7 @@ def test_a_late_row_for_an_evicted_day_is_merged_not_replacing_the_lake_copy(loa
     settings = with_days(loaded, hot=0)
     run_retention(settings, today=AFTER_FIRST_DAY)
     storage = open_tier(settings, "warm")
-    before = next(
-        m for m in list_partitions(storage, "purchase_events") if m.date == "2026-11-20"
-    )
+    before = next(m for m in list_partitions(storage, "purchase_events") if m.date == "2026-11-20")
     with connect(settings) as con:
         con.execute(
             """insert into raw.purchase_events (_dedupe_key, event_id, occurred_at, _topic,
