@@ -20,9 +20,11 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 pytest.importorskip("airflow.sdk", reason="the airflow extra is not installed")
 
 EXPECTED = {
-    "hourly_etl": ("@hourly", ["extract_load", "transform", "quality_checks"]),
+    "hourly_etl": ("@hourly", ["extract_load", "write_lake", "transform", "quality_checks"]),
     "daily_fraud_report": ("0 6 * * *", ["write_report"]),
     "weekly_model_retrain": ("0 2 * * 0", ["build_training_set", "train_and_gate"]),
+    "retention": ("30 3 * * *", ["move_tiers"]),
+    "hourly_backup": ("@hourly", ["create_backup", "verify_backup"]),
 }
 
 
