@@ -243,6 +243,8 @@ def main() -> None:
         ("1-minute load average before / after (machine shared)",
          f"{load_before:.1f} / {load_after:.1f} on {os.cpu_count()} CPUs"),
         (f"load from log into RAW ({records:,} records)", f"{first.seconds.get('load', 0):.1f} s"),
+        (f"lake write ({first.lake.get('partitions_written', 0)} Parquet partitions)",
+         f"{first.seconds.get('lake', 0):.1f} s"),
         (f"dbt build ({first.models_built} models, {first.checks_passed} tests)",
          f"{first.seconds.get('transform', 0):.1f} s"),
         ("freshness + interval summary", f"{first.seconds.get('quality', 0):.1f} s"),

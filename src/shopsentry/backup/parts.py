@@ -177,8 +177,10 @@ class WarehousePart:
 
 
 class RegistryPart:
-    """The MLflow registry: its SQLite database and the artifact directory. A tracking
-    server (``model.tracking_uri`` not ``sqlite:``) is backed up by its own operators."""
+    """The MLflow registry (its SQLite database and artifact directory) and the data
+    dir's model versions with the champion pointer the detector follows. A tracking
+    server (``model.tracking_uri`` not ``sqlite:``) is backed up by its own operators;
+    the model versions and pointer are still copied."""
 
     name = "registry"
 
@@ -187,29 +189,46 @@ class RegistryPart:
         return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
     def live_paths(self, settings: Settings) -> list[Path]:
+        from shopsentry.models.scorer import models_dir
+
         db = self._db(settings)
-        return [settings.mlflow_artifact_dir, *([db] if db is not None else [])]
+        dirs = [settings.mlflow_artifact_dir, models_dir(settings)]
+        return [*dirs, *([db] if db is not None else [])]
 
     def snapshot(self, settings: Settings, into: Path) -> PartSnapshot | None:
+        from shopsentry.models.scorer import models_dir
+
         db = self._db(settings)
-        if db is None:
-            return PartSnapshot(notes=[f"tracking server {settings.mlflow_tracking_uri} skipped"])
-        if not db.exists():
+        if db is not None and not db.exists():
             return None
+        into.mkdir(parents=True, exist_ok=True)
+        snap = PartSnapshot()
         # Database first: every artifact it names was written before its row, so the
-        # artifacts copied after it are a superset of what it references.
-        _sqlite_copy(db, into / "mlflow.db")
-        artifacts = settings.mlflow_artifact_dir
-        if artifacts.is_dir():
-            shutil.copytree(artifacts, into / "mlartifacts")
-        return PartSnapshot()
+        # files copied after it are a superset of what it references.
+        if db is None:
+            snap.notes.append(f"tracking server {settings.mlflow_tracking_uri} not copied")
+        else:
+            _sqlite_copy(db, into / "mlflow.db")
+        for source, name in (
+            (settings.mlflow_artifact_dir, "mlartifacts"),
+            (models_dir(settings), "models"),
+        ):
+            if source.is_dir():
+                shutil.copytree(source, into / name)
+        return snap
 
     def restore(self, settings: Settings, staged: Path) -> None:
+        from shopsentry.models.scorer import models_dir
+
         db = self._db(settings)
         if db is not None and (staged / "mlflow.db").exists():
             _place(staged / "mlflow.db", db)
-        if (staged / "mlartifacts").exists():
-            _place(staged / "mlartifacts", settings.mlflow_artifact_dir)
+        for live, name in (
+            (settings.mlflow_artifact_dir, "mlartifacts"),
+            (models_dir(settings), "models"),
+        ):
+            if (staged / name).exists():
+                _place(staged / name, live)
 
 
 _APPLIED_OFFSET = struct.Struct(">q")
