@@ -18,11 +18,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+from benchmarks.bench_etl import _git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,15 +66,6 @@ def populate(settings, users: int, days: int, per_user_day: float, first_day: da
             for t in ("purchase_events", "user_behavior", "decisions")
         }
     return counts
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
