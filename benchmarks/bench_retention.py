@@ -135,10 +135,11 @@ window; the hourly ETL's lake export run ({export.rows_written:,} rows in
 | partitions evicted / rows evicted | {record["partitions_evicted"]} / {result.rows_evicted:,} |
 | partitions kept hot (failed verification) | {len(result.kept_hot)} |
 | second pass the same day (nothing to move) | {again_s:.1f} s, {again.rows_evicted} rows |
-| 1-minute load average before / after (machine shared) | {load_before:.1f} / {load_after:.1f} on {record["nproc"]} CPUs |
+| 1-minute load average before / after (machine shared) | {load_before:.1f} / {load_after:.1f} \
+on {record["nproc"]} CPUs |
 """
     (RESULTS / "bench_retention.md").write_text(md)
-    print(md)  # noqa: T201
+    print(md)
 
 
 if __name__ == "__main__":
