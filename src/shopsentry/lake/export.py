@@ -155,20 +155,25 @@ class _PartitionWriter:
         warehouse no longer holds the day), unless the lake already has exactly it."""
         existing = read_manifest(self.storage, table.name, day)
         where, params = date_predicate(day)
-        select = f"select {COLUMNS} from {table.qualified} where {where}"
+        source = f"(select {COLUMNS} from {table.qualified} where {where})"
         if existing is not None and existing.evicted and existing.files:
+            # The warehouse no longer holds the day: merge into the lake's copy.
             files = ", ".join(
                 sql_literal(self.storage.duckdb_path(k)) for k in existing.file_keys()
             )
-            select += (
-                f" union all select {COLUMNS} from read_parquet([{files}]) as l"
-                f" where l._dedupe_key not in (select _dedupe_key from {table.qualified}"
-                f" where {where})"
+            self.con.execute(
+                f"""create or replace temp table _lake_part as
+                    select * from {source}
+                    union all
+                    select {COLUMNS} from read_parquet([{files}]) as l
+                    where l._dedupe_key not in (select _dedupe_key from {source})""",
+                params + params,
             )
-            params = params + params
-        self.con.execute(f"create or replace temp table _lake_part as {select}", params)
+            source, params = "_lake_part", []
+        # Only the key column is read here (columnar): cheap next to writing the rows.
         rows, checksum = self.con.execute(
-            "select count(*), coalesce(sum(hash(_dedupe_key))::hugeint, 0) from _lake_part"
+            f"select count(*), coalesce(sum(hash(_dedupe_key))::hugeint, 0) from {source}",
+            params,
         ).fetchall()[0]
         key_checksum = str(checksum)
         same = existing is not None and (existing.rows, existing.key_checksum) == (
@@ -188,7 +193,7 @@ class _PartitionWriter:
         )
         if rows:
             name = "data-" + hashlib.sha256(f"{rows}:{key_checksum}".encode()).hexdigest()[:16]
-            manifest.files.append(self._write_file(manifest, f"{name}.parquet"))
+            manifest.files.append(self._write_file(manifest, f"{name}.parquet", source, params))
         write_manifest(self.storage, manifest)
         if existing is not None:
             stale = set(existing.file_keys()) - set(manifest.file_keys())
@@ -196,11 +201,14 @@ class _PartitionWriter:
         self.result.written.append(manifest.prefix)
         self.result.rows_written += int(rows)
 
-    def _write_file(self, manifest: PartitionManifest, name: str) -> DataFile:
+    def _write_file(
+        self, manifest: PartitionManifest, name: str, source: str, params: list[Any]
+    ) -> DataFile:
         tmp = self.staging / f"{manifest.table}-{manifest.date}-{name}"
         codec = "uncompressed" if self.compression == "none" else self.compression
         self.con.execute(
-            f"copy _lake_part to {sql_literal(str(tmp))} (format parquet, compression {codec})"
+            f"copy {source} to {sql_literal(str(tmp))} (format parquet, compression {codec})",
+            params,
         )
         try:
             data_file = DataFile(
