@@ -41,7 +41,7 @@ def populate(settings, users: int, days: int, per_user_day: float, first_day: da
         con.execute(
             f"""create temp table ev as
                 select i, 'u' || lpad((hash(i) % {users})::varchar, 6, '0') as user_id,
-                       ?::timestamp + to_seconds((i * {span_s}::double / {n})::bigint) as at,
+                       ?::timestamp + to_seconds((i * {span_s}::double / {n})::bigint) as ts,
                        (i % 100) < 15 as is_purchase
                 from range({n}) t(i)""",
             [start],
@@ -54,11 +54,11 @@ def populate(settings, users: int, days: int, per_user_day: float, first_day: da
             prefix = {"purchase_events": "p", "user_behavior": "b", "decisions": "p"}[table]
             con.execute(
                 f"""insert into raw.{table}
-                    select '{prefix}' || i, '{prefix}' || i, '{kind}', user_id, 'web', at,
+                    select '{prefix}' || i, '{prefix}' || i, '{kind}', user_id, 'web', ts,
                         ('{{"schema_version":1,"event_id":"{prefix}' || i || '","user_id":"'
-                         || user_id || '","occurred_at":"' || strftime(at, '%Y-%m-%dT%H:%M:%S')
+                         || user_id || '","occurred_at":"' || strftime(ts, '%Y-%m-%dT%H:%M:%S')
                          || 'Z","event_type":"{kind}"{extra}}}')::json,
-                        null, '{table}', (i % 3)::integer, i, at + interval 5 minute
+                        null, '{table}', (i % 3)::integer, i, ts + interval 5 minute
                     from ev where {where}"""
             )
         counts = {
