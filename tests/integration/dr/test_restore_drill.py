@@ -136,7 +136,7 @@ class Services:
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SHOPSENTRY_CONFIG": str(self.config)}
+        env = {**os.environ, "SHOPSENTRY_CONFIG": str(self.config), "PYTHONFAULTHANDLER": "1"}
         for name, args in (
             ("detect", ["detect", "--workers", "1", "--metrics-port", "0"]),
             ("serve", ["serve", "--port", str(self.port)]),
