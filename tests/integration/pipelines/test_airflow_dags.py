@@ -47,6 +47,7 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
     assert hourly.state == "success", hourly.output[-3000:]
     assert hourly.tasks == {
         "extract_load": "success",
+        "write_lake": "success",
         "transform": "success",
         "quality_checks": "success",
     }
