@@ -24,6 +24,7 @@ from shopsentry.pipelines.orchestration import (
     START_DATE,
     on_dag_failure,
     on_dag_success,
+    retry_by_error,
     sla_deadline,
 )
 
@@ -43,6 +44,7 @@ from shopsentry.pipelines.orchestration import (
 )
 def hourly_backup() -> None:
     @task
+    @retry_by_error
     def create_backup() -> dict[str, Any]:
         from shopsentry.backup import create_backup as create
         from shopsentry.pipelines.orchestration import settings_from_env
@@ -51,6 +53,7 @@ def hourly_backup() -> None:
         return {"id": manifest.id, "parts": sorted(manifest.parts), "seconds": manifest.seconds}
 
     @task
+    @retry_by_error
     def verify_backup(created: dict[str, Any]) -> dict[str, Any]:
         from shopsentry.backup import BackupInvalid
         from shopsentry.backup import verify_backup as verify

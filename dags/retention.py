@@ -23,6 +23,7 @@ from shopsentry.pipelines.orchestration import (
     START_DATE,
     on_dag_failure,
     on_dag_success,
+    retry_by_error,
     sla_deadline,
 )
 
@@ -42,6 +43,7 @@ from shopsentry.pipelines.orchestration import (
 )
 def retention() -> None:
     @task
+    @retry_by_error
     def move_tiers() -> dict[str, Any]:
         from shopsentry.pipelines.orchestration import run_instant, settings_from_env
         from shopsentry.pipelines.retention import retention as run

@@ -18,6 +18,7 @@ from shopsentry.backup import (
 from shopsentry.bus.base import TopicPartition
 from shopsentry.features.lmdb_store import LmdbStateStore
 from shopsentry.lake.storage import open_tier
+from shopsentry.stream.base import Checkpoint
 from shopsentry.warehouse.db import connect
 from shopsentry.warehouse.loader import raw_counts
 
@@ -31,7 +32,9 @@ def system(loaded, memlog, tmp_path):
     api = settings.data_dir / "api"
     model = AlertReadModel(api / "alerts.db", topics=store_topics(settings))
     topics = set(store_topics(settings).values())
-    model.apply([r for t in topics for part in memlog.topics[t] for r in part])
+    records = [r for t in topics for r in memlog.records(t)]
+    positions = {r.tp: r.offset + 1 for r in records}
+    model.save(Checkpoint(changes=records, positions=positions, expected={}, outbox_id="fill"))
     model.close()
     keys = KeyStore(api / "keys.db")
     token = keys.create("analyst", name="drill").token
@@ -82,9 +85,9 @@ def test_a_restore_brings_every_part_back_and_rewinds_the_groups(system, memlog)
     keys.close()
     assert (settings.mlflow_artifact_dir / "1" / "model.json").exists()
     purchases = TopicPartition(settings.topics.purchase_events.name, 0)
-    assert memlog.committed[settings.detector.group_id][purchases] == 11
-    loader = memlog.committed[settings.warehouse.loader_group_id]
-    assert loader[purchases] == len(memlog.topics[purchases.topic][0])
+    assert memlog.committed[(settings.detector.group_id, purchases)] == 11
+    loader = memlog.committed[(settings.warehouse.loader_group_id, purchases)]
+    assert loader == memlog.describe_topic(purchases.topic).partitions[0].end_offset
 
 
 def corrupt(settings, backup_id: str, part: str) -> None:
