@@ -24,15 +24,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopsentry import __version__
-from shopsentry.api import alerts, analytics, dashboard, events, health, openapi
+from shopsentry.api import alerts, analytics, dashboard, events, health, openapi, rules
 from shopsentry.api.consumer import StoreConsumer, store_topics
 from shopsentry.api.deps import Services
 from shopsentry.api.metrics import ApiMetrics
 from shopsentry.api.read_model import AlertReadModel
 from shopsentry.api.recent import RecentIds
+from shopsentry.api.rules_state import RulesState
 from shopsentry.api.security import IssuedKey, KeyStore, RateLimiter, assert_safe_keys
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
+from shopsentry.rules.audit import SqliteAudit
 
 logger = logging.getLogger(__name__)
 
@@ -229,12 +231,19 @@ def create_app(
         consumer=consumer,
         owns_log=owns_log,
         recent_ids=RecentIds(settings.api.recent_event_ids),
+        rules=RulesState(
+            log, settings.topics.rules.name, SqliteAudit(api_dir(settings) / "rules_audit.db")
+        ),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if consumer is not None:
             consumer.start()
+        if services.rules is not None:
+            from shopsentry.features import FEATURE_NAMES
+
+            services.rules.start(FEATURE_NAMES)
         try:
             yield
         finally:
@@ -263,14 +272,14 @@ def create_app(
     app.state.services = services
     app.state.demo_keys = demo_keys
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (events, alerts, analytics, health, dashboard):
+    for module in (events, alerts, analytics, rules, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.api.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     # The last added is outermost: the body limit wraps every route (nothing inside it

@@ -19,6 +19,7 @@ from shopsentry.api.consumer import StoreConsumer
 from shopsentry.api.metrics import ApiMetrics
 from shopsentry.api.read_model import AlertReadModel
 from shopsentry.api.recent import RecentIds
+from shopsentry.api.rules_state import RulesState
 from shopsentry.api.security import KeyStore, Principal, RateLimiter
 from shopsentry.bus.base import EventLog, Producer
 from shopsentry.config import Settings
@@ -36,6 +37,7 @@ class Services:
     metrics: ApiMetrics
     recent_ids: RecentIds  # event ids ingest wrote lately (guarded by produce_lock)
     consumer: StoreConsumer | None = None
+    rules: RulesState | None = None  # the control topic's follower and the audit
     owns_log: bool = False
 
     _producer: Producer | None = None
@@ -52,6 +54,8 @@ class Services:
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.stop()
+        if self.rules is not None:
+            self.rules.close()
         if self._producer is not None:
             self._producer.close()
         self.store.close()
@@ -125,3 +129,4 @@ def require_role(*roles: str) -> Callable[[Principal], Principal]:
 
 AnalystDep = Annotated[Principal, Depends(require_role("analyst", "admin"))]
 IngestDep = Annotated[Principal, Depends(require_role("ingest", "admin"))]
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]

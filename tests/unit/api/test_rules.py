@@ -1,0 +1,138 @@
+"""`/v1/rules` and `/v1/lists` against the real embedded log and control topic."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.unit.api.factories import Keys
+
+H = Keys.header
+DRAFT = {"name": "big_amount", "expression": "purchase.amount > 500.0", "action": "review"}
+
+
+def test_an_analyst_saves_shadow_rules_and_only_an_admin_activates(
+    client: TestClient, keys: Keys
+) -> None:
+    saved = client.post("/v1/rules", json=DRAFT, headers=H(keys.analyst))
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["rule"]["mode"] == "shadow"
+    version = saved.json()["version"]
+    # read-your-writes: the answer's version is already what GET serves
+    listed = client.get("/v1/rules", headers=H(keys.analyst)).json()
+    assert listed["version"] == version
+    assert [r["name"] for r in listed["rules"]] == ["big_amount"]
+
+    active = client.post("/v1/rules", json={**DRAFT, "mode": "active"}, headers=H(keys.analyst))
+    assert active.status_code == 403
+    assert "shadow mode only" in active.json()["detail"]
+    assert client.post("/v1/rules/big_amount/activate", headers=H(keys.analyst)).status_code == 403
+
+    activated = client.post("/v1/rules/big_amount/activate", headers=H(keys.admin))
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["rule"]["mode"] == "active"
+    assert activated.json()["version"] == version + 1
+    shadowed = client.post("/v1/rules/big_amount/shadow", headers=H(keys.analyst))
+    assert shadowed.json()["rule"]["mode"] == "shadow"
+    disabled = client.post("/v1/rules/big_amount/disable", headers=H(keys.analyst))
+    assert disabled.json()["rule"]["enabled"] is False
+    assert client.get("/v1/rules", headers=H(keys.web)).status_code == 403
+
+
+def test_a_rule_that_does_not_compile_is_422_naming_expression_with_its_position(
+    client: TestClient, keys: Keys
+) -> None:
+    bad = {**DRAFT, "expression": "purchase.amount > 500.0 &&\n  no_such_field == 1"}
+    answer = client.post("/v1/rules", json=bad, headers=H(keys.admin))
+    assert answer.status_code == 422
+    error = answer.json()["errors"][0]
+    assert error["field"] == "expression"
+    assert error["reason"].startswith("line 2, column ")
+    assert "no_such_field" in error["reason"]
+    assert client.get("/v1/rules", headers=H(keys.admin)).json()["rules"] == []
+
+    check = client.post("/v1/rules/check", json={"expression": bad["expression"]},
+                        headers=H(keys.analyst)).json()  # fmt: skip
+    assert check["ok"] is False and check["line"] == 2 and check["column"] >= 1
+    ok = client.post("/v1/rules/check", json={"expression": "purchase.amount > 1.0"},
+                     headers=H(keys.analyst)).json()  # fmt: skip
+    assert ok == {"ok": True, "line": None, "column": None, "reason": None}
+
+
+def test_every_change_is_audited_with_who_and_before_and_after(
+    client: TestClient, keys: Keys
+) -> None:
+    client.post("/v1/rules", json=DRAFT, headers=H(keys.analyst))
+    client.post("/v1/rules", json={**DRAFT, "expression": "purchase.amount > 900.0"},
+                headers=H(keys.analyst))  # fmt: skip
+    client.post("/v1/rules/big_amount/activate", headers=H(keys.admin))
+    history = client.get("/v1/rules/big_amount/history", headers=H(keys.analyst))
+    assert history.status_code == 200
+    changes = history.json()["changes"]
+    assert [c["action"] for c in changes] == ["save", "save", "activate"]
+    first, second, third = changes
+    assert first["before"] is None and first["after"]["expression"] == "purchase.amount > 500.0"
+    assert second["before"]["expression"] == "purchase.amount > 500.0"
+    assert second["after"]["expression"] == "purchase.amount > 900.0"
+    assert third["before"]["mode"] == "shadow" and third["after"]["mode"] == "active"
+    assert first["changed_by"] and third["changed_by"] != first["changed_by"]
+    assert [c["version"] for c in changes] == sorted(c["version"] for c in changes)
+    missing = client.get("/v1/rules/nothing_here/history", headers=H(keys.analyst))
+    assert missing.status_code == 404
+
+
+def test_list_entries_are_added_removed_and_imported_with_bad_rows_reported(
+    client: TestClient, keys: Keys
+) -> None:
+    entry = {"list": "block", "entity": "card", "value": "card-1", "reason": "chargeback"}
+    added = client.post("/v1/lists", json=entry, headers=H(keys.analyst))
+    assert added.status_code == 200, added.text
+    csv_text = (
+        "list,entity,value,reason\n"
+        "block,device,dev-1,bot farm\n"
+        "block,planet,mars,not an entity\n"
+        "allow,user,user-9,vip\n"
+    )
+    imported = client.post("/v1/lists/import", content=csv_text,
+                           headers={**H(keys.analyst), "Content-Type": "text/csv"})  # fmt: skip
+    assert imported.status_code == 200, imported.text
+    body = imported.json()
+    assert body["imported"] == 2
+    assert len(body["rejected"]) == 1
+    assert body["rejected"][0]["row"] == 3 and "entity" in body["rejected"][0]["reason"]
+    live = client.get("/v1/lists", headers=H(keys.analyst)).json()
+    assert live["version"] == body["version"]
+    assert {e["value"] for e in live["entries"]} == {"card-1", "dev-1", "user-9"}
+
+    removed = client.delete("/v1/lists/block/card/card-1", headers=H(keys.analyst))
+    assert removed.status_code == 200, removed.text
+    live = client.get("/v1/lists", headers=H(keys.analyst)).json()
+    assert {e["value"] for e in live["entries"]} == {"dev-1", "user-9"}
+    again = client.delete("/v1/lists/block/card/card-1", headers=H(keys.analyst))
+    assert again.status_code == 404
+
+    no_header = client.post("/v1/lists/import", content="a,b\n1,2\n",
+                            headers={**H(keys.analyst), "Content-Type": "text/csv"})  # fmt: skip
+    assert no_header.status_code == 422
+    assert no_header.json()["errors"][0]["field"] == "body"
+
+
+def test_backtest_is_503_until_the_warehouse_is_built(client: TestClient, keys: Keys) -> None:
+    answer = client.post("/v1/rules/backtest", json={"expression": "purchase.amount > 1.0"},
+                         headers=H(keys.analyst))  # fmt: skip
+    assert answer.status_code == 503
+    assert "warehouse" in answer.json()["detail"]
+    bad = client.post("/v1/rules/backtest", json={"expression": "purchase.amount >"},
+                      headers=H(keys.analyst))  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "expression"
+
+
+def test_a_restarted_api_reads_the_rule_set_back_from_the_control_topic(
+    client: TestClient, keys: Keys, api_settings, log
+) -> None:
+    from shopsentry.api import create_app
+
+    version = client.post("/v1/rules", json=DRAFT, headers=H(keys.analyst)).json()["version"]
+    with TestClient(create_app(api_settings, log=log)) as second:
+        listed = second.get("/v1/rules", headers=H(keys.analyst)).json()
+    assert listed["version"] == version
+    assert listed["rules"][0]["name"] == "big_amount"
