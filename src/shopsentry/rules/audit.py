@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +43,7 @@ class SqliteAudit:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute(
             """
@@ -64,25 +63,14 @@ class SqliteAudit:
             "create index if not exists rules_audit_subject on rules_audit (subject, id)"
         )
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("begin immediate")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("rollback")
-                raise
-            self._db.execute("commit")
-
     def record(self, records: Sequence[AuditRecord]) -> None:
         rows = [
             (r.subject, r.action, r.changed_by, r.changed_at.isoformat(),
              _dump(r.before), _dump(r.after), r.version)
             for r in records
         ]  # fmt: skip
-        with self._tx() as db:
-            db.executemany(
+        with self._lock, self._db:  # one transaction: committed, or rolled back on error
+            self._db.executemany(
                 "insert into rules_audit (subject, action, changed_by, changed_at, before,"
                 " after, version) values (?, ?, ?, ?, ?, ?, ?)",
                 rows,
