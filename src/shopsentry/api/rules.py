@@ -53,7 +53,9 @@ router = APIRouter(prefix="/v1", tags=["rules"])
 
 READ_BACK_TIMEOUT_S = 10.0  # how long a change waits to be read back before a 503
 _READ = error_responses(401, 403, 422, 429)
-_WRITE = error_responses(401, 403, 404, 422, 429, 503)
+_CHANGE = error_responses(401, 403, 404, 422, 429, 503)  # a change by path, no body
+_BODY = error_responses(400, 401, 403, 413, 422, 429)  # a JSON body that is read, not written
+_SAVE = error_responses(400, 401, 403, 413, 422, 429, 503)
 RuleNamePath = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="Rule name")
 ]
@@ -166,7 +168,7 @@ def list_rules(_: AnalystDep, services: ServicesDep) -> RuleSetView:
     return RuleSetView(version=rule_set.version, rules=[_rule_view(r) for r in rules])
 
 
-@router.post("/rules", response_model=RuleChanged, responses=_WRITE, summary="Save a rule")
+@router.post("/rules", response_model=RuleChanged, responses=_SAVE, summary="Save a rule")
 def save_rule(
     principal: AnalystDep, services: ServicesDep, body: RuleRequest
 ) -> RuleChanged | JSONResponse:
@@ -185,7 +187,7 @@ def save_rule(
     return _save_rule(services, principal, rule, "save")
 
 
-@router.post("/rules/check", response_model=CheckResult, responses=_READ, summary="Check a rule")
+@router.post("/rules/check", response_model=CheckResult, responses=_BODY, summary="Check a rule")
 def check_rule(_: AnalystDep, body: CheckRequest) -> CheckResult:
     """Parse and type-check an expression (for an editor): where it is wrong, if it is."""
     error = _check(body.expression)
@@ -195,21 +197,23 @@ def check_rule(_: AnalystDep, body: CheckRequest) -> CheckResult:
 
 
 @router.post(
-    "/rules/{name}/activate", response_model=RuleChanged, responses=_WRITE, summary="Activate"
+    "/rules/{name}/activate", response_model=RuleChanged, responses=_CHANGE, summary="Activate"
 )
 def activate_rule(principal: AdminDep, services: ServicesDep, name: RuleNamePath) -> Any:
     """Let a rule act on live purchases (admin only)."""
     return _set_mode(services, principal, name, "activate", mode="active", enabled=True)
 
 
-@router.post("/rules/{name}/shadow", response_model=RuleChanged, responses=_WRITE, summary="Shadow")
+@router.post(
+    "/rules/{name}/shadow", response_model=RuleChanged, responses=_CHANGE, summary="Shadow"
+)
 def shadow_rule(principal: AnalystDep, services: ServicesDep, name: RuleNamePath) -> Any:
     """Evaluate and count a rule without letting it act (re-enables a disabled rule)."""
     return _set_mode(services, principal, name, "shadow", mode="shadow", enabled=True)
 
 
 @router.post(
-    "/rules/{name}/disable", response_model=RuleChanged, responses=_WRITE, summary="Disable"
+    "/rules/{name}/disable", response_model=RuleChanged, responses=_CHANGE, summary="Disable"
 )
 def disable_rule(principal: AnalystDep, services: ServicesDep, name: RuleNamePath) -> Any:
     """Stop evaluating a rule (it stays in the rule set and its history)."""
@@ -244,7 +248,7 @@ def rule_history(
 @router.post(
     "/rules/backtest",
     response_model=BacktestResult,
-    responses=error_responses(401, 403, 422, 429, 503),
+    responses=_SAVE,
     summary="Backtest a draft rule",
 )
 def backtest_rule(
@@ -303,7 +307,7 @@ def _save_entries(
         return _commit(services, [entry_change(e, who) for e in entries], audits, who)
 
 
-@router.post("/lists", response_model=EntryChanged, responses=_WRITE, summary="Add a list entry")
+@router.post("/lists", response_model=EntryChanged, responses=_SAVE, summary="Add a list entry")
 def add_entry(principal: AnalystDep, services: ServicesDep, body: ListEntryRequest) -> EntryChanged:
     """Put one value on the block or allow list (replacing an entry for the same value)."""
     entry = ListEntry(**body.model_dump(), added_by=_who(principal))
@@ -314,7 +318,7 @@ def add_entry(principal: AnalystDep, services: ServicesDep, body: ListEntryReque
 @router.delete(
     "/lists/{list}/{entity}/{value}",
     response_model=EntryChanged,
-    responses=_WRITE,
+    responses=_CHANGE,
     summary="Take a value off a list",
 )
 def remove_entry(
