@@ -136,3 +136,35 @@ def test_a_restarted_api_reads_the_rule_set_back_from_the_control_topic(
         listed = second.get("/v1/rules", headers=H(keys.analyst)).json()
     assert listed["version"] == version
     assert listed["rules"][0]["name"] == "big_amount"
+
+
+def test_backtest_reports_per_day_over_the_built_warehouse(
+    client: TestClient, keys: Keys, api_settings
+) -> None:
+    import duckdb
+
+    api_settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(api_settings.warehouse_path)) as c:
+        c.execute("create schema ml_features; create schema staging")
+        c.execute(
+            """create table ml_features.training_set as select * from (values
+            ('a1','u1','o1', 950.0, timestamp '2026-05-01 10:00', true, timestamp '2026-05-02'),
+            ('a2','u2','o2',  15.0, timestamp '2026-05-01 11:00', false, null),
+            ('a3','u3','o3', 700.0, timestamp '2026-05-02 09:00', false, null)
+            ) t(event_id, user_id, order_id, amount, occurred_at, is_fraud, label_known_at)"""
+        )
+        c.execute("create table staging.stg_purchases as select 'a1' as event_id, 'US' as country")
+        c.execute(
+            "create table staging.stg_decisions as"
+            " select 'a1' as event_id, 0.9 as probability, 'review' as band"
+        )
+    answer = client.post(
+        "/v1/rules/backtest",
+        json={"expression": "purchase.amount > 500.0", "action": "block", "since": "2026-05-01"},
+        headers=H(keys.analyst),
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["total"]["purchases"] == 3 and report["total"]["hits"] == 2
+    assert [d["day"] for d in report["days"]] == ["2026-05-01", "2026-05-02"]
+    assert report["since"] == "2026-05-01"
