@@ -38,7 +38,7 @@ test-integration: install system-deps kafka-jars ## Integration tests (real Kafk
 	$(BIN)/pytest -q tests/integration
 
 test: install system-deps kafka-jars ## The whole suite
-	$(BIN)/pytest -q tests/unit tests/integration
+	$(BIN)/pytest -q --durations=25 tests/unit tests/integration
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check src tests benchmarks
