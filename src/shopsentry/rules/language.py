@@ -29,17 +29,37 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
-from numpy.typing import NDArray
 
 from shopsentry.errors import TerminalError
+from shopsentry.rules.columns import (
+    ARITH,
+    COMPARE,
+    LIST_NAMES,
+    STRING_METHODS,
+    SYMBOL,
+    Columns,
+    Evaluator,
+    Expr,
+    Kind,
+    ListName,
+    Mask,
+    Value,
+    compare_strings,
+    either,
+    feature_reader,
+    negation,
+    negative,
+    purchase_reader,
+    score_reader,
+)
 
-Kind = Literal["num", "bool", "str", "null", "list", "set"]
-Mask = NDArray[np.bool_]
-ListName = Literal["block", "allow"]
-LIST_NAMES: tuple[ListName, ...] = ("block", "allow")
+__all__ = [
+    "LIST_NAMES", "Columns", "Compiled", "Kind", "ListName", "Mask", "RuleSyntaxError",
+    "Vocabulary", "compile_rule",
+]  # fmt: skip
 
 
 class RuleSyntaxError(TerminalError):
@@ -52,26 +72,6 @@ class RuleSyntaxError(TerminalError):
         self.column = column
 
 
-class Columns(Protocol):
-    """What one batch of purchases offers a rule (the hot path and the backtest each
-    implement it over their own storage)."""
-
-    size: int
-    memo: dict[Any, Any]  # per-batch cache shared by the rules (e.g. list membership)
-
-    def purchase(self, field: str) -> tuple[NDArray[Any], Mask]:
-        """The field's values and where it is present."""
-        ...
-
-    def feature(self, name: str) -> NDArray[np.float64]:
-        """The feature's values, NaN where missing."""
-        ...
-
-    def score(self) -> NDArray[np.float64]: ...
-
-    def listed(self, list_name: ListName, entity: str) -> frozenset[str]: ...
-
-
 @dataclass(frozen=True)
 class Vocabulary:
     """The names rules may use: purchase fields with their kinds, feature names, entities."""
@@ -79,18 +79,6 @@ class Vocabulary:
     purchase_fields: Mapping[str, Kind]
     features: frozenset[str]
     entities: frozenset[str]
-
-
-Value = tuple[Any, Mask | None]  # values (array or scalar) and the rows in error
-Evaluator = Callable[[Columns], Value]
-
-
-@dataclass(frozen=True)
-class Expr:
-    kind: Kind
-    run: Evaluator
-    constant: Any = None  # literal value (lists: frozenset), None otherwise
-    path: tuple[str, ...] | None = None  # a field reference, for has() and == null
 
 
 @dataclass(frozen=True)
@@ -108,14 +96,6 @@ class Compiled:
         errors = np.zeros(cols.size, dtype=bool) if err is None else err.copy()
         fires &= ~errors
         return fires, errors
-
-
-def _either(a: Mask | None, b: Mask | None) -> Mask | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a | b
 
 
 def _pos(node: Any) -> tuple[int, int]:
@@ -164,14 +144,14 @@ class _Compiler:
             n, ne = no.run(cols)
             c = np.broadcast_to(c, (cols.size,))
             values = np.where(c, y, n)
-            err = _either(ce, None)
+            err = either(ce, None)
             if ye is not None or ne is not None:
                 pick = np.where(
                     c,
                     ye if ye is not None else False,
                     ne if ne is not None else False,
                 )
-                err = _either(err, np.asarray(pick, dtype=bool))
+                err = either(err, np.asarray(pick, dtype=bool))
             return values, err
 
         return Expr(yes.kind, run)
@@ -205,7 +185,7 @@ class _Compiler:
                 b_false = ~b if be is None else ~b & ~be
                 decided = a_false | b_false
                 values = a & b & ~decided
-            err = _either(ae, be)
+            err = either(ae, be)
             if err is not None:
                 err = err & ~np.broadcast_to(decided, (cols.size,))
             return values, err
@@ -230,14 +210,14 @@ class _Compiler:
             raise _fail(tree, "true/false values compare only with == and !=")
         if left.kind in ("list", "set"):
             raise _fail(tree, "lists can only be the right side of 'in'")
-        compare = _COMPARE[op]
+        compare = COMPARE[op]
 
         def run(cols: Columns) -> Value:
             a, ae = left.run(cols)
             b, be = right.run(cols)
-            err = _either(ae, be)
+            err = either(ae, be)
             if left.kind == "str":
-                values = _compare_strings(compare, a, b, cols.size, err)
+                values = compare_strings(compare, a, b, cols.size, err)
             else:
                 with np.errstate(invalid="ignore"):
                     values = compare(a, b)
@@ -295,20 +275,20 @@ class _Compiler:
         op = op_node.data.split("_", 1)[1]
         left = self.node(op_node.children[0])
         right = self.node(right_node)
-        self._want(op_node.children[0], left, "num", f"the left side of {_SYMBOL[op]}")
-        self._want(right_node, right, "num", f"the right side of {_SYMBOL[op]}")
+        self._want(op_node.children[0], left, "num", f"the left side of {SYMBOL[op]}")
+        self._want(right_node, right, "num", f"the right side of {SYMBOL[op]}")
 
         def run(cols: Columns) -> Value:
             a, ae = left.run(cols)
             b, be = right.run(cols)
-            err = _either(ae, be)
+            err = either(ae, be)
             if op in ("div", "mod"):
                 zero = np.broadcast_to(np.asarray(b) == 0, (cols.size,))
                 if zero.any():
-                    err = _either(err, zero.copy())
+                    err = either(err, zero.copy())
                     b = np.where(zero, 1.0, b)
             with np.errstate(all="ignore"):
-                values = _ARITH[op](a, b)
+                values = ARITH[op](a, b)
             return values, err
 
         return Expr("num", run)
@@ -320,9 +300,9 @@ class _Compiler:
         operand = self.node(operand_node)
         if op.data == "unary_not":
             self._want(operand_node, operand, "bool", "'!'")
-            return Expr("bool", _not(operand))
+            return Expr("bool", negation(operand))
         self._want(operand_node, operand, "num", "unary '-'")
-        return Expr("num", _negate(operand))
+        return Expr("num", negative(operand))
 
     # -- names ----------------------------------------------------------------------
     def _member_dot(self, tree: Any) -> Expr:
@@ -337,18 +317,18 @@ class _Compiler:
         name = ".".join(path)
         if path == ("score",):
             self.references.add(name)
-            return Expr("num", _score_reader, path=path)
+            return Expr("num", score_reader, path=path)
         if len(path) == 2 and path[0] == "purchase":
             kind = self.vocab.purchase_fields.get(path[1])
             if kind is None:
                 raise _fail(tree, _unknown(name, sorted(self.vocab.purchase_fields), "purchase."))
             self.references.add(name)
-            return Expr(kind, _purchase_reader(path[1]), path=path)
+            return Expr(kind, purchase_reader(path[1]), path=path)
         if len(path) == 2 and path[0] == "features":
             if path[1] not in self.vocab.features:
                 raise _fail(tree, _unknown(name, sorted(self.vocab.features), "features."))
             self.references.add(name)
-            return Expr("num", _feature_reader(path[1]), path=path)
+            return Expr("num", feature_reader(path[1]), path=path)
         if len(path) == 3 and path[0] == "lists":
             list_name, entity = path[1], path[2]
             if list_name not in LIST_NAMES:
@@ -391,7 +371,7 @@ class _Compiler:
     def _member_dot_arg(self, tree: Any) -> Expr:
         receiver_node, method = tree.children[0], str(tree.children[1])
         args = _arguments(tree.children[2] if len(tree.children) > 2 else None)
-        if method not in _STRING_METHODS:
+        if method not in STRING_METHODS:
             raise _fail(tree, f"unknown method {method!r} (startsWith, endsWith, contains)")
         receiver = self.node(receiver_node)
         self._want(receiver_node, receiver, "str", f".{method}()")
@@ -400,7 +380,7 @@ class _Compiler:
         arg = self.node(args[0])
         if arg.kind != "str" or arg.constant is None:
             raise _fail(args[0], f".{method}() takes a string literal")
-        test, needle = _STRING_METHODS[method], arg.constant
+        test, needle = STRING_METHODS[method], arg.constant
 
         def run(cols: Columns) -> Value:
             v, e = receiver.run(cols)
@@ -436,45 +416,6 @@ class _Compiler:
             raise _fail(node, f"{where} must be {_KIND_WORDS[kind]}, not {_KIND_WORDS[expr.kind]}")
 
 
-def _not(operand: Expr) -> Evaluator:
-    def run(cols: Columns) -> Value:
-        v, e = operand.run(cols)
-        return ~np.asarray(v, dtype=bool), e
-
-    return run
-
-
-def _negate(operand: Expr) -> Evaluator:
-    def run(cols: Columns) -> Value:
-        v, e = operand.run(cols)
-        return -np.asarray(v, dtype=np.float64), e
-
-    return run
-
-
-def _purchase_reader(field: str) -> Evaluator:
-    def run(cols: Columns) -> Value:
-        values, present = cols.purchase(field)
-        return values, (None if present.all() else ~present)
-
-    return run
-
-
-def _score_reader(cols: Columns) -> Value:
-    values = cols.score()  # NaN: no score (a backtest row the detector never decided)
-    missing = np.isnan(values)
-    return values, (missing if missing.any() else None)
-
-
-def _feature_reader(name: str) -> Evaluator:
-    def run(cols: Columns) -> Value:
-        values = cols.feature(name)
-        missing = np.isnan(values)
-        return values, (missing if missing.any() else None)
-
-    return run
-
-
 def _path(tree: Any) -> tuple[str, ...] | None:
     """``a.b.c`` as ('a', 'b', 'c'), or None if the member chain is not plain names."""
     if tree.data == "ident":
@@ -506,46 +447,12 @@ def _literal_value(token: Any) -> tuple[Kind, Any]:
     raise _fail(token, f"{kind.lower().replace('_lit', '')} literals are not supported in rules")
 
 
-def _compare_strings(
-    compare: Callable[[Any, Any], Any], a: Any, b: Any, size: int, err: Mask | None
-) -> Mask:
-    left = np.broadcast_to(np.asarray(a, dtype=object), (size,))
-    right = np.broadcast_to(np.asarray(b, dtype=object), (size,))
-    ok = np.ones(size, dtype=bool) if err is None else ~err
-    out = np.zeros(size, dtype=bool)
-    idx = np.flatnonzero(ok)
-    if idx.size:
-        out[idx] = np.asarray(compare(left[idx], right[idx]), dtype=bool)
-    return out
-
-
 def _unknown(name: str, known: Sequence[str], prefix: str) -> str:
     shown = ", ".join(prefix + k for k in known[:12])
     more = f" and {len(known) - 12} more" if len(known) > 12 else ""
     return f"unknown field {name!r} (known: {shown}{more})"
 
 
-_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "lt": np.less,
-    "le": np.less_equal,
-    "gt": np.greater,
-    "ge": np.greater_equal,
-    "eq": np.equal,
-    "ne": np.not_equal,
-}
-_ARITH: dict[str, Callable[[Any, Any], Any]] = {
-    "add": np.add,
-    "sub": np.subtract,
-    "mul": np.multiply,
-    "div": np.divide,
-    "mod": np.fmod,
-}
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
-_STRING_METHODS: dict[str, Callable[[str, str], bool]] = {
-    "startsWith": str.startswith,
-    "endsWith": str.endswith,
-    "contains": str.__contains__,
-}
 _KIND_WORDS: dict[Kind, str] = {
     "num": "a number",
     "bool": "true or false",
