@@ -133,6 +133,7 @@ def test_hourly_etl_runs_by_its_schedule_and_a_transient_failure_is_retried(
     assert "locked by another process" in airflow.task_log("hourly_etl", run_id, "extract_load", 1)
     assert {t["task_id"]: t["state"] for t in airflow.tasks("hourly_etl", run_id).values()} == {
         "extract_load": "success",
+        "write_lake": "success",
         "transform": "success",
         "quality_checks": "success",
     }

@@ -266,7 +266,7 @@ def _panel_expr(title: str) -> str:
 
 
 def _compare_with_the_workers(stack: Stack, prometheus: Prometheus) -> None:
-    from shopsentry.cli.demo import histogram_quantile
+    from shopsentry.cli.demo_summary import histogram_quantile
     from shopsentry.monitoring.metrics_reader import scrape_all
 
     def workers_idle() -> list[Any] | None:
