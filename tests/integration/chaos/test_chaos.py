@@ -368,11 +368,6 @@ def test_no_worker_died_but_by_our_kills_and_each_was_restarted(chaos_run: Chaos
         assert not status.died  # stopped by us at the end
 
 
-@pytest.mark.xfail(
-    reason="awaits the stream runtime's outbox (issue 10, fault 3): today a purchase scored "
-    "again after a crash can get a different score",
-    strict=False,
-)
 def test_no_purchase_has_two_different_decisions(chaos_run: ChaosRun) -> None:
     """A re-emitted decision must be the same decision (issue 10, fault 3)."""
     seen: dict[str, tuple[Any, ...]] = {}
