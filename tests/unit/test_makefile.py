@@ -6,14 +6,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_install_shows_progress() -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+    require(shutil.which("make") is not None, "make", "apt-get install -y make")
     plan = subprocess.run(
         ["make", "-n", "-B", "-C", str(ROOT), ".venv/.installed"],
         capture_output=True,
