@@ -37,8 +37,11 @@ def detector_stats(urls: list[str], target_ms: float) -> dict[str, str]:
         "dead-lettered events": f"{dead:,.0f}",
     }
     p95 = histogram_quantile(0.95, buckets)
-    if p95 is not None:
-        stats["end-to-end latency p95"] = f"{p95 * 1000:.0f} ms (target {target_ms:.0f} ms)"
+    stats["end-to-end latency p95"] = (
+        f"{p95 * 1000:.0f} ms (target {target_ms:.0f} ms)"
+        if p95 is not None
+        else "none measured yet (no purchase decided)"
+    )
     return stats
 
 
