@@ -123,6 +123,21 @@ class KafkaSettings(_Frozen):
     connect_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class ChallengerSettings(_Frozen):
+    """The registry's ``challenger`` alias on live traffic (docs/model-ops.md).
+
+    ``shadow`` (the default) scores every purchase with the challenger too, whenever the
+    alias exists, and records its score on the decision without ever acting on it;
+    ``split`` lets the challenger decide for ``share`` of the users, picked by a stable
+    hash of ``salt`` + user id (the same user always on the same side, whatever the
+    partitioning; the design's 50/50 between regions); ``off`` never loads it.
+    """
+
+    mode: Literal["off", "shadow", "split"] = "shadow"
+    share: float = Field(default=0.5, ge=0.0, le=1.0)
+    salt: str = Field(default="shopsentry-challenger", min_length=1)
+
+
 class DetectorSettings(_Frozen):
     """The hot path (seed Flow 1 and section 3, step 5)."""
 
@@ -145,6 +160,7 @@ class DetectorSettings(_Frozen):
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     # Apply the analysts' rules and lists from the control topic (docs/rules.md).
     rules: bool = True
+    challenger: ChallengerSettings = ChallengerSettings()
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:
@@ -168,6 +184,17 @@ class StateSettings(_Frozen):
         return "lmdb" if value == "local" else value
 
 
+class LiveGateSettings(_Frozen):
+    """The weekly retrain's promotion of the live challenger (docs/model-ops.md): only
+    on purchases both models scored, with at least ``min_labelled_frauds`` fraud labels
+    known by then, and only if the challenger's precision at the champion's recall beats
+    the champion's by more than ``min_precision_gain``."""
+
+    enabled: bool = True
+    min_labelled_frauds: int = Field(default=30, ge=1)
+    min_precision_gain: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 class ModelSettings(_Frozen):
     """Model platform (seed Component 4: XGBoost, threshold 0.7, weekly retraining)."""
 
@@ -178,6 +205,7 @@ class ModelSettings(_Frozen):
     review_budget_per_day: int = Field(default=100, ge=1)
     fpr_budget: float = Field(default=0.05, gt=0, lt=1)
     nthread: int = Field(default=2, ge=1, le=256)  # XGBoost training threads
+    live_gate: LiveGateSettings = LiveGateSettings()
 
 
 class WarehouseSettings(_Frozen):

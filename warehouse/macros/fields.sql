@@ -15,7 +15,8 @@
 {%- endmacro %}
 
 {% macro decision_fields() -%}
-    {{ return(['order_id', 'amount', 'probability', 'band', 'threshold', 'model_version', 'decided_at']) }}
+    {{ return(['order_id', 'amount', 'probability', 'band', 'threshold', 'model_version', 'decided_at',
+               'challenger_version', 'challenger_probability', 'challenger_band', 'served_by']) }}
 {%- endmacro %}
 
 {% macro alert_fields() -%}

@@ -1,4 +1,4 @@
-"""`shopsentry train` and `shopsentry models list | promote | rollback`.
+"""`shopsentry train` and `shopsentry models list | promote | challenger | rollback`.
 
 Thin commands over :mod:`shopsentry.models`; xgboost, MLflow and scikit-learn are
 imported inside the commands so `shopsentry --help` stays fast.
@@ -145,7 +145,9 @@ def register(app: typer.Typer) -> None:
             )
         print_report(console, result)
 
-    models = typer.Typer(help="Model versions in the registry: list, promote, roll back.")
+    models = typer.Typer(
+        help="Model versions in the registry: list, promote, set the challenger, roll back."
+    )
 
     @models.command("list")
     def list_(ctx: typer.Context) -> None:
@@ -193,8 +195,38 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"version {version} is now champion of {settings.model.name}")
 
     @models.command()
+    def challenger(
+        ctx: typer.Context,
+        version: Annotated[
+            str | None, typer.Argument(help="The version to score beside the champion.")
+        ] = None,
+        clear: Annotated[
+            bool, typer.Option("--clear", help="Remove the challenger alias instead.")
+        ] = False,
+    ) -> None:
+        """Make VERSION the challenger that running detectors score beside the champion
+        (docs/model-ops.md), or --clear it."""
+        from shopsentry.models import registry
+
+        if (version is None) == (not clear):
+            raise ConfigError("give a VERSION or --clear", hint="not both")
+        settings = settings_of(ctx)
+        if version is None:
+            cleared = registry.clear_challenger(settings)
+            name = settings.model.name
+            typer.echo(
+                f"challenger v{cleared} of {name} cleared"
+                if cleared
+                else f"{name} had no challenger"
+            )
+            return
+        registry.make_challenger(settings, version)
+        typer.echo(f"version {version} is now challenger of {settings.model.name}")
+
+    @models.command()
     def rollback(ctx: typer.Context) -> None:
-        """Give the champion alias back to the previous champion."""
+        """Give the champion alias back to the previous champion (running detectors
+        switch back without a restart)."""
         from shopsentry.models.registry import rollback as do_rollback
 
         settings = settings_of(ctx)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shopsentry.bus.base import Record, TopicPartition
+from shopsentry.detection.challenger import ChallengerConfig, score_challenger
 from shopsentry.detection.model_reload import ScoringModel
 from shopsentry.detection.routing import (
     OutRecord,
@@ -81,6 +82,7 @@ class HotPathConfig:
     behavior_topic: str
     max_event_bytes: int
     routing: RoutingConfig
+    challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
 
 
 @dataclass(slots=True)
@@ -106,6 +108,11 @@ class BatchOutcome:
     rule_hits: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, mode) → rows
     rule_errors: dict[str, int] = field(default_factory=dict)
     purchases: int = 0
+    # The challenger beside the champion (docs/model-ops.md): its version when it scored
+    # this batch, the purchases it decided (split), and (champion band, its band) counts.
+    challenger_version: str | None = None
+    challenger_served: int = 0
+    challenger_bands: dict[tuple[str, str], int] = field(default_factory=dict)
     # The state objects behind ``state_changes``: the worker caches them once saved.
     state_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -182,7 +189,10 @@ class HotPath:
         scorer: ScoringModel,
         store: StateStore,
         rules: CompiledRuleSet | None = None,
+        challenger: ScoringModel | None = None,
     ) -> BatchOutcome:
+        """One batch; with ``challenger``, the matrix is scored a second time by it (in
+        shadow or for its split of the users, per ``config.challenger``)."""
         cfg = self.config
         out = BatchOutcome(model_version=scorer.version)
         started_ms = self._clock_ms()
@@ -225,8 +235,13 @@ class HotPath:
 
         X = np.asarray(rows, dtype=np.float32)
         probs = np.clip(np.asarray(scorer.predict(X), dtype=np.float64).reshape(-1), 0.0, 1.0)
+        out.prediction_s = time.perf_counter() - t2
+        scores = score_challenger(cfg.challenger, challenger, X, decided)
+        acting = probs
+        if scores is not None:
+            out.challenger_version = scores.version
+            acting = scores.acting(probs)
         t3 = time.perf_counter()
-        out.prediction_s = t3 - t2
         latency = {
             "parse": round((t1 - t0) * 1000, 3),
             "features": round((t2 - t1) * 1000, 3),
@@ -237,14 +252,14 @@ class HotPath:
             out.rule_set_version = rules.version
             if rules.rules or rules.lists:
                 cols = PurchaseColumns(
-                    [p for _, p in decided], X, self._feature_index, probs, rules.lists
+                    [p for _, p in decided], X, self._feature_index, acting, rules.lists
                 )
                 verdicts = rules.evaluate(cols, started_ms / 1000)
                 out.rule_hits, out.rule_errors = verdicts.hits, verdicts.errors
                 latency["rules"] = round((time.perf_counter() - t3) * 1000, 3)
         route_decisions(
             out, decided, X, probs, scorer, cfg.routing, latency, started_ms,
-            verdicts, out.rule_set_version,
+            verdicts, out.rule_set_version, scores,
         )  # fmt: skip
         out.purchases = len(decided)
         out.timestamps_ms.extend(r.timestamp_ms for r, _ in decided)

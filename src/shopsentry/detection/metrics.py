@@ -166,6 +166,36 @@ class WorkerMetrics:
             ["version"],
             registry=r,
         )
+        # The challenger beside the champion (docs/model-ops.md).
+        self.challenger_reloads = Counter(
+            "shopsentry_challenger_reloads",
+            "Challenger load attempts, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.challenger_version_info = Gauge(
+            "shopsentry_challenger_version_info",
+            "1 for the challenger version now scoring beside the champion.",
+            ["version"],
+            registry=r,
+        )
+        self.challenger_scored = Counter(
+            "shopsentry_challenger_scored",
+            "Purchases the challenger scored (in shadow or for its split).",
+            registry=r,
+        )
+        self.challenger_served = Counter(
+            "shopsentry_challenger_served",
+            "Purchases the challenger decided (split mode; 0 in shadow).",
+            registry=r,
+        )
+        self.challenger_band_pairs = Counter(
+            "shopsentry_challenger_band_pairs",
+            "Purchases scored by both models, by the champion's and the challenger's band "
+            "(agreement: the pairs with equal bands over all).",
+            ["champion_band", "challenger_band"],
+            registry=r,
+        )
         self.rule_hits = Counter(
             "shopsentry_rule_hits",
             "Purchases an analyst rule fired on, by rule and mode (shadow rules never act).",
@@ -203,6 +233,15 @@ class WorkerMetrics:
         self.stage = {name: self._stage.labels(name) for name in STAGES}
         self.prediction = self._prediction.labels()
         self._version: str | None = None
+        self._challenger: str | None = None
+
+    def set_challenger_version(self, version: str | None) -> None:
+        """The challenger version now scoring, or None for none."""
+        if self._challenger is not None:
+            self.challenger_version_info.remove(self._challenger)
+        self._challenger = version
+        if version is not None:
+            self.challenger_version_info.labels(version).set(1)
 
     def set_model_version(self, version: str) -> None:
         if self._version is not None:

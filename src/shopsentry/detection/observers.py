@@ -111,6 +111,11 @@ class MetricsObserver:
             m.rule_hits.labels(rule, mode).inc(n)
         for rule, n in outcome.rule_errors.items():
             m.rule_errors.labels(rule).inc(n)
+        if outcome.challenger_version is not None:
+            m.challenger_scored.inc(outcome.purchases)
+            m.challenger_served.inc(outcome.challenger_served)
+            for (champion_band, challenger_band), n in outcome.challenger_bands.items():
+                m.challenger_band_pairs.labels(champion_band, challenger_band).inc(n)
 
         stages = {**outcome.stages_s, **report.stages_s}
         for stage, seconds in stages.items():

@@ -33,6 +33,7 @@ from shopsentry.events.schema import (
 )
 
 if TYPE_CHECKING:
+    from shopsentry.detection.challenger import ChallengerScores
     from shopsentry.detection.hot_path import BatchOutcome
     from shopsentry.detection.model_reload import ScoringModel
     from shopsentry.rules.engine import Verdicts
@@ -88,6 +89,41 @@ def _contributions(items: Sequence[Any]) -> tuple[FeatureContribution, ...]:
     return tuple(result)
 
 
+def _explain(
+    X: np.ndarray,
+    acting: np.ndarray,
+    scorer: ScoringModel,
+    challenger: ChallengerScores | None,
+    cfg: RoutingConfig,
+) -> dict[int, tuple[FeatureContribution, ...]]:
+    """Reason codes for the flagged rows, each from the model that decided it."""
+    if cfg.top_features <= 0:
+        return {}
+    flagged = acting >= cfg.threshold
+    groups: list[tuple[ScoringModel, np.ndarray]] = [(scorer, flagged)]
+    if challenger is not None and challenger.serves is not None:
+        serves = challenger.serves
+        groups = [(scorer, flagged & ~serves), (challenger.model, flagged & serves)]
+    explained: dict[int, tuple[FeatureContribution, ...]] = {}
+    for model, mask in groups:
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            for i, contribs in zip(
+                rows.tolist(), model.explain(X[rows], cfg.top_features), strict=True
+            ):
+                explained[i] = _contributions(contribs)
+    return explained
+
+
+# A decision's challenger fields when no challenger scored it.
+_NO_CHALLENGER: dict[str, Any] = {
+    "challenger_version": None,
+    "challenger_probability": None,
+    "challenger_band": None,
+    "served_by": "champion",
+}
+
+
 def route_decisions(
     out: BatchOutcome,
     decided: Sequence[tuple[Record, Purchase]],
@@ -99,25 +135,47 @@ def route_decisions(
     started_ms: int,
     verdicts: Verdicts | None = None,
     rule_set_version: int | None = None,
+    challenger: ChallengerScores | None = None,
 ) -> None:
     """Append a decision per purchase (and an alert unless approved) to ``out``; with
-    ``verdicts``, the rules' and lists' precedence decides the band (docs/rules.md)."""
+    ``verdicts``, the rules' and lists' precedence decides the band (docs/rules.md);
+    with ``challenger``, its score is recorded and, for the users it serves, its band
+    is the model's band (docs/model-ops.md)."""
     threshold, decline = cfg.threshold, cfg.decline_threshold
-    flagged = np.flatnonzero(probs >= threshold)
-    explained: dict[int, tuple[FeatureContribution, ...]] = {}
-    if cfg.top_features > 0 and flagged.size:
-        for i, contribs in zip(
-            flagged.tolist(), scorer.explain(X[flagged], cfg.top_features), strict=True
-        ):
-            explained[i] = _contributions(contribs)
+    acting = probs if challenger is None else challenger.acting(probs)
+    explained = _explain(X, acting, scorer, challenger, cfg)
     decided_at = datetime.now(UTC)
     version = scorer.version
     outputs = out.outputs
     bands = out.bands
     severities = out.severities
     decisions_topic, alerts_topic = cfg.decisions_topic, cfg.alerts_topic
+    ch_probs = challenger.probs.tolist() if challenger is not None else None
+    serves = (
+        challenger.serves.tolist()
+        if challenger is not None and challenger.serves is not None
+        else None
+    )
+    agreement = out.challenger_bands
     for i, ((record, p), prob) in enumerate(zip(decided, probs.tolist(), strict=True)):
         model_band: Band = band_for(prob, threshold, decline)
+        acting_prob = prob
+        ch_fields = _NO_CHALLENGER
+        if ch_probs is not None:
+            ch_prob = ch_probs[i]
+            ch_band: Band = band_for(ch_prob, threshold, decline)
+            pair = (model_band, ch_band)
+            agreement[pair] = agreement.get(pair, 0) + 1
+            served = serves is not None and serves[i]
+            ch_fields = {
+                "challenger_version": challenger.version if challenger is not None else None,
+                "challenger_probability": ch_prob,
+                "challenger_band": ch_band,
+                "served_by": "challenger" if served else "champion",
+            }
+            if served:
+                model_band, acting_prob = ch_band, ch_prob
+                out.challenger_served += 1
         band = model_band
         rules: dict[str, Any] = {
             "rule_set_version": rule_set_version,
@@ -150,6 +208,7 @@ def route_decisions(
             "top_features": top,
             "decided_at": decided_at,
             **rules,
+            **ch_fields,
         }
         decision = trusted(
             Decision,
@@ -161,7 +220,7 @@ def route_decisions(
         outputs.append(OutRecord(decisions_topic, record.key, wire_json(decision)))
         if band != "approve":
             # A rule can alert below the threshold: its severity is the band's floor.
-            severity = severity_for(max(prob, threshold), threshold)
+            severity = severity_for(max(acting_prob, threshold), threshold)
             if band == "decline" and model_band != "decline":
                 severity = "high" if severity == "medium" else severity
             severities[severity] = severities.get(severity, 0) + 1

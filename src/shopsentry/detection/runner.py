@@ -47,7 +47,12 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     from shopsentry.detection.model_reload import ModelHolder
     from shopsentry.features.entity_store import open_entity_store
     from shopsentry.features.state_store import open_store
-    from shopsentry.models import champion_version, load_champion
+    from shopsentry.models import (
+        challenger_version,
+        champion_version,
+        load_challenger,
+        load_champion,
+    )
 
     metrics = WorkerMetrics()
     holder = ModelHolder(
@@ -56,6 +61,16 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
         interval_s=settings.detector.model_poll_interval_s,
         on_outcome=lambda outcome: metrics.model_reloads.labels(outcome).inc(),
     )
+    challenger = None
+    if settings.detector.challenger.mode != "off":
+        challenger = ModelHolder(
+            lambda: load_challenger(settings),
+            lambda: challenger_version(settings),
+            interval_s=settings.detector.model_poll_interval_s,
+            on_outcome=lambda outcome: metrics.challenger_reloads.labels(outcome).inc(),
+            optional=True,
+            name="challenger",
+        )
     log = open_log(settings)
     store = open_store(settings)
     return Worker(
@@ -67,6 +82,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
         options,
         metrics,
         lag_log=lambda: open_log(settings, create_topics=False),
+        challenger=challenger,
     )
 
 

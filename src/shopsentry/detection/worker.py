@@ -31,6 +31,7 @@ from pathlib import Path
 from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
+from shopsentry.detection.challenger import ChallengerConfig
 from shopsentry.detection.hot_path import FeatureOps, HotPath, HotPathConfig, StateCache
 from shopsentry.detection.metrics import WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder
@@ -89,6 +90,7 @@ def streaming_gc() -> Iterator[None]:
 
 def hot_path_config(settings: Settings) -> HotPathConfig:
     t, d = settings.topics, settings.detector
+    c = d.challenger
     return HotPathConfig(
         purchase_topic=t.purchase_events.name,
         behavior_topic=t.user_behavior.name,
@@ -101,6 +103,7 @@ def hot_path_config(settings: Settings) -> HotPathConfig:
             decline_threshold=d.decline_threshold,
             top_features=d.top_features,
         ),
+        challenger=ChallengerConfig(mode=c.mode, share=c.share, salt=c.salt),
     )
 
 
@@ -116,9 +119,12 @@ class DetectorHandler:
         holder: ModelHolder,
         metrics: WorkerMetrics,
         summary: WorkerSummary,
+        challenger: ModelHolder | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
+        # The registry's challenger, scored beside the champion (None: mode off).
+        self.challenger = challenger
         self.ops = ops
         # Analyst rules and lists, followed from the control topic (set by Worker.run).
         self.rules: RuleSetFollower | None = None
@@ -144,6 +150,12 @@ class DetectorHandler:
             self.summary.model_versions.append(swapped.version)
             if self.rules is not None:  # the same rules against the new model's features
                 self.rules.recompile(self.ops.names)
+        if self.challenger is not None:
+            before = self.challenger.current
+            self.challenger.swap_if_ready()
+            after = self.challenger.current
+            if after is not before:
+                self.metrics.set_challenger_version(after.version if after else None)
         if self.rules is not None:
             rules = self.rules.swap_if_ready()
             if rules is not None:
@@ -166,7 +178,8 @@ class DetectorHandler:
         self.metrics.in_flight.set(len(records))
         # Redeliveries are already removed by the runtime: nothing here is "applied".
         rules = self.rules.current if self.rules is not None else None
-        outcome = self.pipeline.process(records, {}, scorer, self.store, rules)
+        challenger = self.challenger.current if self.challenger is not None else None
+        outcome = self.pipeline.process(records, {}, scorer, self.store, rules, challenger)
         return BatchResult(outputs=outcome.outputs, changes=outcome.state_changes, detail=outcome)
 
     def saved(self, result: BatchResult) -> None:
@@ -191,6 +204,7 @@ class Worker:
         options: WorkerOptions | None = None,
         metrics: WorkerMetrics | None = None,
         lag_log: Callable[[], EventLog] | None = None,
+        challenger: ModelHolder | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -198,7 +212,9 @@ class Worker:
         self.options = options or WorkerOptions()
         self.metrics = metrics or WorkerMetrics()
         self.summary = WorkerSummary(index=self.options.index)
-        self.handler = DetectorHandler(settings, ops, store, holder, self.metrics, self.summary)
+        self.handler = DetectorHandler(
+            settings, ops, store, holder, self.metrics, self.summary, challenger
+        )
         self.runtime: StreamRuntime | None = None
         self._stop = threading.Event()
         # Consumer lag is read by a background thread on its own log connection
@@ -259,6 +275,7 @@ class Worker:
         self.metrics.set_model_version(scorer.version)
         self.summary.model_versions.append(scorer.version)
         self.holder.start()
+        self._start_challenger()
         self._follow_rules()
         self._learn_behavior_partitions()
         sampler = LatencySampler(opts.latency_samples) if opts.latency_samples else None
@@ -285,6 +302,8 @@ class Worker:
         finally:
             self._stop.set()  # ends the lag thread too
             self.holder.stop()
+            if self.handler.challenger is not None:
+                self.handler.challenger.stop()
             if self.handler.rules is not None:
                 self.handler.rules.stop()
             self.summary.elapsed_s = time.monotonic() - started
@@ -306,6 +325,24 @@ class Worker:
         """After an empty poll: adopt a new champion even while no record arrives."""
         self.handler.swap_model()
         return False
+
+    def _start_challenger(self) -> None:
+        """Load the challenger, if one is registered, before the first batch; then
+        follow its alias (set, moved, cleared) like the champion's."""
+        challenger = self.handler.challenger
+        if challenger is None:
+            return
+        challenger.check_once()
+        challenger.swap_if_ready()
+        current = challenger.current
+        self.metrics.set_challenger_version(current.version if current else None)
+        if current is not None:
+            logger.info(
+                "worker %d: challenger %s scores beside the champion (%s)",
+                self.options.index, current.version,
+                self.settings.detector.challenger.mode,
+            )  # fmt: skip
+        challenger.start()
 
     def _follow_rules(self) -> None:
         """Load the rule set to the control topic's end before the first purchase is

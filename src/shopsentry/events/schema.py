@@ -55,6 +55,7 @@ MERCHANT_CATEGORIES: tuple[str, ...] = (
     "jewelry",
 )
 Band = Literal["approve", "review", "decline"]
+ServedBy = Literal["champion", "challenger"]
 Severity = Literal["medium", "high", "critical"]
 Verdict = Literal["confirmed_fraud", "false_positive"]
 
@@ -243,6 +244,14 @@ class Decision(_Event):
     shadow_rules_fired: tuple[str, ...] = ()
     list_hits: tuple[str, ...] = ()
     model_band: Band | None = None
+    # The registry's challenger beside the champion (docs/model-ops.md): its version,
+    # probability and band when it scored the purchase (None otherwise), and which of the
+    # two decided. ``probability`` and ``model_version`` stay the champion's; with
+    # ``served_by == "challenger"`` the band and ``model_band`` follow the challenger.
+    challenger_version: str | None = None
+    challenger_probability: float | None = Field(default=None, ge=0, le=1)
+    challenger_band: Band | None = None
+    served_by: ServedBy | None = None
 
 
 class FraudAlert(_Event):
@@ -266,6 +275,14 @@ class FraudAlert(_Event):
     shadow_rules_fired: tuple[str, ...] = ()
     list_hits: tuple[str, ...] = ()
     model_band: Band | None = None
+    # The registry's challenger beside the champion (docs/model-ops.md): its version,
+    # probability and band when it scored the purchase (None otherwise), and which of the
+    # two decided. ``probability`` and ``model_version`` stay the champion's; with
+    # ``served_by == "challenger"`` the band and ``model_band`` follow the challenger.
+    challenger_version: str | None = None
+    challenger_probability: float | None = Field(default=None, ge=0, le=1)
+    challenger_band: Band | None = None
+    served_by: ServedBy | None = None
 
 
 class Label(_Event):

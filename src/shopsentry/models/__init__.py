@@ -14,8 +14,17 @@ from __future__ import annotations
 from shopsentry.models.scorer import (
     Scorer,
     build_scorer,
+    challenger_version,
     champion_version,
+    load_challenger,
     load_champion,
 )
 
-__all__ = ["Scorer", "build_scorer", "champion_version", "load_champion"]
+__all__ = [
+    "Scorer",
+    "build_scorer",
+    "challenger_version",
+    "champion_version",
+    "load_challenger",
+    "load_champion",
+]

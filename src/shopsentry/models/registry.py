@@ -1,7 +1,8 @@
 """MLflow tracking and registry: runs, versions, the champion/challenger aliases.
 
-MLflow is the source of truth (alias ``champion`` on ``settings.model.name``); each
-alias move also rewrites the local pointer file the detector polls, so the hot path
+MLflow is the source of truth (aliases ``champion`` and ``challenger`` on
+``settings.model.name``); each alias move also rewrites the alias's local pointer file
+the detector polls (and clearing the challenger removes its file), so the hot path
 never imports MLflow. Every version's files (model JSON, report, card, plot) are kept
 both as run artifacts and in ``<data_dir>/models/<name>/v<N>/``.
 
@@ -24,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from shopsentry.errors import ModelError
 from shopsentry.models.evaluation import KEY_METRICS, EvalWindow, evaluate, scalar_metrics
-from shopsentry.models.scorer import build_scorer, current_feature_names, models_dir, write_pointer
+from shopsentry.models.scorer import (
+    CHALLENGER,
+    CHAMPION,
+    build_scorer,
+    clear_pointer,
+    current_feature_names,
+    models_dir,
+    write_pointer,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -34,8 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 # The gate: PR-AUC must improve, and recall at the FPR budget may not fall by more than this.
 RECALL_SLACK = 0.02
@@ -88,7 +95,8 @@ def version_dir(settings: Settings, version: str) -> Path:
     return models_dir(settings) / settings.model.name / f"v{version}"
 
 
-def _alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
+def registered_alias(mlc: MlflowClient, name: str, alias: str) -> str | None:
+    """The version an alias names in the MLflow registry, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -175,7 +183,7 @@ def _score_champion(
     settings: Settings, mlc: MlflowClient, valid: TrainingSet
 ) -> tuple[str | None, dict[str, float] | None, str | None]:
     """(champion version, its metrics on this window, why it could not be scored)."""
-    version = _alias_version(mlc, settings.model.name, CHAMPION)
+    version = registered_alias(mlc, settings.model.name, CHAMPION)
     if version is None:
         return None, None, None
     try:
@@ -270,9 +278,7 @@ def register_and_gate(
     if promote:
         set_champion(settings, version, reason, mlc)
     else:
-        mlc.set_registered_model_alias(name, CHALLENGER, version)
-        mlc.set_model_version_tag(name, version, "challenger_reason", reason)
-        logger.info("v%s stays challenger: %s", version, reason)
+        set_challenger(settings, version, reason, mlc)
     return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)
 
 
@@ -313,8 +319,9 @@ def set_champion(
     name = settings.model.name
     path, raw, scorer = _load_checked(settings, version, mlc)
     mlc.set_registered_model_alias(name, CHAMPION, version)
-    if _alias_version(mlc, name, CHALLENGER) == version:
+    if registered_alias(mlc, name, CHALLENGER) == version:
         mlc.delete_registered_model_alias(name, CHALLENGER)
+        clear_pointer(settings, CHALLENGER)
     if record:
         history = [v for v in _history(mlc, name) if v != version] + [version]
         mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
@@ -326,17 +333,65 @@ def set_champion(
     logger.info("v%s is now champion of %s: %s", version, name, reason)
 
 
-def promote(settings: Settings, version: str) -> None:
-    """Make ``version`` champion by hand (after validating its model file)."""
+def set_challenger(
+    settings: Settings, version: str, reason: str, mlc: MlflowClient | None = None
+) -> None:
+    """Validate the version's model, then give it the challenger alias and pointer:
+    running detectors start scoring it beside the champion (docs/model-ops.md)."""
+    mlc = mlc or client(settings)
+    name = settings.model.name
+    path, raw, scorer = _load_checked(settings, version, mlc)
+    mlc.set_registered_model_alias(name, CHALLENGER, version)
+    mlc.set_model_version_tag(name, version, "challenger_reason", reason)
+    write_pointer(
+        settings,
+        name,
+        version,
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        scorer.feature_names,
+        alias=CHALLENGER,
+    )
+    logger.info("v%s is challenger of %s: %s", version, name, reason)
+
+
+def clear_challenger(settings: Settings, mlc: MlflowClient | None = None) -> str | None:
+    """Remove the challenger alias and pointer; returns the version that had it."""
+    mlc = mlc or client(settings)
+    name = settings.model.name
+    version = registered_alias(mlc, name, CHALLENGER)
+    if version is not None:
+        mlc.delete_registered_model_alias(name, CHALLENGER)
+    clear_pointer(settings, CHALLENGER)
+    return version
+
+
+def _require_version(mlc: MlflowClient, settings: Settings, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    mlc = client(settings)
     try:
         mlc.get_model_version(settings.model.name, version)
     except MlflowException:
         raise ModelError(
             f"no version {version} of {settings.model.name}", hint="see `shopsentry models list`"
         ) from None
+
+
+def make_challenger(settings: Settings, version: str) -> None:
+    """Make ``version`` the challenger by hand (after validating its model file)."""
+    mlc = client(settings)
+    _require_version(mlc, settings, version)
+    if registered_alias(mlc, settings.model.name, CHAMPION) == version:
+        raise ModelError(
+            f"version {version} is the champion", hint="pick another version as challenger"
+        )
+    set_challenger(settings, version, "manual challenger", mlc)
+
+
+def promote(settings: Settings, version: str) -> None:
+    """Make ``version`` champion by hand (after validating its model file)."""
+    mlc = client(settings)
+    _require_version(mlc, settings, version)
     set_champion(settings, version, "manual promotion", mlc)
 
 
@@ -344,7 +399,7 @@ def rollback(settings: Settings) -> str:
     """Give the champion alias back to the previous champion; returns its version."""
     mlc = client(settings)
     name = settings.model.name
-    current = _alias_version(mlc, name, CHAMPION)
+    current = registered_alias(mlc, name, CHAMPION)
     history = _history(mlc, name)
     if current is not None and history and history[-1] == current:
         history = history[:-1]

@@ -3,10 +3,12 @@
 The registry writes a small pointer file (``<data_dir>/models/champion.json``) each time
 the ``champion`` alias moves; the detector polls it with :func:`champion_version`
 (a stat and a tiny read, no MLflow) and loads a new :class:`Scorer` with
-:func:`load_champion` when it changes. Loading validates everything before returning
-(file hash, model structure, feature names and count, and the evaluator's output
-against XGBoost's on probe rows), so a corrupted or incompatible file raises
-:class:`~shopsentry.errors.ModelError` and the caller keeps the scorer it has
+:func:`load_champion` when it changes. The ``challenger`` alias has its pointer beside it
+(``challenger.json``, removed when the alias is cleared), polled the same way with
+:func:`challenger_version` and loaded with :func:`load_challenger`. Loading validates
+everything before returning (file hash, model structure, feature names and count, and
+the evaluator's output against XGBoost's on probe rows), so a corrupted or incompatible
+file raises :class:`~shopsentry.errors.ModelError` and the caller keeps the scorer it has
 (the detector's :class:`~shopsentry.detection.model_reload.ModelHolder` does exactly that).
 
 Scoring runs in a branchless C kernel (see :mod:`shopsentry.models.forest`), a few
@@ -68,8 +70,13 @@ def models_dir(settings: Settings) -> Path:
     return settings.data_dir / "models"
 
 
-def pointer_path(settings: Settings) -> Path:
-    return models_dir(settings) / "champion.json"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def pointer_path(settings: Settings, alias: str = CHAMPION) -> Path:
+    """The local pointer file of a registry alias (``champion`` or ``challenger``)."""
+    return models_dir(settings) / f"{alias}.json"
 
 
 def current_feature_names() -> tuple[str, ...] | None:
@@ -296,8 +303,8 @@ class ChampionPointer:
         return json.dumps(data, indent=2)
 
 
-def read_pointer(settings: Settings) -> ChampionPointer | None:
-    path = pointer_path(settings)
+def read_pointer(settings: Settings, alias: str = CHAMPION) -> ChampionPointer | None:
+    path = pointer_path(settings, alias)
     try:
         data = json.loads(path.read_text())
         return ChampionPointer(
@@ -324,8 +331,9 @@ def write_pointer(
     model_path: Path,
     sha256: str,
     feature_names: tuple[str, ...],
+    alias: str = CHAMPION,
 ) -> ChampionPointer:
-    """Atomically replace the pointer (write a temp file, fsync, rename)."""
+    """Atomically replace the alias's pointer (write a temp file, fsync, rename)."""
     pointer = ChampionPointer(
         name=name,
         version=version,
@@ -334,9 +342,9 @@ def write_pointer(
         feature_names=feature_names,
         promoted_at=datetime.now(UTC).isoformat(),
     )
-    path = pointer_path(settings)
+    path = pointer_path(settings, alias)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".champion-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{alias}-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
         handle.write(pointer.to_json())
         handle.flush()
@@ -345,24 +353,43 @@ def write_pointer(
     return pointer
 
 
-def champion_version(settings: Settings) -> str | None:
-    """The champion's version per the pointer file, or None: cheap enough to poll."""
+def clear_pointer(settings: Settings, alias: str) -> None:
+    """Remove the alias's pointer (the alias was deleted): pollers see None."""
+    pointer_path(settings, alias).unlink(missing_ok=True)
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The alias's version per its pointer file, or None: cheap enough to poll."""
     try:
-        pointer = read_pointer(settings)
+        pointer = read_pointer(settings, alias)
     except ModelError:
         return None
     return pointer.version if pointer else None
 
 
-def load_champion(settings: Settings, expected_features: tuple[str, ...] | None = None) -> Scorer:
-    """Load and validate the current champion (no MLflow involved).
+def champion_version(settings: Settings) -> str | None:
+    """The champion's version per the pointer file, or None: cheap enough to poll."""
+    return alias_version(settings, CHAMPION)
 
-    ``expected_features`` defaults to this build's ``FEATURE_NAMES``: a champion trained
+
+def challenger_version(settings: Settings) -> str | None:
+    """The challenger's version per its pointer file, or None (no challenger)."""
+    return alias_version(settings, CHALLENGER)
+
+
+def load_alias(
+    settings: Settings, alias: str, expected_features: tuple[str, ...] | None = None
+) -> Scorer:
+    """Load and validate the model an alias points at (no MLflow involved).
+
+    ``expected_features`` defaults to this build's ``FEATURE_NAMES``: a model trained
     on other features is refused rather than fed misaligned columns.
     """
-    pointer = read_pointer(settings)
+    pointer = read_pointer(settings, alias)
     if pointer is None:
-        raise NoChampion(settings.model.name)
+        if alias == CHAMPION:
+            raise NoChampion(settings.model.name)
+        raise ModelError(f"no {alias} model registered under {settings.model.name!r}")
     features = expected_features if expected_features is not None else current_feature_names()
     scorer = load_scorer(
         Path(pointer.model_path),
@@ -372,9 +399,20 @@ def load_champion(settings: Settings, expected_features: tuple[str, ...] | None 
         expected_sha256=pointer.sha256,
     )
     logger.info(
-        "loaded champion %s v%s (%s evaluator)",
+        "loaded %s %s v%s (%s evaluator)",
+        alias,
         pointer.name,
         pointer.version,
         scorer.evaluator_kind,
     )
     return scorer
+
+
+def load_champion(settings: Settings, expected_features: tuple[str, ...] | None = None) -> Scorer:
+    """Load and validate the current champion (no MLflow involved)."""
+    return load_alias(settings, CHAMPION, expected_features)
+
+
+def load_challenger(settings: Settings, expected_features: tuple[str, ...] | None = None) -> Scorer:
+    """Load and validate the current challenger (no MLflow involved)."""
+    return load_alias(settings, CHALLENGER, expected_features)

@@ -1,5 +1,6 @@
 """The model holder: hot reload of a new champion, a failed load kept out, a probe error
-survived, and the initial wait for a champion."""
+survived, and the initial wait for a champion; the challenger's holder is optional (there
+may be none) and follows its alias being set, moved and cleared."""
 
 from __future__ import annotations
 
@@ -79,3 +80,68 @@ def test_initial_load_waits_for_a_champion_and_honours_stop() -> None:
     holder2 = ModelHolder(never, lambda: None, interval_s=0.01)
     threading.Timer(0.05, stop.set).start()
     assert holder2.load_initial(stop.is_set) is None
+
+
+def optional_holder(alias: dict[str, str | None], loads: list[str]) -> ModelHolder:
+    def load() -> FakeScorer:
+        version = alias["v"]
+        assert version is not None
+        if version == "bad":
+            raise ModelError("corrupted model file")
+        loads.append(version)
+        return FakeScorer(version=version)
+
+    return ModelHolder(load, lambda: alias["v"], interval_s=60, optional=True, name="challenger")
+
+
+def test_an_optional_holder_follows_its_alias_set_moved_and_cleared() -> None:
+    alias: dict[str, str | None] = {"v": None}
+    loads: list[str] = []
+    holder = optional_holder(alias, loads)
+    holder.check_once()
+    assert holder.swap_if_ready() is None and holder.current is None  # no challenger yet
+    alias["v"] = "2"
+    holder.check_once()
+    assert holder.current is None  # loaded, not swapped mid-batch
+    assert holder.swap_if_ready().version == "2"  # type: ignore[union-attr]
+    alias["v"] = "3"
+    holder.check_once()
+    assert holder.swap_if_ready().version == "3"  # type: ignore[union-attr]
+    alias["v"] = None  # cleared, or promoted to champion
+    holder.check_once()
+    assert holder.current.version == "3"  # type: ignore[union-attr]  # until the batch ends
+    assert holder.swap_if_ready() is None and holder.current is None
+    assert loads == ["2", "3"]
+
+
+def test_a_cleared_alias_that_comes_back_before_the_swap_keeps_its_model() -> None:
+    alias: dict[str, str | None] = {"v": "2"}
+    loads: list[str] = []
+    holder = optional_holder(alias, loads)
+    holder.check_once()
+    holder.swap_if_ready()
+    alias["v"] = None
+    holder.check_once()
+    alias["v"] = "2"
+    holder.check_once()
+    holder.swap_if_ready()
+    assert holder.current is not None and holder.current.version == "2" and loads == ["2"]
+
+
+def test_a_challenger_that_fails_to_load_is_not_scored_nor_retried() -> None:
+    alias: dict[str, str | None] = {"v": "bad"}
+    loads: list[str] = []
+    holder = optional_holder(alias, loads)
+    holder.check_once()
+    holder.check_once()
+    assert holder.swap_if_ready() is None and holder.current is None and loads == []
+
+
+def test_the_champion_holder_ignores_a_missing_alias() -> None:
+    alias: dict[str, str | None] = {"v": "1"}
+    holder = ModelHolder(lambda: FakeScorer(version="1"), lambda: alias["v"], interval_s=60)
+    holder.load_initial(lambda: False)
+    alias["v"] = None
+    holder.check_once()
+    holder.swap_if_ready()
+    assert holder.current is not None and holder.current.version == "1"

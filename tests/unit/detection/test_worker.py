@@ -390,3 +390,37 @@ def test_an_unavailable_store_or_cluster_degrades_the_worker_it_never_exits(
         worker.metrics.value("shopsentry_stream_errors_total", {"error": "StateUnavailable"}) == 2
     )
     assert worker.metrics.value("shopsentry_stream_errors_total", {"error": "ProduceError"}) == 1
+
+
+def test_a_challenger_set_and_cleared_mid_run_is_scored_only_while_it_exists(
+    tmp_path: Path,
+) -> None:
+    log = MemoryLog(PARTS)
+    feed(log, users=3, per_user=3)
+    worker = make_worker(tmp_path, log, FakeScorer(version="1"))
+    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 3})
+    alias: dict[str, str | None] = {"v": None}
+    worker.handler.challenger = ModelHolder(
+        lambda: FakeScorer(version=alias["v"] or "?"),
+        lambda: alias["v"],
+        interval_s=60,
+        optional=True,
+    )
+    original = worker.handler.saved
+    saved = {"n": 0}
+
+    def after_save(result):  # type: ignore[no-untyped-def]
+        original(result)
+        saved["n"] += 1
+        if saved["n"] in (2, 4):
+            alias["v"] = "7" if saved["n"] == 2 else None
+            worker.handler.challenger.check_once()  # type: ignore[union-attr]
+
+    worker.handler.saved = after_save  # type: ignore[method-assign]
+    worker.run()
+    ds = [DECISION.validate_json(r.value) for r in log.records("decisions")]
+    shadowed = [d.challenger_version for d in ds]
+    assert len(ds) == 9 and set(shadowed) == {None, "7"}
+    assert all(d.served_by == "champion" and d.model_version == "1" for d in ds)
+    assert shadowed.count("7") == worker.metrics.value("shopsentry_challenger_scored_total") > 0
+    assert worker.metrics.value("shopsentry_challenger_version_info", {"version": "7"}) == 0

@@ -1,6 +1,7 @@
 {{
     config(
         unique_key='event_id',
+        on_schema_change='append_new_columns',
     )
 }}
 
@@ -45,6 +46,10 @@ renamed as (
         {{ json_double('j', 'threshold') }} as threshold,
         {{ json_text('j', 'model_version') }} as model_version,
         {{ json_timestamp('j', 'decided_at') }} as decided_at,
+        {{ json_text('j', 'challenger_version') }} as challenger_version,
+        {{ json_double('j', 'challenger_probability') }} as challenger_probability,
+        {{ json_text('j', 'challenger_band') }} as challenger_band,
+        {{ json_text('j', 'served_by') }} as served_by,
         _loaded_at
     from checked
     where reject_reason is null

@@ -1,0 +1,144 @@
+"""The registry's challenger on live traffic, on the embedded backend with real worker
+processes: in shadow every decision carries the challenger's score and the champion
+still decides; clearing the alias stops the shadow scoring without a restart; in split
+mode the challenger decides for exactly its users."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from shopsentry.bus import open_log
+from shopsentry.config import ChallengerSettings, Settings
+from shopsentry.detection.challenger import in_challenger_share
+from shopsentry.events.schema import Decision, band_for
+from shopsentry.models.scorer import CHALLENGER, clear_pointer, write_pointer
+
+from .conftest import Champion, free_port, metric, produce, promote, scrape, simulator, wait_for
+from .test_detector import _safe, decisions_of, records_of, run_supervisor
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def make_challenger(settings: Settings, champion: Champion, tmp_path: Path, version: str) -> None:
+    """A second, bolder model (the champion's margin + 2.5), pointed at as challenger."""
+    from shopsentry.models.training import fold_calibration
+
+    raw = fold_calibration(champion.model_path.read_bytes(), 1.0, 2.5)
+    path = tmp_path / f"challenger-v{version}.json"
+    path.write_bytes(raw)
+    write_pointer(
+        settings,
+        settings.model.name,
+        version,
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        champion.feature_names,
+        alias=CHALLENGER,
+    )
+
+
+def with_mode(settings: Settings, mode: str, share: float = 0.5) -> Settings:
+    challenger = ChallengerSettings(mode=mode, share=share)  # type: ignore[arg-type]
+    detector = settings.detector.model_copy(update={"challenger": challenger})
+    return settings.model_copy(update={"detector": detector})
+
+
+def own_band(d: Decision, probability: float) -> str:
+    return band_for(probability, d.threshold, 0.95)
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_shadow_then_cleared_then_split(
+    backend: Settings, champion: Champion, tmp_path: Path
+) -> None:
+    settings = backend
+    promote(settings, champion, "1")
+    make_challenger(settings, champion, tmp_path, "2")
+    rows = list(records_of(simulator(days=1), settings))
+    third = len(rows) // 3
+    phases = [rows[:third], rows[third : 2 * third], rows[2 * third :]]
+    purchases = [{r[6] for r in phase if r[4] == "purchase"} for phase in phases]
+    log = open_log(settings)
+    port = free_port()
+
+    def processed() -> float:
+        text = scrape(port)
+        return sum(
+            metric(text, f'shopsentry_events_processed_total{{topic="{t}"}}')
+            for t in (settings.topics.purchase_events.name, settings.topics.user_behavior.name)
+        )
+
+    supervisor = run_supervisor(settings, 1, metrics_port=port)
+    try:
+        produce(log, ((t, k, v) for t, k, v, *_ in phases[0]))
+        wait_for(lambda: _safe(processed) >= len(phases[0]), 240, "phase 1 to be processed")
+        wait_for(
+            lambda: metric(scrape(port), "shopsentry_challenger_scored_total ")
+            >= len(purchases[0]),
+            60,
+            "the challenger's scores to be counted",
+        )
+        text = scrape(port)
+        assert metric(text, 'shopsentry_challenger_version_info{version="2"}') == 1
+        assert metric(text, "shopsentry_challenger_scored_total ") == len(purchases[0])
+        clear_pointer(settings, CHALLENGER)  # the alias cleared (or promoted away)
+        wait_for(
+            lambda: 'shopsentry_challenger_version_info{version="2"}' not in scrape(port),
+            60,
+            "the worker to drop the challenger",
+        )
+        produce(log, ((t, k, v) for t, k, v, *_ in phases[1]))
+        wait_for(
+            lambda: _safe(processed) >= len(phases[0]) + len(phases[1]),
+            240,
+            "phase 2 to be processed",
+        )
+    finally:
+        supervisor.stop()
+        supervisor.wait(timeout=60)
+    by_id = {d.event_id: d for d in decisions_of(settings)}
+    shadowed = [by_id[e] for e in purchases[0]]
+    assert all(
+        d.challenger_version == "2"
+        and d.challenger_probability is not None
+        and d.challenger_band == own_band(d, d.challenger_probability)
+        and d.served_by == "champion"
+        and d.model_version == "1"
+        and d.band == d.model_band == own_band(d, d.probability)  # the champion decided
+        for d in shadowed
+    )
+    assert sum(d.challenger_probability > d.probability for d in shadowed) > 0.9 * len(shadowed)  # type: ignore[operator]
+    after = [by_id[e] for e in purchases[1]]
+    assert all(d.challenger_version is None and d.challenger_probability is None for d in after)
+
+    split = with_mode(settings, "split", share=0.5)
+    make_challenger(split, champion, tmp_path, "3")
+    supervisor = run_supervisor(split, 1, metrics_port=port)
+    try:
+        produce(log, ((t, k, v) for t, k, v, *_ in phases[2]))
+        wait_for(
+            lambda: (
+                len(purchases[2] & {d.event_id for d in decisions_of(split)}) == len(purchases[2])
+            ),
+            240,
+            "a decision for every phase-3 purchase",
+        )
+        served = metric(scrape(port), "shopsentry_challenger_served_total ")
+    finally:
+        supervisor.stop()
+        supervisor.wait(timeout=60)
+        log.close()
+    salt = split.detector.challenger.salt
+    last = [d for d in decisions_of(split) if d.event_id in purchases[2]]
+    mine = [d for d in last if in_challenger_share(d.user_id, 0.5, salt)]
+    theirs = [d for d in last if not in_challenger_share(d.user_id, 0.5, salt)]
+    assert mine and theirs
+    assert all(d.served_by == "challenger" and d.model_band == d.challenger_band for d in mine)
+    assert all(
+        d.served_by == "champion" and d.model_band == own_band(d, d.probability) for d in theirs
+    )
+    assert all(d.challenger_version == "3" and d.model_version == "1" for d in last)
+    assert served == len(mine)
