@@ -83,3 +83,25 @@ def test_an_unreadable_record_is_skipped_and_the_version_moves_past_it(log):
     producer.close()
     rule_set = read_rule_set(log, TOPIC)
     assert rule_set.version == 2 and [r.name for r in rule_set.rules] == ["ok"]
+
+
+def test_a_compacted_control_topic_rebuilds_the_same_rule_set_and_version(tmp_path):
+    """The control topic is compacted (latest record per key): a worker that starts after
+    compaction reads fewer records and ends at the same rule set, at the same version."""
+    log = LocalLog(tmp_path / "compacted")
+    log.create_topics([TopicSpec(TOPIC, 1, retention_ms=-1, cleanup_policy="compact")])
+    producer = log.producer()
+    card = ListEntry(list="block", entity="card", value="c1")
+    for i in range(20):  # three rules and one entry, changed over and over
+        publish(producer, TOPIC, [rule_change(rule(f"r{i % 3}", f"purchase.amount > {i}.0"), "a")])
+    publish(producer, TOPIC, [entry_change(card, "a"), rule_change(rule("r0", mode="active"), "b")])
+    publish(producer, TOPIC, [entry_change(card.model_copy(update={"reason": "chargebacks"}), "b")])
+    producer.close()
+    before = read_rule_set(log, TOPIC)
+    try:
+        assert log.compact() == 23 - 4
+        after = read_rule_set(log, TOPIC)
+    finally:
+        log.close()
+    assert after == before and after.version == 23
+    assert after.rule("r0").mode == "active" and after.entries[0].reason == "chargebacks"

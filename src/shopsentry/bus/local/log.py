@@ -1,8 +1,8 @@
 """``LocalLog``: the embedded event log, one SQLite database in a directory.
 
 It implements :class:`shopsentry.bus.base.EventLog` with Kafka's semantics (partitions,
-murmur2 keys, consumer groups with committed offsets, retention by time) so that code
-written against it runs unchanged on Kafka. See :mod:`.store` for the durability
+murmur2 keys, consumer groups with committed offsets, retention by time, compaction by
+key) so that code written against it runs unchanged on Kafka. See :mod:`.store` for the durability
 policy and :mod:`.groups` for how consumer groups work without a broker.
 """
 
@@ -22,6 +22,7 @@ from shopsentry.bus.base import (
     TopicPartition,
     TopicSpec,
 )
+from shopsentry.bus.local import compaction
 from shopsentry.bus.local import topics as topic_ops
 from shopsentry.bus.local.consumer import LocalConsumer
 from shopsentry.bus.local.producer import LocalProducer
@@ -94,6 +95,14 @@ class LocalLog:
         """Delete batches past their topic's retention now (producers also do it every
         minute); returns how many records went."""
         return topic_ops.apply_retention(self._conn, at_ms)
+
+    @_serialized
+    @sqlite_errors
+    def compact(self, topics: Sequence[str] | None = None) -> int:
+        """Compact the ``cleanup_policy="compact"`` topics now, keeping the latest record of
+        each key (producers also do it at their retention check, once enough changed);
+        returns how many records went."""
+        return compaction.compact(self._conn, topics)
 
     @_serialized
     @sqlite_errors

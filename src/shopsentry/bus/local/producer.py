@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shopsentry.bus.local import codec
+from shopsentry.bus.local import codec, compaction
 from shopsentry.bus.local.sqlite import FsyncPolicy, batch_id, connect, sqlite_errors, transaction
 from shopsentry.bus.local.topics import TopicMeta, apply_retention, load_topic, now_ms
 from shopsentry.bus.partitioner import partition_for
@@ -284,7 +284,8 @@ class LocalProducer:
 
     @sqlite_errors
     def _apply_retention(self, at_ms: int, topics: list[str]) -> int:
-        return apply_retention(self._conn, at_ms, topics)
+        removed = apply_retention(self._conn, at_ms, topics)
+        return removed + compaction.compact(self._conn, topics, when_dirty=True)
 
     def _linger_loop(self) -> None:
         while True:

@@ -183,9 +183,25 @@ def connect(
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_missing_columns(conn)
     except sqlite3.Error as exc:
         raise describe_sqlite_error(exc, path) from exc
     return conn
+
+
+# Columns added after the first release: a log created before them gets them on open.
+_ADDED_COLUMNS = (
+    ("topics", "cleanup_policy", "TEXT NOT NULL DEFAULT 'delete'"),
+    # Compaction's checkpoint (Kafka's cleaner offset): records below it are compacted.
+    ("partitions", "clean_offset", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 @contextmanager

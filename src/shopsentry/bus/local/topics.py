@@ -14,6 +14,10 @@ from shopsentry.errors import UnknownTopic
 
 logger = logging.getLogger(__name__)
 
+# "delete": records go by time (retention_ms); "compact": the latest record of each key
+# stays for ever (see :mod:`.compaction`), as with Kafka's cleanup.policy.
+CLEANUP_POLICIES = ("delete", "compact")
+
 
 @dataclass(frozen=True, slots=True)
 class TopicMeta:
@@ -62,8 +66,14 @@ def create_topics(conn: sqlite3.Connection, specs: Sequence[TopicSpec]) -> list[
                         spec.partitions,
                     )
                 continue
+            if spec.cleanup_policy not in CLEANUP_POLICIES:
+                raise ValueError(
+                    f"topic {spec.name!r}: cleanup_policy must be one of"
+                    f" {', '.join(CLEANUP_POLICIES)}, not {spec.cleanup_policy!r}"
+                )
             conn.execute(
-                "INSERT INTO topics VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO topics (name, partitions, replication_factor, retention_ms,"
+                " min_insync_replicas, created_ms, cleanup_policy) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     spec.name,
                     spec.partitions,
@@ -71,6 +81,7 @@ def create_topics(conn: sqlite3.Connection, specs: Sequence[TopicSpec]) -> list[
                     spec.retention_ms,
                     spec.min_insync_replicas,
                     now_ms(),
+                    spec.cleanup_policy,
                 ),
             )
             conn.executemany(
@@ -89,7 +100,8 @@ def list_topics(conn: sqlite3.Connection) -> list[str]:
 
 def describe_topic(conn: sqlite3.Connection, name: str) -> TopicInfo:
     row = conn.execute(
-        "SELECT retention_ms, replication_factor, min_insync_replicas FROM topics WHERE name = ?",
+        "SELECT retention_ms, replication_factor, min_insync_replicas, cleanup_policy"
+        " FROM topics WHERE name = ?",
         (name,),
     ).fetchone()
     if row is None:
@@ -101,7 +113,7 @@ def describe_topic(conn: sqlite3.Connection, name: str) -> TopicInfo:
     ).fetchall()
     config = {
         "retention.ms": str(row[0]),
-        "cleanup.policy": "delete",
+        "cleanup.policy": str(row[3]),
         "min.insync.replicas": "1",
     }
     return TopicInfo(
@@ -126,6 +138,7 @@ def apply_retention(
     conn: sqlite3.Connection, at_ms: int | None = None, topics: Sequence[str] | None = None
 ) -> int:
     """Delete whole batches older than each topic's ``retention_ms``; returns records deleted.
+    A compacted topic keeps its records regardless of age (Kafka's ``cleanup.policy=compact``).
 
     As in Kafka, time is the largest timestamp in a batch, and only a prefix of each
     partition is deleted (the first batch still inside retention stops the deletion),
@@ -134,7 +147,7 @@ def apply_retention(
     at_ms = now_ms() if at_ms is None else at_ms
     query = (
         "SELECT p.id, t.retention_ms FROM topics t JOIN partitions p ON p.topic = t.name "
-        "WHERE t.retention_ms >= 0"
+        "WHERE t.retention_ms >= 0 AND t.cleanup_policy = 'delete'"
     )
     params: tuple[str, ...] = ()
     if topics is not None:
