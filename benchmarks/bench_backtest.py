@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +62,14 @@ def build(data_dir: Path, users: int, days: float) -> None:
     write_history(sim, history, fmt="parquet")
     hourly_etl(settings, history=history)
     build_training_set(settings)
+
+
+def _uptime() -> str:
+    """``uptime`` as the shell prints it (the load on a shared machine, for the record)."""
+    path = shutil.which("uptime")
+    if path is None:
+        return ""
+    return subprocess.run([path], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def main() -> None:
@@ -103,7 +113,9 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cores": os.cpu_count(),
+            "nproc": len(os.sched_getaffinity(0)),
             "load_avg": os.getloadavg(),
+            "uptime": _uptime(),
             "python": platform.python_version(),
         },
         "users": args.users, "days": args.days, "purchases": rows,
@@ -114,8 +126,11 @@ def main() -> None:
     lines = [
         "# bench_backtest",
         "",
-        f"`{result['command']}` on {result['date']}, {result['machine']['cores']} cores, "
-        f"load average {result['machine']['load_avg'][0]:.2f}",
+        f"`{result['command']}` on {result['date']}, {result['machine']['cores']} cores "
+        f"(`nproc` {result['machine']['nproc']}), load average "
+        f"{result['machine']['load_avg'][0]:.2f}",
+        "",
+        f"`uptime` at the end of the run: `{result['machine']['uptime']}`",
         "",
         f"{rows:,} purchases ({args.users:,} users x {args.days:g} days); the bare join "
         f"`count(*)` takes {floor_s:.2f} s in the same run. Target: under {TARGET_S:.0f} s.",

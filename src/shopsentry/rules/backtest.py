@@ -14,7 +14,7 @@ late): a rule is not credited for fraud nobody could have known about yet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,12 +103,26 @@ def _columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], set[str], set[
     return features, set(names("staging.stg_purchases")), set(names("staging.stg_decisions"))
 
 
+def feature_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The features the warehouse's history carries (what a backtested rule may read)."""
+    return _columns(conn)[0]
+
+
 def load_history(
-    conn: duckdb.DuckDBPyConnection, since: date | None, until: date | None
-) -> tuple[dict[str, NDArray[Any]], list[str]]:
-    """The window's rows as NumPy columns, and the feature names they carry."""
+    conn: duckdb.DuckDBPyConnection,
+    since: date | None,
+    until: date | None,
+    references: Collection[str] | None = None,
+) -> dict[str, NDArray[Any]]:
+    """The window's rows as NumPy columns, in (occurred_at, event_id) order: the tally's
+    key columns, and the features (``f.<name>``) and purchase fields (``p.<name>``) that
+    ``references`` names (a compiled rule's; None: all of them). Reading only what the
+    rule reads keeps a backtest's cost to a few columns of a wide table."""
     features, purchase_cols, decision_cols = _columns(conn)
     wanted = [c for c in purchase_field_kinds() if c in purchase_cols and c != "amount"]
+    if references is not None:
+        features = [c for c in features if f"features.{c}" in references]
+        wanted = [c for c in wanted if f"purchase.{c}" in references]
     select = [f't."{c}" as "f.{c}"' for c in features]
     select += ["t.event_id", "t.occurred_at", "t.amount", "t.is_fraud", "t.label_known_at"]
     select += [f'p."{c}" as "p.{c}"' for c in wanted]
@@ -124,14 +138,13 @@ def load_history(
         params.append(datetime.combine(until, datetime.min.time()))
     sql = (
         f"select {', '.join(select)} from {TRAINING_SET} as t"
-        " left join staging.stg_purchases as p using (event_id)"
-        " left join staging.stg_decisions as d using (event_id)"
+        + (" left join staging.stg_purchases as p using (event_id)" if wanted else "")
+        + " left join staging.stg_decisions as d using (event_id)"
         + (f" where {' and '.join(where)}" if where else "")
         + " order by t.occurred_at, t.event_id"
     )
     table = conn.sql(sql, params=params).to_arrow_table()
-    columns = {name: _numpy(table.column(name)) for name in table.column_names}
-    return columns, features
+    return {name: _numpy(table.column(name)) for name in table.column_names}
 
 
 def _numpy(column: Any) -> NDArray[Any]:
@@ -148,6 +161,23 @@ def _numpy(column: Any) -> NDArray[Any]:
     return np.asarray(column.to_pylist(), dtype=object)
 
 
+def history_columns(
+    columns: Mapping[str, NDArray[Any]], entries: Sequence[ListEntry] = ()
+) -> TableColumns:
+    """Rule columns over :func:`load_history`'s rows, with the lists as of ``entries``."""
+    return TableColumns(
+        len(columns["event_id"]),
+        purchases={
+            **{k[2:]: v for k, v in columns.items() if k.startswith("p.")},
+            "amount": columns["amount"],
+            "event_id": columns["event_id"],
+        },
+        features={k[2:]: v for k, v in columns.items() if k.startswith("f.")},
+        scores=columns["score"],
+        lists=ListIndex(entries),
+    )
+
+
 def backtest(
     conn: duckdb.DuckDBPyConnection,
     expression: str,
@@ -160,21 +190,9 @@ def backtest(
 ) -> BacktestReport:
     """Evaluate ``expression`` over the window and tally what it would have done."""
     as_of = as_of or datetime.now(UTC)
-    columns, features = load_history(conn, since, until)
-    compiled = compile_rule(expression, vocabulary(features))
-    size = len(columns["event_id"])
-    cols = TableColumns(
-        size,
-        purchases={
-            **{k[2:]: v for k, v in columns.items() if k.startswith("p.")},
-            "amount": columns["amount"],
-            "event_id": columns["event_id"],
-        },
-        features={k[2:]: v for k, v in columns.items() if k.startswith("f.")},
-        scores=columns["score"],
-        lists=ListIndex(entries),
-    )
-    fires, errors = compiled.evaluate(cols)
+    compiled = compile_rule(expression, vocabulary(feature_names(conn)))
+    columns = load_history(conn, since, until, compiled.references)
+    fires, errors = compiled.evaluate(history_columns(columns, entries))
     return _tally(expression, action, since, until, as_of, columns, fires, errors)
 
 
@@ -184,7 +202,7 @@ def _tally(
     since: date | None,
     until: date | None,
     as_of: datetime,
-    columns: dict[str, NDArray[Any]],
+    columns: Mapping[str, NDArray[Any]],
     fires: NDArray[np.bool_],
     errors: NDArray[np.bool_],
 ) -> BacktestReport:
