@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shopsentry.api import rule_hits
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.config import DetectorSettings
 from shopsentry.errors import InvalidEvent, TerminalError
@@ -194,7 +195,7 @@ class AlertReadModel:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
-        self._db.executescript(positions_table(_POSITIONS) + _SCHEMA)
+        self._db.executescript(positions_table(_POSITIONS) + _SCHEMA + rule_hits.SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -312,6 +313,7 @@ class AlertReadModel:
                 to_ms(d.decided_at),
             ),
         )
+        rule_hits.put(db, d, to_ms(d.decided_at))
 
     @staticmethod
     def _put_alert(db: sqlite3.Connection, a: FraudAlert) -> None:
@@ -345,6 +347,7 @@ class AlertReadModel:
         with self._tx() as db:
             gone = db.execute("delete from purchases where occurred_ms < ?", (cutoff,)).rowcount
             gone += db.execute("delete from decisions where decided_ms < ?", (cutoff,)).rowcount
+            rule_hits.prune(db, cutoff)
             gone += db.execute("delete from traffic where minute < ?", (cutoff // 60_000,)).rowcount
         return gone
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from shopsentry.api import rule_hits
 from shopsentry.api.deps import AdminDep, AnalystDep, Services, ServicesDep
 from shopsentry.api.models import error_responses, field_error
 from shopsentry.api.rules_models import (
@@ -29,12 +30,14 @@ from shopsentry.api.rules_models import (
     CheckResult,
     EntryChanged,
     ImportResult,
+    ListedRule,
     ListEntryRequest,
     ListEntryView,
     ListsView,
     RejectedRow,
     RuleChanged,
     RuleHistory,
+    RuleHitsView,
     RuleRequest,
     RuleSetView,
     RuleView,
@@ -161,11 +164,29 @@ def _set_mode(
 
 # -- rules --------------------------------------------------------------------------------
 @router.get("/rules", response_model=RuleSetView, responses=_READ, summary="The rule set")
-def list_rules(_: AnalystDep, services: ServicesDep) -> RuleSetView:
-    """Every rule (active, shadow and disabled) with the rule-set version."""
+def list_rules(
+    _: AnalystDep,
+    services: ServicesDep,
+    hits_hours: Annotated[
+        int, Query(ge=1, le=24 * 90, description="Count hits over the last this many hours.")
+    ] = 24,
+) -> RuleSetView:
+    """Every rule (active, shadow and disabled) with the rule-set version, and how many
+    decisions each fired on in the window (active and shadow apart)."""
     rule_set = _state(services).current
+    since = datetime.now(UTC) - timedelta(hours=hits_hours)
+    hits = rule_hits.counts(services.store.query, int(since.timestamp() * 1000))
     rules = sorted(rule_set.rules, key=lambda r: (r.priority, r.name))
-    return RuleSetView(version=rule_set.version, rules=[_rule_view(r) for r in rules])
+    return RuleSetView(
+        version=rule_set.version,
+        hits_since=since,
+        rules=[_listed(r, hits.get(r.name, rule_hits.RuleHits())) for r in rules],
+    )
+
+
+def _listed(rule: Rule, hits: rule_hits.RuleHits) -> ListedRule:
+    counted = RuleHitsView(active=hits.active, shadow=hits.shadow, total=hits.total)
+    return ListedRule.model_validate({**rule.model_dump(), "hits": counted})
 
 
 @router.post("/rules", response_model=RuleChanged, responses=_SAVE, summary="Save a rule")

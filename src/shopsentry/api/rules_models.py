@@ -35,9 +35,23 @@ class RuleView(BaseModel):
     note: str
 
 
+class RuleHitsView(BaseModel):
+    active: int = Field(description="Decisions the rule fired on while active.")
+    shadow: int = Field(description="Decisions the rule fired on while in shadow.")
+    total: int
+
+
+class ListedRule(RuleView):
+    hits: RuleHitsView = Field(description="Over the stored decisions since ``hits_since``.")
+
+
 class RuleSetView(BaseModel):
     version: int = Field(description="The rule-set version (changes applied so far).")
-    rules: list[RuleView]
+    hits_since: datetime = Field(
+        description="Hit counts are over the decisions made since then (the API's read"
+        " model of the decisions topic)."
+    )
+    rules: list[ListedRule]
 
 
 class RuleChanged(BaseModel):
