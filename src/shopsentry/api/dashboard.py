@@ -39,16 +39,27 @@ DASHBOARD_CSP = (
 )
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-@router.get("/dashboard", response_class=HTMLResponse, summary="The live dashboard page")
-def dashboard_page(request: Request, services: ServicesDep) -> HTMLResponse:
+def _page(request: Request, services: Services, template: str) -> HTMLResponse:
     demo_key = ""
     if services.settings.api.demo_mode:
         key_id, secret, _, _ = next(k for k in DEMO_KEYS if k[2] == "analyst")
         demo_key = format_token(key_id, secret)
-    response = templates.TemplateResponse(request, "dashboard.html", {"demo_key": demo_key})
+    response = templates.TemplateResponse(request, template, {"demo_key": demo_key})
     response.headers["Content-Security-Policy"] = DASHBOARD_CSP
     return response
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/dashboard", response_class=HTMLResponse, summary="The live dashboard page")
+def dashboard_page(request: Request, services: ServicesDep) -> HTMLResponse:
+    return _page(request, services, "dashboard.html")
+
+
+@router.get("/dashboard/rules", response_class=HTMLResponse, summary="The analyst rules page")
+def rules_page(request: Request, services: ServicesDep) -> HTMLResponse:
+    """Rules with their hit counts, an editor that checks as you type, backtests drawn
+    per day, save in shadow and activate (admins); it calls `/v1/rules`."""
+    return _page(request, services, "rules.html")
 
 
 def _daily_sales(services: Services, days: int) -> DailySalesReport:

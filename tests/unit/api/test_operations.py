@@ -63,7 +63,7 @@ def test_metrics_are_prometheus_text_labelled_by_route_template(
 
 
 def test_docs_and_dashboard_load_only_local_assets(client: TestClient) -> None:
-    for path in ("/docs", "/dashboard", "/"):
+    for path in ("/docs", "/dashboard", "/dashboard/rules", "/"):
         page = client.get(path)
         assert page.status_code == 200
         for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
