@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from shopsentry.config import Settings
 from tests.integration.api.test_dashboard_browser import Children, pipeline_env
-from tests.unit.api.factories import make_keys, read_topic
+from tests.unit.api.factories import Keys, make_keys, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 __all__ = ["pipeline_env"]  # the fixture, reused: a trained champion over a history
@@ -34,38 +35,39 @@ TYPO = "purchase.payment_method == 'card' &&\n  purchase.amout > 0.0"
 ROW = f'#rules-table tr[data-rule="{RULE}"]'
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    env: dict[str, str]  # for the child processes
+    settings: Settings
+    keys: Keys
+
+
 @pytest.fixture
-def warehouse_env(pipeline_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+def pipeline(pipeline_env: dict[str, str], tmp_path: Path) -> Pipeline:
     """The champion's data dir with the same history built into the warehouse (what a
-    backtest reads: staging and the point-in-time training set)."""
+    backtest reads: staging and the point-in-time training set), and keys."""
     from shopsentry.pipelines.hourly_etl import hourly_etl
     from shopsentry.pipelines.weekly_model_retrain import build_training_set
 
-    settings = Settings(data_dir=Path(pipeline_env["SHOPSENTRY_DATA_DIR"]))
+    settings = Settings(data_dir=Path(pipeline_env["SHOPSENTRY_DATA_DIR"]), log_fsync="never")
     hourly_etl(settings, history=tmp_path / "history")
     assert build_training_set(settings) > 0
-    return pipeline_env
+    return Pipeline(pipeline_env, settings, make_keys(settings))
 
 
 POSITIVE = "(sel) => Number((document.querySelector(sel) || {}).textContent?.replace(/,/g, '')) > 0"
 
 
 def test_an_analyst_writes_backtests_and_shadows_a_rule_an_admin_activates_it(
-    tmp_path: Path,
-    warehouse_env: dict[str, str],
-    browser_page: Any,
-    live_server: Any,
-    artifact_dir: Path,
+    pipeline: Pipeline, browser_page: Any, live_server: Any, artifact_dir: Path, tmp_path: Path
 ) -> None:
     from shopsentry.api import create_app
     from shopsentry.bus import open_log, topic_specs
 
-    settings = Settings(data_dir=Path(warehouse_env["SHOPSENTRY_DATA_DIR"]), log_fsync="never")
-    keys = make_keys(settings)
+    settings, keys, page = pipeline.settings, pipeline.keys, browser_page
     log = open_log(settings)
     log.create_topics(topic_specs(settings))  # the control topic exists before the detector
-    page = browser_page
-    with live_server(create_app(settings)) as server, Children(warehouse_env, tmp_path) as run:
+    with live_server(create_app(settings)) as server, Children(pipeline.env, tmp_path) as run:
         run.start("detect", "detect", "--workers", "1", "--metrics-port", "0")
         simulator = run.start(
             "simulate", "simulate", "--speed", "60", "--duration", "12h", "--users", "800",

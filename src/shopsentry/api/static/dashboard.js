@@ -4,12 +4,12 @@
   "use strict";
 
   const POLL_MS = Number(new URLSearchParams(location.search).get("interval") || 2000);
-  const KEY_STORE = "shopsentry.apiKey";
   const COLORS = { purchases: "#4aa3ff", behavior: "#a371f7", approve: "#3fb950", review: "#d29922",
                    decline: "#f85149", latency: "#4aa3ff", lag: "#a371f7", fraud: "#f85149", fp: "#d29922",
                    sales: "#3fb950" };
   const charts = {};
-  let apiKey = sessionStorage.getItem(KEY_STORE) || document.body.dataset.demoKey || "";
+  const { el, setStatus, storedKey, bindKeyForm } = window.shopsentryPage;
+  let apiKey = storedKey();
   let timer = null;
 
   const $ = (id) => document.getElementById(id);
@@ -43,19 +43,6 @@
       direction: r.contribution < 0 ? "lowers" : "raises",
       label: (r.contribution < 0 ? "▼ " : "▲ ") + r.text,
     }));
-  }
-
-  function el(tag, text, cls) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    if (cls) node.className = cls;
-    return node;
-  }
-
-  function setStatus(text, ok) {
-    const s = $("conn-status");
-    s.textContent = text;
-    s.className = "status " + (ok ? "ok" : "bad");
   }
 
   async function api(path, options) {
@@ -290,13 +277,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     initCharts();
-    $("api-key").value = apiKey;
-    $("key-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      apiKey = $("api-key").value.trim();
-      sessionStorage.setItem(KEY_STORE, apiKey);
-      start();
-    });
+    bindKeyForm((key) => { apiKey = key; start(); });
     start();
   });
 })();

@@ -7,8 +7,8 @@
 
   const POLL_MS = Number(new URLSearchParams(location.search).get("interval") || 3000);
   const CHECK_DELAY_MS = 200;
-  const KEY_STORE = "shopsentry.apiKey";  // shared with the live dashboard
-  let apiKey = sessionStorage.getItem(KEY_STORE) || document.body.dataset.demoKey || "";
+  const { el, setStatus, storedKey, bindKeyForm } = window.shopsentryPage;
+  let apiKey = storedKey();  // shared with the live dashboard
   let timer = null;
   let checkTimer = null;
   let checkSeq = 0;
@@ -19,18 +19,7 @@
   const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
   const money = (v) => Number(v).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
-  function el(tag, text, cls) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    if (cls) node.className = cls;
-    return node;
-  }
-
-  function say(text, ok) {
-    const m = $("rules-message");
-    m.textContent = text;
-    m.className = "status " + (ok ? "ok" : "bad");
-  }
+  const say = (text, ok) => setStatus(text, ok, "rules-message");
 
   // One request: {ok, status, body}. A 4xx names the field in body.errors[].
   async function call(method, path, body) {
@@ -53,12 +42,10 @@
 
   // --- the rule list -------------------------------------------------------------------
   async function refresh() {
-    if (!apiKey) { $("conn-status").textContent = "enter an API key"; return; }
+    if (!apiKey) { setStatus("enter an API key", false); return; }
     const answer = await call("GET", "/v1/rules").catch((e) => ({ ok: false, status: 0, body: { detail: e.message } }));
-    const s = $("conn-status");
-    if (!answer.ok) { s.textContent = problem(answer); s.className = "status bad"; return; }
-    s.textContent = "connected";
-    s.className = "status ok";
+    if (!answer.ok) { setStatus(problem(answer), false); return; }
+    setStatus("connected", true);
     drawRules(answer.body);
     $("updated").textContent = "updated " + new Date().toISOString().slice(0, 19).replace("T", " ") + " UTC";
   }
@@ -260,13 +247,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("api-key").value = apiKey;
-    $("key-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      apiKey = $("api-key").value.trim();
-      sessionStorage.setItem(KEY_STORE, apiKey);
-      start();
-    });
+    bindKeyForm((key) => { apiKey = key; start(); });
     $("rule-expression").addEventListener("input", scheduleCheck);
     $("rule-form").addEventListener("submit", save);
     $("backtest-btn").addEventListener("click", backtest);
