@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 
 from shopsentry.bus import open_log, topic_specs
+from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
 from shopsentry.rules.control import entry_change, publish, rule_change
 from shopsentry.rules.defaults import DEFAULT_RULES
 from shopsentry.rules.model import ListEntry, Rule
 
 from .conftest import Champion, produce, promote, simulator, wait_for
-from .test_detector import decisions_of, records_of, run_supervisor
+from .test_detector import decisions_of, lag_is_zero, records_of, run_supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHUNK = 400  # records written at once: under one micro-batch (batch_max_records 500)
 
 RULES = (
     *DEFAULT_RULES,  # the model card's baseline: features, guarded with has()
@@ -91,19 +93,19 @@ def test_the_hot_path_and_the_backtest_fire_the_same_rules_on_the_same_purchases
         publish(producer, settings.topics.rules.name, changes)
         publish(producer, settings.topics.rules.name, [entry_change(e, "test") for e in entries])
         producer.close()
-        produce(log, ((t, k, v) for t, k, v, *_ in rows))
+        supervisor = run_supervisor(settings, 1)
+        try:
+            stream(log, settings, rows)
+            wait_for(
+                lambda: len({d.event_id for d in decisions_of(settings)}) >= len(purchases),
+                300,
+                "a decision for every purchase",
+            )
+        finally:
+            supervisor.stop()
+            supervisor.wait(timeout=60)
     finally:
         log.close()
-    supervisor = run_supervisor(settings, 1)
-    try:
-        wait_for(
-            lambda: len({d.event_id for d in decisions_of(settings)}) >= len(purchases),
-            300,
-            "a decision for every purchase",
-        )
-    finally:
-        supervisor.stop()
-        supervisor.wait(timeout=60)
     decisions = {d.event_id: d for d in decisions_of(settings)}
     version = len(RULES) + len(entries)
     assert {d.rule_set_version for d in decisions.values()} == {version}
@@ -117,7 +119,7 @@ def test_the_hot_path_and_the_backtest_fire_the_same_rules_on_the_same_purchases
     assert set(event_ids) == set(decisions) == purchases
     cols = history_columns(columns, entries)
     features = [k[2:] for k in columns if k.startswith("f.")]
-    fired_somewhere = 0
+    hits: dict[str, int] = {}
     for rule in RULES:
         fires, _errors = compile_rule(rule.expression, vocabulary(features)).evaluate(cols)
         backtest = {e for e, hit in zip(event_ids, fires.tolist(), strict=True) if hit}
@@ -127,11 +129,28 @@ def test_the_hot_path_and_the_backtest_fire_the_same_rules_on_the_same_purchases
             f"{rule.name}: {len(disagree)} purchases differ (hot path {len(hot)}, backtest"
             f" {len(backtest)}), e.g. {disagree[:5]}"
         )
-        fired_somewhere += bool(hot)
-    # The comparison means something: most rules fire on some purchases, none on all.
-    assert fired_somewhere >= len(RULES) - 3
-    assert all(len(set(d.shadow_rules_fired)) < len(RULES) for d in decisions.values())
-    assert np.mean([bool(d.shadow_rules_fired) for d in decisions.values()]) < 0.9
+        hits[rule.name] = len(hot)
+    print(f"hits per rule over {len(decisions)} purchases: {hits}")
+    # The comparison means something: the score, the list and the erring rule fire on
+    # some purchases, most rules do, and no rule fires on every purchase.
+    assert all(hits[name] > 0 for name in ("score_high", "listed_card_or_busy", "ratio_unguarded"))
+    assert sum(n > 0 for n in hits.values()) >= len(RULES) // 2
+    assert all(n < len(decisions) for n in hits.values())
+
+
+def stream(log: EventLog, settings: Settings, rows: list[Any], chunk: int = CHUNK) -> None:
+    """The history as a live stream delivers it: in event-time order, a chunk at a time,
+    each taken in by the worker (lag zero) before the next is written. Written all at
+    once, a backlog lets the worker read one topic's records ahead of the other's across
+    micro-batches (each batch is merged by event time, not the whole backlog), and a
+    purchase would then miss behaviour that happened before it (a login from its device),
+    which the point-in-time history does not."""
+    for start in range(0, len(rows), chunk):
+        produce(log, ((t, k, v) for t, k, v, *_ in rows[start : start + chunk]))
+        done = min(start + chunk, len(rows))
+        wait_for(
+            lambda n=done: lag_is_zero(settings, n), 120, f"the worker to take in {done} records"
+        )
 
 
 def _field(raw: bytes, name: str) -> str:
