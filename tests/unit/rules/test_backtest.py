@@ -78,3 +78,17 @@ def test_the_score_and_lists_are_what_the_detector_had(conn):
 def test_a_rule_naming_an_unknown_feature_is_refused(conn):
     with pytest.raises(RuleSyntaxError, match=r"features\.nope"):
         backtest(conn, "features.nope > 1.0", "block", as_of=AS_OF)
+
+
+def test_only_the_columns_the_rule_reads_are_loaded(conn):
+    from shopsentry.rules.backtest import load_history
+
+    keys = {"event_id", "occurred_at", "amount", "is_fraud", "label_known_at", "score",
+            "model_band"}  # fmt: skip
+    narrow = load_history(conn, None, None, {"features.new_device", "score"})
+    assert set(narrow) == keys | {"f.new_device"}
+    with_field = load_history(conn, None, None, {"purchase.card_fingerprint"})
+    assert set(with_field) == keys | {"p.card_fingerprint"}
+    assert list(with_field["p.card_fingerprint"]) == ["c1", "c2", "c3", "c4", "bad", "c6"]
+    everything = load_history(conn, None, None)
+    assert {"f.new_device", "f.amount_ratio", "p.country", "p.card_fingerprint"} <= set(everything)
