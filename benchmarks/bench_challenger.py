@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     us = r["us_per_purchase"]
     verdict = "within" if r["within_target"] else "over"
+    spread = {
+        kind: (min(x["cpu_s"] for x in runs), max(x["cpu_s"] for x in runs))
+        for kind, runs in r["runs"].items()
+    }
+    noise = max(hi / lo - 1 for lo, hi in spread.values())
     path.write_text(
         "# bench_challenger\n\n"
         f"`{r['command']}` on {r['date']}, nproc {r['machine']['nproc']}\n\n"
@@ -176,7 +181,11 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"| champion + shadow challenger | {r['purchases_per_cpu_s']['shadow']:,} |"
         f" {us['shadow']} |\n\n"
         f"Shadow scoring keeps {r['shadow_to_champion_throughput']:.1%} of the throughput: it "
-        f"costs {r['shadow_throughput_cost']:.1%}, {verdict} the {r['target_cost']:.0%} bound.\n"
+        f"costs {r['shadow_throughput_cost']:.1%}, {verdict} the {r['target_cost']:.0%} bound.\n\n"
+        f"Run-to-run spread of the CPU time: champion alone {spread['champion'][0]:.1f}"
+        f"-{spread['champion'][1]:.1f} s, with the shadow challenger {spread['shadow'][0]:.1f}"
+        f"-{spread['shadow'][1]:.1f} s (up to {noise:.0%}); a difference smaller than that"
+        " is the machine's load, not the challenger.\n"
     )
 
 

@@ -212,8 +212,37 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
             f"- {'promoted to champion' if gate.get('promoted') else 'kept as challenger'}:"
             f" {gate.get('reason')}",
         ]
+    lines += _live_gate_lines(report.get("live_gate"))
     lines += ["", f"![precision and recall vs threshold]({PLOT_FILE})", ""]
     return "\n".join(lines)
+
+
+def _live_gate_lines(live: dict[str, Any] | None) -> list[str]:
+    """The weekly retrain's verdict on this version as live challenger (docs/model-ops.md)."""
+    if not live:
+        return []
+    verdict = "promoted to champion" if live.get("promote") else "not promoted"
+    lines = [
+        "",
+        "## Live evidence",
+        "",
+        f"Judged as challenger of v{live.get('champion_version')} on"
+        f" {str(live.get('as_of', ''))[:16]}: {live.get('purchases', 0):,} purchases both"
+        f" scored, {live.get('labelled_frauds', 0):,} labelled frauds known by then.",
+        "",
+        f"- {verdict}: {live.get('reason')}",
+    ]
+    if live.get("challenger_precision") is not None:
+        lines += [
+            "",
+            "| at equal recall | recall | precision |",
+            "|---|---|---|",
+            f"| champion v{live.get('champion_version')} | {_pct(live['champion_recall'])} |"
+            f" {_pct(live['champion_precision'])} |",
+            f"| this version | {_pct(live['challenger_recall'])} |"
+            f" {_pct(live['challenger_precision'])} |",
+        ]
+    return lines
 
 
 def write_card(directory: Path, name: str, version: str, report: dict[str, Any]) -> Path:
@@ -223,4 +252,12 @@ def write_card(directory: Path, name: str, version: str, report: dict[str, Any])
     path = directory / CARD_FILE
     path.write_text(render(name, version, report))
     logger.info("model card written to %s", path)
+    return path
+
+
+def rewrite_card(directory: Path, name: str, version: str, report: dict[str, Any]) -> Path:
+    """Rewrite ``model_card.md`` from an updated report (the plot stays as it was)."""
+    path = directory / CARD_FILE
+    path.write_text(render(name, version, report))
+    logger.info("model card updated: %s", path)
     return path

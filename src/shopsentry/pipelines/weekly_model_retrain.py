@@ -5,9 +5,15 @@ The design's Flow 3 (Sundays 02:00). Two steps, separate Airflow tasks:
 1. :func:`build_training_set` runs ``dbt build --select +tag:ml``: the incremental
    layers catch up, then ``ml_features.training_set`` is rebuilt from the shared feature
    definitions (point-in-time) and tested.
-2. :func:`train` calls the model part's ``train_and_register``, which trains on labels
-   known at ``as_of``, evaluates on the held-out last days, registers the version in
-   MLflow and promotes it to champion only if it beats the current one at the gate.
+2. :func:`train` first judges the live challenger (the registry's ``challenger``
+   alias, scored beside the champion in production) on the purchases both scored and
+   the labels known by ``as_of`` (:mod:`shopsentry.models.live_gate`): with enough
+   matured labels and better precision at the champion's recall it becomes champion;
+   either way the run log and its model card say why. Then it calls the model part's
+   ``train_and_register``, which trains on labels known at ``as_of``, evaluates on the
+   held-out last days, registers the version in MLflow and promotes it to champion only
+   if it beats the (possibly new) champion at the offline gate; otherwise the new
+   version becomes the challenger that the detectors score next week.
 
 A finished run records its outcome under ``state_dir/retrain/<as_of>.json``; rerunning
 the same week returns that outcome instead of registering a second model, and a run that
@@ -52,6 +58,8 @@ class RetrainResult:
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
     reused: bool = False
+    # The live gate's verdict on last week's challenger (None: nothing to judge).
+    live_gate: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +102,7 @@ def train(
             recorded.get("version"),
         )
         return RetrainResult(**{**recorded, "reused": True})
+    live = judge_live_challenger(settings, as_of)
     outcome = train_and_register(
         settings,
         use_warehouse=True,
@@ -107,6 +116,7 @@ def train(
         promoted=outcome.promoted,
         reason=outcome.reason,
         metrics=dict(outcome.metrics),
+        live_gate=live,
     )
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +132,24 @@ def train(
         result.reason,
     )
     return result
+
+
+def judge_live_challenger(settings: Settings, as_of: datetime | None) -> dict[str, Any] | None:
+    """The live gate (``model.live_gate``) on the current challenger; its verdict or None."""
+    if not settings.model.live_gate.enabled:
+        return None
+    from shopsentry.models.live_gate import apply_live_gate
+
+    verdict = apply_live_gate(settings, as_of)
+    if verdict is None:
+        return None
+    logger.info(
+        "weekly retrain: live challenger v%s %s (%s)",
+        verdict.challenger_version,
+        "promoted" if verdict.promote else "not promoted",
+        verdict.reason,
+    )
+    return verdict.as_dict()
 
 
 def weekly_model_retrain(

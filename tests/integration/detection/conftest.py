@@ -164,6 +164,13 @@ def scrape(port: int) -> str:
         return str(response.read().decode())
 
 
+def events_processed(settings: Settings, port: int) -> float:
+    """Input events a worker's metrics endpoint counts as processed, both topics."""
+    text = scrape(port)
+    topics = (settings.topics.purchase_events.name, settings.topics.user_behavior.name)
+    return sum(metric(text, f'shopsentry_events_processed_total{{topic="{t}"}}') for t in topics)
+
+
 def metric(text: str, line_prefix: str) -> float:
     """The value of the first exposition line starting with ``line_prefix`` (0 if none)."""
     for line in text.splitlines():

@@ -6,6 +6,9 @@ mode the challenger decides for exactly its users."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,17 @@ from shopsentry.detection.challenger import in_challenger_share
 from shopsentry.events.schema import Decision, band_for
 from shopsentry.models.scorer import CHALLENGER, clear_pointer, write_pointer
 
-from .conftest import Champion, free_port, metric, produce, promote, scrape, simulator, wait_for
+from .conftest import (
+    Champion,
+    events_processed,
+    free_port,
+    metric,
+    produce,
+    promote,
+    scrape,
+    simulator,
+    wait_for,
+)
 from .test_detector import _safe, decisions_of, records_of, run_supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,19 +78,16 @@ def test_shadow_then_cleared_then_split(
     port = free_port()
 
     def processed() -> float:
-        text = scrape(port)
-        return sum(
-            metric(text, f'shopsentry_events_processed_total{{topic="{t}"}}')
-            for t in (settings.topics.purchase_events.name, settings.topics.user_behavior.name)
-        )
+        return events_processed(settings, port)
 
     supervisor = run_supervisor(settings, 1, metrics_port=port)
     try:
         produce(log, ((t, k, v) for t, k, v, *_ in phases[0]))
         wait_for(lambda: _safe(processed) >= len(phases[0]), 240, "phase 1 to be processed")
         wait_for(
-            lambda: metric(scrape(port), "shopsentry_challenger_scored_total ")
-            >= len(purchases[0]),
+            lambda: (
+                metric(scrape(port), "shopsentry_challenger_scored_total ") >= len(purchases[0])
+            ),
             60,
             "the challenger's scores to be counted",
         )
@@ -142,3 +152,102 @@ def test_shadow_then_cleared_then_split(
     )
     assert all(d.challenger_version == "3" and d.model_version == "1" for d in last)
     assert served == len(mine)
+
+
+def register_versions(settings: Settings, files: list[bytes]) -> None:
+    """Register each model file as the next version of ``settings.model.name`` in the
+    real (SQLite) MLflow registry, its model.json where the registry keeps it locally."""
+    from mlflow import MlflowClient
+
+    from shopsentry.models.registry import version_dir
+
+    mlc = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    mlc.create_registered_model(settings.model.name)
+    for raw in files:
+        staging = settings.data_dir / "incoming" / hashlib.sha256(raw).hexdigest()[:12]
+        staging.mkdir(parents=True)
+        (staging / "model.json").write_bytes(raw)
+        version = mlc.create_model_version(settings.model.name, source=staging.as_uri())
+        target = version_dir(settings, str(version.version))
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "model.json").write_bytes(raw)
+
+
+def rollback(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """`shopsentry models rollback` as a user runs it (its own process, one line out)."""
+    env = {
+        **os.environ,
+        "SHOPSENTRY_DATA_DIR": str(settings.data_dir),
+        "SHOPSENTRY_MODEL__NAME": settings.model.name,
+        "SHOPSENTRY_MODEL__TRACKING_URI": settings.mlflow_tracking_uri,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "shopsentry", "models", "rollback"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_rollback_is_picked_up_by_a_running_worker(
+    backend: Settings, champion: Champion, mlflow_tracking_uri: str
+) -> None:
+    from shopsentry.config import ModelSettings
+    from shopsentry.models import registry
+    from shopsentry.models.training import fold_calibration
+
+    settings = backend.model_copy(
+        update={
+            "model": ModelSettings(
+                name=f"rollback-{backend.detector.group_id[-8:]}", tracking_uri=mlflow_tracking_uri
+            )
+        }
+    )
+    raw = champion.model_path.read_bytes()
+    register_versions(settings, [raw, fold_calibration(raw, 1.0, 2.5)])
+    registry.promote(settings, "1")
+    registry.promote(settings, "2")  # the champion history is now 1, 2
+    rows = list(records_of(simulator(days=1), settings))
+    half = len(rows) // 2
+    port = free_port()
+    log = open_log(settings)
+    supervisor = run_supervisor(settings, 1, metrics_port=port)
+    try:
+
+        def processed() -> float:
+            return events_processed(settings, port)
+
+        produce(log, ((t, k, v) for t, k, v, *_ in rows[:half]))
+        wait_for(lambda: _safe(processed) >= half, 240, "the first half to be processed")
+        done = rollback(settings)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines() == [
+            f"rolled back: version 1 is champion of {settings.model.name} again"
+        ]
+        wait_for(
+            lambda: metric(scrape(port), 'shopsentry_model_version_info{version="1"}') == 1,
+            60,
+            "the worker to serve version 1 again",
+        )
+        produce(log, ((t, k, v) for t, k, v, *_ in rows[half:]))
+        purchases = {r[6] for r in rows if r[4] == "purchase"}
+        wait_for(
+            lambda: {d.event_id for d in decisions_of(settings)} >= purchases,
+            240,
+            "a decision for every purchase",
+        )
+        again = rollback(settings)
+    finally:
+        supervisor.stop()
+        supervisor.wait(timeout=60)
+        log.close()
+    assert again.returncode == 1 and "no previous champion" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1  # one line, no traceback
+    by_id = {d.event_id: d for d in decisions_of(settings)}
+    first = {r[6] for r in rows[:half] if r[4] == "purchase"}
+    second = {r[6] for r in rows[half:] if r[4] == "purchase"}
+    assert {by_id[e].model_version for e in first} == {"2"}
+    assert {by_id[e].model_version for e in second} == {"1"}

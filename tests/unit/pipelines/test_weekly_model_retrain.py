@@ -1,0 +1,56 @@
+"""The weekly retrain judges the live challenger before training the new version, and
+its result (and the marker a rerun reuses) carries that verdict."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shopsentry.config import LiveGateSettings, ModelSettings, Settings
+from shopsentry.models.live_gate import LiveVerdict
+from shopsentry.models.training import TrainResult
+
+# The package re-exports the job function under the module's name.
+job = importlib.import_module("shopsentry.pipelines.weekly_model_retrain")
+
+AS_OF = datetime(2026, 11, 29, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    order: list[str] = []
+
+    def gate(settings: Settings, as_of: datetime | None) -> LiveVerdict:
+        order.append("live gate")
+        return LiveVerdict(False, "not enough matured labels", 100, 3, challenger_version="4")
+
+    def train(settings: Settings, **kwargs: Any) -> TrainResult:
+        order.append("train")
+        return TrainResult(version="5", promoted=False, reason="does not beat", metrics={})
+
+    monkeypatch.setattr("shopsentry.models.live_gate.apply_live_gate", gate)
+    monkeypatch.setattr("shopsentry.models.training.train_and_register", train)
+    return order
+
+
+def test_the_live_verdict_comes_first_and_is_recorded(tmp_path, calls: list[str]) -> None:
+    settings = Settings(data_dir=tmp_path)
+    result = job.train(settings, AS_OF)
+    assert calls == ["live gate", "train"]
+    assert result.live_gate is not None and result.live_gate["challenger_version"] == "4"
+    assert result.live_gate["reason"] == "not enough matured labels"
+    marker = next((tmp_path / "state" / "retrain").glob("*.json"))
+    assert json.loads(marker.read_text())["live_gate"]["promote"] is False
+    again = job.train(settings, AS_OF)
+    assert again.reused and again.live_gate == result.live_gate and calls == ["live gate", "train"]
+
+
+def test_a_disabled_live_gate_is_skipped(tmp_path, calls: list[str]) -> None:
+    settings = Settings(
+        data_dir=tmp_path, model=ModelSettings(live_gate=LiveGateSettings(enabled=False))
+    )
+    assert job.train(settings, AS_OF).live_gate is None and calls == ["train"]
