@@ -124,6 +124,35 @@ _NO_CHALLENGER: dict[str, Any] = {
 }
 
 
+def _challenger_rows(
+    out: BatchOutcome, probs: np.ndarray, challenger: ChallengerScores, cfg: RoutingConfig
+) -> list[tuple[dict[str, Any], Band | None, float]]:
+    """Per purchase: the decision's challenger fields, and the challenger's band and
+    probability where it decides (band None: the champion decides). Counts the band
+    pairs and the purchases served into ``out``."""
+    threshold, decline = cfg.threshold, cfg.decline_threshold
+    version = challenger.version
+    serves = challenger.serves.tolist() if challenger.serves is not None else None
+    pairs = out.challenger_bands
+    rows: list[tuple[dict[str, Any], Band | None, float]] = []
+    for i, (prob, ch_prob) in enumerate(
+        zip(probs.tolist(), challenger.probs.tolist(), strict=True)
+    ):
+        ch_band: Band = band_for(ch_prob, threshold, decline)
+        pair = (band_for(prob, threshold, decline), ch_band)
+        pairs[pair] = pairs.get(pair, 0) + 1
+        served = serves is not None and serves[i]
+        fields = {
+            "challenger_version": version,
+            "challenger_probability": ch_prob,
+            "challenger_band": ch_band,
+            "served_by": "challenger" if served else "champion",
+        }
+        rows.append((fields, ch_band if served else None, ch_prob))
+        out.challenger_served += served
+    return rows
+
+
 def route_decisions(
     out: BatchOutcome,
     decided: Sequence[tuple[Record, Purchase]],
@@ -150,32 +179,15 @@ def route_decisions(
     bands = out.bands
     severities = out.severities
     decisions_topic, alerts_topic = cfg.decisions_topic, cfg.alerts_topic
-    ch_probs = challenger.probs.tolist() if challenger is not None else None
-    serves = (
-        challenger.serves.tolist()
-        if challenger is not None and challenger.serves is not None
-        else None
-    )
-    agreement = out.challenger_bands
+    ch_rows = _challenger_rows(out, probs, challenger, cfg) if challenger is not None else None
     for i, ((record, p), prob) in enumerate(zip(decided, probs.tolist(), strict=True)):
         model_band: Band = band_for(prob, threshold, decline)
         acting_prob = prob
         ch_fields = _NO_CHALLENGER
-        if ch_probs is not None:
-            ch_prob = ch_probs[i]
-            ch_band: Band = band_for(ch_prob, threshold, decline)
-            pair = (model_band, ch_band)
-            agreement[pair] = agreement.get(pair, 0) + 1
-            served = serves is not None and serves[i]
-            ch_fields = {
-                "challenger_version": challenger.version if challenger is not None else None,
-                "challenger_probability": ch_prob,
-                "challenger_band": ch_band,
-                "served_by": "challenger" if served else "champion",
-            }
-            if served:
-                model_band, acting_prob = ch_band, ch_prob
-                out.challenger_served += 1
+        if ch_rows is not None:
+            ch_fields, served_band, ch_prob = ch_rows[i]
+            if served_band is not None:  # the challenger decides for this user
+                model_band, acting_prob = served_band, ch_prob
         band = model_band
         rules: dict[str, Any] = {
             "rule_set_version": rule_set_version,
