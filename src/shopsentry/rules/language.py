@@ -11,7 +11,8 @@ Names a rule may use:
 
 - ``purchase.<field>``: a field of the purchase event (numbers and strings);
 - ``features.<name>``: a model feature by its name in the model card;
-- ``score``: the champion model's fraud probability;
+- ``score``: the serving model's fraud probability (the champion's, or in split mode
+  the challenger's for its users; docs/model-ops.md);
 - ``lists.<block|allow>.<entity>``: a list of the analysts', as the right side of ``in``
   (``purchase.card_fingerprint in lists.block.card``).
 
