@@ -161,6 +161,9 @@ class DetectorSettings(_Frozen):
     # Apply the analysts' rules and lists from the control topic (docs/rules.md).
     rules: bool = True
     challenger: ChallengerSettings = ChallengerSettings()
+    # A re-posted event_id is counted and decided once: each user's last N event ids per
+    # topic are kept with its state (detection/dedupe.py). 0: no deduplication.
+    recent_event_ids: int = Field(default=32, ge=0, le=1024)
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:

@@ -9,7 +9,8 @@ checksum of itself. :func:`verify_backup` checks all of that; :func:`restore_bac
 verifies first and refuses a backup with any problem, restores every registered part
 from that one backup only (a part the backup lacks is moved aside, never kept from
 another time), then points every consumer group at the offsets recorded, so consumers
-replay the log from exactly where the restored stores stand.
+replay the log from exactly where the restored stores stand. The purchases decided since
+the backup keep the decision the log holds (:mod:`shopsentry.backup.replay`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shopsentry.backup.parts import PARTS, BackupPart, GroupOffsets
+from shopsentry.backup.replay import decided_since, write_ledger
 from shopsentry.errors import TerminalError
 from shopsentry.lake.storage import LakeStorage, open_tier, sha256_file
 
@@ -254,6 +256,7 @@ class RestoreResult:
     parts: list[str]
     offsets: GroupOffsets
     seconds: float
+    decisions_kept: int = 0  # purchases decided since the backup: replayed, not re-decided
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -285,10 +288,17 @@ def restore_backup(settings: Settings, backup_id: str | None = None) -> RestoreR
         offsets: GroupOffsets = {}
         for entry in manifest.parts.values():
             offsets.update(entry.offsets)
+        kept = write_ledger(settings, decided_since(settings, manifest.log_end_offsets))
         _rewind_groups(settings, manifest)
         (data_dir / RESTORED_MARKER).write_text(
             json.dumps(
-                {"id": backup_id, "taken_at": manifest.taken_at, "offsets": offsets}, indent=1
+                {
+                    "id": backup_id,
+                    "taken_at": manifest.taken_at,
+                    "offsets": offsets,
+                    "decisions_kept": kept,
+                },
+                indent=1,
             )
         )
         marker.unlink()
@@ -300,6 +310,7 @@ def restore_backup(settings: Settings, backup_id: str | None = None) -> RestoreR
         parts=sorted(manifest.parts),
         offsets=offsets,
         seconds=round(time.perf_counter() - started, 3),
+        decisions_kept=kept,
     )
     logger.info("restored backup %s (%s) in %.2fs", backup_id, result.parts, result.seconds)
     return result

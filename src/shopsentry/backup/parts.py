@@ -232,6 +232,7 @@ class RegistryPart:
 
 
 _APPLIED_OFFSET = struct.Struct(">q")
+_ENTITY_ENV = ".entities.lmdb"  # features/entity_store.py: open_entity_store
 # Every key under the prefix and the applied hash, in one atomic step.
 _REDIS_DUMP = """
 local out = {}
@@ -260,11 +261,17 @@ class StatePart:
         if not envs:
             return None
         snap = PartSnapshot()
-        for env_path in envs:
-            group = env_path.stem
+        # The per-user states (with their applied offsets) first, the shared entity
+        # states after: a batch updates the entities before it saves the user states, so
+        # the entity copy holds at least every purchase the user copy applied; one it
+        # holds beyond them is replayed and skipped there (its event_id is recorded).
+        for env_path in sorted(envs, key=lambda p: p.name.endswith(_ENTITY_ENV)):
             copy = into / env_path.name
             copy.mkdir(parents=True)
             applied = _lmdb_copy(env_path, copy)
+            if env_path.name.endswith(_ENTITY_ENV):
+                continue  # no offsets of its own: it follows the user states' group
+            group = env_path.stem
             snap.offsets[group] = {k: v + 1 for k, v in applied.items()}
             snap.topics[group] = _detector_topics(settings)
         return snap

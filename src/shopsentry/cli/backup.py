@@ -110,5 +110,6 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(
             f"restored backup {result.id} (taken {result.taken_at}): {', '.join(result.parts)} "
-            f"in {result.seconds:.1f}s; start the consumers to replay the log"
+            f"in {result.seconds:.1f}s; {result.decisions_kept:,} purchases decided since the "
+            "backup keep their decision; start the consumers to replay the log"
         )

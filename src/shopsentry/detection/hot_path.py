@@ -27,6 +27,7 @@ import numpy as np
 
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.detection.challenger import ChallengerConfig, score_challenger
+from shopsentry.detection.dedupe import RecentEventIds
 from shopsentry.detection.model_reload import ScoringModel
 from shopsentry.detection.routing import (
     OutRecord,
@@ -38,7 +39,14 @@ from shopsentry.errors import InvalidEvent
 from shopsentry.events.admission import Admission, misrouted
 from shopsentry.events.codec import decode
 from shopsentry.events.schema import Purchase
-from shopsentry.features.state_store import BEHAVIOR_NS, NOTHING_APPLIED, PURCHASE_NS, StateStore
+from shopsentry.features.state_store import (
+    BEHAVIOR_NS,
+    NAMESPACES,
+    NOTHING_APPLIED,
+    PURCHASE_NS,
+    SEEN_NS,
+    StateStore,
+)
 from shopsentry.rules.engine import CompiledRuleSet, PurchaseColumns
 from shopsentry.stream.dead_letters import DeadLetterLog
 
@@ -98,6 +106,7 @@ class BatchOutcome:
     )  # log timestamps of the decided purchases
     events_by_topic: dict[str, int] = field(default_factory=dict)
     skipped_by_topic: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)  # re-posted event ids dropped
     bands: dict[str, int] = field(default_factory=dict)
     severities: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
@@ -128,7 +137,7 @@ class StateCache:
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
-        self._states: dict[str, dict[str, Any]] = {PURCHASE_NS: {}, BEHAVIOR_NS: {}}
+        self._states: dict[str, dict[str, Any]] = {ns: {} for ns in NAMESPACES}
 
     def take(self, namespace: str, users: Iterable[str]) -> dict[str, Any]:
         """The cached states of ``users`` (removed: the batch owns them until :meth:`put`)."""
@@ -168,10 +177,12 @@ class HotPath:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         cache: StateCache | None = None,
         owns_behavior: Callable[[str], bool] | None = None,
+        recent: RecentEventIds | None = None,
     ) -> None:
         self.config = config
         self.ops = ops
         self.cache = cache
+        self.recent = recent  # drops re-posted event ids (None: no dedupe)
         # Whether this worker owns the user's behaviour partition (so it alone writes
         # that state, and an unchanged copy it read may stay cached too).
         self.owns_behavior = owns_behavior or (lambda _user: False)
@@ -222,6 +233,7 @@ class HotPath:
                 if bucket is None:
                     bucket = by_partition[tp] = []
                 bucket.append((record, event))
+        seen = self.recent.drop_duplicates(by_partition, store, self.cache) if self.recent else None
         t1 = time.perf_counter()
         out.stages_s["parse"] = t1 - t0
 
@@ -229,6 +241,10 @@ class HotPath:
         t2 = time.perf_counter()
         out.stages_s["features"] = t2 - t1
         out.state_changes = {PURCHASE_NS: p_changed, BEHAVIOR_NS: b_changed}
+        if seen is not None:
+            out.duplicates = seen.duplicates
+            out.state_changes[SEEN_NS] = seen.changed
+            out.state_objects[SEEN_NS] = seen.states
         if not decided:
             out.stages_s["score"] = 0.0
             return out

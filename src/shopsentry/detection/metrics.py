@@ -148,6 +148,17 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "shopsentry_duplicate_events",
+            "Events dropped because their user posted the same event_id recently (a retry).",
+            ["topic"],
+            registry=r,
+        )
+        self.replayed_decisions_kept = Counter(
+            "shopsentry_replayed_decisions_kept",
+            "Replayed purchases (after a restore) whose decision already on the log was kept.",
+            registry=r,
+        )
         self.model_reloads = Counter(
             "shopsentry_model_reloads",
             "Champion reload attempts, by outcome.",

@@ -107,6 +107,8 @@ class MetricsObserver:
             m.alerts.labels(severity).inc(n)
         for stage, n in outcome.dead_letters.items():
             m.dead_letter.labels(stage).inc(n)
+        for topic, n in outcome.duplicates.items():
+            m.duplicates.labels(topic).inc(n)
         for (rule, mode), n in outcome.rule_hits.items():
             m.rule_hits.labels(rule, mode).inc(n)
         for rule, n in outcome.rule_errors.items():

@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
 from shopsentry.detection.challenger import ChallengerConfig
+from shopsentry.detection.dedupe import RecentEventIds
 from shopsentry.detection.hot_path import FeatureOps, HotPath, HotPathConfig, StateCache
 from shopsentry.detection.metrics import WorkerMetrics
 from shopsentry.detection.model_reload import ModelHolder
@@ -46,6 +48,9 @@ from shopsentry.features.state_store import StateStore, StateStoreSink
 from shopsentry.rules.control import RuleSetFollower
 from shopsentry.stream.base import BatchResult, Observer
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
+
+if TYPE_CHECKING:
+    from shopsentry.backup.replay import ReplayedDecisions
 
 __all__ = ["DetectorHandler", "Worker", "WorkerOptions", "WorkerSummary", "hot_path_config"]
 
@@ -134,9 +139,17 @@ class DetectorHandler:
         self.behavior_topic = settings.topics.user_behavior.name
         self.behavior_partitions = settings.topics.user_behavior.partitions
         self.owned_behavior: set[int] = set()
+        keep = settings.detector.recent_event_ids
         self.pipeline = HotPath(
-            hot_path_config(settings), ops, cache=self.cache, owns_behavior=self.owns_behavior
+            hot_path_config(settings),
+            ops,
+            cache=self.cache,
+            owns_behavior=self.owns_behavior,
+            recent=RecentEventIds(settings.topics.purchase_events.name, keep) if keep else None,
         )
+        # After a restore: the purchases whose decision is on the log already (set by
+        # Worker.run from the restore's ledger, docs/runbook.md).
+        self.replayed: ReplayedDecisions | None = None
 
     def owns_behavior(self, user: str) -> bool:
         partition = partition_for(user.encode(), self.behavior_partitions)
@@ -180,15 +193,22 @@ class DetectorHandler:
         rules = self.rules.current if self.rules is not None else None
         challenger = self.challenger.current if self.challenger is not None else None
         outcome = self.pipeline.process(records, {}, scorer, self.store, rules, challenger)
-        return BatchResult(outputs=outcome.outputs, changes=outcome.state_changes, detail=outcome)
+        outputs = outcome.outputs
+        if self.replayed:
+            outputs = outcome.outputs = self.replayed.filter(outputs)
+        return BatchResult(outputs=outputs, changes=outcome.state_changes, detail=outcome)
 
     def saved(self, result: BatchResult) -> None:
         self.cache.put(result.detail.state_objects)
         self.metrics.in_flight.set(0)
+        if self.replayed is not None:
+            self.metrics.replayed_decisions_kept.inc(self.replayed.saved())
 
     def reset(self) -> None:
         self.cache.clear()
         self.metrics.in_flight.set(0)
+        if self.replayed is not None:
+            self.replayed.reset()
 
 
 class Worker:
@@ -277,6 +297,7 @@ class Worker:
         self.holder.start()
         self._start_challenger()
         self._follow_rules()
+        self._load_replay_ledger()
         self._learn_behavior_partitions()
         sampler = LatencySampler(opts.latency_samples) if opts.latency_samples else None
         observers: list[Observer] = [SummaryObserver(self.summary), MetricsObserver(self.metrics)]
@@ -343,6 +364,19 @@ class Worker:
                 self.settings.detector.challenger.mode,
             )  # fmt: skip
         challenger.start()
+
+    def _load_replay_ledger(self) -> None:
+        """After a restore: keep the decisions the log already holds (backup/replay.py)."""
+        from shopsentry.backup.replay import ReplayedDecisions, load_ledger
+
+        ids = load_ledger(self.settings)
+        if ids:
+            t = self.settings.topics
+            self.handler.replayed = ReplayedDecisions(ids, (t.decisions.name, t.fraud_alerts.name))
+            logger.info(
+                "worker %d: %d purchases keep the decision already on the log (restore)",
+                self.options.index, len(ids),
+            )  # fmt: skip
 
     def _follow_rules(self) -> None:
         """Load the rule set to the control topic's end before the first purchase is

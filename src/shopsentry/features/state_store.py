@@ -3,7 +3,8 @@
 The detector keeps two kinds of per-user state, in two namespaces: ``purchase`` (updated
 only from purchase events) and ``behavior`` (updated only from behaviour events). The two
 topics have different partition counts, so a user's purchases and behaviour may be owned
-by different workers; each worker writes only its own namespace and reads the other.
+by different workers; each worker writes only its own namespace and reads the other. A
+third, ``seen``, holds each user's recent event ids per topic (``detection/dedupe.py``).
 
 Idempotence lives here too. Each write stores, in the same atomic transaction as the
 states, the highest offset applied per input partition. After a crash or a rebalance a
@@ -40,7 +41,10 @@ if TYPE_CHECKING:
 
 PURCHASE_NS = "purchase"
 BEHAVIOR_NS = "behavior"
-NAMESPACES: tuple[str, ...] = (PURCHASE_NS, BEHAVIOR_NS)
+# Each user's most recent event ids per topic (detection/dedupe.py): a re-posted event
+# is counted once. Keys ``p:<user>`` and ``b:<user>``, each written by its topic's owner.
+SEEN_NS = "seen"
+NAMESPACES: tuple[str, ...] = (PURCHASE_NS, BEHAVIOR_NS, SEEN_NS)
 
 # The applied offset of a partition nothing was ever applied from.
 NOTHING_APPLIED = -1

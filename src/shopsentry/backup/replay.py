@@ -1,0 +1,208 @@
+"""After a restore, the decisions already on the log stand: a replayed purchase keeps its
+first decision instead of being scored again.
+
+Why: a restore rewinds the detector to the state of the backup, and the purchases
+decided between the backup and the disaster are replayed. Their features are computed
+again from a state that is reached in a different order: the user's behaviour (another
+topic, often another worker) and the shared entity states (other users' purchases on
+other partitions) stand wherever the replay's reads have taken them, not where the
+live run's reads stood. The drill measured it: about a third of the replayed
+purchases got other behaviour features (``seconds_since_last_behavior``,
+``browse_events_30m``, ``new_device``, ``account_age_days``: the behaviour partition
+read behind or ahead of the purchases) or other entity features (a shared device's
+purchases counted in another order), with the same model and rule set — a different
+decision for the same purchase.
+
+So the restore collects the ``event_id`` of every decision on the log since the backup
+began (:func:`decided_since`; a purchase applied after the backup's copy was decided
+after it) into a *ledger* beside the feature state (:func:`write_ledger`): a file in the
+state directory with LMDB, a Redis set with Redis. A detector worker loads it at start
+(:func:`load_ledger`) and, for a purchase the ledger names, updates every feature as
+usual but emits no second decision or alert (:class:`ReplayedDecisions`): the log's
+first one is the decision, and the readers replaying the log (warehouse, alert read
+model) see exactly it. The ledger holds at most what was decided since the last backup
+(an hour with hourly backups); the next restore replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import orjson
+
+from shopsentry.bus.base import TopicPartition
+from shopsentry.errors import TransientError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from shopsentry.bus.base import Consumer
+    from shopsentry.config import Settings
+
+logger = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 300.0
+
+
+class OutputRecord(Protocol):
+    """What the ledger reads of a detector output (``detection.routing.OutRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def value(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=OutputRecord)
+
+
+class LedgerReadIncomplete(TransientError):
+    def __init__(self, topic: str, missing: int) -> None:
+        super().__init__(
+            f"could not read the decisions on {topic} since the backup ({missing} partitions "
+            "short of their end)",
+            hint="is the event log reachable? retry the restore",
+        )
+
+
+def decided_since(settings: Settings, since: dict[str, int]) -> set[str]:
+    """The ``event_id`` of every decision on the log from ``since`` ("topic:partition" →
+    offset; a partition it does not name: from its first retained offset) to its end."""
+    from shopsentry.bus import open_log
+
+    topic = settings.topics.decisions.name
+    ids: set[str] = set()
+    log = open_log(settings)
+    try:
+        if topic not in log.list_topics():
+            return ids
+        ends: dict[TopicPartition, int] = {}
+        starts: dict[TopicPartition, int] = {}
+        for p in log.describe_topic(topic).partitions:
+            tp = TopicPartition(topic, p.partition)
+            start = max(p.start_offset, since.get(f"{topic}:{p.partition}", p.start_offset))
+            if start < p.end_offset:
+                starts[tp], ends[tp] = start, p.end_offset
+        if not ends:
+            return ids
+        assigned: list[Consumer] = []
+
+        def seek(tps: Sequence[TopicPartition]) -> None:
+            for tp in tps:
+                if assigned and tp in starts:
+                    assigned[0].seek(tp, starts[tp])
+
+        # Kafka assigns every partition at once, the embedded log at the first poll.
+        consumer = log.consumer(None, [topic], on_assign=seek)
+        assigned.append(consumer)
+        try:
+            seek(sorted(consumer.assignment()))
+            deadline = time.monotonic() + READ_TIMEOUT_S
+            while ends and time.monotonic() < deadline:
+                for record in consumer.poll(max_records=5000, timeout=1.0):
+                    end = ends.get(record.tp)
+                    if end is None or not starts[record.tp] <= record.offset < end:
+                        continue  # outside the range (a partition with nothing to read)
+                    ids.add(str(orjson.loads(record.value)["event_id"]))
+                    if record.offset + 1 >= end:
+                        del ends[record.tp]
+        finally:
+            consumer.close()
+        if ends:
+            raise LedgerReadIncomplete(topic, len(ends))
+    finally:
+        log.close()
+    return ids
+
+
+def _ledger_file(settings: Settings) -> Path:
+    return settings.state_dir / f"{settings.detector.group_id}.replayed-decisions.json"
+
+
+def _ledger_key(settings: Settings) -> str:
+    return f"shopsentry:{settings.detector.group_id}:replayed-decisions"
+
+
+def write_ledger(settings: Settings, event_ids: Iterable[str]) -> int:
+    """Replace the ledger with ``event_ids``; returns how many it holds."""
+    ids = sorted(set(event_ids))
+    if settings.state.backend == "redis":
+        import redis
+
+        client = redis.Redis.from_url(settings.state.redis_url.get_secret_value())
+        try:
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(_ledger_key(settings))
+            for chunk in range(0, len(ids), 10_000):
+                pipe.sadd(_ledger_key(settings), *ids[chunk : chunk + 10_000])
+            pipe.execute()
+        finally:
+            client.close()
+        return len(ids)
+    path = _ledger_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ids))
+    os.replace(tmp, path)
+    return len(ids)
+
+
+def load_ledger(settings: Settings) -> set[str]:
+    """The event ids whose decision the last restore found on the log (empty: none)."""
+    if settings.state.backend == "redis":
+        import redis
+
+        client = redis.Redis.from_url(settings.state.redis_url.get_secret_value())
+        try:
+            members = client.smembers(_ledger_key(settings))
+        finally:
+            client.close()
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+    path = _ledger_file(settings)
+    if not path.exists():
+        return set()
+    return set(json.loads(path.read_text()))
+
+
+class ReplayedDecisions:
+    """Drops a detector's decision and alert for a purchase whose decision is on the
+    log already (the ledger). An id leaves memory once the batch that passed it is
+    saved (:meth:`saved`); a batch that failed runs again and is filtered again."""
+
+    def __init__(self, event_ids: set[str], topics: Sequence[str]) -> None:
+        self.pending = event_ids
+        self.topics = frozenset(topics)
+        self.kept = 0  # purchases whose decision was left as the log has it
+        self._passed: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def filter(self, outputs: list[R]) -> list[R]:
+        """``outputs`` without the decisions and alerts of purchases already decided."""
+        kept: list[R] = []
+        for out in outputs:
+            if out.topic in self.topics:
+                event_id = str(orjson.loads(out.value)["event_id"])
+                if event_id in self.pending:
+                    self._passed.add(event_id)
+                    continue
+            kept.append(out)
+        return kept
+
+    def saved(self) -> int:
+        """The filtered batch is saved: its purchases are never replayed again."""
+        done = len(self._passed)
+        self.kept += done
+        self.pending -= self._passed
+        self._passed = set()
+        return done
+
+    def reset(self) -> None:
+        self._passed = set()
