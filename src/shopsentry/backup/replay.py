@@ -29,24 +29,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import orjson
 
-from shopsentry.bus.base import TopicPartition
-from shopsentry.errors import TransientError
-
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from shopsentry.bus.base import Consumer
     from shopsentry.config import Settings
 
 logger = logging.getLogger(__name__)
-
-READ_TIMEOUT_S = 300.0
 
 
 class OutputRecord(Protocol):
@@ -62,63 +55,25 @@ class OutputRecord(Protocol):
 R = TypeVar("R", bound=OutputRecord)
 
 
-class LedgerReadIncomplete(TransientError):
-    def __init__(self, topic: str, missing: int) -> None:
-        super().__init__(
-            f"could not read the decisions on {topic} since the backup ({missing} partitions "
-            "short of their end)",
-            hint="is the event log reachable? retry the restore",
-        )
-
-
 def decided_since(settings: Settings, since: dict[str, int]) -> set[str]:
     """The ``event_id`` of every decision on the log from ``since`` ("topic:partition" →
     offset; a partition it does not name: from its first retained offset) to its end."""
     from shopsentry.bus import open_log
+    from shopsentry.bus.reading import read_to_end
 
     topic = settings.topics.decisions.name
-    ids: set[str] = set()
+    starts = {
+        int(key.rsplit(":", 1)[1]): offset
+        for key, offset in since.items()
+        if key.rsplit(":", 1)[0] == topic
+    }
     log = open_log(settings)
     try:
-        if topic not in log.list_topics():
-            return ids
-        ends: dict[TopicPartition, int] = {}
-        starts: dict[TopicPartition, int] = {}
-        for p in log.describe_topic(topic).partitions:
-            tp = TopicPartition(topic, p.partition)
-            start = max(p.start_offset, since.get(f"{topic}:{p.partition}", p.start_offset))
-            if start < p.end_offset:
-                starts[tp], ends[tp] = start, p.end_offset
-        if not ends:
-            return ids
-        assigned: list[Consumer] = []
-
-        def seek(tps: Sequence[TopicPartition]) -> None:
-            for tp in tps:
-                if assigned and tp in starts:
-                    assigned[0].seek(tp, starts[tp])
-
-        # Kafka assigns every partition at once, the embedded log at the first poll.
-        consumer = log.consumer(None, [topic], on_assign=seek)
-        assigned.append(consumer)
-        try:
-            seek(sorted(consumer.assignment()))
-            deadline = time.monotonic() + READ_TIMEOUT_S
-            while ends and time.monotonic() < deadline:
-                for record in consumer.poll(max_records=5000, timeout=1.0):
-                    end = ends.get(record.tp)
-                    if end is None or not starts[record.tp] <= record.offset < end:
-                        continue  # outside the range (a partition with nothing to read)
-                    ids.add(str(orjson.loads(record.value)["event_id"]))
-                    if record.offset + 1 >= end:
-                        del ends[record.tp]
-        finally:
-            consumer.close()
-        if ends:
-            raise LedgerReadIncomplete(topic, len(ends))
+        return {
+            str(orjson.loads(r.value)["event_id"]) for r in read_to_end(log, topic, starts=starts)
+        }
     finally:
         log.close()
-    return ids
 
 
 def _ledger_file(settings: Settings) -> Path:

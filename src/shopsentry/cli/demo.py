@@ -331,19 +331,32 @@ class DemoRunner:
         finally:
             self.shutdown()
         self.summary(detector_stats)
-        self._wait_etl()
-        self._run_step("hourly_etl (final load)", "batch", "run", "hourly_etl")
-        for day in self.live_days():
-            self._run_step(
-                f"daily_fraud_report for {day} (the live traffic's day)",
-                "batch",
-                "run",
-                "daily_fraud_report",
-                "--date",
-                day.isoformat(),
-            )
-        self.final_summary()
+        self.final_load()
         return 1 if failed else 0
+
+    def final_load(self) -> None:
+        """After the summary: the live traffic into the warehouse and its daily reports.
+        A second Ctrl-C skips it (the summary is complete already)."""
+        typer.echo("  loading the warehouse and writing the reports (Ctrl-C skips this)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self._wait_etl()
+            self._run_step("hourly_etl (final load)", "batch", "run", "hourly_etl")
+            for day in self.live_days():
+                self._run_step(
+                    f"daily_fraud_report for {day} (the live traffic's day)",
+                    "batch",
+                    "run",
+                    "daily_fraud_report",
+                    "--date",
+                    day.isoformat(),
+                )
+        except KeyboardInterrupt:
+            if self._etl is not None and self._etl.poll() is None:
+                self._etl.terminate()
+            typer.echo("  skipped; run `shopsentry batch run hourly_etl` to load the rest")
+            return
+        typer.echo(f"  reports in {self.settings.reports_dir}")
 
     def _dead_part(self) -> str | None:
         for name, proc in self.children:
@@ -411,18 +424,13 @@ class DemoRunner:
         return fraud_caught(self.settings, self.live_since)
 
     def summary(self, detector_stats: dict[str, str]) -> None:
-        """What the detector measured, printed as soon as the parts have stopped."""
+        """What the detector measured and the ground truth (both without the warehouse),
+        printed as soon as the parts have stopped."""
         typer.secho("\nsummary", bold=True)
         if not detector_stats:
             typer.echo("  the detector's metrics could not be read")
-        for key, value in detector_stats.items():
+        for key, value in {**detector_stats, **self.fraud_caught()}.items():
             typer.echo(f"  {key:<32} {value}")
-
-    def final_summary(self) -> None:
-        """The ground truth, once the final load has put the live decisions in the warehouse."""
-        for key, value in self.fraud_caught().items():
-            typer.echo(f"  {key:<32} {value}")
-        typer.echo(f"  reports in {self.settings.reports_dir}")
         typer.echo(f"  notifier mailbox in {self.data_dir / 'mailbox'}")
 
 
