@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shopsentry.backup.parts import PARTS, BackupPart, GroupOffsets
-from shopsentry.backup.replay import decided_since, write_ledger
+from shopsentry.backup.replay import Ledger, decided_since, purchase_ends, write_ledger
 from shopsentry.errors import TerminalError
 from shopsentry.lake.storage import LakeStorage, open_tier, sha256_file
 
@@ -288,7 +288,8 @@ def restore_backup(settings: Settings, backup_id: str | None = None) -> RestoreR
         offsets: GroupOffsets = {}
         for entry in manifest.parts.values():
             offsets.update(entry.offsets)
-        kept = write_ledger(settings, decided_since(settings, manifest.log_end_offsets))
+        ledger = Ledger(decided_since(settings, manifest.log_end_offsets), purchase_ends(settings))
+        kept = write_ledger(settings, ledger)
         _rewind_groups(settings, manifest)
         (data_dir / RESTORED_MARKER).write_text(
             json.dumps(

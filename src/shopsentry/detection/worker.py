@@ -194,7 +194,7 @@ class DetectorHandler:
         challenger = self.challenger.current if self.challenger is not None else None
         outcome = self.pipeline.process(records, {}, scorer, self.store, rules, challenger)
         outputs = outcome.outputs
-        if self.replayed:
+        if self.replayed and self.replayed.replays(records):
             outputs = outcome.outputs = self.replayed.filter(outputs)
         return BatchResult(outputs=outputs, changes=outcome.state_changes, detail=outcome)
 
@@ -369,13 +369,15 @@ class Worker:
         """After a restore: keep the decisions the log already holds (backup/replay.py)."""
         from shopsentry.backup.replay import ReplayedDecisions, load_ledger
 
-        ids = load_ledger(self.settings)
-        if ids:
+        ledger = load_ledger(self.settings)
+        if ledger.event_ids:
             t = self.settings.topics
-            self.handler.replayed = ReplayedDecisions(ids, (t.decisions.name, t.fraud_alerts.name))
+            self.handler.replayed = ReplayedDecisions(
+                ledger, (t.decisions.name, t.fraud_alerts.name), t.purchase_events.name
+            )
             logger.info(
                 "worker %d: %d purchases keep the decision already on the log (restore)",
-                self.options.index, len(ids),
+                self.options.index, len(ledger.event_ids),
             )  # fmt: skip
 
     def _follow_rules(self) -> None:

@@ -7,11 +7,14 @@ import orjson
 import pytest
 
 from shopsentry.backup.replay import (
+    Ledger,
     ReplayedDecisions,
     decided_since,
     load_ledger,
+    purchase_ends,
     write_ledger,
 )
+from shopsentry.bus.base import Record
 from shopsentry.detection.routing import OutRecord
 
 
@@ -46,11 +49,19 @@ def test_decided_since_is_empty_when_nothing_was_decided_after(memlog, settings)
 
 
 def test_the_ledger_is_replaced_by_each_write(settings):
-    assert load_ledger(settings) == set()
-    assert write_ledger(settings, ["b", "a", "a"]) == 2
-    assert load_ledger(settings) == {"a", "b"}
-    write_ledger(settings, ["c"])
-    assert load_ledger(settings) == {"c"}
+    assert load_ledger(settings) == Ledger()
+    assert write_ledger(settings, Ledger({"b", "a"}, {0: 7, 1: 3})) == 2
+    assert load_ledger(settings) == Ledger({"a", "b"}, {0: 7, 1: 3})
+    write_ledger(settings, Ledger({"c"}, {0: 9}))
+    assert load_ledger(settings) == Ledger({"c"}, {0: 9})
+
+
+def test_the_ledger_ends_where_the_purchases_ended_at_the_restore(memlog, settings):
+    topic = settings.topics.purchase_events.name
+    memlog.append(topic, b"{}", b"u001", partition=1)
+    memlog.append(topic, b"{}", b"u001", partition=1)
+    ends = purchase_ends(settings)
+    assert ends[1] == 2 and ends[0] == 0
 
 
 def _out(topic: str, event_id: str) -> OutRecord:
@@ -59,7 +70,17 @@ def _out(topic: str, event_id: str) -> OutRecord:
 
 @pytest.fixture
 def replayed() -> ReplayedDecisions:
-    return ReplayedDecisions({"old-1", "old-2"}, ("decisions", "alerts"))
+    ledger = Ledger({"old-1", "old-2"}, {0: 10})
+    return ReplayedDecisions(ledger, ("decisions", "alerts"), "purchases")
+
+
+def test_only_a_batch_with_purchases_below_the_restores_end_is_looked_at(replayed):
+    def record(topic: str, partition: int, offset: int) -> Record:
+        return Record(topic, partition, offset, 0, b"u1", b"{}")
+
+    assert replayed.replays([record("purchases", 0, 9), record("purchases", 0, 10)])
+    assert not replayed.replays([record("purchases", 0, 10), record("behaviour", 0, 1)])
+    assert not replayed.replays([record("purchases", 1, 0)])  # a partition with nothing then
 
 
 def test_a_purchase_on_the_ledger_emits_no_decision_or_alert(replayed):
