@@ -11,7 +11,7 @@ champion must be what the log says they should be: one row per event, one decisi
 purchase — a purchase decided before the disaster keeps that decision through the replay
 (the restore's ledger, ``backup/replay.py``) — the reviews taken before the backup still
 there. The measured data lost and time to recover go to
-``benchmarks/results/dr_drill_<backend>.{json,md}``.
+``benchmarks/results/dr_drill_<backend>.json``.
 """
 
 from __future__ import annotations
@@ -467,8 +467,10 @@ def test_restore_drill(drill: tuple[str, Settings, Path], tmp_path: Path) -> Non
     record = {
         "backend": backend,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "pytest tests/integration/dr/test_restore_drill.py -k "
+        + ("local" if backend == "local" else "kafka"),
         "nproc": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "load_average_1m_5m_15m": [round(x, 2) for x in os.getloadavg()],
         "events": {
             "before_backup": a["events"],
             "after_backup": b["events"],
