@@ -15,17 +15,8 @@ from shopsentry.events.schema import DECISION
 from shopsentry.features.state import BehaviorState, PurchaseState
 from shopsentry.features.state_store import BEHAVIOR_NS, PURCHASE_NS, open_store
 
-from .conftest import (
-    Champion,
-    free_port,
-    metric,
-    produce,
-    promote,
-    read_topic,
-    scrape,
-    simulator,
-    wait_for,
-)
+from . import conftest as fx
+from .conftest import Champion
 from .test_detector import idle_s, records_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,15 +26,15 @@ def test_a_reposted_event_is_decided_once_and_counted_once(
     backend: Settings, champion: Champion
 ) -> None:
     settings = backend
-    promote(settings, champion, "1")
-    rows = list(records_of(simulator(days=0.5), settings))[:600]
+    fx.promote(settings, champion, "1")
+    rows = list(records_of(fx.simulator(days=0.5), settings))[:600]
     purchases = [r for r in rows if r[4] == "purchase"]
     behaviour = [r for r in rows if r[4] != "purchase"]
     # The retries: every fifth purchase and behaviour event, posted again after the rest
     # (new offsets, some in a later batch than the original, some in the same).
     retries = purchases[::5] + behaviour[::5]
     log = open_log(settings)
-    produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *retries]))
+    fx.produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *retries]))
     supervisor = Supervisor(settings, 1, WorkerOptions(exit_when_idle_s=idle_s(settings)))
     supervisor.start()
     try:
@@ -57,7 +48,7 @@ def test_a_reposted_event_is_decided_once_and_counted_once(
 
     decided = Counter(
         DECISION.validate_json(r.value).event_id
-        for r in read_topic(log, settings.topics.decisions.name)
+        for r in fx.read_topic(log, settings.topics.decisions.name)
     )
     log.close()
     assert decided == Counter(r[6] for r in purchases)  # each purchase once, retries none
@@ -75,13 +66,13 @@ def test_a_reposted_event_is_decided_once_and_counted_once(
 
 def test_the_duplicates_are_counted_in_a_metric(backend: Settings, champion: Champion) -> None:
     settings = backend
-    promote(settings, champion, "1")
-    rows = list(records_of(simulator(days=0.5), settings))[:200]
+    fx.promote(settings, champion, "1")
+    rows = list(records_of(fx.simulator(days=0.5), settings))[:200]
     purchases = [r for r in rows if r[4] == "purchase"]
     log = open_log(settings)
-    produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *purchases[:3]]))
+    fx.produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *purchases[:3]]))
     log.close()
-    port = free_port()
+    port = fx.free_port()
     supervisor = Supervisor(settings, 1, WorkerOptions(metrics_port=port))
     supervisor.start()
     try:
@@ -90,11 +81,11 @@ def test_the_duplicates_are_counted_in_a_metric(backend: Settings, champion: Cha
 
         def counted() -> bool:
             try:
-                return metric(scrape(port), line) == 3
+                return fx.metric(fx.scrape(port), line) == 3
             except OSError:  # the endpoint is not up yet
                 return False
 
-        wait_for(counted, 240, "three duplicates in shopsentry_duplicate_events_total")
+        fx.wait_for(counted, 240, "three duplicates in shopsentry_duplicate_events_total")
     finally:
         supervisor.stop()
         supervisor.wait(timeout=30)

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from tests.fakes.log import MemoryLog
+from tests.unit.warehouse.conftest import memlog  # noqa: F401
 
-from shopsentry import bus
 from shopsentry.cli.demo_summary import fraud_caught, histogram_quantile
 
 
@@ -31,15 +30,10 @@ def test_no_observations_gives_none() -> None:
     assert histogram_quantile(0.95, {0.1: 0.0, math.inf: 0.0}) is None
 
 
-@pytest.fixture
-def log(monkeypatch, settings) -> MemoryLog:
-    log = MemoryLog()
-    log.create_topics(bus.topic_specs(settings))
-    monkeypatch.setattr(bus, "open_log", lambda _settings, **_kw: log)
-    return log
-
-
-def test_fraud_caught_joins_the_logs_decisions_with_the_simulators_labels(log, settings) -> None:
+def test_fraud_caught_joins_the_logs_decisions_with_the_simulators_labels(
+    memlog,  # noqa: F811
+    settings,
+) -> None:
     """From the log, no warehouse: only live decisions, only the simulator's truth."""
     since = datetime(2026, 3, 1, 12, tzinfo=UTC)
     for event_id, is_fraud, source in [
@@ -50,7 +44,7 @@ def test_fraud_caught_joins_the_logs_decisions_with_the_simulators_labels(log, s
         ("e5", True, "chargeback"),
     ]:
         label = {"event_id": event_id, "is_fraud": is_fraud, "label_source": source}
-        log.append(settings.topics.labels.name, orjson.dumps(label), b"u1")
+        memlog.append(settings.topics.labels.name, orjson.dumps(label), b"u1")
     for event_id, band, hour in [
         ("e1", "review", 13),
         ("e2", "approve", 13),
@@ -61,10 +55,10 @@ def test_fraud_caught_joins_the_logs_decisions_with_the_simulators_labels(log, s
     ]:
         decided_at = since.replace(hour=hour).isoformat()
         decision = {"event_id": event_id, "band": band, "decided_at": decided_at}
-        log.append(settings.topics.decisions.name, orjson.dumps(decision), b"u1")
+        memlog.append(settings.topics.decisions.name, orjson.dumps(decision), b"u1")
 
     assert fraud_caught(settings, since) == {"fraud caught (simulator truth)": "1 of 2 (50%)"}
 
 
-def test_fraud_caught_with_nothing_decided_says_so(log, settings) -> None:
+def test_fraud_caught_with_nothing_decided_says_so(memlog, settings) -> None:  # noqa: F811
     assert fraud_caught(settings, datetime.now(UTC)) == {"fraud caught (simulator truth)": "0 of 0"}
