@@ -17,12 +17,14 @@ dead-lettered again). The memory is bounded: the last ``detector.recent_event_id
 per user and topic, so a retry is caught as long as the user posted fewer events than
 that in between — a client's retry comes within seconds.
 
-The bytes are the ids, each followed by a newline, after a leading newline: membership
-is one substring search, appending is one concatenation, no decoding.
+In memory a user's ids are a set (membership) and a bounded deque (which to forget);
+the stored bytes, the ids joined by newlines, are written once per changed user and
+batch, not per event.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
     from shopsentry.bus.base import Record, TopicPartition
     from shopsentry.features.state_store import StateStore
 
-EMPTY = b"\n"
-
 
 class SeenCache(Protocol):
     """Where the worker keeps states between batches (``hot_path.StateCache``)."""
@@ -42,27 +42,40 @@ class SeenCache(Protocol):
     def take(self, namespace: str, users: Iterable[str]) -> dict[str, Any]: ...
 
 
+class Recent:
+    """One user's most recent event ids on one topic, oldest first."""
+
+    __slots__ = ("ids", "order")
+
+    def __init__(self, keep: int, ids: Iterable[str] = ()) -> None:
+        self.order: deque[str] = deque(ids, maxlen=keep)
+        self.ids = set(self.order)
+
+    def seen(self, event_id: str) -> bool:
+        """True if ``event_id`` is recent; otherwise remember it (forgetting the oldest)."""
+        ids = self.ids
+        if event_id in ids:
+            return True
+        order = self.order
+        if len(order) == order.maxlen:
+            ids.discard(order[0])
+        order.append(event_id)
+        ids.add(event_id)
+        return False
+
+    def to_bytes(self) -> bytes:
+        return "\n".join(self.order).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None, keep: int) -> Recent:
+        return cls(keep, raw.decode().split("\n") if raw else ())
+
+
 @dataclass(slots=True)
 class Deduplicated:
     duplicates: dict[str, int] = field(default_factory=dict)  # topic → events dropped
     changed: dict[str, bytes] = field(default_factory=dict)  # seen key → its new bytes
-    states: dict[str, bytes] = field(default_factory=dict)  # every key the batch read
-
-
-def remember(recent: bytes, event_id: bytes, keep: int) -> bytes:
-    """``recent`` with ``event_id`` appended, the oldest ids dropped beyond ``keep``."""
-    recent += event_id + b"\n"
-    excess = recent.count(b"\n") - 1 - keep
-    if excess > 0:
-        cut = 0
-        for _ in range(excess):
-            cut = recent.index(b"\n", cut + 1)
-        recent = recent[cut:]
-    return recent
-
-
-def is_recent(recent: bytes, event_id: bytes) -> bool:
-    return b"\n" + event_id + b"\n" in recent
+    states: dict[str, Recent] = field(default_factory=dict)  # every key the batch read
 
 
 class RecentEventIds:
@@ -84,28 +97,27 @@ class RecentEventIds:
         result = Deduplicated()
         prefixes = {tp: "p:" if tp.topic == self.purchase_topic else "b:" for tp in by_partition}
         keys = {prefixes[tp] + ev.user_id for tp, items in by_partition.items() for _, ev in items}
-        recent: dict[str, bytes] = cache.take(SEEN_NS, keys) if cache is not None else {}
+        recent: dict[str, Recent] = cache.take(SEEN_NS, keys) if cache is not None else {}
         missing = sorted(keys.difference(recent))
+        keep = self.keep
         if missing:
             loaded = store.load(SEEN_NS, missing)
             for key in missing:
-                recent[key] = loaded.get(key, EMPTY)
-        keep = self.keep
-        changed = result.changed
+                recent[key] = Recent.from_bytes(loaded.get(key), keep)
+        changed: set[str] = set()
         for tp, items in by_partition.items():
             prefix = prefixes[tp]
             kept = []
             for item in items:
                 event = item[1]
                 key = prefix + event.user_id
-                event_id = event.event_id.encode()
-                ids = recent[key]
-                if is_recent(ids, event_id):
+                if recent[key].seen(event.event_id):
                     result.duplicates[tp.topic] = result.duplicates.get(tp.topic, 0) + 1
                     continue
-                recent[key] = changed[key] = remember(ids, event_id, keep)
+                changed.add(key)
                 kept.append(item)
             if len(kept) != len(items):
                 items[:] = kept
+        result.changed = {key: recent[key].to_bytes() for key in changed}
         result.states = recent  # every entry taken or read: back to the cache once saved
         return result

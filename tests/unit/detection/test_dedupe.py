@@ -9,7 +9,7 @@ import pytest
 
 from shopsentry.bus.base import Record
 from shopsentry.config import Settings
-from shopsentry.detection.dedupe import EMPTY, RecentEventIds, is_recent, remember
+from shopsentry.detection.dedupe import Recent, RecentEventIds
 from shopsentry.detection.hot_path import HotPath, StateCache
 from shopsentry.detection.worker import hot_path_config
 from shopsentry.events.codec import encode
@@ -43,12 +43,13 @@ def run(pipe: HotPath, store: LmdbStateStore, records: list[Record]):  # type: i
 
 
 def test_the_memory_keeps_the_last_ids_only() -> None:
-    recent = EMPTY
-    for n in range(6):
-        recent = remember(recent, f"e{n}".encode(), keep=4)
-    assert [is_recent(recent, f"e{n}".encode()) for n in range(6)] == [False, False] + [True] * 4
-    assert not is_recent(recent, b"e")  # whole ids only, never a prefix
-    assert recent == b"\ne2\ne3\ne4\ne5\n"
+    recent = Recent(keep=4)
+    assert [recent.seen(f"e{n}") for n in range(6)] == [False] * 6
+    assert [recent.seen(f"e{n}") for n in (5, 4, 3, 2)] == [True] * 4
+    assert not recent.seen("e0")  # forgotten: the bound
+    assert recent.to_bytes() == b"e3\ne4\ne5\ne0"
+    assert Recent.from_bytes(recent.to_bytes(), 4).order == recent.order
+    assert list(Recent.from_bytes(None, 4).order) == []
 
 
 def test_a_purchase_posted_twice_in_one_batch_is_decided_and_counted_once(
@@ -88,11 +89,11 @@ def test_each_user_and_topic_has_its_own_memory(store: LmdbStateStore) -> None:
         ],
     )
     assert out.duplicates == {}
-    assert sorted(store.load(SEEN_NS, ["p:u1", "p:u2", "b:u1"]).values()) == [
-        b"\nl-u1-1\n",
-        b"\np-u1-1\n",
-        b"\np-u2-1\n",
-    ]
+    assert store.load(SEEN_NS, ["p:u1", "p:u2", "b:u1"]) == {
+        "p:u1": b"p-u1-1",
+        "p:u2": b"p-u2-1",
+        "b:u1": b"l-u1-1",
+    }
 
 
 def test_a_broken_event_with_a_used_id_is_dead_lettered_not_dropped(store: LmdbStateStore) -> None:
