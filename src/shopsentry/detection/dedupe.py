@@ -18,8 +18,8 @@ per user and topic, so a retry is caught as long as the user posted fewer events
 that in between — a client's retry comes within seconds.
 
 In memory a user's ids are a set (membership) and a bounded deque (which to forget);
-the stored bytes, the ids joined by newlines, are written once per changed user and
-batch, not per event.
+the stored bytes, the ids joined by newlines (an event id has none), are written once
+per changed user and batch, not per event.
 """
 
 from __future__ import annotations
