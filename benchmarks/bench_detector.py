@@ -266,6 +266,7 @@ def latency_at(
     time.sleep(1.0)
     sent = 0
     total = max(1, round(duration_s * rate))
+    cpu0 = sum(process_cpu_s(pid) for pid in supervisor.pids)
     wall0 = time.monotonic()
     tick = 0.005  # the producer flushes at most every 5 ms (what a web tier would batch)
     while sent < total:
@@ -280,9 +281,18 @@ def latency_at(
     producer.flush()
     producer.close()
     offered_s = time.monotonic() - wall0
+    # The workers' whole-process CPU over the paced window (idle polls, flushes, state
+    # writes and commits of every small batch included), per purchase offered.
+    while sum(decided(base_port + i) for i in range(workers)) < sum(warm) + sent:
+        if time.monotonic() - wall0 > offered_s + 60:
+            break
+        time.sleep(0.05)
+    cpu_s = sum(process_cpu_s(pid) for pid in supervisor.pids) - cpu0
+    busy_s = time.monotonic() - wall0
     statuses = supervisor.wait(timeout=1800)
     log.close()
     assert all(s.exitcode == 0 for s in statuses), statuses
+    batches = sum(s.summary.batches for s in statuses if s.summary is not None)
     arrays = []
     for i in range(workers):
         path = samples_dir / f"worker-{i}.npy"
@@ -296,6 +306,9 @@ def latency_at(
         "achieved_per_s": round(sent / offered_s, 1),
         "samples": int(lat.size),
         "workers": workers,
+        "cpu_us_per_purchase": round(cpu_s / sent * 1e6, 1),
+        "purchases_per_batch": round((sent + sum(warm)) / batches, 1) if batches else None,
+        "cpu_share_of_a_core": round(cpu_s / busy_s, 3),
     }
     if lat.size:
         result |= {f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
@@ -324,6 +337,17 @@ def free_ports(n: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free consecutive ports")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a running process, every thread (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def decided(port: int) -> int:
@@ -422,12 +446,118 @@ def summary_of(data: dict[str, Any]) -> dict[str, Any]:
         "date": data["date"],
         "load_average_at_start": [round(x, 2) for x in data.get("load_average_at_start", [])],
     }
+    for run in data.get("ratio_runs", []):
+        if run["tree"] != "today":
+            continue
+        backend = run["backend"]
+        row[f"{backend}_1w_purchases_per_s"] = run["shopsentry"]["purchases_per_s"]
+        share = run["ratios"]["shopsentry"]["throughput_share_of_floor"]
+        row[f"{backend}_share_of_floor"] = share
     for r in data["throughput"]:
         row[f"{r['backend']}_{r['workers']}w_purchases_per_s"] = r["purchases_per_s"]
-    for r in data["latency"]:
-        if r["offered_per_s"] == 1000.0 and "p99_ms" in r:
+    for r in data["latency"] + data.get("low_rate", []):
+        if r["offered_per_s"] == 1000.0 and "p99_ms" in r and r.get("code", "today") == "today":
             row[f"{r['backend']}_p99_ms_at_1000"] = r["p99_ms"]
     return row
+
+
+KIND_LABELS = {
+    "shopsentry": "shopsentry (one worker)",
+    "floor": "floor: bare consume → produce loop",
+    "shopsentry_no_entities": "shopsentry without the entity store",
+    "shopsentry_rules": "shopsentry with 50 active rules + 100,000 list entries",
+}
+
+
+def ratio_lines(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## One worker against the floor (same run, same records)",
+        "",
+        "A backlog drained under a fresh group by one worker in one process"
+        " (`runner.build_worker` + `Worker.run`); the floor is a bare consume → produce loop"
+        " over the same records in the same process kind (Kafka: plain confluent-kafka,"
+        " acks=all + idempotence; embedded log: its own consumer and producer), one output"
+        " per purchase, flush per batch. CPU is the whole process (every thread) over the busy"
+        " span. Ratios are what to compare across machines; absolute figures move with the"
+        " machine and its load.",
+        "",
+        "| backend | code | run | purchases/s | CPU-s per 100k purchases | CPU µs per purchase"
+        " | share of floor (throughput) | share of floor (CPU) | load before |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in data.get("ratio_runs", []):
+        code = (
+            run["tree"] if run["tree"] == "today" else f"baseline {data.get('baseline_commit', '')}"
+        )
+        for kind, label in KIND_LABELS.items():
+            if kind not in run:
+                continue
+            r, share = run[kind], run["ratios"].get(kind, {})
+            lines.append(
+                f"| {run['backend']} | {code} | {label} | {r['purchases_per_s']:,} | {r['cpu_s_per_100k']}"  # noqa: E501
+                f" | {r['cpu_us_per_purchase']} | {_pct(share.get('throughput_share_of_floor'))}"
+                f" | {_pct(share.get('cpu_share_of_floor'))} | {[round(x, 2) for x in run['load_average_before']]} |"  # noqa: E501
+            )
+    lines += ["", *derived_lines(data), ""]
+    if data.get("low_rate"):
+        lines += [
+            "## A steady low rate (one worker, paced producer)",
+            "",
+            "| backend | code | offered/s | achieved/s | samples | p50 ms | p99 ms | max ms"
+            " | worker CPU µs per purchase | worker CPU, share of a core |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in data["low_rate"]:
+            lines.append(
+                f"| {r['backend']} | {r.get('code', 'today')} | {r['offered_per_s']:,.0f} | {r['achieved_per_s']:,} | {r['samples']:,}"  # noqa: E501
+                f" | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('max_ms', '-')}"
+                f" | {r['cpu_us_per_purchase']} | {r['cpu_share_of_a_core']} |"
+            )
+        lines.append("")
+    return lines
+
+
+def derived_lines(data: dict[str, Any]) -> list[str]:
+    """Before/after, the entity store's share and the rules' cost, as ratios of one run."""
+    runs = {(r["backend"], r["tree"]): r for r in data.get("ratio_runs", [])}
+    lines = []
+    for backend in ("local", "kafka"):
+        today = runs.get((backend, "today"))
+        if today is None:
+            continue
+        t = today["shopsentry"]
+        if "shopsentry_no_entities" in today:
+            n = today["shopsentry_no_entities"]
+            lines.append(
+                f"- {backend}: with the entity store {t['purchases_per_s']:,}/s vs"
+                f" {n['purchases_per_s']:,}/s without it = {_pct(t['purchases_per_s'] / n['purchases_per_s'])}"  # noqa: E501
+                f" (target 91%); entity lookups and updates take"
+                f" {_pct(1 - n['cpu_s_per_100k'] / t['cpu_s_per_100k'])} of the hot path's CPU."
+            )
+        if "shopsentry_rules" in today:
+            r = today["shopsentry_rules"]
+            lines.append(
+                f"- {backend}: 50 active rules + 100,000 list entries: {r['purchases_per_s']:,}/s ="
+                f" {_pct(r['purchases_per_s'] / t['purchases_per_s'])} of the same code without rules"  # noqa: E501
+                f" (target ≥ 90%); by CPU {_pct(t['cpu_s_per_100k'] / r['cpu_s_per_100k'])}."
+            )
+        base = runs.get((backend, "baseline"))
+        if base is not None:
+            b = base["shopsentry"]
+            lines.append(
+                f"- {backend}: today vs baseline {data.get('baseline_commit', '')}:"
+                f" {_pct(t['purchases_per_s'] / b['purchases_per_s'])} of its throughput,"
+                f" {_pct(b['cpu_s_per_100k'] / t['cpu_s_per_100k'])} of its purchases per CPU-second;"  # noqa: E501
+                f" share of the floor {_pct(today['ratios']['shopsentry']['throughput_share_of_floor'])}"  # noqa: E501
+                f" today vs {_pct(base['ratios']['shopsentry']['throughput_share_of_floor'])} then"
+                f" (models: {data.get('models', {}).get('today')} today,"
+                f" {data.get('models', {}).get('baseline')} then)."
+            )
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
 
 
 def write_markdown(data: dict[str, Any], path: Path) -> None:
@@ -435,24 +565,32 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         "# Detector benchmark (the hot path)",
         "",
         f"- command: `{data['command']}`",
-        f"- date: {data['date']}, nproc: {data['nproc']}, python {data['python']}, {data['platform']}",  # noqa: E501
-        f"- load average (1/5/15 min) at start {data['load_average_at_start']}, at end {data['load_average_at_end']}",  # noqa: E501
-        f"- model: {data['model']['trees']} trees, {len(data['model']['features'])} features (trained on simulator history)",  # noqa: E501
+        f"- date: {data['date']}, commit {data.get('commit')}, nproc: {data['nproc']}, python {data['python']}, {data['platform']}",  # noqa: E501
+        f"- uptime at start: `{data.get('uptime_at_start')}`; at end: `{data.get('uptime_at_end')}`",  # noqa: E501
         f"- settings: batch_max_records={data['batch_max_records']}, batch_max_wait_ms={data['batch_max_wait_ms']}, "  # noqa: E501
         f"embedded log fsync={data['log_fsync']}, state: LMDB in the data dir (no fsync per commit, like SQLite's synchronous=NORMAL)",  # noqa: E501
-        "- note: the machine is shared; the producer of the latency runs (and on Kafka the broker) shares the 2 cores with the workers.",  # noqa: E501
+        "- note: the machine is shared (2 cores, other jobs running: see the load column); on"
+        " Kafka the broker shares the cores with the worker.",
         "",
-        "## Sustained throughput (backlog drained, whole pipeline)",
-        "",
-        "| backend | workers | purchases | seconds | purchases/s | per worker | records/s "
-        "| purchases per worker CPU-second |",
-        "|---|---|---|---|---|---|---|---|",
+        *ratio_lines(data),
     ]
+    if data["throughput"]:
+        lines += [
+            "## Sustained throughput (backlog drained, supervised worker processes)",
+            "",
+            "| backend | workers | purchases | seconds | purchases/s | per worker | records/s "
+            "| purchases per worker CPU-second |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for r in data["throughput"]:
         lines.append(
             f"| {r['backend']} | {r['workers']} | {r['purchases']:,} | {r['seconds']} | {r['purchases_per_s']:,} "  # noqa: E501
             f"| {r['purchases_per_s_per_worker']:,} | {r['records_per_s']:,} | {r['purchases_per_cpu_s']:,} |"  # noqa: E501
         )
+    if not data["latency"]:
+        _tail(data, lines)
+        path.write_text("\n".join(lines))
+        return
     lines += [
         "",
         "Targets: ≥ 20,000 purchases/s per worker on the embedded log, ≥ 10,000/s per worker on Kafka.",  # noqa: E501
@@ -475,6 +613,11 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         " cost less per record, so these points are near, not beyond, saturation.",
         "",
     ]
+    _tail(data, lines)
+    path.write_text("\n".join(lines))
+
+
+def _tail(data: dict[str, Any], lines: list[str]) -> None:
     if data.get("profile"):
         lines += [
             "## Profile",
@@ -487,8 +630,8 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
     if HISTORY.exists():
         runs = [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
         keys = [
-            "local_1w_purchases_per_s", "local_2w_purchases_per_s", "kafka_1w_purchases_per_s",
-            "kafka_2w_purchases_per_s", "local_p99_ms_at_1000", "kafka_p99_ms_at_1000",
+            "local_1w_purchases_per_s", "kafka_1w_purchases_per_s", "local_share_of_floor",
+            "kafka_share_of_floor", "local_p99_ms_at_1000", "kafka_p99_ms_at_1000",
         ]  # fmt: skip
         lines += [
             "## Run-to-run variation (same command, shared 2-core machine)",
@@ -503,17 +646,202 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
             )
         lines.append("")
     lines += ["Seed design for comparison: 3.125 events/s per worker and 320 ms end to end.", ""]
-    path.write_text("\n".join(lines))
+
+
+# -- the run anyone can repeat: ratios to the floor, before/after, rules, low rate -------
+PY = sys.executable
+DRAIN = Path(__file__).resolve().parent / "detector_drain.py"
+
+
+def child(
+    tree: Path, spec: dict[str, Any], work: Path, bench_tree: Path | None = None
+) -> dict[str, Any]:
+    """One :mod:`benchmarks.detector_drain` measurement in a fresh process on ``tree``'s
+    code (its ``src`` first on the path) and ``bench_tree``'s ``benchmarks`` package
+    (default: the same tree's)."""
+    import subprocess
+
+    name = uuid.uuid4().hex[:8]
+    spec_path, out = work / f"spec-{name}.json", work / f"out-{name}.json"
+    spec_path.write_text(json.dumps({**spec, "out": str(out)}, default=str))
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}:{bench_tree or tree}"}
+    subprocess.run([PY, str(DRAIN), str(spec_path)], env=env, check=True, cwd=tree)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def per_100k(row: dict[str, Any]) -> dict[str, Any]:
+    """Wall-clock and CPU figures of one drain, normalised."""
+    n = row["purchases"]
+    return {
+        **row,
+        "purchases_per_s": round(n / row["seconds"]) if row["seconds"] else None,
+        "cpu_s_per_100k": round(row["cpu_s"] / n * 100_000, 2),
+        "cpu_us_per_purchase": round(row["cpu_s"] / n * 1e6, 1),
+    }
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """Each detector run as a share of the floor measured in the same process: by
+    wall-clock throughput and by CPU per purchase (floor CPU ÷ its CPU)."""
+    floor = results.get("floor")
+    out: dict[str, Any] = {}
+    for kind, row in results.items():
+        if not isinstance(row, dict) or "cpu_s" not in row:
+            continue
+        row = results[kind] = per_100k(row)
+        if floor is not None and kind != "floor":
+            f = per_100k(floor)
+            out[kind] = {
+                "throughput_share_of_floor": round(
+                    row["purchases_per_s"] / f["purchases_per_s"], 4
+                ),
+                "cpu_share_of_floor": round(f["cpu_s_per_100k"] / row["cpu_s_per_100k"], 4),
+            }
+    return out
+
+
+def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> None:
+    """Per backend, one worker, drained backlog: today's code (also without the entity
+    store and with 50 rules + 100,000 list entries) and the floor over the same records;
+    the baseline commit and its own floor (over its own tree's traffic) beside them."""
+    trees = {"today": ROOT}
+    if args.baseline_tree:
+        trees["baseline"] = Path(args.baseline_tree).resolve()
+    champions = {}
+    for label, tree in trees.items():
+        print(f"training the champion ({label}) …", flush=True)
+        trained = child(tree, {"work": str(work / label), "train_only": True}, work)
+        champions[label] = trained["champion"]
+        data.setdefault("models", {})[label] = trained["model"]
+    node = None
+    try:
+        for backend in args.backends.split(","):
+            bootstrap = None
+            if backend == "kafka":
+                bootstrap, node = args.bootstrap, None
+                if bootstrap is None:
+                    launcher = load_launcher()
+                    ok, why = launcher.available()
+                    if not ok:
+                        print(f"skipping Kafka: {why}", flush=True)
+                        continue
+                    node = launcher.KafkaCluster(work / "kafka", brokers=1)
+                    node.start()
+                    bootstrap = node.bootstrap
+            for label, tree in trees.items():
+                kinds = ["shopsentry", "floor"]
+                if label == "today":
+                    kinds += ["shopsentry_no_entities", "shopsentry_rules"]
+                spec = {
+                    "work": str(work / label),
+                    "backend": backend,
+                    "bootstrap": bootstrap,
+                    "purchases": args.purchases,
+                    "kinds": kinds,
+                    "champion": champions[label],
+                    "rules": 50,
+                    "entries": 100_000,
+                }
+                load = list(os.getloadavg())
+                result = child(tree, spec, work)
+                result["ratios"] = ratios(result)
+                result |= {"backend": backend, "tree": label, "load_average_before": load}
+                print(json.dumps(result["ratios"]), flush=True)
+                data["ratio_runs"].append(result)
+            if backend == "kafka" and node is not None:
+                if args.low_rate:
+                    data["low_rate"].extend(low_rate(args, work, backend, bootstrap, champions))
+                node.stop_all()
+                node = None
+            elif args.low_rate:
+                data["low_rate"].extend(low_rate(args, work, backend, bootstrap, champions))
+    finally:
+        if node is not None:
+            node.stop_all()
+
+
+def low_rate(
+    args: argparse.Namespace,
+    work: Path,
+    backend: str,
+    bootstrap: str | None,
+    champions: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One worker at a steady ``--low-rate`` purchases/s: e2e p50/p99 and the worker's
+    CPU per purchase (whole process over the paced window: idle polls included); today's
+    code, and with ``--before-src`` another tree's ``src`` under today's benchmark."""
+    trees = {"today": ROOT}
+    if args.before_src:
+        trees["before"] = Path(args.before_src).resolve()
+    rows = []
+    for label, tree in trees.items():
+        spec = {
+            "work": str(work / "today"),
+            "backend": backend,
+            "bootstrap": bootstrap,
+            "champion": champions["today"],
+            "low_rate": args.low_rate,
+            "duration": args.duration,
+        }
+        load = list(os.getloadavg())
+        row = child(tree, spec, work, bench_tree=ROOT)["low_rate"]
+        row |= {"backend": backend, "code": label, "load_average_before": load}
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def baseline_checkout(rev: str, work: Path) -> Path:
+    """A detached worktree of ``rev`` (removed at the end of the run)."""
+    import subprocess
+
+    path = work / f"baseline-{rev[:10]}"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def remove_checkout(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+        check=False,
+        capture_output=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--purchases", type=int, default=200_000, help="backlog size per throughput run"
+        "--purchases", type=int, default=100_000, help="backlog size per throughput run"
     )
     parser.add_argument("--backends", default="local,kafka")
-    parser.add_argument("--rates", default="0.8333,100,1000,3000,6000", help="offered purchases/s")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per latency point")
+    parser.add_argument(
+        "--baseline",
+        help="a commit to measure beside today's code in the same run (checked out in a "
+        "temporary git worktree), e.g. the one the README's figures came from",
+    )
+    parser.add_argument("--baseline-tree", help="an existing checkout instead of --baseline")
+    parser.add_argument(
+        "--before-src",
+        help="a checkout whose src/ runs the low-rate point too, under this benchmark "
+        "(e.g. the branch point, for a change's before/after)",
+    )
+    parser.add_argument(
+        "--low-rate", type=float, default=1000.0, help="purchases/s of the paced run (0: none)"
+    )
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per paced run")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also the 2-worker throughput and the latency-vs-load sweep of earlier runs",
+    )
+    parser.add_argument("--rates", default="0.8333,100,1000,3000,6000", help="--sweep rates")
     parser.add_argument(
         "--peak-duration", type=float, default=60.0, help="seconds at the seed's peak"
     )
@@ -532,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "command": " ".join(
             [
-                ".venv/bin/python -m benchmarks.bench_detector",
+                "PYTHONPATH=$PWD/src .venv/bin/python -m benchmarks.bench_detector",
                 *(argv if argv is not None else sys.argv[1:]),
             ]
         ),
@@ -540,17 +868,66 @@ def main(argv: list[str] | None = None) -> int:
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "baseline": args.baseline,
         "batch_max_records": defaults.detector.batch_max_records,
         "batch_max_wait_ms": defaults.detector.batch_max_wait_ms,
         "log_fsync": defaults.log_fsync,
         "load_average_at_start": list(os.getloadavg()),
+        "uptime_at_start": _uptime(),
+        "ratio_runs": [],
+        "low_rate": [],
         "throughput": [],
         "latency": [],
     }
+    checkout = None
+    try:
+        if args.baseline and not args.baseline_tree:
+            checkout = baseline_checkout(args.baseline, work)
+            args.baseline_tree = str(checkout)
+        if args.baseline_tree:
+            data["baseline_commit"] = _git("-C", args.baseline_tree, "rev-parse", "--short", "HEAD")
+        if args.before_src:
+            data["before_commit"] = _git("-C", args.before_src, "rev-parse", "--short", "HEAD")
+        ratio_run(args, work, data)
+        if args.sweep or args.profile:
+            sweep(args, work, data)
+    finally:
+        if checkout is not None:
+            remove_checkout(checkout)
+        shutil.rmtree(work, ignore_errors=True)
+    data["load_average_at_end"] = list(os.getloadavg())
+    data["uptime_at_end"] = _uptime()
+    with HISTORY.open("a") as history:
+        history.write(json.dumps({**summary_of(data), "note": args.note}) + "\n")
+    (RESULTS / "bench_detector.json").write_text(json.dumps(data, indent=2, default=str))
+    write_markdown(data, RESULTS / "bench_detector.md")
+    if data["latency"]:
+        plot(data["latency"], RESULTS / "bench_detector_latency.png")
+    print(f"wrote {RESULTS / 'bench_detector.md'}", flush=True)
+    return 0
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def _uptime() -> str:
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def sweep(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> None:
+    """The earlier runs' sections: 1 and 2 workers (supervised processes) and the
+    latency-vs-load sweep with 2 workers; ``--profile``: pyinstrument over one worker."""
     node = None
     try:
         print("training the champion …", flush=True)
-        champion = train_champion(work)
+        champion = train_champion(work / "sweep")
         data["model"] = {"trees": champion["trees"], "features": list(champion["features"])}
         if args.profile:
             settings = run_settings(work, "local", None, champion)
@@ -558,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings, min(args.purchases, 100_000), RESULTS / "bench_detector_profile.txt"
             )
             print(data["profile"], flush=True)
+        if not args.sweep:
+            return
         for backend in args.backends.split(","):
             bootstrap = None
             if backend == "kafka":
@@ -568,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not ok:
                         print(f"skipping Kafka: {why}", flush=True)
                         continue
-                    node = launcher.KafkaCluster(work / "kafka", brokers=1)
+                    node = launcher.KafkaCluster(work / "kafka-sweep", brokers=1)
                     node.start()
                     bootstrap = node.bootstrap
             for workers in (1, 2):
@@ -593,16 +972,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
-    data["load_average_at_end"] = list(os.getloadavg())
-    with HISTORY.open("a") as history:
-        history.write(json.dumps({**summary_of(data), "note": args.note}) + "\n")
-    (RESULTS / "bench_detector.json").write_text(json.dumps(data, indent=2, default=str))
-    write_markdown(data, RESULTS / "bench_detector.md")
-    if data["latency"]:
-        plot(data["latency"], RESULTS / "bench_detector_latency.png")
-    print(f"wrote {RESULTS / 'bench_detector.md'}", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
