@@ -1,23 +1,33 @@
 """The project's main benchmark: the whole hot path (decode + validate + features + score
-+ produce + commit), on the embedded log and on a real Kafka node.
++ produce + state + commit), on the embedded log and on a real Kafka node.
 
-    .venv/bin/python -m benchmarks.bench_detector [--purchases 200000] [--backends local,kafka]
-                                                  [--quick] [--profile]
+    PYTHONPATH=$PWD/src .venv/bin/python -m benchmarks.bench_detector \
+        --purchases 50000 --baseline 7c320d4 --before <branch point>
 
-1. **Throughput** of one and of two worker processes (``shopsentry detect``'s
-   supervisor): a backlog of purchases (plus one behaviour event per four purchases) is
-   written first, then the workers drain it; purchases/s = purchases ÷ (last batch
-   durable − first batch started), across workers.
-2. **End-to-end latency** at offered loads (2 workers, the seed's group): the seed's peak
-   (3,000 events/h, a short run), 1,000 events/s, and up to saturation. A paced
-   producer in this process sends purchases (flushing every 5 ms); each worker records
-   per purchase the time from the record's log timestamp (set when sent) to its decision
-   being durable (the decisions producer's flush returned), and the percentiles are over
-   those samples.
-3. ``--profile``: pyinstrument over one in-process worker draining a backlog.
+Every figure that matters is a ratio measured inside one run, because the machine (2
+shared cores) moves absolute figures by 2-3x from one hour to the next:
 
-Results: ``benchmarks/results/bench_detector.{json,md}`` and ``bench_detector_latency.png``.
-The champion is a real model trained on simulator history (≈20 s, once per run).
+1. **One worker against the floor**, per backend: a backlog (purchases plus the
+   behaviour events the features use) is drained under a fresh group by one worker in
+   one process (``runner.build_worker`` + ``Worker.run``, see ``detector_drain.py``), then
+   the same records by a bare consume → produce loop (Kafka: plain confluent-kafka with
+   acks=all and idempotence; embedded log: its own consumer and producer), one output per
+   purchase, flush per batch. Reported: purchases/s over the busy span, whole-process CPU
+   seconds per 100,000 purchases, and each as a share of the floor. Also in the same
+   run: the same code without the entity store (what the entity lookups cost) and with
+   50 active rules + 100,000 list entries (``bench_rules``' workload).
+2. ``--baseline REV``: the same measurement, with its own floor, on the code of another
+   commit (checked out in a temporary ``git worktree``, its own ``PYTHONPATH`` and its own
+   benchmark's model and traffic), e.g. the commit the README's earlier figures came from.
+3. **A steady low rate** (``--low-rate``, 1,000 purchases/s): one supervised worker fed by
+   a paced producer (flushing every 5 ms); end-to-end p50/p99 (log timestamp → decision
+   durable) and the worker's whole-process CPU per purchase over the paced window.
+   ``--before REV`` runs it on that commit's ``src`` too, in A, B, B, A order.
+4. ``--sweep``: the earlier runs' sections (1 and 2 supervised workers, latency against
+   offered load with 2 workers); ``--profile``: pyinstrument over one in-process worker.
+
+Results: ``benchmarks/results/bench_detector.{json,md}`` (the command, commit, ``nproc``,
+``uptime`` at start and end, load before each measurement). Never a timed assertion.
 """
 
 from __future__ import annotations
@@ -504,16 +514,17 @@ def ratio_lines(data: dict[str, Any]) -> list[str]:
             "## A steady low rate (one worker, paced producer)",
             "",
             "| backend | code | offered/s | achieved/s | samples | p50 ms | p99 ms | max ms"
-            " | worker CPU µs per purchase | worker CPU, share of a core |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            " | worker CPU µs per purchase | purchases per batch | worker CPU, share of a core |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in data["low_rate"]:
             lines.append(
                 f"| {r['backend']} | {r.get('code', 'today')} | {r['offered_per_s']:,.0f} | {r['achieved_per_s']:,} | {r['samples']:,}"  # noqa: E501
                 f" | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('max_ms', '-')}"
-                f" | {r['cpu_us_per_purchase']} | {r['cpu_share_of_a_core']} |"
+                f" | {r['cpu_us_per_purchase']} | {r.get('purchases_per_batch', '-')}"
+                f" | {r['cpu_share_of_a_core']} |"
             )
-        lines.append("")
+        lines += ["", *low_rate_lines(data), ""]
     return lines
 
 
@@ -552,6 +563,32 @@ def derived_lines(data: dict[str, Any]) -> list[str]:
                 f" today vs {_pct(base['ratios']['shopsentry']['throughput_share_of_floor'])} then"
                 f" (models: {data.get('models', {}).get('today')} today,"
                 f" {data.get('models', {}).get('baseline')} then)."
+            )
+    return lines
+
+
+def low_rate_lines(data: dict[str, Any]) -> list[str]:
+    """Today vs ``--before-src`` at the paced rate: means of the A, B, B, A runs."""
+    lines = []
+    for backend in ("local", "kafka"):
+        rows = [r for r in data.get("low_rate", []) if r["backend"] == backend]
+        means = {}
+        for code in ("today", "before"):
+            mine = [r for r in rows if r.get("code", "today") == code and "p99_ms" in r]
+            if mine:
+                means[code] = {
+                    k: sum(r[k] for r in mine) / len(mine)
+                    for k in ("cpu_us_per_purchase", "p50_ms", "p99_ms", "purchases_per_batch")
+                }
+        if len(means) == 2:
+            t, b = means["today"], means["before"]
+            lines.append(
+                f"- {backend} at {rows[0]['offered_per_s']:,.0f}/s (mean of two runs each):"
+                f" CPU {t['cpu_us_per_purchase']:.0f} µs per purchase today vs"
+                f" {b['cpu_us_per_purchase']:.0f} before ({data.get('before_commit', '')}),"
+                f" {t['purchases_per_batch']:.1f} vs {b['purchases_per_batch']:.1f} purchases"
+                f" per batch; p50 {t['p50_ms']:.0f} vs {b['p50_ms']:.0f} ms, p99"
+                f" {t['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms."
             )
     return lines
 
@@ -771,11 +808,14 @@ def low_rate(
     """One worker at a steady ``--low-rate`` purchases/s: e2e p50/p99 and the worker's
     CPU per purchase (whole process over the paced window: idle polls included); today's
     code, and with ``--before-src`` another tree's ``src`` under today's benchmark."""
-    trees = {"today": ROOT}
+    order = [("today", ROOT)]
     if args.before_src:
-        trees["before"] = Path(args.before_src).resolve()
+        # A, B, B, A: the first of two runs in a row measured worse in smoke runs on a
+        # loaded machine, whatever the code, so each side gets one first and one second.
+        before = ("before", Path(args.before_src).resolve())
+        order = [before, order[0], order[0], before]
     rows = []
-    for label, tree in trees.items():
+    for label, tree in order:
         spec = {
             "work": str(work / "today"),
             "backend": backend,
@@ -796,7 +836,7 @@ def baseline_checkout(rev: str, work: Path) -> Path:
     """A detached worktree of ``rev`` (removed at the end of the run)."""
     import subprocess
 
-    path = work / f"baseline-{rev[:10]}"
+    path = work / f"checkout-{rev[:10]}-{uuid.uuid4().hex[:4]}"
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
         check=True,
@@ -827,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
         "temporary git worktree), e.g. the one the README's figures came from",
     )
     parser.add_argument("--baseline-tree", help="an existing checkout instead of --baseline")
+    parser.add_argument(
+        "--before",
+        help="a commit whose src/ runs the low-rate point too (checked out in a temporary "
+        "git worktree), e.g. the branch point, for a change's before/after",
+    )
     parser.add_argument(
         "--before-src",
         help="a checkout whose src/ runs the low-rate point too, under this benchmark "
@@ -880,11 +925,14 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": [],
         "latency": [],
     }
-    checkout = None
+    checkouts = []
     try:
         if args.baseline and not args.baseline_tree:
-            checkout = baseline_checkout(args.baseline, work)
-            args.baseline_tree = str(checkout)
+            checkouts.append(baseline_checkout(args.baseline, work))
+            args.baseline_tree = str(checkouts[-1])
+        if args.before and not args.before_src:
+            checkouts.append(baseline_checkout(args.before, work))
+            args.before_src = str(checkouts[-1])
         if args.baseline_tree:
             data["baseline_commit"] = _git("-C", args.baseline_tree, "rev-parse", "--short", "HEAD")
         if args.before_src:
@@ -893,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep or args.profile:
             sweep(args, work, data)
     finally:
-        if checkout is not None:
+        for checkout in checkouts:
             remove_checkout(checkout)
         shutil.rmtree(work, ignore_errors=True)
     data["load_average_at_end"] = list(os.getloadavg())
