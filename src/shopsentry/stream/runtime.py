@@ -40,6 +40,10 @@ class RuntimeConfig:
     client_id: str
     batch_max_records: int = 500
     batch_max_wait_ms: int = 20
+    # Below a backlog, wait this long (within batch_max_wait_ms) for more records after
+    # the first: a trickle then pays one batch's fixed costs (flush, state transaction,
+    # commit) per few ms instead of per poll.
+    linger_ms: int = 5
     idle_poll_s: float = 0.2  # also bounds how fast a stop request is noticed
     auto_offset_reset: str = "earliest"
     produces: bool = True
@@ -161,10 +165,12 @@ class StreamRuntime:
                 return
 
     def _poll_batch(self, consumer: Consumer) -> list[Record]:
-        """Up to ``batch_max_records``: block for the first, then top up with what is
-        already there for at most ``batch_max_wait_ms``. A poll returning fewer than
-        asked means the log had no more at that instant: stop there rather than wait for
-        a trickle (latency at moderate load); a backlog still fills whole batches."""
+        """Up to ``batch_max_records``: block for the first, then top up for at most
+        ``batch_max_wait_ms``: waiting up to ``linger_ms`` after the first record for
+        more, then taking only what is already there. A poll returning fewer than asked
+        after the linger means the log had no more at that instant: stop there rather
+        than wait for a trickle (latency at moderate load); a backlog still fills whole
+        batches without waiting."""
         cfg = self.config
         limit = cfg.batch_max_records
         if cfg.max_records is not None:
@@ -173,12 +179,17 @@ class StreamRuntime:
         if not first:
             return []
         self._buffer = list(first)
-        deadline = time.monotonic() + cfg.batch_max_wait_ms / 1000
-        while len(self._buffer) < limit and time.monotonic() < deadline:
+        start = time.monotonic()
+        deadline = start + cfg.batch_max_wait_ms / 1000
+        linger_until = start + min(cfg.linger_ms, cfg.batch_max_wait_ms) / 1000
+        while len(self._buffer) < limit:
+            now = time.monotonic()
+            if now >= deadline:
+                break
             wanted = limit - len(self._buffer)
-            more = consumer.poll(max_records=wanted, timeout=0)
+            more = consumer.poll(max_records=wanted, timeout=max(0.0, linger_until - now))
             self._buffer.extend(more)
-            if len(more) < wanted:
+            if len(more) < wanted and time.monotonic() >= linger_until:
                 break
         batch, self._buffer = self._buffer, []
         return batch
