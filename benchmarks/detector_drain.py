@@ -63,11 +63,10 @@ def preload_rules(rules: int, entries: int) -> float:
     than read from the control topic: this measures the hot path, not the follower's
     initial read (which applies one record at a time)."""
     from benchmarks.bench_rules import _entries, _rules
+    from shopsentry.features.definitions import FEATURE_NAMES
     from shopsentry.rules.control import RuleSetFollower
     from shopsentry.rules.engine import CompiledRuleSet
     from shopsentry.rules.model import RuleSet
-
-    from shopsentry.features.definitions import FEATURE_NAMES
 
     rule_set = RuleSet(rules=_rules(rules), entries=_entries(entries))
     t0 = time.perf_counter()
