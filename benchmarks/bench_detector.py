@@ -417,6 +417,21 @@ def load_launcher() -> ModuleType:
     return module
 
 
+def kafka_node(args: argparse.Namespace, where: Path) -> tuple[str | None, Any]:
+    """``--bootstrap``, or a single KRaft node started here (stop it when done); (None,
+    None) when Kafka cannot run on this machine."""
+    if args.bootstrap is not None:
+        return args.bootstrap, None
+    launcher = load_launcher()
+    ok, why = launcher.available()
+    if not ok:
+        print(f"skipping Kafka: {why}", flush=True)
+        return None, None
+    node = launcher.KafkaCluster(where, brokers=1)
+    node.start()
+    return node.bootstrap, node
+
+
 # -- report ----------------------------------------------------------------------------
 def plot(latency: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
@@ -756,16 +771,9 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
         for backend in args.backends.split(","):
             bootstrap = None
             if backend == "kafka":
-                bootstrap, node = args.bootstrap, None
+                bootstrap, node = kafka_node(args, work / "kafka")
                 if bootstrap is None:
-                    launcher = load_launcher()
-                    ok, why = launcher.available()
-                    if not ok:
-                        print(f"skipping Kafka: {why}", flush=True)
-                        continue
-                    node = launcher.KafkaCluster(work / "kafka", brokers=1)
-                    node.start()
-                    bootstrap = node.bootstrap
+                    continue
             for label, tree in trees.items():
                 kinds = ["shopsentry", "floor"]
                 if label == "today":
@@ -988,16 +996,9 @@ def sweep(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> None:
         for backend in args.backends.split(","):
             bootstrap = None
             if backend == "kafka":
-                bootstrap = args.bootstrap
+                bootstrap, node = kafka_node(args, work / "kafka-sweep")
                 if bootstrap is None:
-                    launcher = load_launcher()
-                    ok, why = launcher.available()
-                    if not ok:
-                        print(f"skipping Kafka: {why}", flush=True)
-                        continue
-                    node = launcher.KafkaCluster(work / "kafka-sweep", brokers=1)
-                    node.start()
-                    bootstrap = node.bootstrap
+                    continue
             for workers in (1, 2):
                 settings = run_settings(work, backend, bootstrap, champion)
                 row = {"backend": backend, **throughput(settings, workers, args.purchases)}

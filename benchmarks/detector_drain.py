@@ -131,6 +131,38 @@ def profiled(settings: Any, out: Path) -> dict[str, Any]:
     return row
 
 
+class FloorClock:
+    """A floor loop's counts and its busy span (end of the first batch to end of the
+    last, as the worker's summary measures it)."""
+
+    def __init__(self, expected_records: int) -> None:
+        self.expected = expected_records
+        self.purchases = self.records = self.batches = 0
+        self.first_wall = self.last_wall = self.first_cpu = self.last_cpu = 0.0
+        self.idle_since = time.monotonic()
+
+    def more(self) -> bool:
+        return self.records < self.expected and time.monotonic() - self.idle_since < 30
+
+    def batch(self, records: int, purchases: int) -> None:
+        self.records += records
+        self.purchases += purchases
+        self.batches += 1
+        self.idle_since = time.monotonic()
+        self.last_wall, self.last_cpu = time.time(), _cpu()
+        if not self.first_wall:
+            self.first_wall, self.first_cpu = self.last_wall, self.last_cpu
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "purchases": self.purchases,
+            "records": self.records,
+            "batches": self.batches,
+            "seconds": self.last_wall - self.first_wall,
+            "cpu_s": self.last_cpu - self.first_cpu,
+        }
+
+
 def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
     """confluent-kafka only: consume a batch, produce one record per purchase, flush,
     commit without waiting; the producer as durable as shopsentry's (acks=all,
@@ -159,37 +191,21 @@ def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
         }
     )
     consumer.subscribe([purchase_topic, topics.user_behavior.name])
-    expected = _expected_records(settings)
-    purchases = records = batches = 0
-    first_wall = last_wall = 0.0
-    first_cpu = last_cpu = 0.0
-    idle_since = time.monotonic()
-    while records < expected and time.monotonic() - idle_since < 30:
+    clock = FloorClock(_expected_records(settings))
+    while clock.more():
         messages = consumer.consume(num_messages=settings.detector.batch_max_records, timeout=0.2)
         if not messages:
             continue
-        idle_since = time.monotonic()
+        purchases = 0
         for m in messages:
-            if m.error() is not None:
-                continue
-            records += 1
-            if m.topic() == purchase_topic:
+            if m.topic() == purchase_topic and m.error() is None:
                 purchases += 1
                 producer.produce(out_topic, m.value(), m.key())
         producer.flush()
         consumer.commit(asynchronous=True)
-        batches += 1
-        last_wall, last_cpu = time.time(), _cpu()
-        if not first_wall:
-            first_wall, first_cpu = last_wall, last_cpu
+        clock.batch(sum(m.error() is None for m in messages), purchases)
     consumer.close()
-    return {
-        "purchases": purchases,
-        "records": records,
-        "batches": batches,
-        "seconds": last_wall - first_wall,
-        "cpu_s": last_cpu - first_cpu,
-    }
+    return clock.result()
 
 
 def drain_floor_local(settings: Any) -> dict[str, Any]:
@@ -206,39 +222,25 @@ def drain_floor_local(settings: Any) -> dict[str, Any]:
         auto_offset_reset="earliest",
     )
     producer = log.producer()
-    expected = _expected_records(settings)
-    purchases = records = batches = 0
-    first_wall = last_wall = 0.0
-    first_cpu = last_cpu = 0.0
-    idle_since = time.monotonic()
-    while records < expected and time.monotonic() - idle_since < 30:
+    clock = FloorClock(_expected_records(settings))
+    while clock.more():
         batch = consumer.poll(max_records=settings.detector.batch_max_records, timeout=0.2)
         if not batch:
             continue
-        idle_since = time.monotonic()
         offsets = {}
+        purchases = 0
         for r in batch:
-            records += 1
             offsets[(r.topic, r.partition)] = r.offset + 1
             if r.topic == purchase_topic:
                 purchases += 1
                 producer.send(out_topic, r.value, r.key)
         producer.flush()
         _commit_local(consumer, offsets)
-        batches += 1
-        last_wall, last_cpu = time.time(), _cpu()
-        if not first_wall:
-            first_wall, first_cpu = last_wall, last_cpu
+        clock.batch(len(batch), purchases)
     consumer.close()
     producer.close()
     log.close()
-    return {
-        "purchases": purchases,
-        "records": records,
-        "batches": batches,
-        "seconds": last_wall - first_wall,
-        "cpu_s": last_cpu - first_cpu,
-    }
+    return clock.result()
 
 
 def _commit_local(consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
