@@ -68,22 +68,40 @@ def publish(producer: Producer, topic: str, changes: Sequence[Change]) -> None:
     producer.flush()
 
 
-def apply(rule_set: RuleSet, record: Record) -> RuleSet:
-    """The rule set after one control record; its version is the record's offset + 1."""
-    try:
-        change = Change.model_validate(orjson.loads(record.value))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        # A record this build cannot read (written by a newer one?) must not stop the
-        # worker; it is skipped loudly and the version still advances past it.
-        logger.error("control record at offset %d skipped: %s", record.offset, exc)
-        return rule_set.model_copy(update={"version": record.offset + 1})
-    if change.rule is not None:
-        updated = rule_set.with_rule(change.rule)
-    elif change.entry is not None:
-        updated = rule_set.with_entries([change.entry])
-    else:
-        updated = rule_set
-    return updated.model_copy(update={"version": record.offset + 1})
+class RuleSetBuilder:
+    """Control records applied in offset order to a rule set kept by key; the frozen
+    :class:`RuleSet` is built once per run of records, so loading a topic of N list
+    entries costs O(N), not O(N²)."""
+
+    def __init__(self, rule_set: RuleSet | None = None) -> None:
+        start = rule_set or RuleSet()
+        self.version = start.version
+        self._rules = {r.name: r for r in start.rules}
+        self._entries = {e.key: e for e in start.entries}
+
+    def apply(self, records: Sequence[Record]) -> None:
+        """Apply ``records``; the version becomes the last one's offset + 1."""
+        for record in records:
+            self.version = record.offset + 1
+            try:
+                change = Change.model_validate(orjson.loads(record.value))
+            except (orjson.JSONDecodeError, ValidationError) as exc:
+                # A record this build cannot read (written by a newer one?) must not stop
+                # the worker; it is skipped loudly and the version still advances past it.
+                logger.error("control record at offset %d skipped: %s", record.offset, exc)
+                continue
+            if change.rule is not None:
+                self._rules.pop(change.rule.name, None)  # an updated rule moves last
+                self._rules[change.rule.name] = change.rule
+            elif change.entry is not None:
+                self._entries[change.entry.key] = change.entry
+
+    def build(self) -> RuleSet:
+        return RuleSet.model_construct(
+            version=self.version,
+            rules=tuple(self._rules.values()),
+            entries=tuple(self._entries.values()),
+        )
 
 
 class RuleSetFollower:
@@ -102,6 +120,7 @@ class RuleSetFollower:
         self.poll_interval_s = poll_interval_s
         self._on_change = on_change or (lambda _rs: None)
         self.rule_set = RuleSet()
+        self._builder = RuleSetBuilder()
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -120,18 +139,16 @@ class RuleSetFollower:
         """Apply what the topic has now; True when the rule set changed."""
         consumer = self._open()
         changed = False
-        while True:
-            records = consumer.poll(max_records=1000, timeout=timeout)
-            if not records:
-                return changed
-            rule_set = self.rule_set
-            for record in records:
-                rule_set = apply(rule_set, record)
+        while records := consumer.poll(max_records=1000, timeout=timeout):
+            self._builder.apply(records)
+            changed = True
+            timeout = 0.0
+        if changed:
+            rule_set = self._builder.build()
             with self._lock:
                 self.rule_set = rule_set
-            changed = True
             self._on_change(rule_set)
-            timeout = 0.0
+        return changed
 
     def load_initial(
         self, feature_names: Sequence[str], *, timeout_s: float = 30.0
@@ -149,9 +166,9 @@ class RuleSetFollower:
             return self._compiled
         consumer = self._open()
         deadline = time.monotonic() + timeout_s
-        while self.rule_set.version < end and time.monotonic() < deadline:
-            for record in consumer.poll(max_records=1000, timeout=0.2):
-                self.rule_set = apply(self.rule_set, record)
+        while self._builder.version < end and time.monotonic() < deadline:
+            self._builder.apply(consumer.poll(max_records=1000, timeout=0.2))
+        self.rule_set = self._builder.build()
         if self.rule_set.version < end:
             logger.warning(
                 "rules: read %d of %d control records within %.0fs; starting with version %d",

