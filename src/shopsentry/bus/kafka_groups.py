@@ -56,6 +56,10 @@ _ERRORS: dict[str, type[ShopsentryError]] = {
 _START_TIMEOUT_S = 60.0  # a fresh interpreter importing confluent-kafka on a loaded machine
 
 
+class _HelperDied(BrokerUnavailable):
+    """The helper child died (a librdkafka abort) before answering."""
+
+
 class GroupProbe:
     """Committed offsets and partition owners of a consumer group, read by a child process."""
 
@@ -69,7 +73,7 @@ class GroupProbe:
 
     def read(self, group: str) -> tuple[Committed, Owners]:
         with self._lock:
-            answer = self._ask(group)
+            answer = self._ask_surviving_a_crash(group)
             if "error" in answer and answer["error"]["retryable"] and self._child is not None:
                 # librdkafka may keep waiting on a coordinator whose broker died (it does
                 # not always look for the new one): the next call starts a fresh client.
@@ -79,6 +83,15 @@ class GroupProbe:
         committed = {(t, p): off for t, p, off in answer["committed"]}
         owners = {(t, p): member for t, p, member in answer["owners"]}
         return committed, owners
+
+    def _ask_surviving_a_crash(self, group: str) -> dict[str, Any]:
+        """Ask, and once more with a fresh child if the first one died mid-request (the
+        abort is a race with a connection dropping: a new client usually gets through)."""
+        try:
+            return self._ask(group)
+        except _HelperDied as exc:
+            logger.warning("%s; asking once more", exc)
+            return self._ask(group)
 
     def _ask(self, group: str) -> dict[str, Any]:
         child = self._running_child()
@@ -92,8 +105,9 @@ class GroupProbe:
         if line:
             answer: dict[str, Any] = json.loads(line)
             return answer
+        died = child.poll() is not None  # by itself, not killed by us for taking too long
         self._discard(child)
-        raise BrokerUnavailable(
+        raise (_HelperDied if died else BrokerUnavailable)(
             f"reading consumer group {group!r} failed: the Kafka admin helper process "
             f"exited with {child.returncode} (a librdkafka abort while a broker connection "
             "dropped); a new one starts on the next call",
