@@ -309,6 +309,27 @@ class LakeSettings(_Frozen):
     backups_kept: int = Field(default=24, ge=1)  # a day of hourly backups
 
 
+class ModelOpsSettings(_Frozen):
+    """Live model quality and drift (docs/model-ops.md).
+
+    ``drift_bins`` quantile bins per feature in the training reference;
+    ``drift_excluded_features`` are left out of drift because a single day cannot match
+    the training mix by construction (a day has one ``day_of_week``);
+    ``label_maturity_days``: purchases at least this old count as mature when the
+    observed chargeback-delay distribution is estimated. The PSI thresholds are the
+    dashboard's highlight and the Prometheus rules' (``deploy/prometheus/alerts.yml``).
+    """
+
+    drift_bins: int = Field(default=10, ge=2, le=100)
+    # The reference describes the latest days of the model's training data.
+    reference_days: float = Field(default=7.0, gt=0)
+    drift_excluded_features: tuple[str, ...] = ("day_of_week",)
+    top_features: int = Field(default=10, ge=1)
+    feature_psi_alert: float = Field(default=0.2, gt=0)
+    score_psi_alert: float = Field(default=0.1, gt=0)
+    label_maturity_days: float = Field(default=30.0, gt=0)
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "shopsentry"
 
@@ -342,6 +363,7 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = NotifierSettings()
     history_import: HistoryImportSettings = HistoryImportSettings()
     lake: LakeSettings = LakeSettings()
+    modelops: ModelOpsSettings = ModelOpsSettings()
 
     @field_validator("bus")
     @classmethod

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopsentry import __version__
-from shopsentry.api import alerts, analytics, dashboard, events, health, openapi, rules
+from shopsentry.api import alerts, analytics, dashboard, events, health, openapi, quality, rules
 from shopsentry.api.consumer import StoreConsumer, store_topics
 from shopsentry.api.deps import Services
 from shopsentry.api.metrics import ApiMetrics
@@ -221,6 +221,7 @@ def create_app(
     consumer = StoreConsumer(settings, log, store) if start_consumer else None
     metrics.watch_store(store, consumer)
     metrics.watch_dag_runs(settings)
+    metrics.watch_model_ops(settings)
     services = Services(
         settings=settings,
         log=log,
@@ -272,7 +273,7 @@ def create_app(
     app.state.services = services
     app.state.demo_keys = demo_keys
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (events, alerts, analytics, rules, health, dashboard):
+    for module in (events, alerts, analytics, quality, rules, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.api.cors_origins:

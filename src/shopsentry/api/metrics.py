@@ -7,8 +7,10 @@ Review KPIs are read from the store at scrape time, so they are right after a re
 
 The API is also the long-lived process that exposes the batch side's metrics: finished
 DAG runs (``shopsentry_dag_runs_total``, read from the monitoring part's run table at
-scrape time) and the duration of the warehouse queries behind ``/v1/analytics/*``
-(``shopsentry_query_duration_seconds``, the design's "query p95 < 30 s").
+scrape time), the duration of the warehouse queries behind ``/v1/analytics/*``
+(``shopsentry_query_duration_seconds``, the design's "query p95 < 30 s"), and live model
+quality and drift (``shopsentry_model_*``, ``shopsentry_feature_psi``, read from the
+warehouse's monitoring tables).
 """
 
 from __future__ import annotations
@@ -124,3 +126,9 @@ class ApiMetrics:
         """Expose the DAG run counts that Airflow callbacks and ``shopsentry batch run``
         record in the state dir (no other long-lived process serves them)."""
         self.registry.register(DagRunsCollector(settings))
+
+    def watch_model_ops(self, settings: Settings) -> None:
+        """Expose live model quality and drift from the warehouse (monitoring/model_ops.py)."""
+        from shopsentry.monitoring.model_ops import ModelOpsCollector
+
+        self.registry.register(ModelOpsCollector(settings))

@@ -36,6 +36,7 @@ class Job(StrEnum):
     daily_fraud_report = "daily_fraud_report"
     weekly_model_retrain = "weekly_model_retrain"
     retention = "retention"
+    model_monitoring = "model_monitoring"
 
 
 @contextmanager
@@ -132,7 +133,8 @@ def register(app: typer.Typer) -> None:
                 help="hourly_etl: the hour (YYYY-MM-DDTHH) or whole day (YYYY-MM-DD) to process; "
                 "daily_fraud_report: the report day (default yesterday); "
                 "weekly_model_retrain: train on labels known by the end of this day (default now); "
-                "retention: the day the hot and warm windows count back from (default today).",
+                "retention: the day the hot and warm windows count back from (default today); "
+                "model_monitoring: labels known by the end of this day (default now).",
             ),
         ] = None,
         history: Annotated[
@@ -175,6 +177,16 @@ def register(app: typer.Typer) -> None:
                 result = daily_fraud_report(
                     settings, parse_day(date) if date else None, progress=progress
                 ).as_dict()
+            elif job is Job.model_monitoring:
+                from shopsentry.pipelines.model_monitoring import model_monitoring
+
+                as_of = Interval.day(parse_day(date)).end if date else None
+                built = model_monitoring(settings, as_of, progress=progress)
+                result = {
+                    "as_of": as_of.isoformat() if as_of else "now",
+                    "models_built": built.models_built,
+                    "seconds": round(built.seconds, 1),
+                }
             elif job is Job.retention:
                 from shopsentry.pipelines.retention import retention
 

@@ -108,6 +108,24 @@ def register(app: typer.Typer) -> None:
                 "--labels/--no-labels", help="Publish labels to the labels topic (log output)."
             ),
         ] = True,
+        drift: Annotated[
+            str | None,
+            typer.Option(
+                help="Inject a drift into purchases from --drift-from on: amount (amounts "
+                "times --drift-factor, default 3) or new_device (that share of purchases, "
+                "default 0.5, on never-seen devices).",
+            ),
+        ] = None,
+        drift_from: Annotated[
+            str | None,
+            typer.Option(
+                "--drift-from", help="Simulated time the drift starts (ISO 8601, UTC if no zone)."
+            ),
+        ] = None,
+        drift_factor: Annotated[
+            float | None,
+            typer.Option("--drift-factor", help="The drift's size (see --drift).", min=0.0001),
+        ] = None,
     ) -> None:
         """Simulate customers: purchases and behaviour from web, mobile and POS, with fraud.
 
@@ -138,6 +156,15 @@ def register(app: typer.Typer) -> None:
         if not paced and span_s <= 0:
             raise ConfigError("duration must be positive", hint="pass --duration 1h")
         population = users or (20_000 if history else 2_000)
+        drift_spec = None
+        if drift is not None:
+            from shopsentry.simulator.drift import parse_drift
+
+            if drift_from is None:
+                raise ConfigError("--drift needs --drift-from", hint="e.g. --drift-from 2026-01-05")
+            drift_spec = parse_drift(drift, parse_start(drift_from), drift_factor)
+        elif drift_from is not None or drift_factor is not None:
+            raise ConfigError("--drift-from and --drift-factor need --drift", hint="--drift amount")
 
         def config_for(at: datetime, seconds: float) -> SimulatorConfig:
             return SimulatorConfig(
@@ -148,6 +175,7 @@ def register(app: typer.Typer) -> None:
                 fraud_share=fraud_share,
                 seed=run_seed,
                 legit_labels=legit_labels,
+                drift=drift_spec,
             )
 
         typer.echo(f"seed {run_seed}, {population} users, from {begin.isoformat()}", err=True)

@@ -517,6 +517,7 @@ def train_on(
 ) -> TrainResult:
     """Everything after the data set is built: split, fit, evaluate, register, gate."""
     from shopsentry.models import registry
+    from shopsentry.models.drift_reference import build_reference
     from shopsentry.models.scorer import build_scorer, models_dir
 
     params = params or TrainParams(nthread=settings.model.nthread)
@@ -539,6 +540,7 @@ def train_on(
     report = build_report(
         settings, data, split.train, split.valid, split.cutoff, as_of, fitted, params, score
     )
+    report["drift_reference"] = build_reference(settings, data, fitted.raw, scorer)
     if progress is not None:
         progress("registering", 0, None)
     outcome = registry.register_and_gate(settings, fitted.raw, report, split.valid)

@@ -69,6 +69,16 @@ class ReportResult:
         return {"day": self.day.isoformat(), "path": str(self.path), "summary": self.summary}
 
 
+# (trend, sales, scenarios, alerts, model quality and drift)
+Reads = tuple[
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    dict[str, Any] | None,
+]
+
+
 def report_path(settings: Settings, day: date) -> Path:
     return settings.reports_dir / f"fraud-report-{day.isoformat()}.html"
 
@@ -191,7 +201,7 @@ def _render(context: dict[str, Any]) -> str:
 
 def _read(
     settings: Settings, day: date, progress: Progress
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> Reads:
     from shopsentry.warehouse import queries
 
     progress("queries", 0, 4)
@@ -203,12 +213,12 @@ def _read(
     progress("queries", 3, 4)
     alerts = queries.alerts_on(settings, day, limit=25)
     progress("queries", 4, 4)
-    return trend, sales, scenarios, alerts
+    return trend, sales, scenarios, alerts, model_ops_section(settings, day)
 
 
 def _read_with_patience(
     settings: Settings, day: date, progress: Progress
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> Reads:
     """The report's queries, waiting out a running ETL (it holds DuckDB's only writer
     lock for seconds) instead of failing the task into a 5-minute Airflow retry."""
     import time
@@ -226,6 +236,36 @@ def _read_with_patience(
             time.sleep(2.0)
 
 
+def model_ops_section(settings: Settings, day: date) -> dict[str, Any] | None:
+    """The report's "Model quality and drift" section: both models' quality over the
+    week up to ``day`` (with label maturity), champion vs challenger, and the day's
+    drift. None while the warehouse has no monitoring tables (docs/model-ops.md)."""
+    from shopsentry.warehouse import queries
+    from shopsentry.warehouse.db import WarehouseError
+
+    # A missing warehouse (WarehouseMissing) or a busy one (WarehouseBusy, waited out by
+    # the caller) is not caught here: only tables that are not built yet.
+    start = day - timedelta(days=6)
+    try:
+        section: dict[str, Any] = {
+            "quality": queries.model_quality(settings, start=start, end=day),
+            "comparison": queries.model_comparison(settings, start=start, end=day),
+            "scores": queries.score_drift(settings, start=day, end=day),
+        }
+    except WarehouseError as exc:
+        logger.info("report without model quality: %s", exc.one_line())
+        return None
+    try:
+        drift = queries.feature_drift(settings, day=day)
+    except WarehouseError:  # feature drift is built with the ML layer, maybe not yet
+        drift = []
+    limit = settings.modelops.top_features
+    section["drift"] = drift[:limit]
+    section["as_of"] = section["quality"][0]["as_of"] if section["quality"] else None
+    section["thresholds"] = settings.modelops
+    return section
+
+
 def daily_fraud_report(
     settings: Settings, day: date | None = None, *, progress: Progress = no_progress
 ) -> ReportResult:
@@ -235,7 +275,7 @@ def daily_fraud_report(
     from markupsafe import Markup
 
     day = day or (datetime.now(UTC).date() - timedelta(days=1))
-    trend, sales, scenarios, alerts = _read_with_patience(settings, day, progress)
+    trend, sales, scenarios, alerts, model_ops = _read_with_patience(settings, day, progress)
     trend = real_clock_latency(trend)
     today = next((r for r in trend if r["day"] == day), None)
     progress("charts", 0, 1)
@@ -266,6 +306,7 @@ def daily_fraud_report(
             "charts": charts,
             "fpr_target": settings.slo.false_positive_rate,
             "trend_days": TREND_DAYS,
+            "model_ops": model_ops,
         }
     )
     path = report_path(settings, day)

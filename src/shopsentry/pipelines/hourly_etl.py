@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from shopsentry.pipelines.common import Interval, Progress, no_progress
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shopsentry.config import Settings
     from shopsentry.lake.export import ExportResult
     from shopsentry.warehouse.dbt import DbtRunResult
@@ -92,19 +94,28 @@ def write_lake(settings: Settings) -> ExportResult:
 
 
 def transform(
-    settings: Settings, *, select: list[str] | None = None, progress: Progress = no_progress
+    settings: Settings,
+    *,
+    select: list[str] | None = None,
+    as_of: datetime | None = None,
+    progress: Progress = no_progress,
 ) -> DbtRunResult:
-    """Step 2: ``dbt build`` of the incremental models and their tests."""
+    """Step 2: ``dbt build`` of the incremental models and their tests (the monitoring
+    models as of ``as_of``, default now)."""
+    from shopsentry.pipelines.model_monitoring import monitoring_vars
     from shopsentry.warehouse.db import connect
     from shopsentry.warehouse.dbt import run_dbt
     from shopsentry.warehouse.loader import ensure_raw_schema
+    from shopsentry.warehouse.model_reference import load_references
 
-    # dbt's sources must exist even before the first load (a fresh warehouse).
+    # dbt's sources must exist even before the first load (a fresh warehouse); the
+    # models' training references are copied in for the drift models.
     with connect(settings) as con:
         ensure_raw_schema(con)
+        load_references(settings, con)
     return run_dbt(
         settings,
-        ["build", *(select or HOURLY_SELECTION)],
+        ["build", *(select or HOURLY_SELECTION), *monitoring_vars(settings, as_of)],
         on_node=lambda n, what: progress("dbt build", n, None),
     )
 

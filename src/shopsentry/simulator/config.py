@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from shopsentry.errors import ConfigError
 from shopsentry.events.schema import MERCHANT_CATEGORIES
 from shopsentry.events.schema import PAYMENT_METHODS as PAYMENT_METHODS  # re-exported
+
+if TYPE_CHECKING:
+    from shopsentry.simulator.drift import DriftSpec
 
 # Countries: code, UTC offset in hours (for users' active hours), weight as a home country.
 COUNTRIES: tuple[tuple[str, int, float], ...] = (
@@ -188,6 +192,8 @@ class SimulatorConfig:
     legit_labels: bool = False
     # Average web/mobile sessions per user per day in history mode (no fixed rate).
     sessions_per_user_day: float = 0.5
+    # Purchases drift from a given time on (simulator/drift.py); None: no drift.
+    drift: DriftSpec | None = None
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -231,6 +237,7 @@ class SimulatorConfig:
                 self.users,
                 self.fraud_share,
                 self.sessions_per_user_day,
+                *((self.drift,) if self.drift is not None else ()),
             )
         )
         return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()

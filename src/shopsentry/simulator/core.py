@@ -112,6 +112,10 @@ class Simulator:
         frame = Frame.concat([legit, markers, incidents.frame])
         ts = frame.cols["ts"]
         frame = frame.take(np.flatnonzero((ts >= cfg.start_us) & (ts < cfg.end_us))).sorted()
+        if cfg.drift is not None:
+            from shopsentry.simulator.drift import inject
+
+            frame = inject(frame, cfg.drift, np.random.default_rng([seed, 7, window]))
         self._pop = pop
         self._n_accounts = len(incidents.accounts)
         self._frame = frame

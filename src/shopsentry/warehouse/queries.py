@@ -224,3 +224,102 @@ def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
            group by source_table, reject_reason
            order by rows desc, source_table, reject_reason""",
     )
+
+
+# -- live model quality and drift (monitoring.*, docs/model-ops.md) ---------------------
+
+
+def model_quality(
+    settings: Settings, *, start: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
+    """Per day and model version (champion, challenger): alerts, precision and recall at
+    the threshold, PR-AUC, frauds labelled so far and the day's label maturity."""
+    where, params = _range("day", start, end)
+    return run_query(
+        settings,
+        f"""select day, model_role, model_version, purchases, alerts, alert_rate,
+                   labelled_frauds, true_positives, precision_at_threshold,
+                   recall_at_threshold, pr_auc, label_maturity, as_of
+            from monitoring.model_quality_daily {where}
+            order by day, model_role, model_version""",
+        params,
+    )
+
+
+def model_comparison(
+    settings: Settings, *, start: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
+    """Champion vs challenger per day, on the purchases both scored."""
+    where, params = _range("day", start, end)
+    return run_query(
+        settings,
+        f"""select day, purchases, labelled_frauds, champion_version, challenger_version,
+                   champion_alerts, challenger_alerts, champion_precision, challenger_precision,
+                   champion_recall, challenger_recall, champion_pr_auc, challenger_pr_auc,
+                   label_maturity
+            from monitoring.model_comparison_daily {where}
+            order by day, champion_version, challenger_version""",
+        params,
+    )
+
+
+def score_drift(
+    settings: Settings, *, start: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
+    """Per day and model version, the PSI of its scores against its training scores."""
+    where, params = _range("day", start, end)
+    return run_query(
+        settings,
+        f"""select day, model_version, model_role, purchases, psi
+            from monitoring.score_drift_daily {where}
+            order by day, model_version""",
+        params,
+    )
+
+
+def feature_drift(
+    settings: Settings, *, day: date | None = None, model_version: str | None = None
+) -> list[dict[str, Any]]:
+    """One day's PSI and missing share per feature (default: the latest day, against the
+    champion that scored it), highest PSI first."""
+    return run_query(
+        settings,
+        """with latest as (
+               select coalesce(cast(? as date), max(day)) as day from monitoring.feature_drift_daily
+           ),
+           version as (
+               select coalesce(
+                   cast(? as varchar),
+                   (select max(q.model_version) from monitoring.model_quality_daily as q, latest
+                    where q.day = latest.day and q.model_role = 'champion')
+               ) as model_version
+           )
+           select d.day, d.model_version, d.feature, d.purchases, d.psi, d.missing_share,
+                  d.reference_missing_share, d.importance_rank
+           from monitoring.feature_drift_daily as d, latest, version
+           where d.day = latest.day and d.model_version = version.model_version
+           order by d.psi desc nulls last, d.feature""",
+        [day, model_version],
+    )
+
+
+def latest_quality(settings: Settings) -> list[dict[str, Any]]:
+    """The latest day's quality rows (one per model version): what the metrics export."""
+    return run_query(
+        settings,
+        """select day, model_role, model_version, precision_at_threshold, recall_at_threshold,
+                  pr_auc, alert_rate, label_maturity, labelled_frauds
+           from monitoring.model_quality_daily
+           where day = (select max(day) from monitoring.model_quality_daily)
+           order by model_role, model_version""",
+    )
+
+
+def latest_score_drift(settings: Settings) -> list[dict[str, Any]]:
+    """The latest day's score PSI per model version."""
+    return run_query(
+        settings,
+        """select day, model_version, model_role, psi from monitoring.score_drift_daily
+           where day = (select max(day) from monitoring.score_drift_daily)
+           order by model_version""",
+    )

@@ -27,6 +27,8 @@ OPERATIONS = (
     "GET /v1/reviews/stats",
     "GET /v1/analytics/daily-sales",
     "GET /v1/analytics/fraud-kpis",
+    "GET /v1/models/quality",
+    "GET /v1/models/drift",
     "GET /v1/dashboard/summary",
     "GET /v1/rules",
     "POST /v1/rules",

@@ -64,7 +64,52 @@ def fake_queries(monkeypatch):
             }
         ],
     )  # fmt: skip
+    fake_model_ops(monkeypatch)
     return trend
+
+
+QUALITY = {
+    "day": DAY, "model_role": "champion", "model_version": "3", "purchases": 500, "alerts": 9,
+    "alert_rate": 0.018, "labelled_frauds": 4, "true_positives": 3,
+    "precision_at_threshold": 1 / 3, "recall_at_threshold": 0.75, "pr_auc": 0.61,
+    "label_maturity": 0.12, "as_of": "2026-11-25 06:00:00",
+}  # fmt: skip
+
+
+def fake_model_ops(monkeypatch) -> None:
+    """The monitoring tables' rows: one champion day, one drifted top feature, one not."""
+    monkeypatch.setattr(queries, "model_quality", lambda settings, start, end: [QUALITY])
+    monkeypatch.setattr(queries, "model_comparison", lambda settings, start, end: [])
+    monkeypatch.setattr(
+        queries,
+        "score_drift",
+        lambda settings, start, end: [
+            {"day": DAY, "model_version": "3", "model_role": "champion", "purchases": 500,
+             "psi": 0.31}
+        ],
+    )  # fmt: skip
+    monkeypatch.setattr(
+        queries,
+        "feature_drift",
+        lambda settings, day: [
+            {"feature": "amount", "psi": 1.2, "importance_rank": 1, "missing_share": 0.0,
+             "reference_missing_share": 0.0},
+            {"feature": "new_ip", "psi": 0.5, "importance_rank": None, "missing_share": 0.0,
+             "reference_missing_share": 0.0},
+        ],
+    )  # fmt: skip
+
+
+def test_report_has_a_model_quality_and_drift_section(settings, fake_queries) -> None:
+    html = report_module.daily_fraud_report(settings, DAY).path.read_text()
+    section = html.split("<h2>Model quality and drift</h2>")[1].split("<h2>")[0]
+    assert "champion v3" in section and "33.3%" in section and "12.0%" in section  # maturity
+    assert "labels known by 2026-11-25 06:00:00 UTC" in section
+    drift = section.split('id="feature-drift"')[1]
+    amount, new_ip = drift.split("<tr")[2:4]
+    assert 'class="bad"' in amount and ">amount<" in amount  # a top-10 feature over 0.2
+    assert 'class="bad"' not in new_ip  # over 0.2, but the model does not use it
+    assert "Score PSI of the champion v3: 0.310 (over 0.1)" in section
 
 
 def test_report_has_kpis_charts_and_alerts(settings, fake_queries) -> None:
@@ -91,7 +136,15 @@ def test_empty_warehouse_gives_a_report_that_says_so(settings, monkeypatch) -> N
     for name in ("fraud_kpis", "daily_sales", "top_scenarios"):
         monkeypatch.setattr(queries, name, lambda settings, **kw: [])
     monkeypatch.setattr(queries, "alerts_on", lambda settings, day, limit: [])
+
+    def not_built(settings, **kw):
+        from shopsentry.warehouse.db import WarehouseError
+
+        raise WarehouseError("the warehouse lacks a table this query needs")
+
+    monkeypatch.setattr(queries, "model_quality", not_built)
     html = report_module.daily_fraud_report(settings, DAY).path.read_text()
+    assert "No model quality in the warehouse yet" in html
     assert "No purchases in the warehouse for this period." in html
     assert "No alerts on this day." in html
 

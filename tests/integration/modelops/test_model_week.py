@@ -1,0 +1,152 @@
+"""Issue 13's simulated week: live quality of champion and challenger as labels arrive
+late, and an amount drift injected mid-week that the drift table, the exported metric,
+Prometheus's alert rule and the dashboard single out."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from shopsentry.warehouse.queries import run_query
+
+from .conftest import DRIFT_FROM, HISTORY_DAYS, LIVE_DAYS, START, Week
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LIVE = [(START + timedelta(days=HISTORY_DAYS + i)).date() for i in range(LIVE_DAYS)]
+BEFORE = [d for d in LIVE if d < DRIFT_FROM.date()]
+AFTER = [d for d in LIVE if d >= DRIFT_FROM.date()]
+# What tripling every amount moves: the amount itself and what is computed from it.
+AMOUNT_DERIVED = re.compile(r"amount")
+
+
+def rows(week: Week, sql: str, *params: Any) -> list[dict[str, Any]]:
+    return run_query(week.settings, sql, params)
+
+
+def test_the_daily_quality_table_shows_the_live_week_with_maturity(week: Week) -> None:
+    quality = rows(
+        week,
+        "select * from monitoring.model_quality_daily where day >= ? order by day, model_role",
+        LIVE[0],
+    )
+    champion = [r for r in quality if r["model_role"] == "champion"]
+    assert [r["day"] for r in champion] == LIVE
+    assert {r["model_version"] for r in champion} == {week.champion}
+    assert sum(r["purchases"] for r in champion) > 0
+    for r in champion:
+        assert 0 <= r["alerts"] <= r["purchases"]
+        assert r["pr_auc"] is None or 0 <= r["pr_auc"] <= 1
+        assert r["as_of"] == week.as_of.replace(tzinfo=None)
+    maturity = [r["label_maturity"] for r in champion]
+    assert all(m is not None and 0 <= m <= 1 for m in maturity), maturity
+    # Older days have had longer for their chargebacks to arrive.
+    assert maturity == sorted(maturity, reverse=True) and maturity[0] > maturity[-1]
+    # Labels arrive late: at the week's end, fewer of its frauds are known than there were.
+    known = sum(r["labelled_frauds"] for r in champion)
+    assert 0 < known < week.frauds
+
+
+def test_the_injected_amount_drift_shows_from_mid_week_on(week: Week) -> None:
+    drift = rows(
+        week,
+        """select day, feature, psi, importance_rank from monitoring.feature_drift_daily
+           where model_version = ? and day >= ?""",
+        week.champion,
+        LIVE[0],
+    )
+    amount = {r["day"]: r["psi"] for r in drift if r["feature"] == "amount"}
+    assert all(amount[d] < 0.1 for d in BEFORE), amount
+    assert all(amount[d] > 0.2 for d in AFTER), amount
+    scores = rows(
+        week,
+        "select day, psi from monitoring.score_drift_daily where model_version = ? and day >= ?",
+        week.champion,
+        LIVE[0],
+    )
+    score = {r["day"]: r["psi"] for r in scores}
+    assert max(score[d] for d in BEFORE) < min(score[d] for d in AFTER), score
+
+
+def _rule(name: str) -> str:
+    path = Path(__file__).parents[3] / "deploy" / "prometheus" / "alerts.yml"
+    rules = {r["alert"]: r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]}
+    return str(rules[name]["expr"])
+
+
+def test_the_drift_alert_fires_for_the_drifted_feature_only(
+    week: Week, live_server: Any, tmp_path: Path
+) -> None:
+    """The API exports the latest day's drift; a real Prometheus scrapes it and evaluates
+    the production rule (only ``for:`` shortened): it fires for ``amount`` and what is
+    computed from it, and for no other of the model's top-10 features."""
+    from shopsentry.api import create_app
+    from tests.integration.ops.airflow_server import free_port
+    from tests.integration.ops.prometheus_server import running_prometheus
+
+    with live_server(create_app(week.settings)) as server:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        assert re.search(r'shopsentry_feature_psi\{feature="amount",model_version="\d+"\}', text)
+        assert re.search(r'shopsentry_model_precision\{model_version="\d+",role="champion"\}', text)
+        assert "shopsentry_model_label_maturity{" in text
+        ports = {"serve": server.port, "detect": free_port(), "notify": free_port()}
+        (tmp_path / "prometheus").mkdir()
+        prometheus = running_prometheus(tmp_path / "prometheus", ports)
+        prom = next(prometheus)
+        try:
+            condition = _rule("FeatureDriftHigh")
+            drifted = prom.wait(
+                lambda: {r["metric"]["feature"] for r in prom.query(condition)} or None,
+                "the feature drift rule's expression to hold",
+            )
+            assert "amount" in drifted, drifted
+            assert all(AMOUNT_DERIVED.search(f) for f in drifted), drifted
+            firing = prom.wait(
+                lambda: (
+                    {
+                        r["metric"]["feature"]
+                        for r in prom.query(
+                            'ALERTS{alertname="FeatureDriftHigh",alertstate="firing"}'
+                        )
+                    }
+                    or None
+                ),
+                "FeatureDriftHigh to fire",
+            )
+            assert firing == drifted
+            assert prom.wait(
+                lambda: prom.query('ALERTS{alertname="ScoreDriftHigh",alertstate="firing"}'),
+                "ScoreDriftHigh to fire",
+            )
+        finally:
+            prometheus.close()
+
+
+def test_the_dashboard_shows_quality_and_drift(
+    week: Week, browser_page: Any, live_server: Any, artifact_dir: Path
+) -> None:
+    from shopsentry.api import create_app
+    from tests.unit.api.factories import make_keys
+
+    keys = make_keys(week.settings)
+    page = browser_page
+    with live_server(create_app(week.settings)) as server:
+        page.goto(f"{server.url}/dashboard")
+        page.fill("#api-key", keys.analyst)
+        page.click("#key-form button")
+        page.wait_for_selector("#quality-table tbody tr.role-champion", timeout=60_000)
+        page.wait_for_selector('#drift-table tbody tr[data-feature="amount"]', timeout=60_000)
+        quality = page.locator("#quality-table tbody tr").all_inner_texts()
+        assert any(LIVE[-1].isoformat() in r and f"champion v{week.champion}" in r for r in quality)
+        amount = page.locator('#drift-table tbody tr[data-feature="amount"]')
+        assert "drifted" in (amount.get_attribute("class") or "")
+        assert page.locator("#drift-day").inner_text().startswith(f"({LIVE[-1].isoformat()}")
+        page.locator("section.modelops").screenshot(
+            path=str(artifact_dir / "dashboard-modelops.png")
+        )
