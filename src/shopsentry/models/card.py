@@ -106,6 +106,26 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+def top_features(report: dict[str, Any], limit: int = 10) -> list[str]:
+    """The card's ten most important features (by total gain, from the drift reference):
+    the features the drift alert watches (docs/model-ops.md)."""
+    columns = (report.get("drift_reference") or {}).get("columns", [])
+    ranked = sorted((c for c in columns if c.get("rank")), key=lambda c: c["rank"])[:limit]
+    if not ranked:
+        return []
+    lines = [
+        "",
+        f"## Top {len(ranked)} features",
+        "",
+        "By share of the model's total gain; the drift alert watches these (PSI > 0.2).",
+        "",
+        "| rank | feature | share of gain |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['rank']} | {c['name']} | {_pct(c['importance'])} |" for c in ranked]
+    return lines
+
+
 def render(name: str, version: str, report: dict[str, Any]) -> str:
     """The card's markdown."""
     data, model, base, fit = report["data"], report["model"], report["baseline"], report["fit"]
@@ -183,6 +203,7 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
         ]
         for family, share in sorted(families.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {family} | {_pct(share)} |")
+    lines += top_features(report)
     cards = model.get("card_precision_at_k_by_day", {})
     lines += [
         "",

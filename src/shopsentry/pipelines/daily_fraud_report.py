@@ -199,9 +199,7 @@ def _render(context: dict[str, Any]) -> str:
     return env.get_template(TEMPLATE).render(**context)
 
 
-def _read(
-    settings: Settings, day: date, progress: Progress
-) -> Reads:
+def _read(settings: Settings, day: date, progress: Progress) -> Reads:
     from shopsentry.warehouse import queries
 
     progress("queries", 0, 4)
@@ -216,9 +214,7 @@ def _read(
     return trend, sales, scenarios, alerts, model_ops_section(settings, day)
 
 
-def _read_with_patience(
-    settings: Settings, day: date, progress: Progress
-) -> Reads:
+def _read_with_patience(settings: Settings, day: date, progress: Progress) -> Reads:
     """The report's queries, waiting out a running ETL (it holds DuckDB's only writer
     lock for seconds) instead of failing the task into a 5-minute Airflow retry."""
     import time

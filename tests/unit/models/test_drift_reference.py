@@ -82,3 +82,17 @@ def test_the_reference_ranks_features_by_gain_and_leaves_out_excluded_ones() -> 
     shares = gain_shares(raw, FEATURES)
     assert sum(shares.values()) == pytest.approx(1.0)
     assert min(shares.values()) >= 0.0
+
+
+def test_the_card_lists_the_top_features_the_drift_alert_watches() -> None:
+    from shopsentry.models.card import top_features
+
+    columns = [
+        {"name": f"f{i}", "kind": "feature", "rank": i, "importance": 1 / (i + 1)}
+        for i in range(1, 13)
+    ] + [{"name": "never_split", "kind": "feature", "rank": None, "importance": 0.0}]
+    lines = top_features({"drift_reference": {"columns": columns}})
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert "## Top 10 features" in lines
+    assert [r.split(" | ")[1] for r in rows] == [f"f{i}" for i in range(1, 11)]
+    assert top_features({}) == []
