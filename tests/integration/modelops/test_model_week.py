@@ -1,6 +1,7 @@
-"""Issue 13's simulated week: live quality of champion and challenger as labels arrive
-late, and an amount drift injected mid-week that the drift table, the exported metric,
-Prometheus's alert rule and the dashboard single out."""
+"""Issue 13's simulated week: champion and challenger both score live (the challenger in
+shadow), labels arrive late, the daily quality table shows both with each day's label
+maturity, and an amount drift injected mid-week is singled out by the drift table, the
+exported metric, Prometheus's alert rule and the dashboard."""
 
 from __future__ import annotations
 
@@ -51,6 +52,34 @@ def test_the_daily_quality_table_shows_the_live_week_with_maturity(week: Week) -
     # Labels arrive late: at the week's end, fewer of its frauds are known than there were.
     known = sum(r["labelled_frauds"] for r in champion)
     assert 0 < known < week.frauds
+
+    # The challenger scored the same purchases in shadow: its own rows, the same maturity.
+    challenger = [r for r in quality if r["model_role"] == "challenger"]
+    assert [r["day"] for r in challenger] == LIVE
+    assert {r["model_version"] for r in challenger} == {week.challenger}
+    for c, r in zip(challenger, champion, strict=True):
+        assert c["purchases"] == r["purchases"] and c["label_maturity"] == r["label_maturity"]
+        assert c["labelled_frauds"] == r["labelled_frauds"]  # one truth for both
+
+
+def test_champion_and_challenger_side_by_side_on_the_same_purchases(week: Week) -> None:
+    compared = rows(
+        week,
+        """select c.*, q.purchases as champion_purchases
+           from monitoring.model_comparison_daily as c
+           inner join monitoring.model_quality_daily as q
+               on q.day = c.day and q.model_role = 'champion'
+           where c.day >= ? order by c.day""",
+        LIVE[0],
+    )
+    assert [r["day"] for r in compared] == LIVE
+    for r in compared:
+        assert (r["champion_version"], r["challenger_version"]) == (week.champion, week.challenger)
+        assert r["purchases"] == r["champion_purchases"]  # shadow: every purchase scored twice
+        assert r["label_maturity"] is not None
+    # The deliberately weaker challenger ranks the week's known fraud worse.
+    ap = [(r["champion_pr_auc"], r["challenger_pr_auc"]) for r in compared if r["champion_pr_auc"]]
+    assert ap and sum(c for c, _ in ap) > sum(x or 0 for _, x in ap), ap
 
 
 def test_the_injected_amount_drift_shows_from_mid_week_on(week: Week) -> None:

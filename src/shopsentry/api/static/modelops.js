@@ -1,7 +1,7 @@
 // shopsentry dashboard, model-ops panels: live quality (champion and challenger, with
 // label maturity) and drift (PSI per feature against the model's training reference),
 // from /v1/models/quality and /v1/models/drift. The warehouse changes with the batch
-// jobs, not by the second, so these poll every 30 s. Text only via textContent.
+// jobs, not by the second, so these poll every 30 s. Text only via textContent (page.js).
 (function () {
   "use strict";
 
@@ -11,18 +11,12 @@
   const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
   const dec = (v, n) => (v === null || v === undefined ? "–" : Number(v).toFixed(n));
   const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
-  const key = () => sessionStorage.getItem("shopsentry.apiKey") || document.body.dataset.demoKey || "";
-
-  function cell(text, cls) {
-    const td = document.createElement("td");
-    td.textContent = text === null || text === undefined ? "–" : String(text);
-    if (cls) td.className = cls;
-    return td;
-  }
+  const page = window.shopsentryPage;  // page.js: text-only nodes, the tab's key
+  const key = page.storedKey;
+  const cell = (text, cls) => page.el("td", text === null || text === undefined ? "–" : text, cls);
 
   function row(cells, cls) {
-    const tr = document.createElement("tr");
-    if (cls) tr.className = cls;
+    const tr = page.el("tr", null, cls);
     tr.append(...cells);
     return tr;
   }
@@ -82,8 +76,7 @@
     const shown = d.features.slice(0, 15);
     const scale = Math.max(d.feature_psi_alert * 2, ...shown.map((f) => f.psi || 0));
     const rows = shown.map((f) => {
-      const bar = document.createElement("span");
-      bar.className = "bar";
+      const bar = page.el("span", null, "bar");
       bar.style.width = Math.round(120 * Math.min(1, (f.psi || 0) / scale)) + "px";
       const barCell = cell("");
       barCell.append(bar);
