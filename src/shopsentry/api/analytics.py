@@ -83,11 +83,11 @@ def _unavailable(exc: WarehouseUnavailable) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.message, headers=headers)
 
 
-def _rows(services: Services, name: str, start: date | None, end: date | None) -> list[Any]:
+def route_rows(services: Services, name: str, **params: Any) -> list[dict[str, Any]]:
     """One timed warehouse query for a route; a busy or missing warehouse is a 503."""
     try:
         return warehouse_rows(
-            services.settings, name, timer=services.metrics.query_seconds, start=start, end=end
+            services.settings, name, timer=services.metrics.query_seconds, **params
         )
     except WarehouseUnavailable as exc:
         raise _unavailable(exc) from None
@@ -98,7 +98,7 @@ def daily_sales(
     _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
 ) -> DailySalesReport:
     """Orders and revenue per day (the warehouse's analytics.daily_sales)."""
-    rows = _rows(services, "daily_sales", start, end)
+    rows = route_rows(services, "daily_sales", start=start, end=end)
     return DailySalesReport(source="warehouse", rows=[DailySales.model_validate(r) for r in rows])
 
 
@@ -107,4 +107,4 @@ def fraud_kpis(
     _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
 ) -> FraudKpis:
     """Fraud KPIs per day from the warehouse (alerts, caught fraud, false-positive rate)."""
-    return FraudKpis(rows=_rows(services, "fraud_kpis", start, end))
+    return FraudKpis(rows=route_rows(services, "fraud_kpis", start=start, end=end))

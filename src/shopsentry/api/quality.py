@@ -9,12 +9,12 @@ routes answer 503 with the command to run while the warehouse is not built.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from shopsentry.api.analytics import End, Start, WarehouseUnavailable, _unavailable, warehouse_rows
-from shopsentry.api.deps import AnalystDep, Services, ServicesDep
+from shopsentry.api.analytics import End, Start, route_rows
+from shopsentry.api.deps import AnalystDep, ServicesDep
 from shopsentry.api.models import error_responses
 from shopsentry.api.quality_models import (
     DriftReport,
@@ -39,25 +39,15 @@ Version = Annotated[
 ]
 
 
-def _rows(services: Services, name: str, **kwargs: Any) -> list[dict[str, Any]]:
-    """One timed warehouse query; a busy or missing warehouse is a 503."""
-    try:
-        return warehouse_rows(
-            services.settings, name, timer=services.metrics.query_seconds, **kwargs
-        )
-    except WarehouseUnavailable as exc:
-        raise _unavailable(exc) from None
-
-
 @router.get("/quality", response_model=ModelQualityReport, responses=_ERRORS)
 def model_quality(
     _: AnalystDep, services: ServicesDep, start: Start = None, end: End = None
 ) -> ModelQualityReport:
     """Per day: each model's quality from labels known so far, champion vs challenger on
     the same purchases, and each model's score drift."""
-    quality = _rows(services, "model_quality", start=start, end=end)
-    comparison = _rows(services, "model_comparison", start=start, end=end)
-    scores = _rows(services, "score_drift", start=start, end=end)
+    quality = route_rows(services, "model_quality", start=start, end=end)
+    comparison = route_rows(services, "model_comparison", start=start, end=end)
+    scores = route_rows(services, "score_drift", start=start, end=end)
     return ModelQualityReport(
         as_of=quality[0]["as_of"] if quality else None,
         rows=[ModelQualityRow.model_validate(r) for r in quality],
@@ -71,7 +61,7 @@ def feature_drift(
     _: AnalystDep, services: ServicesDep, day: Day = None, model_version: Version = None
 ) -> DriftReport:
     """One day's PSI and missing share per feature against a model's training reference."""
-    rows = _rows(services, "feature_drift", day=day, model_version=model_version)
+    rows = route_rows(services, "feature_drift", day=day, model_version=model_version)
     settings = services.settings.modelops
     return DriftReport(
         day=rows[0]["day"] if rows else day,

@@ -50,7 +50,7 @@ def _reports(settings: Settings) -> list[tuple[str, Path]]:
     return found
 
 
-def reference_rows(version: str, reference: dict[str, Any]) -> list[tuple[Any, ...]]:
+def table_rows(version: str, reference: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The table's rows (without ``_loaded_at``) for one version's reference."""
     rows: list[tuple[Any, ...]] = []
     for column in reference.get("columns", []):
@@ -95,7 +95,7 @@ def load_references(settings: Settings, con: duckdb.DuckDBPyConnection) -> int:
             logger.warning("skipping the reference of v%s (%s): %s", version, path, exc)
             continue
         if reference:
-            rows.extend(reference_rows(version, reference))
+            rows.extend(table_rows(version, reference))
     now = datetime.now(UTC).replace(tzinfo=None)
     names = [name for name, _ in _COLUMNS]
     con.execute("begin")

@@ -9,7 +9,7 @@ import duckdb
 
 from shopsentry.config import Settings
 from shopsentry.models.scorer import models_dir
-from shopsentry.warehouse.model_reference import REFERENCE_TABLE, load_references, reference_rows
+from shopsentry.warehouse.model_reference import REFERENCE_TABLE, load_references, table_rows
 
 REFERENCE = {
     "bins": 10,
@@ -24,7 +24,7 @@ REFERENCE = {
 
 
 def test_bins_become_half_open_ranges_with_open_ends() -> None:
-    rows = reference_rows("3", REFERENCE)
+    rows = table_rows("3", REFERENCE)
     amount = [r for r in rows if r[2] == "amount"]
     assert [(r[3], r[4], r[5], r[6]) for r in amount] == [
         (0, None, 10.0, 0.2),
