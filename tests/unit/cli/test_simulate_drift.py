@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from tests.unit.cli.test_cli_edges import run_main
+from tests.unit.cli.test_cli_edges import _isolated, run_main
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("SHOPSENTRY_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("SHOPSENTRY_DATA_DIR", str(tmp_path / "data"))
+__all__ = ["_isolated"]  # the edges' autouse fixture: no SHOPSENTRY_* leaks in
 
 
 def _amounts(out: Path, after: str) -> tuple[float, float]:
