@@ -232,8 +232,8 @@ def main() -> None:
         )
     lines += [
         "",
-        "The seed's peak is 3,000 events/hour (0.83/s): one server process has orders of magnitude"
-        " of headroom; batching amortises the per-request flush.",
+        "The design's peak is 3,000 events/hour (0.83/s): one server process has orders of"
+        " magnitude of headroom; batching amortises the per-request flush.",
     ]
     (RESULTS / "bench_api.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

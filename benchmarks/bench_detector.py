@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rates", default="0.8333,100,1000,3000,6000", help="--sweep rates")
     parser.add_argument(
-        "--peak-duration", type=float, default=60.0, help="seconds at the seed's peak"
+        "--peak-duration", type=float, default=60.0, help="seconds at the design's peak"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--profile", action="store_true")

@@ -6,7 +6,7 @@ Measures, in one process:
 
 - the training history: ``--days`` of natural activity for ``--users`` users, split into
   generation (numpy columns, fraud incidents, sort) and rendering + writing Parquet;
-- the seed's peak hour: 3,000 events/hour for one hour, generated and rendered (what
+- the design's peak hour: 3,000 events/hour for one hour, generated and rendered (what
   ``shopsentry simulate --rate 3000/h --duration 1h --as-fast-as-possible`` does before
   producing to the log).
 

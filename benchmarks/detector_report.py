@@ -275,7 +275,7 @@ def _tail(data: dict[str, Any], lines: list[str]) -> None:
                 f"| {run['date']} | {run['load_average_at_start']} | " + " | ".join(cells) + " |"
             )
         lines.append("")
-    lines += ["Seed design for comparison: 3.125 events/s per worker and 320 ms end to end.", ""]
+    lines += ["The design, for comparison: 3.125 events/s per worker and 320 ms end to end.", ""]
 
 
 def per_100k(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Settings for every part of shopsentry, with the seed design's numbers as defaults.
+"""Settings for every part of shopsentry, with the design's numbers as defaults.
 
 Only entry points (the CLI, the API app factory, DAG files) build a :class:`Settings`
 from the environment; library code receives the object it needs. Environment variables
@@ -36,7 +36,7 @@ class _Frozen(BaseModel):
 
 
 class TopicSettings(_Frozen):
-    """One topic as the seed specifies it (Component 1 and section 6)."""
+    """One topic as the design specifies it (Component 1 and section 6)."""
 
     name: str
     partitions: int = Field(ge=1, le=1024)
@@ -139,7 +139,7 @@ class ChallengerSettings(_Frozen):
 
 
 class DetectorSettings(_Frozen):
-    """The hot path (seed Flow 1 and section 3, step 5)."""
+    """The hot path (the design's Flow 1 and section 3, step 5)."""
 
     group_id: str = "fraud-detector"
     workers: int = Field(default=2, ge=1, le=64)
@@ -199,7 +199,7 @@ class LiveGateSettings(_Frozen):
 
 
 class ModelSettings(_Frozen):
-    """Model platform (seed Component 4: XGBoost, threshold 0.7, weekly retraining)."""
+    """Model platform (the design's Component 4: XGBoost, threshold 0.7, weekly retraining)."""
 
     name: str = "shopsentry-fraud"
     tracking_uri: str | None = None  # None: sqlite under the data dir
@@ -218,7 +218,7 @@ class WarehouseSettings(_Frozen):
 
 
 class LoadSettings(_Frozen):
-    """Seed section 3: the load the system is sized for."""
+    """The design, section 3: the load the system is sized for."""
 
     expected_per_hour: float = Field(default=1000, gt=0)
     peak_per_hour: float = Field(default=3000, gt=0)
@@ -228,7 +228,7 @@ class LoadSettings(_Frozen):
 
 
 class SloSettings(_Frozen):
-    """Seed section 4, Component 5: the thresholds alerts fire on."""
+    """The design, section 4, Component 5: the thresholds alerts fire on."""
 
     end_to_end_ms: float = 500
     prediction_p95_ms: float = 300

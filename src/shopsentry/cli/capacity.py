@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from shopsentry.monitoring.capacity import (
-            SEED_STAGES,
+            DESIGN_STAGES,
             merge_stages,
             parse_stage,
             plan,
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         capacity_plan = plan(
             parse_rate(rate) if rate else load.expected_per_hour / 3600.0,
             parse_rate(peak) if peak else load.peak_per_hour / 3600.0,
-            merge_stages(SEED_STAGES, [parse_stage(s) for s in stage or []]),
+            merge_stages(DESIGN_STAGES, [parse_stage(s) for s in stage or []]),
             safety_factor=load.safety_factor,
             outage_s=load.outage_minutes * 60.0,
             partitions=settings.topics.purchase_events.partitions,

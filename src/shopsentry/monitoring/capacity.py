@@ -33,8 +33,8 @@ class Stage:
         return self.ms / 1000.0
 
 
-# Seed section 3, step 2 (Flow 1 without the 50 ms client hop, which is outside the system).
-SEED_STAGES: tuple[Stage, ...] = (
+# The design, section 3, step 2 (Flow 1 without the 50 ms client hop, which is outside the system).
+DESIGN_STAGES: tuple[Stage, ...] = (
     Stage("ingestion", 10.0),
     Stage("stream_processing", 100.0),
     Stage("ml_inference", 200.0),
@@ -160,7 +160,7 @@ def _fmt(value: float) -> str:
 def plan(
     expected_per_s: float,
     peak_per_s: float,
-    stages: tuple[Stage, ...] = SEED_STAGES,
+    stages: tuple[Stage, ...] = DESIGN_STAGES,
     *,
     safety_factor: float = 5.0,
     outage_s: float = 1200.0,
@@ -218,7 +218,7 @@ def plan(
     )
 
 
-# --- Seed section 5: the scaling path ------------------------------------------------
+# --- The design, section 5: the scaling path ------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from shopsentry.config import Settings
 
 # The design's Component-5 metrics as exposed (family name → Prometheus type).
-SEED_METRICS: dict[str, str] = {
+DESIGN_METRICS: dict[str, str] = {
     "shopsentry_events_processed_total": "counter",
     "shopsentry_decisions_total": "counter",
     "shopsentry_alerts_total": "counter",
@@ -132,7 +132,7 @@ class DagRunsCollector(Collector):
 
 
 def query_duration_histogram(registry: CollectorRegistry) -> Histogram:
-    """``shopsentry_query_duration_seconds{query}`` in ``registry`` (seed: p95 < 30 s)."""
+    """``shopsentry_query_duration_seconds{query}`` in ``registry`` (the design: p95 < 30 s)."""
     return Histogram(
         "shopsentry_query_duration_seconds",
         "Warehouse query time by named query.",

@@ -1,6 +1,6 @@
 """hourly_etl: event log → RAW → dbt build of what changed → data-quality checks.
 
-The seed's Flow 2 (every hour). Three steps, each a function so the Airflow DAG can run
+The design's Flow 2 (every hour). Three steps, each a function so the Airflow DAG can run
 them as separate tasks with their own retries:
 
 1. :func:`extract_load` drains the log (or loads a history directory, for a backfill)
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # The hourly build: everything but the ML training set (built weekly) and without the
 # YAML unit tests (they test model logic, not data; CI runs them).
 HOURLY_SELECTION = ["--exclude", "tag:ml", "--exclude-resource-type", "unit_test"]
-# Sources the seed expects to move every hour.
+# Sources the design expects to move every hour.
 FRESHNESS_SOURCES = ["source:raw.purchase_events", "source:raw.user_behavior"]
 
 

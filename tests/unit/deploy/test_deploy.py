@@ -19,7 +19,7 @@ import yaml
 from tests.conftest import REPO, require
 
 from shopsentry.config import Settings
-from shopsentry.monitoring.metrics import SEED_METRICS
+from shopsentry.monitoring.metrics import DESIGN_METRICS
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -199,7 +199,7 @@ def test_dashboard_panels_are_wired_to_the_provisioned_datasource(
         assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
 
 
-def test_dashboard_shows_every_seed_metric_and_only_real_ones(dashboard: dict[str, Any]) -> None:
+def test_dashboard_shows_every_design_metric_and_only_real_ones(dashboard: dict[str, Any]) -> None:
     used = {
         _family(sample)
         for panel in _panels(dashboard)
@@ -208,8 +208,8 @@ def test_dashboard_shows_every_seed_metric_and_only_real_ones(dashboard: dict[st
     }
     defined = _defined_metric_families()
     assert used <= defined, f"dashboard queries undefined metrics: {sorted(used - defined)}"
-    seed = {_family(name) for name in SEED_METRICS}
-    assert seed <= used, f"seed metrics without a panel: {sorted(seed - used)}"
+    seed = {_family(name) for name in DESIGN_METRICS}
+    assert seed <= used, f"the design's metrics without a panel: {sorted(seed - used)}"
 
 
 def _promtool() -> str:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from shopsentry.cli import app
 from shopsentry.errors import ConfigError
 from shopsentry.monitoring.capacity import (
-    SEED_STAGES,
+    DESIGN_STAGES,
     Stage,
     merge_stages,
     parse_stage,
@@ -57,7 +57,7 @@ def test_heavier_load_needs_more_workers_and_partitions() -> None:
 
 
 def test_stage_overrides_change_w() -> None:
-    stages = merge_stages(SEED_STAGES, [parse_stage("ml_inference=2"), parse_stage("cache=3ms")])
+    stages = merge_stages(DESIGN_STAGES, [parse_stage("ml_inference=2"), parse_stage("cache=3ms")])
     assert [s.name for s in stages][-1] == "cache"
     p = plan(1000 / 3600, 3000 / 3600, stages)
     assert p.w_s == pytest.approx((10 + 100 + 2 + 10 + 3) / 1000)

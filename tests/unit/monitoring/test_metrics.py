@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from shopsentry.config import Settings
 from shopsentry.monitoring.metrics import (
-    SEED_METRICS,
+    DESIGN_METRICS,
     DagRunsCollector,
     dag_run_counts,
     query_duration_histogram,
@@ -37,4 +37,4 @@ def test_query_histogram_has_the_catalogued_name() -> None:
     query_duration_histogram(registry).labels("daily_sales").observe(0.2)
     samples = parse_metrics(generate_latest(registry).decode())
     assert samples[("shopsentry_query_duration_seconds_count", (("query", "daily_sales"),))] == 1
-    assert SEED_METRICS["shopsentry_query_duration_seconds"] == "histogram"
+    assert DESIGN_METRICS["shopsentry_query_duration_seconds"] == "histogram"

@@ -57,7 +57,7 @@ select
     reviewed_alerts,
     review_confirmed,
     review_false_positives,
-    -- Seed target: false positive rate < 5%, measured on the alerts analysts reviewed.
+    -- The design's target: false positive rate < 5%, measured on the alerts analysts reviewed.
     {{ safe_divide('review_false_positives', 'reviewed_alerts') }} as false_positive_rate,
     {{ safe_divide('review_confirmed', 'reviewed_alerts') }} as review_precision,
     loss_prevented,
