@@ -150,8 +150,17 @@ def observe_entity_purchase(state: EntityState, user: str, amount: float, ts: fl
     _add(state.days, int(ts // DAY_S), amount, 30)
     users = state.users
     seen = users.get(user)
-    if seen is None or seen <= ts:
-        remember(users, user, ts, MAX_USERS)
+    if seen is not None and seen > ts:
+        return  # this user is already known from a later purchase
+    if not users or ts >= users[next(reversed(users))]:
+        remember(users, user, ts, MAX_USERS)  # in time order: the common case
+        return
+    # Applied late (another worker's batch, a backlog drained by several workers): keep
+    # the users in time order, so the state is the same whatever order deltas came in.
+    users[user] = ts
+    ordered = sorted(users.items(), key=lambda item: item[1])[-MAX_USERS:]
+    users.clear()
+    users.update(ordered)
 
 
 def observe_entity_label(
@@ -166,8 +175,8 @@ def observe_entity_label(
     if event_id in frauds:
         return
     frauds[event_id] = [purchase_ts, known_at]
-    if len(frauds) > MAX_FRAUDS:
-        del frauds[next(iter(frauds))]
+    if len(frauds) > MAX_FRAUDS:  # forget the earliest known (whatever order labels came in)
+        del frauds[min(frauds, key=lambda key: frauds[key][1])]
 
 
 def _values(state: EntityState, user: str, ts: float) -> list[float]:
@@ -177,12 +186,16 @@ def _values(state: EntityState, user: str, ts: float) -> list[float]:
     for index, n, amount in reversed(state.hours):
         if index < since:
             break
+        if index > hour:
+            continue  # after this purchase (a worker ahead in a backlog): not yet
         n1 += n
         a1 += amount
     n7 = a7 = n30 = a30 = 0.0
     for index, n, amount in reversed(state.days):
         if index < day - 29:
             break
+        if index > day:
+            continue
         n30 += n
         a30 += amount
         if index >= day - 6:
@@ -193,7 +206,7 @@ def _values(state: EntityState, user: str, ts: float) -> list[float]:
         age = ts - state.users[other]
         if age >= 7 * DAY_S:
             break
-        if other == user:
+        if other == user or age < 0:
             continue
         u7 += 1
         if age < DAY_S:
