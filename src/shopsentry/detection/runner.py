@@ -11,6 +11,11 @@ therefore never ends the group. Only a terminal error (bad configuration, no cha
 model: :data:`EXIT_TERMINAL`) or a clean stop (``--max-events``, ``--exit-when-idle``)
 ends a worker for good. SIGTERM / SIGINT are forwarded as SIGTERM: each worker finishes
 its batch, commits and leaves the group; a second signal kills.
+
+Beside the workers runs one more supervised child, the label consumer
+(:mod:`shopsentry.features.entity_labels`): chargebacks and analyst reviews into the
+entity state while the detector runs, restarted with the same backoff. It has no end of
+its own; it is stopped when the last worker has ended for good.
 """
 
 from __future__ import annotations
@@ -90,19 +95,59 @@ EXIT_TERMINAL = 3  # a worker's exit code for an error retrying cannot cure: not
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a retryable error ended the worker; restarted
 
 
-def worker_main(settings: Settings, options: WorkerOptions, log_level: int, results: Any) -> None:
-    """Entry point of one worker process. A shopsentry error ends it with one line and an
-    exit code saying whether a restart can help."""
+LABELS = -1  # the label consumer's slot index (workers are 0..N-1)
+
+
+def _child_name(index: int) -> str:
+    return "the label consumer" if index == LABELS else f"worker {index}"
+
+
+def _exit_on_error(index: int, log_level: int, body: Callable[[], Any]) -> Any:
+    """Run a child process's body; a shopsentry error ends the process with one line
+    and an exit code saying whether a restart can help."""
     logging.basicConfig(
         level=log_level,
-        format=f"%(asctime)s %(levelname)s worker-{options.index} %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {'labels' if index == LABELS else f'worker-{index}'}"
+        " %(name)s: %(message)s",
     )
     try:
-        summary = _run_worker(settings, options)
+        return body()
     except ShopsentryError as exc:
-        logger.error("worker %d stopped: %s", options.index, exc.one_line())
+        logger.error("%s stopped: %s", _child_name(index), exc.one_line())
         sys.exit(EXIT_TRANSIENT if exc.retryable else EXIT_TERMINAL)
+
+
+def worker_main(settings: Settings, options: WorkerOptions, log_level: int, results: Any) -> None:
+    """Entry point of one worker process (exit codes: :func:`_exit_on_error`)."""
+    summary = _exit_on_error(options.index, log_level, lambda: _run_worker(settings, options))
     results.put(asdict(summary))
+
+
+def labels_main(settings: Settings, log_level: int) -> None:
+    """Entry point of the label consumer's process: runs until SIGTERM."""
+    _exit_on_error(LABELS, log_level, lambda: _run_labels(settings))
+
+
+def _run_labels(settings: Settings) -> None:
+    from shopsentry.bus import open_log
+    from shopsentry.features.entity_labels import label_runtime
+    from shopsentry.features.entity_store import open_entity_store
+
+    log = open_log(settings)
+    store = open_entity_store(settings)
+    runtime = label_runtime(settings, log, store)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("label consumer: signal %d, finishing the batch", signum)
+        runtime.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        runtime.run()
+    finally:
+        store.close()
+        log.close()
 
 
 def _run_worker(settings: Settings, options: WorkerOptions) -> WorkerSummary:
@@ -159,15 +204,18 @@ class Supervisor:
         *,
         log_level: int = logging.WARNING,
         clock: Callable[[], float] = time.monotonic,
+        labels: bool = True,
     ) -> None:
         self.settings = settings
         self.workers = workers
+        self.labels = labels  # also run the label consumer (feeds the entity fraud features)
         self._clock = clock
         self.template = options or WorkerOptions()
         self.log_level = log_level
         self._ctx = multiprocessing.get_context("spawn")
         self._results: Any = self._ctx.Queue()
         self._slots: list[_Slot] = []
+        self._labels: _Slot | None = None
         self.summaries: dict[int, WorkerSummary] = {}
         self.deaths: list[tuple[int, int]] = []  # (index, exit code) of each worker that died
         self._stopping = False
@@ -183,18 +231,34 @@ class Supervisor:
         return replace(t, index=index, metrics_port=port, latency_samples=samples)
 
     def _spawn(self, index: int) -> Any:
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(self.settings, self.options_for(index), self.log_level, self._results),
-            name=f"detector-{index}",
-        )
+        if index == LABELS:
+            target: Callable[..., None] = labels_main
+            args: tuple[Any, ...] = (self.settings, self.log_level)
+        else:
+            target = worker_main
+            args = (self.settings, self.options_for(index), self.log_level, self._results)
+        process = self._ctx.Process(target=target, args=args, name=f"detector-{index}")
         process.start()
-        logger.info("started worker %d (pid %s)", index, process.pid)
+        logger.info("started %s (pid %s)", _child_name(index), process.pid)
         return process
 
     def start(self) -> None:
         for index in range(self.workers):
             self._slots.append(_Slot(self._spawn(index), self._clock()))
+        if self.labels:
+            self._labels = _Slot(self._spawn(LABELS), self._clock())
+
+    @property
+    def label_process(self) -> Any:
+        """The label consumer's current process (None: not run)."""
+        return None if self._labels is None else self._labels.process
+
+    def _children(self) -> list[tuple[int, _Slot]]:
+        """Every supervised slot: the workers, then the label consumer."""
+        children = list(enumerate(self._slots))
+        if self._labels is not None:
+            children.append((LABELS, self._labels))
+        return children
 
     @property
     def processes(self) -> list[Any]:
@@ -212,7 +276,7 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         self._stopping = True
-        for slot in self._slots:
+        for _, slot in self._children():
             slot.restart_at = None
             if slot.process.is_alive() and slot.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -221,9 +285,9 @@ class Supervisor:
     def kill(self) -> None:
         with self._lock:
             self._stopping = True
-            for process in self.processes:
-                if process.is_alive():
-                    process.kill()
+            for _, slot in self._children():
+                if slot.process.is_alive():
+                    slot.process.kill()
 
     def _drain_results(self) -> None:
         while True:
@@ -242,7 +306,7 @@ class Supervisor:
     def _poll(self) -> list[WorkerStatus]:
         self._drain_results()
         now = self._clock()
-        for index, slot in enumerate(self._slots):
+        for index, slot in self._children():
             if slot.final:
                 continue
             if slot.restart_at is None and slot.process.exitcode is not None:
@@ -252,6 +316,7 @@ class Supervisor:
                 slot.restarts += 1
                 slot.process = self._spawn(index)
                 slot.started = now
+        self._stop_labels_after_workers()
         return [
             WorkerStatus(
                 index,
@@ -264,8 +329,25 @@ class Supervisor:
             for index, slot in enumerate(self._slots)
         ]
 
+    def _stop_labels_after_workers(self) -> None:
+        """The label consumer serves the workers: once every worker has ended for good
+        (a clean stop, a terminal error), ask it to finish its batch and stop."""
+        labels = self._labels
+        if labels is None or labels.final or labels.stopped:
+            return
+        if not self._slots or not all(slot.final for slot in self._slots):
+            return
+        labels.stopped = True
+        labels.restart_at = None
+        if labels.process.is_alive() and labels.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(labels.process.pid, signal.SIGTERM)
+
     def _ended(self, index: int, slot: _Slot, now: float) -> None:
         code = slot.process.exitcode
+        if slot.stopped and index == LABELS:
+            slot.final = True  # stopped after the last worker ended
+            return
         if self._stopping and code == -signal.SIGTERM:
             slot.final = slot.stopped = True  # our stop reached it before its handler
             return
@@ -275,7 +357,7 @@ class Supervisor:
             slot.final = True
             if code not in (0, None):
                 logger.error(
-                    "worker %d (pid %s) ended (exit code %s)", index, slot.process.pid, code
+                    "%s (pid %s) ended (exit code %s)", _child_name(index), slot.process.pid, code
                 )
             return
         d = self.settings.detector
@@ -287,19 +369,20 @@ class Supervisor:
         slot.restart_at = now + delay
         alive = sum(p.is_alive() for p in self.processes)
         logger.error(
-            "worker %d (pid %s) died (exit code %s); restarting it in %.1fs; "
-            "%d worker(s) take over its partitions meanwhile",
-            index,
+            "%s (pid %s) died (exit code %s); restarting it in %.1fs; %s",
+            _child_name(index),
             slot.process.pid,
             code,
             delay,
-            alive,
+            "labels wait in the log meanwhile"
+            if index == LABELS
+            else f"{alive} worker(s) take over its partitions meanwhile",
         )
 
     def _running(self) -> bool:
         return any(
             slot.process.is_alive() or (slot.restart_at is not None and not self._stopping)
-            for slot in self._slots
+            for _, slot in self._children()
         )
 
     def wait(self, timeout: float | None = None, interval: float = 0.2) -> list[WorkerStatus]:
@@ -311,8 +394,8 @@ class Supervisor:
                 break
             time.sleep(interval)
             self.poll()
-        for process in self.processes:
-            process.join(timeout=0.1)
+        for _, slot in self._children():
+            slot.process.join(timeout=0.1)
         time.sleep(0.05)  # let queue feeder threads deliver the last summaries
         return self.poll()
 

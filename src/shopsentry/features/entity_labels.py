@@ -3,15 +3,23 @@ features current between retrains.
 
 The detector reads ``fraud-labels`` (chargebacks, the simulator's ground truth) and
 ``alert-reviews`` (analyst verdicts) in a consumer group of its own
-(``<detector group>-labels``). :func:`labels_of` turns a polled batch into
-:class:`~shopsentry.features.offline.KnownLabel` deltas (a pure function);
-:func:`run_label_consumer` applies them to the entity store and only then commits, so a
-crash redelivers labels, which the store applies idempotently. A label counts in a
-feature only from its ``known_at`` on (the feature reads filter on it), so a label that
-arrives early — a backlog replayed — cannot leak into an earlier decision.
+(``<detector group>-labels``), as a handler on the stream runtime
+(:mod:`shopsentry.stream`, ``docs/stream.md``): :class:`LabelHandler` turns a polled
+batch into :class:`~shopsentry.features.offline.KnownLabel` deltas (it computes only),
+and :class:`~shopsentry.features.entity_store.EntityLabelSink` applies them to the entity
+store together with the positions they reach, in one atomic, fenced write. So:
 
-This is a small consumer of its own because the shared stream runtime was not on main
-when it was written; it is one handler's worth of logic, ready to move onto it.
+- a label counts once: a redelivery below the stored position is skipped by the runtime,
+  and applying a label twice changes nothing anyway (it is keyed by the purchase's
+  ``event_id`` in each entity's fraud list);
+- a label never counts before its ``known_at``: the feature reads filter on it, so a
+  label that arrives early (a backlog replayed) cannot leak into an earlier decision;
+- the positions live with the entity state, not only in the group's committed offsets:
+  after a crash the consumer resumes where the state says it is.
+
+A record that is not a label or a review is logged (rate-limited, with topic, partition
+and offset) and skipped: the label consumer produces nothing, so it has no dead-letter
+output whose loss a crash could cause.
 """
 
 from __future__ import annotations
@@ -21,17 +29,27 @@ import threading
 from collections.abc import Sequence
 
 from shopsentry.bus.base import EventLog, Record
+from shopsentry.config import Settings
 from shopsentry.errors import InvalidEvent
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import Label, Review
-from shopsentry.features.entity_store import EntityStore
+from shopsentry.features.entity_store import EntityLabelSink, EntityStore
 from shopsentry.features.offline import KnownLabel
+from shopsentry.stream.base import BatchResult, HandlerBase
+from shopsentry.stream.dead_letters import DeadLetterLog
+from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
 logger = logging.getLogger(__name__)
 
+# How long one idle poll blocks: bounds how fast a stop request is noticed.
+IDLE_POLL_S = 0.2
 
-def labels_of(records: Sequence[Record], reviews_topic: str) -> list[KnownLabel]:
-    """The label deltas in ``records`` (bad records are logged and skipped)."""
+
+def labels_of(
+    records: Sequence[Record], reviews_topic: str, bad: DeadLetterLog | None = None
+) -> list[KnownLabel]:
+    """The label deltas in ``records``; a bad record is noted in ``bad`` (or logged)
+    and skipped."""
     out: list[KnownLabel] = []
     for record in records:
         try:
@@ -48,33 +66,52 @@ def labels_of(records: Sequence[Record], reviews_topic: str) -> list[KnownLabel]
                 label: Label = decode_as("label", record.value)
                 out.append(KnownLabel(label.event_id, label.is_fraud, label.known_at.timestamp()))
         except InvalidEvent as exc:
-            logger.warning(
-                "skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
-            )
+            if bad is None:
+                logger.warning(
+                    "skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
+                )
+            else:
+                bad.note(record.topic, record.partition, record.offset, "decode", exc.one_line())
     return out
 
 
-def run_label_consumer(
+class LabelHandler(HandlerBase):
+    """Labels and reviews → entity-store label deltas (the sink applies them)."""
+
+    def __init__(self, reviews_topic: str) -> None:
+        self.reviews_topic = reviews_topic
+        self.bad = DeadLetterLog(logger)
+        self.labels = 0  # labels handed to the sink so far
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        labels = labels_of(records, self.reviews_topic, self.bad)
+        self.labels += len(labels)
+        return BatchResult(changes=labels)
+
+
+def label_group(settings: Settings) -> str:
+    """The label consumer's group: the detector's group with ``-labels``."""
+    return f"{settings.detector.group_id}-labels"
+
+
+def label_runtime(
+    settings: Settings,
     log: EventLog,
     store: EntityStore,
     *,
-    group_id: str,
-    labels_topic: str,
-    reviews_topic: str,
-    stop: threading.Event,
-    max_records: int = 500,
-) -> int:
-    """Apply labels and reviews to ``store`` until ``stop`` is set; returns how many
-    labels found their purchase."""
-    consumer = log.consumer(group_id, [labels_topic, reviews_topic])
-    applied = 0
-    try:
-        while not stop.is_set():
-            records = consumer.poll(max_records=max_records, timeout=0.5)
-            if not records:
-                continue
-            applied += store.apply_labels(labels_of(records, reviews_topic))
-            consumer.commit()  # after the store: a crash redelivers, applied idempotently
-    finally:
-        consumer.close()
-    return applied
+    stop: threading.Event | None = None,
+) -> StreamRuntime:
+    """The label consumer: :class:`LabelHandler` into ``store`` on the stream runtime."""
+    t, d = settings.topics, settings.detector
+    config = RuntimeConfig(
+        group_id=label_group(settings),
+        topics=(t.labels.name, t.reviews.name),
+        client_id="detector-labels",
+        batch_max_records=d.batch_max_records,
+        batch_max_wait_ms=d.batch_max_wait_ms,
+        idle_poll_s=IDLE_POLL_S,
+        produces=False,
+    )
+    return StreamRuntime(
+        log, config, LabelHandler(t.reviews.name), EntityLabelSink(store), stop=stop
+    )

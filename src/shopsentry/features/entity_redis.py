@@ -17,8 +17,15 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from shopsentry.bus.base import TopicPartition
 from shopsentry.features.entity import EntityState
-from shopsentry.features.entity_store import EntityPurchase, EntityStoreUnavailable, apply_all
+from shopsentry.features.entity_store import (
+    EntityPurchase,
+    EntityStoreUnavailable,
+    LabelPositions,
+    apply_all,
+    position_key,
+)
 
 if TYPE_CHECKING:
     from shopsentry.features.offline import KnownLabel
@@ -60,11 +67,22 @@ class RedisEntityStore:
         values = self._call(self._client.mget, [f"{self.prefix}e:{k}" for k in keys])
         return {k: EntityState.from_bytes(v) for k, v in zip(keys, values, strict=True)}
 
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        if not tps:
+            return {}
+        values = self._call(self._client.mget, [self.prefix + position_key(tp) for tp in tps])
+        return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
+
     def _transaction(
-        self, purchases: Sequence[EntityPurchase], labels: Sequence[KnownLabel]
+        self,
+        purchases: Sequence[EntityPurchase],
+        labels: Sequence[KnownLabel],
+        at: LabelPositions | None = None,
     ) -> int:
         prefix = self.prefix
-        watched = [f"{prefix}p:{p.event_id}" for p in purchases]
+        tps = {*at.reached, *at.started} if at is not None else set()
+        watched = [prefix + position_key(tp) for tp in sorted(tps)]
+        watched += [f"{prefix}p:{p.event_id}" for p in purchases]
         watched += [f"{prefix}l:{p.event_id}" for p in purchases]
         watched += [f"{prefix}e:{k}" for p in purchases for k in p.keys]
         watched += [f"{prefix}p:{lb.event_id}" for lb in labels]
@@ -89,9 +107,12 @@ class RedisEntityStore:
                         seen[full] = value
                         return value
 
-                    writes, deletes, done = apply_all(get, purchases, labels)
+                    writes, deletes, done = apply_all(get, purchases, labels, at)
                     pipe.multi()
                     for key, value in writes.items():
+                        if key.startswith("q:"):  # a position: kept while the group lives
+                            pipe.set(prefix + key, value)
+                            continue
                         ttl = MARKER_TTL_S if key.startswith(("p:", "l:")) else ENTITY_TTL_S
                         pipe.set(prefix + key, value, ex=ttl)
                     if deletes:
@@ -111,10 +132,10 @@ class RedisEntityStore:
             return 0
         return int(self._call(self._transaction, purchases, ()))
 
-    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
-        if not labels:
+    def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
+        if not labels and at is None:
             return 0
-        return int(self._call(self._transaction, (), labels))
+        return int(self._call(self._transaction, (), labels, at))
 
     def close(self) -> None:
         self._client.close()

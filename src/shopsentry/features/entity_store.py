@@ -12,7 +12,10 @@ earlier:
   applying and committing its offsets, counts nothing twice;
 - a label is applied to the entities of its purchase, keyed by the purchase's
   ``event_id`` in each entity's fraud list (idempotent too). A label that arrives before
-  its purchase was applied waits (``pending``) and is applied with the purchase.
+  its purchase was applied waits (``pending``) and is applied with the purchase;
+- the label consumer's positions (the next offset to read of ``fraud-labels`` and
+  ``alert-reviews``) are written in the same atomic step as the labels they applied, and
+  fenced like every sink of the stream runtime (:class:`EntityLabelSink`).
 
 Backends (same ``settings.state.backend`` switch as the per-user state):
 :class:`LmdbEntityStore` (an LMDB environment of its own under the state directory: one
@@ -24,19 +27,33 @@ writer at a time across processes, so a write transaction is the atomic step) an
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from shopsentry.bus.base import TopicPartition
 from shopsentry.errors import TransientError
 from shopsentry.features.entity import EntityState, observe_entity_label, observe_entity_purchase
+from shopsentry.stream.base import check_fence
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
     from shopsentry.features.offline import KnownLabel
+    from shopsentry.stream.base import Checkpoint, Output
+
+Positions = Mapping[TopicPartition, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPositions:
+    """Where the label consumer's batch ends (``reached``: written with its labels) and
+    where it started (``started``: the fence, refused if the store is beyond it)."""
+
+    reached: Positions
+    started: Positions
 
 
 class EntityStoreUnavailable(TransientError):
@@ -65,12 +82,37 @@ class EntityStore(Protocol):
         """Apply each purchase not applied before; returns how many were new."""
         ...
 
-    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
+    def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
         """Apply each label to its purchase's entities; returns how many found their
-        purchase (the others wait for it)."""
+        purchase (the others wait for it). ``at.reached`` (the label consumer's next
+        offsets) is written in the same atomic step; raise ``StateFenced``, writing
+        nothing, if a stored position is beyond ``at.started``."""
+        ...
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The label consumer's stored next offset per partition (absent: none)."""
         ...
 
     def close(self) -> None: ...
+
+
+class EntityLabelSink:
+    """The entity store as the label consumer's sink on the stream runtime: the labels
+    and the positions they reach in one atomic, fenced write. The label consumer
+    produces nothing, so its outbox is always empty."""
+
+    def __init__(self, store: EntityStore) -> None:
+        self.store = store
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return self.store.positions(tps)
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        at = LabelPositions(checkpoint.positions, checkpoint.expected)
+        self.store.apply_labels(checkpoint.changes or (), at)
+
+    def outbox(self, tps: Sequence[TopicPartition]) -> list[Output]:
+        return []
 
 
 # -- the deltas, on any key-value view of the store ------------------------------------
@@ -126,15 +168,38 @@ class _Txn:
         return self.writes
 
 
+def position_key(tp: TopicPartition) -> str:
+    """The store key of the label consumer's position in ``tp``."""
+    return f"q:{tp.topic}:{tp.partition}"
+
+
+def read_positions(get: Get, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    out: dict[TopicPartition, int] = {}
+    for tp in tps:
+        raw = get(position_key(tp))
+        if raw is not None:
+            out[tp] = int(raw)
+    return out
+
+
 def apply_all(
-    get: Get, purchases: Iterable[EntityPurchase], labels: Iterable[KnownLabel]
+    get: Get,
+    purchases: Iterable[EntityPurchase],
+    labels: Iterable[KnownLabel],
+    at: LabelPositions | None = None,
 ) -> tuple[dict[str, bytes], list[str], int]:
-    """The writes and deletes that apply ``purchases`` and ``labels`` to the view
-    ``get``, and how many of them took effect."""
+    """The writes and deletes that apply ``purchases`` and ``labels`` (and store the
+    label consumer's positions ``at``) to the view ``get``, and how many of them took
+    effect. Fenced: ``StateFenced`` if a stored position is beyond ``at.started``."""
+    if at is not None and at.started:
+        check_fence(read_positions(get, at.started), at.started, "the entity store")
     txn = _Txn(get)
     done = sum(txn.purchase(p) for p in purchases)
     done += sum(txn.label(lb.event_id, lb.is_fraud, lb.known_at) for lb in labels)
-    return txn.finish(), txn.deletes, done
+    writes = txn.finish()
+    for tp, position in (at.reached if at is not None else {}).items():
+        writes[position_key(tp)] = str(position).encode()
+    return writes, txn.deletes, done
 
 
 # -- LMDB ------------------------------------------------------------------------------
@@ -170,15 +235,26 @@ class LmdbEntityStore:
         with self._env.begin() as txn:
             return {k: EntityState.from_bytes(txn.get(("e:" + k).encode())) for k in keys}
 
-    def _write(self, purchases: Sequence[EntityPurchase], labels: Sequence[KnownLabel]) -> int:
+    def _get(self, txn: Any) -> Get:
+        def get(key: str) -> bytes | None:
+            value = txn.get(key.encode())
+            return None if value is None else bytes(value)
+
+        return get
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        with self._env.begin() as txn:
+            return read_positions(self._get(txn), tps)
+
+    def _write(
+        self,
+        purchases: Sequence[EntityPurchase],
+        labels: Sequence[KnownLabel],
+        at: LabelPositions | None = None,
+    ) -> int:
         try:
             with self._env.begin(write=True) as txn:
-
-                def get(key: str) -> bytes | None:
-                    value = txn.get(key.encode())
-                    return None if value is None else bytes(value)
-
-                writes, deletes, done = apply_all(get, purchases, labels)
+                writes, deletes, done = apply_all(self._get(txn), purchases, labels, at)
                 for key, value in writes.items():
                     txn.put(key.encode(), value)
                 for key in deletes:
@@ -186,7 +262,7 @@ class LmdbEntityStore:
             return done
         except self._lmdb.MapFullError:
             self._env.set_mapsize(self._env.info()["map_size"] * 2)
-            return self._write(purchases, labels)
+            return self._write(purchases, labels, at)
         except self._lmdb.Error as exc:
             raise EntityStoreUnavailable(
                 f"entity store write failed: {exc}", hint="check the data dir's disk"
@@ -195,8 +271,8 @@ class LmdbEntityStore:
     def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
         return self._write(purchases, ()) if purchases else 0
 
-    def apply_labels(self, labels: Sequence[KnownLabel]) -> int:
-        return self._write((), labels) if labels else 0
+    def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
+        return self._write((), labels, at) if labels or at is not None else 0
 
     def close(self) -> None:
         with _LMDB_LOCK:

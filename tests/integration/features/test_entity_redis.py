@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from shopsentry.bus.base import TopicPartition
+from shopsentry.errors import StateFenced
 from shopsentry.features.entity_redis import RedisEntityStore
-from shopsentry.features.entity_store import EntityPurchase, EntityStoreUnavailable
+from shopsentry.features.entity_store import (
+    EntityPurchase,
+    EntityStoreUnavailable,
+    LabelPositions,
+)
 from shopsentry.features.offline import KnownLabel
 from tests.integration.fixtures.redis import start_redis
 
@@ -69,6 +75,21 @@ def test_labels_apply_to_their_purchase_entities(store: RedisEntityStore) -> Non
     store.apply_purchases([delta(5, "device:d1")])
     assert store.apply_labels([KnownLabel("ev-5", True, TS0 + 99)]) == 1
     assert list(store.load(["device:d1"])["device:d1"].frauds) == ["ev-5"]
+
+
+def test_label_positions_are_saved_with_the_labels_and_fenced(store: RedisEntityStore) -> None:
+    store.apply_purchases([delta(1)])
+    tp = TopicPartition("fraud-labels", 0)
+    label = KnownLabel("ev-1", True, TS0 + 60)
+    assert store.positions([tp]) == {}
+    store.apply_labels([], LabelPositions({tp: 4}, {tp: 0}))
+    with pytest.raises(StateFenced):  # another member went to 4 while this one was at 2
+        store.apply_labels([label], LabelPositions({tp: 3}, {tp: 2}))
+    assert store.positions([tp]) == {tp: 4}
+    assert store.load(["terminal:t1"])["terminal:t1"].frauds == {}
+    assert store.apply_labels([label], LabelPositions({tp: 5}, {tp: 4})) == 1
+    assert store.positions([tp]) == {tp: 5}
+    assert list(store.load(["terminal:t1"])["terminal:t1"].frauds) == ["ev-1"]
 
 
 def test_redis_down_is_a_clear_transient_error(tmp_path: Path) -> None:

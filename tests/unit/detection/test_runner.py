@@ -42,7 +42,9 @@ class Clock:
         return self.now
 
 
-def supervisor(workers: int = 1) -> tuple[Supervisor, Clock, list[FakeProcess]]:
+def supervisor(
+    workers: int = 1, *, labels: bool = False
+) -> tuple[Supervisor, Clock, list[FakeProcess]]:
     settings = Settings()
     settings = settings.model_copy(
         update={
@@ -56,7 +58,7 @@ def supervisor(workers: int = 1) -> tuple[Supervisor, Clock, list[FakeProcess]]:
         }
     )
     clock = Clock()
-    sup = Supervisor(settings, workers, clock=clock)
+    sup = Supervisor(settings, workers, clock=clock, labels=labels)
     spawned: list[FakeProcess] = []
 
     def spawn(index: int) -> FakeProcess:
@@ -152,3 +154,22 @@ def test_a_worker_ended_by_the_stop_signal_did_not_die() -> None:
     statuses = sup.wait(timeout=5, interval=0)
     assert [s.died for s in statuses] == [False, False]
     assert sup.deaths == []
+
+
+def test_the_label_consumer_is_restarted_like_a_worker_and_stopped_after_the_last() -> None:
+    sup, clock, spawned = supervisor(2, labels=True)
+    assert len(spawned) == 3 and sup.label_process is spawned[2]
+    spawned[2].exitcode = EXIT_TRANSIENT  # the label consumer died: restarted after 1 s
+    sup.poll()
+    clock.now += 1.0
+    sup.poll()
+    assert len(spawned) == 4 and sup.label_process is spawned[3]
+    assert [s.index for s in sup.poll()] == [0, 1]  # statuses are the workers'
+    spawned[3].pid = None  # type: ignore[assignment]  # no signal to a real process
+    spawned[0].exitcode = 0
+    spawned[1].exitcode = 0
+    sup.poll()
+    assert sup._labels is not None and sup._labels.stopped  # asked to stop
+    spawned[3].exitcode = -15
+    statuses = sup.wait(timeout=5, interval=0)
+    assert [s.exitcode for s in statuses] == [0, 0] and len(spawned) == 4
