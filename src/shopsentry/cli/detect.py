@@ -67,7 +67,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score purchases in real time: read purchases and behaviour, write decisions and alerts.
 
-        Stops on Ctrl-C / SIGTERM after finishing and committing the current batch.
+        Also runs the label consumer (chargebacks and analyst reviews into the entity
+        fraud features). Stops on Ctrl-C / SIGTERM after finishing and committing the
+        current batch.
         """
         from rich.console import Console
         from rich.table import Table
