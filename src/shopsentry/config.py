@@ -164,6 +164,12 @@ class DetectorSettings(_Frozen):
     # A re-posted event_id is counted and decided once: each user's last N event ids per
     # topic are kept with its state (detection/dedupe.py). 0: no deduplication.
     recent_event_ids: int = Field(default=32, ge=0, le=1024)
+    # Timestamp-synchronised input (docs/stream.md; Kafka Streams' max.task.idle.ms): a
+    # record is handed to the hot path once every input partition of the worker is read
+    # past its log timestamp, or is caught up and, for the other topic, has stayed so for
+    # align_max_idle_ms. 0: no alignment (each micro-batch as polled).
+    align_max_idle_ms: int = Field(default=50, ge=0, le=60_000)
+    align_max_held_records: int = Field(default=50_000, ge=1)
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> DetectorSettings:

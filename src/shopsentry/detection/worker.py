@@ -282,6 +282,8 @@ class Worker:
             idle_poll_s=IDLE_POLL_S,
             max_records=opts.max_events,
             exit_when_idle_s=opts.exit_when_idle_s,
+            max_idle_ms=d.align_max_idle_ms,
+            max_held_records=d.align_max_held_records,
         )
 
     def run(self) -> WorkerSummary:

@@ -11,6 +11,10 @@ batch still filling and commits, waiting. One error policy:
   observers hear of it (metrics and health say "degraded"), the runtime never exits;
 * any other error stops the runtime: it propagates to the caller, which says it in one
   line.
+
+With several input topics and ``max_idle_ms`` > 0 the polled records pass an
+:class:`~shopsentry.stream.align.InputAligner` first: handed on in timestamp order across
+the topics, the rest held for a later batch (``docs/stream.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 
 from shopsentry.bus.base import Consumer, EventLog, Producer, Record, TopicPartition
 from shopsentry.errors import is_retryable
+from shopsentry.stream.align import InputAligner
 from shopsentry.stream.base import BatchReport, BatchResult, Checkpoint, Handler, Observer, Sink
 from shopsentry.stream.checkpoint import Backoff, Committer, Stopped, wall_ms
 
@@ -50,6 +55,11 @@ class RuntimeConfig:
     max_records: int | None = None  # stop after this many polled records
     exit_when_idle_s: float | None = None  # stop after this long without records
     backoff: Backoff = field(default_factory=Backoff)
+    # Timestamp-synchronised input over several topics (Kafka Streams' max.task.idle.ms):
+    # how long a caught-up topic may stay quiet before records of the others are handed
+    # on past it. 0: no alignment (each batch as polled).
+    max_idle_ms: int = 0
+    max_held_records: int = 50_000  # held for alignment at most; past it the oldest go
 
 
 class StreamRuntime:
@@ -86,6 +96,9 @@ class StreamRuntime:
         self._last_activity = time.monotonic()
         self._outbox_prefix = uuid.uuid4().hex[:12]
         self._batch_seq = 0
+        self.aligner: InputAligner | None = None
+        if config.max_idle_ms > 0 and len(set(config.topics)) > 1:
+            self.aligner = InputAligner(config.max_idle_ms, config.max_held_records)
 
     # -- control ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -135,6 +148,8 @@ class StreamRuntime:
                 if not batch:
                     polled = self._poll_batch(consumer)
                     batch, sought = self._after_assignment(consumer, polled)
+                    if self.aligner is not None:
+                        batch = self._aligned(batch, short=len(polled) < self._poll_limit())
                 if self._to_recover:
                     self._recover(consumer)
                 if sought and not batch:
@@ -144,6 +159,8 @@ class StreamRuntime:
                     self._last_activity = time.monotonic()
                     self._run_batch(batch)
                     batch = []
+                elif self.aligner is not None and len(self.aligner):
+                    pass  # held records wait for the other topics or their idle time
                 elif (self.until is not None and self.until(self)) or self._idle_for_too_long():
                     return
                 if attempt:
@@ -172,10 +189,8 @@ class StreamRuntime:
         than wait for a trickle (latency at moderate load); a backlog still fills whole
         batches without waiting."""
         cfg = self.config
-        limit = cfg.batch_max_records
-        if cfg.max_records is not None:
-            limit = max(1, min(limit, cfg.max_records - self.records))
-        first = consumer.poll(max_records=limit, timeout=cfg.idle_poll_s)
+        limit = self._poll_limit()
+        first = consumer.poll(max_records=limit, timeout=self._poll_timeout())
         if not first:
             return []
         self._buffer = list(first)
@@ -193,6 +208,30 @@ class StreamRuntime:
                 break
         batch, self._buffer = self._buffer, []
         return batch
+
+    def _poll_limit(self) -> int:
+        cfg = self.config
+        limit = cfg.batch_max_records
+        if cfg.max_records is not None:
+            held = len(self.aligner) if self.aligner is not None else 0
+            limit = max(1, min(limit, cfg.max_records - self.records - held))
+        return limit
+
+    def _poll_timeout(self) -> float:
+        """``idle_poll_s``, or less while held records wait for an idle time to run out."""
+        wait = self.aligner.wait_s() if self.aligner is not None else None
+        return self.config.idle_poll_s if wait is None else min(wait, self.config.idle_poll_s)
+
+    def _aligned(self, polled: list[Record], *, short: bool) -> list[Record]:
+        """The polled records through the aligner: what may be handed on now. Reaching
+        ``max_records`` (the runtime stops reading) hands on everything held."""
+        aligner = self.aligner
+        assert aligner is not None
+        aligner.offer(polled, short=short)
+        cfg = self.config
+        if cfg.max_records is not None and self.records + len(aligner) >= cfg.max_records:
+            return aligner.drain()
+        return aligner.take(cfg.batch_max_records)
 
     def _idle_for_too_long(self) -> bool:
         limit = self.config.exit_when_idle_s
@@ -293,6 +332,8 @@ class StreamRuntime:
         self._ever_assigned = True
         self._last_activity = time.monotonic()
         self._owned.update(tps)
+        if self.aligner is not None:
+            self.aligner.assign(tps)
         stored = self.sink.positions(list(tps))
         self.positions.update({tp: stored.get(tp, 0) for tp in tps})
         self._to_seek.update(tp for tp in tps if tp in stored)
@@ -326,6 +367,12 @@ class StreamRuntime:
         self._to_recover.clear()
 
     def _on_revoke(self, tps: Sequence[TopicPartition]) -> None:
+        if self.aligner is not None:
+            # Records polled for a batch still filling wait in the aligner like the rest;
+            # those of the revoked partitions are dropped (their commits stop before them).
+            buffered, self._buffer = self._buffer, []
+            self.aligner.offer(buffered, short=False)
+            self.aligner.revoke(tps)
         if self._buffer:
             # Records polled for a batch still filling: finish them while this member
             # still owns their partitions.
