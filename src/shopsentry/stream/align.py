@@ -17,7 +17,8 @@ decode of the payload:
   lag a little behind T's);
 * records are handed on in timestamp order, each partition's in offset order, and
   records with equal timestamps together (one batch, where the handler orders them by
-  event time): what is handed on is always everything read below some time;
+  event time; only a group larger than a batch is split): what is handed on is
+  everything read below some time;
 * the rest is held, at most ``max_held`` records; past that the oldest are handed on
   regardless (bounded memory beats order; a warning says so).
 
@@ -102,8 +103,7 @@ class InputAligner:
                 quiet.setdefault(tp, now)
 
     def take(self, limit: int) -> list[Record]:
-        """Up to about ``limit`` records that may be handed on now, in timestamp order
-        (a group of equal timestamps is never split, so it may run over ``limit``)."""
+        """Up to ``limit`` records that may be handed on now, in timestamp order."""
         bounds = self._bounds()
         out = self._merge(limit, lambda r: r.timestamp_ms < bounds[r.topic])
         excess = self._count - self.max_held
@@ -157,15 +157,16 @@ class InputAligner:
         return bounds
 
     def _merge(self, limit: int, may_go: Callable[[Record], bool]) -> list[Record]:
-        """Pop heads in timestamp order while ``may_go``; a timestamp group the stop
-        would split goes back, whole."""
+        """Pop heads in timestamp order while ``may_go``, up to ``limit``; when a record
+        may not go, the records of its timestamp taken so far go back with it (a group of
+        equal timestamps is split only by ``limit``)."""
         heads = [(q[0].timestamp_ms, i, tp) for i, (tp, q) in enumerate(self._held.items()) if q]
         heapq.heapify(heads)
         out: list[Record] = []
         stopped_at: int | None = None
         while heads:
             ts, i, tp = heads[0]
-            if out and len(out) >= limit and ts != out[-1].timestamp_ms:
+            if len(out) >= limit:
                 break
             queue = self._held[tp]
             record = queue[0]

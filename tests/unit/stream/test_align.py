@@ -134,6 +134,9 @@ def test_equal_timestamps_go_on_together_and_ties_are_not_split() -> None:
     assert [r.timestamp_ms for r in aligner.take(10)] == [5]
     aligner.offer([rec("a", 2, 8)], short=False)
     assert [(r.topic, r.timestamp_ms) for r in aligner.take(10)] == [("a", 7), ("b", 7)]
+    # A group larger than a batch is split by the batch size only.
+    aligner.offer([rec("a", 3 + i, 8) for i in range(4)], short=True)
+    assert [r.offset for r in aligner.take(3)] == [2, 3, 4]
 
 
 def test_past_max_held_the_oldest_go_on_out_of_order() -> None:
