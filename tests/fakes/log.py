@@ -85,7 +85,10 @@ class MemoryLog:
         parts = self.data[topic]
         if partition is None:
             partition = partition_for(key, len(parts)) if key is not None else 0
-        ts = self.clock_ms if timestamp_ms is None else timestamp_ms
+        if timestamp_ms is None:  # a producer's create time: it moves on
+            timestamp_ms = self.clock_ms
+            self.clock_ms += 1
+        ts = timestamp_ms
         part = parts[partition]
         record = Record(topic, partition, len(part), ts, key, value, tuple(headers or ()))
         part.append(record)

@@ -17,8 +17,7 @@ decode of the payload:
   lag a little behind T's);
 * records are handed on in timestamp order, each partition's in offset order, and
   records with equal timestamps together (one batch, where the handler orders them by
-  event time; only a group larger than a batch is split): what is handed on is
-  everything read below some time;
+  event time): what is handed on is everything read below some time;
 * the rest is held, at most ``max_held`` records; past that the oldest are handed on
   regardless (bounded memory beats order; a warning says so).
 
@@ -40,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 _NEVER = -(2**63)  # read_to of a partition nothing was read from yet
 _ANY = 2**63  # the bound of a partition that holds nothing back
+# A group of equal timestamps goes in one batch (the handler orders it by event time; the
+# log's milliseconds tie often when a backlog is written at once), up to this many
+# batches' worth: past it, it is split (timestamps that barely move are a broken clock).
+TIE_GROUP_MAX_BATCHES = 10
 
 
 class InputAligner:
@@ -103,7 +106,8 @@ class InputAligner:
                 quiet.setdefault(tp, now)
 
     def take(self, limit: int) -> list[Record]:
-        """Up to ``limit`` records that may be handed on now, in timestamp order."""
+        """Up to ``limit`` records that may be handed on now, in timestamp order (more
+        to finish a group of equal timestamps, see :data:`TIE_GROUP_MAX_BATCHES`)."""
         bounds = self._bounds()
         out = self._merge(limit, lambda r: r.timestamp_ms < bounds[r.topic])
         excess = self._count - self.max_held
@@ -157,16 +161,18 @@ class InputAligner:
         return bounds
 
     def _merge(self, limit: int, may_go: Callable[[Record], bool]) -> list[Record]:
-        """Pop heads in timestamp order while ``may_go``, up to ``limit``; when a record
-        may not go, the records of its timestamp taken so far go back with it (a group of
-        equal timestamps is split only by ``limit``)."""
+        """Pop heads in timestamp order while ``may_go``, up to ``limit`` and the end of
+        its timestamp group; when a record may not go, the records of its timestamp taken
+        so far go back with it."""
         heads = [(q[0].timestamp_ms, i, tp) for i, (tp, q) in enumerate(self._held.items()) if q]
         heapq.heapify(heads)
         out: list[Record] = []
         stopped_at: int | None = None
         while heads:
             ts, i, tp = heads[0]
-            if len(out) >= limit:
+            if len(out) >= limit and (
+                ts != out[-1].timestamp_ms or len(out) >= limit * TIE_GROUP_MAX_BATCHES
+            ):
                 break
             queue = self._held[tp]
             record = queue[0]

@@ -163,7 +163,7 @@ class StreamRuntime:
                     pass  # held records wait for the other topics or their idle time
                 elif (self.until is not None and self.until(self)) or self._idle_for_too_long():
                     return
-                if attempt:
+                if attempt or self.degraded:  # degraded: the committer retried inside
                     attempt = 0
                     self._recovered()
             except Stopped:

@@ -36,6 +36,12 @@ def make_worker(tmp_path: Path, log: MemoryLog, scorer: FakeScorer, **opts: obje
     return Worker(settings, log, store, holder, FakeOps(), options)
 
 
+def as_polled(tmp_path: Path) -> Settings:
+    """Batches as polled, for the tests that pin which records a batch holds (the input
+    alignment regroups them; tests/unit/stream/test_align.py tests it)."""
+    return Settings(data_dir=tmp_path / "data", detector={"align_max_idle_ms": 0})
+
+
 def feed(log: MemoryLog, users: int = 5, per_user: int = 4) -> None:
     for n in range(per_user):
         for u in range(users):
@@ -158,6 +164,7 @@ def test_a_saved_batch_is_re_produced_verbatim_even_if_the_state_moved_on(tmp_pa
     log = MemoryLog(PARTS)
     feed(log, users=3, per_user=2)
     first = make_worker(tmp_path, log, FakeScorer(), index=0)
+    first.settings = as_polled(tmp_path)  # batch 0 holds every purchase
     make_producer, make_consumer = log.producer, log.consumer
     crash_in(log, first, "after_save", batch=0)
     with pytest.raises(Crash):
@@ -296,6 +303,7 @@ def test_a_save_after_another_worker_took_the_partitions_is_fenced_out(tmp_path:
     log = MemoryLog(PARTS)
     feed(log)
     worker = make_worker(tmp_path, log, FakeScorer())
+    worker.settings = as_polled(tmp_path)  # the first batch is everything
     store = worker.store
     new_owner_state = {"purchases": 99, "events": ["elsewhere"]}
     everything = {

@@ -126,7 +126,7 @@ def test_a_caught_up_idle_topic_does_not_stop_the_runtime() -> None:
     assert handler.seen == [("a", ts) for ts in range(0, 50, 10)]
 
 
-def test_equal_timestamps_go_on_together_and_ties_are_not_split() -> None:
+def test_equal_timestamps_go_on_together() -> None:
     aligner = InputAligner(max_idle_ms=50, max_held=1000, clock=Clock())
     aligner.assign([A0, B0])
     aligner.offer([rec("a", 0, 5), rec("a", 1, 7), rec("b", 0, 7), rec("b", 1, 9)], short=False)
@@ -134,9 +134,10 @@ def test_equal_timestamps_go_on_together_and_ties_are_not_split() -> None:
     assert [r.timestamp_ms for r in aligner.take(10)] == [5]
     aligner.offer([rec("a", 2, 8)], short=False)
     assert [(r.topic, r.timestamp_ms) for r in aligner.take(10)] == [("a", 7), ("b", 7)]
-    # A group larger than a batch is split by the batch size only.
-    aligner.offer([rec("a", 3 + i, 8) for i in range(4)], short=True)
-    assert [r.offset for r in aligner.take(3)] == [2, 3, 4]
+    # A group larger than a batch goes whole, up to ten batches' worth.
+    aligner.offer([rec("a", 3 + i, 8) for i in range(14)], short=True)
+    assert [r.offset for r in aligner.take(1)] == list(range(2, 12))
+    assert [r.offset for r in aligner.take(3)] == list(range(12, 17))
 
 
 def test_past_max_held_the_oldest_go_on_out_of_order() -> None:
