@@ -4,10 +4,14 @@
 Every day at 06:00 UTC: the fraud team's report for the previous day, an HTML page
 with charts (alerts, confirmed fraud, precision from analyst reviews, top scenarios,
 revenue, detection latency) written to `<data dir>/reports/fraud-report-YYYY-MM-DD.html`.
-Reads the warehouse read-only; rerunning a day rewrites the same file.
+Rerunning a day rewrites the same file.
 
-Runs `shopsentry.pipelines.daily_fraud_report`; `shopsentry batch run daily_fraud_report`
-runs the same code.
+First `refresh_monitoring` rebuilds the warehouse's model monitoring (live quality, label
+maturity, score and feature drift of each day, with labels known by the end of the report
+day; `shopsentry batch run model_monitoring --date DAY` runs the same code), so the
+report's model section and the API's `/v1/models/quality|drift` show the day's drift.
+Then `write_report` runs `shopsentry.pipelines.daily_fraud_report`, reading the warehouse
+read-only; `shopsentry batch run daily_fraud_report` runs the same code.
 """
 
 from __future__ import annotations
@@ -42,16 +46,25 @@ from shopsentry.pipelines.orchestration import (
 def daily_fraud_report() -> None:
     @task
     @retry_by_error
+    def refresh_monitoring() -> dict[str, Any]:
+        from shopsentry.pipelines.common import Interval
+        from shopsentry.pipelines.model_monitoring import model_monitoring
+        from shopsentry.pipelines.orchestration import day_before, settings_from_env
+
+        as_of = Interval.day(day_before(dict(get_current_context()))).end
+        built = model_monitoring(settings_from_env(), as_of)
+        return {"as_of": as_of.isoformat(), "models_built": built.models_built}
+
+    @task
+    @retry_by_error
     def write_report() -> dict[str, Any]:
-        from datetime import timedelta
-
         from shopsentry.pipelines.daily_fraud_report import daily_fraud_report as report
-        from shopsentry.pipelines.orchestration import run_instant, settings_from_env
+        from shopsentry.pipelines.orchestration import day_before, settings_from_env
 
-        day = (run_instant(dict(get_current_context())) - timedelta(days=1)).date()
+        day = day_before(dict(get_current_context()))
         return report(settings_from_env(), day).as_dict()
 
-    write_report()
+    refresh_monitoring() >> write_report()
 
 
 daily_fraud_report()

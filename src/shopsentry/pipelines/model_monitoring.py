@@ -4,8 +4,10 @@ The quality models (``monitoring.model_quality_daily``, ``model_comparison_daily
 ``label_maturity_daily``, ``score_drift_daily``) depend only on the staging layer and
 are also rebuilt by every hourly ETL. Feature drift (``monitoring.feature_drift_daily``)
 reads each purchase's point-in-time feature values from ``ml_features.training_set``,
-which the hourly ETL leaves to the ML selection, so it is built here (``drift=True``)
-and by the weekly retrain. See docs/model-ops.md.
+which the hourly ETL leaves to the ML selection, so it is built here (``drift=True``):
+every day by the ``daily_fraud_report`` DAG's ``refresh_monitoring`` task, on demand by
+``shopsentry batch run model_monitoring``, and by the weekly retrain. See
+docs/model-ops.md.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from shopsentry.errors import ShopsentryError, is_retryable
@@ -126,6 +126,11 @@ def run_instant(context: dict[str, Any]) -> datetime:
     if run_after is not None:
         return datetime.fromtimestamp(run_after.timestamp(), tz=UTC)
     return datetime.now(UTC)
+
+
+def day_before(context: dict[str, Any]) -> date:
+    """The day before the run's instant: the day a daily 06:00 run reports on."""
+    return (run_instant(context) - timedelta(days=1)).date()
 
 
 def hour_before(context: dict[str, Any]) -> Interval:

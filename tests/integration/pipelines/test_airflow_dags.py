@@ -1,6 +1,7 @@
 """Each DAG runs with ``dag.test()`` on the real Airflow install against a DuckDB
 warehouse in a temp data dir: hourly_etl drains the embedded log and builds the
-warehouse, daily_fraud_report writes the previous day's report, weekly_model_retrain
+warehouse, daily_fraud_report refreshes the model monitoring and writes the previous
+day's report, weekly_model_retrain
 builds the training set from a small backfilled history, trains and registers a model."""
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
 
     report = run_dag("daily_fraud_report", "2026-11-21T06:00:00+00:00", env=env)
     assert report.state == "success", report.output[-3000:]
+    assert report.tasks == {"refresh_monitoring": "success", "write_report": "success"}
+    # The daily refresh built the day's drift tables, as of the end of the report day.
+    assert "2026-11-21T00:00:00+00:00" in str(report.xcoms["refresh_monitoring"])
+    with connect(settings, read_only=True) as con:
+        for table in ("feature_drift_daily", "score_drift_daily", "model_quality_daily"):
+            con.execute(f"select count(*) from monitoring.{table}").fetchall()
     path = settings.reports_dir / "fraud-report-2026-11-20.html"
     assert path.is_file()
     assert "Fraud report — 2026-11-20" in path.read_text()

@@ -21,7 +21,7 @@ pytest.importorskip("airflow.sdk", reason="the airflow extra is not installed")
 
 EXPECTED = {
     "hourly_etl": ("@hourly", ["extract_load", "write_lake", "transform", "quality_checks"]),
-    "daily_fraud_report": ("0 6 * * *", ["write_report"]),
+    "daily_fraud_report": ("0 6 * * *", ["refresh_monitoring", "write_report"]),
     "weekly_model_retrain": ("0 2 * * 0", ["build_training_set", "train_and_gate"]),
     "retention": ("30 3 * * *", ["move_tiers"]),
     "hourly_backup": ("@hourly", ["create_backup", "verify_backup"]),

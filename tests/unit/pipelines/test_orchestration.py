@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import UTC, date, datetime
 
 import pytest
 
 from shopsentry.errors import ConfigError
-from shopsentry.pipelines.orchestration import retry_by_error
+from shopsentry.pipelines.orchestration import day_before, retry_by_error
 from shopsentry.warehouse.db import DataQualityFailed, DbtFailed, WarehouseBusy
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="shopsentry-airflow-unit-"))
@@ -51,3 +52,11 @@ def test_the_body_keeps_its_name_and_result() -> None:
         return n + 1
 
     assert extract_load(1) == 2 and extract_load.__name__ == "extract_load"
+
+
+def test_day_before_is_the_day_a_daily_run_reports_on() -> None:
+    run = datetime(2026, 11, 21, 6, tzinfo=UTC)
+    assert day_before({"data_interval_end": run}) == date(2026, 11, 20)
+    assert day_before({"logical_date": datetime(2026, 12, 1, 0, 30, tzinfo=UTC)}) == date(
+        2026, 11, 30
+    )
