@@ -17,7 +17,7 @@ and SHARED_ENTITY_CASES their honest twins (see docs/entities.md).
 
 from shopsentry.simulator.config import FRAUD_SCENARIOS, LEGIT_CASES, SimulatorConfig
 from shopsentry.simulator.core import RenderedEvent, Simulator
-from shopsentry.simulator.output import HistoryFiles, publish, write_history
+from shopsentry.simulator.output import HistoryFiles, publish, publish_labels, write_history
 from shopsentry.simulator.rings import ENTITY_SCENARIOS, SHARED_ENTITY_CASES
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "publish",
+    "publish_labels",
     "write_history",
 ]

@@ -24,7 +24,7 @@ from shopsentry.simulator.core import Simulator
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from shopsentry.bus.base import EventLog
+    from shopsentry.bus.base import EventLog, Producer
     from shopsentry.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,31 @@ def write_history(
     return HistoryFiles(events_path, labels_path, count, len(labels))
 
 
+def _send_labels(sim: Simulator, producer: Producer, settings: Settings) -> int:
+    """Send every label of the run to the labels topic, keyed by user id, and flush."""
+    label_topic = settings.topics.labels.name
+    n = 0
+    for label in sim.labels():
+        producer.send(label_topic, encode(label), key=label.user_id.encode())
+        n += 1
+    producer.flush()
+    return n
+
+
+def publish_labels(sim: Simulator, log: EventLog, settings: Settings) -> int:
+    """Produce only the run's labels (what :func:`publish` sends after the events).
+
+    For a replay that must see labels as they were known: the label consumer holds each
+    one back until its ``known_at``, so labels applied before the events they concern
+    reach every purchase at the same instants as in real time. Returns how many.
+    """
+    producer = log.producer()
+    try:
+        return _send_labels(sim, producer, settings)
+    finally:
+        producer.close()
+
+
 def publish(
     sim: Simulator,
     log: EventLog,
@@ -229,13 +254,7 @@ def publish(
             rest = (sim.config.end_us - start_us) / US / speed - (clock() - wall0)
             if rest > 0:
                 sleep(rest)
-        n_labels = 0
-        if labels:
-            label_topic = settings.topics.labels.name
-            for label in sim.labels():
-                producer.send(label_topic, encode(label), key=label.user_id.encode())
-                n_labels += 1
-            producer.flush()
+        n_labels = _send_labels(sim, producer, settings) if labels else 0
     finally:
         producer.close()
     logger.info("published %d events (%d purchases) and %d labels", sent, purchases, n_labels)

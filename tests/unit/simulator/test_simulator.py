@@ -326,6 +326,28 @@ def test_publish_routes_by_type_keyed_by_user(settings) -> None:  # type: ignore
             assert (event.event_type == "purchase") == (record.topic == topics.purchase_events.name)
 
 
+def test_publish_labels_sends_only_the_labels_keyed_by_user(settings) -> None:  # type: ignore[no-untyped-def]
+    from shopsentry.bus import open_log
+    from shopsentry.simulator import publish_labels
+
+    sim = rate_run(seed=12, rate=600, fraud_share=0.2)
+    log = open_log(settings)
+    try:
+        sent = publish_labels(sim, log, settings)
+        consumer = log.consumer(None, [settings.topics.labels.name])
+        got: list = []
+        for _ in range(50):
+            got.extend(consumer.poll(max_records=5000, timeout=0.2))
+            if len(got) >= sent:
+                break
+        consumer.close()
+    finally:
+        log.close()
+    labels = sim.labels()
+    assert sent == len(labels) > 0
+    assert sorted(r.key for r in got) == sorted(lb.user_id.encode() for lb in labels)
+
+
 def test_publish_paces_on_the_clock(settings) -> None:  # type: ignore[no-untyped-def]
     """With --speed N, simulated time runs N x the (fake) wall clock."""
     from shopsentry.bus import open_log
