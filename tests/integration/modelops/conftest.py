@@ -57,9 +57,40 @@ def _settings(root: Path, tracking_uri: str) -> Settings:
     )
 
 
+def _drained(settings: Settings, group: str, expected: int) -> bool:
+    """Whether ``group`` committed everything on its topics, at least ``expected``."""
+    from shopsentry.bus import open_log
+
+    log = open_log(settings)
+    try:
+        lags = log.group_lag(group)
+    finally:
+        log.close()
+    return all(p.lag == 0 for p in lags) and sum(p.committed or 0 for p in lags) >= expected
+
+
+def _apply_labels(settings: Settings, labels: int) -> None:
+    """Run the detector until its label consumer has applied ``labels`` labels."""
+    from shopsentry.detection.runner import Supervisor
+    from shopsentry.detection.worker import WorkerOptions
+    from shopsentry.features.entity_labels import label_group
+    from tests.integration.ops.airflow_server import wait_for
+
+    supervisor = Supervisor(settings, 1, WorkerOptions(exit_when_idle_s=8.0))
+    supervisor.start()
+    try:
+        wait_for(
+            lambda: _drained(settings, label_group(settings), labels),
+            "the label consumer to apply every label",
+            600,
+        )
+    finally:
+        supervisor.stop()
+        supervisor.wait(timeout=30)
+
+
 def _detect_everything(settings: Settings, expected: int) -> None:
     """Run one real detector worker over the log until it has decided every purchase."""
-    from shopsentry.bus import open_log
     from shopsentry.detection.runner import Supervisor
     from shopsentry.detection.worker import WorkerOptions
 
@@ -71,27 +102,28 @@ def _detect_everything(settings: Settings, expected: int) -> None:
         supervisor.stop()
         supervisor.wait(timeout=30)
     assert [s.exitcode for s in statuses] == [0], statuses
-    log = open_log(settings)
-    try:
-        lags = log.group_lag(settings.detector.group_id)
-    finally:
-        log.close()
-    assert all(p.lag == 0 for p in lags), lags
-    assert sum(p.committed or 0 for p in lags) >= expected
+    assert _drained(settings, settings.detector.group_id, expected)
 
 
 @pytest.fixture(scope="module")
 def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> Week:
     """History → champion and challenger → a week scored live → warehouse as of its end.
 
-    The week's amounts triple from mid-week on (``DRIFT_FROM``); labels are published
-    with their ``known_at`` and the warehouse counts only those known by ``AS_OF``.
+    The week's amounts triple from mid-week on (``DRIFT_FROM``); labels are applied
+    before the events, each counting from its ``known_at``, and the warehouse counts
+    only those known by ``AS_OF``.
     """
     from shopsentry.bus import open_log, topic_specs
     from shopsentry.models.training import TrainParams, train_and_register
     from shopsentry.pipelines.hourly_etl import hourly_etl
     from shopsentry.pipelines.model_monitoring import model_monitoring
-    from shopsentry.simulator import Simulator, SimulatorConfig, publish, write_history
+    from shopsentry.simulator import (
+        Simulator,
+        SimulatorConfig,
+        publish,
+        publish_labels,
+        write_history,
+    )
     from shopsentry.simulator.drift import DriftSpec
 
     root = tmp_path_factory.mktemp("modelops-week")
@@ -116,10 +148,20 @@ def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> 
     assert not challenger.promoted, challenger.reason
     assert champion.version and challenger.version
 
+    # Labels first, applied before any event: the label consumer holds each one back
+    # until its known_at, so every purchase sees the labels known at its time, as the
+    # point-in-time training rows (and the reference) do. Published after the events,
+    # they would reach no live decision: the entity fraud features would read 0 online.
     log = open_log(settings)
     try:
         log.create_topics(topic_specs(settings))
-        published = publish(sim, log, settings, labels=True)
+        labels = publish_labels(sim, log, settings)
+    finally:
+        log.close()
+    _apply_labels(settings, labels)
+    log = open_log(settings)
+    try:
+        published = publish(sim, log, settings, labels=False)
     finally:
         log.close()
     _detect_everything(settings, published.events)
