@@ -17,7 +17,7 @@ from typing import Any
 from shopsentry.events.schema import Purchase
 from shopsentry.features.definitions import FEATURE_NAMES, NO_ENTITIES, Entities, purchase_step
 from shopsentry.features.entity import EntityState, entity_keys
-from shopsentry.features.entity_store import EntityPurchase, EntityStore
+from shopsentry.features.entity_store import EntityPurchase, EntityStore, Prepared
 from shopsentry.features.observe import observe_behavior
 from shopsentry.features.state import BehaviorState, PurchaseState
 
@@ -33,7 +33,9 @@ class SharedFeatureOps:
     def __init__(self, entities: EntityStore | None = None) -> None:
         self.entities = entities
         self._keys: dict[str, list[str | None]] = {}
+        self._read: dict[str, bytes | None] = {}
         self._states: dict[str, EntityState] = {}
+        self._dirty: set[str] = set()
         self._deltas: list[EntityPurchase] = []
 
     def purchase_state(self, raw: bytes | None) -> PurchaseState:
@@ -49,7 +51,8 @@ class SharedFeatureOps:
             return
         self._keys = {p.event_id: entity_keys(p) for p in purchases}
         unique = {k for keys in self._keys.values() for k in keys if k is not None}
-        self._states = self.entities.load(sorted(unique)) if unique else {}
+        self._read = self.entities.read(sorted(unique)) if unique else {}
+        self._states = {k: EntityState.from_bytes(v) for k, v in self._read.items()}
 
     def purchase_step(
         self, purchase: Purchase, pstate: PurchaseState, bstate: BehaviorState
@@ -60,7 +63,11 @@ class SharedFeatureOps:
         keys = self._keys.get(purchase.event_id) or entity_keys(purchase)
         states = self._states
         entities: Entities = [None if k is None else states[k] for k in keys]
-        row = purchase_step(pstate, bstate, entities, purchase, ts)
+        try:
+            row = purchase_step(pstate, bstate, entities, purchase, ts)
+        except Exception:
+            self._dirty.update(k for k in keys if k is not None)  # maybe half-applied
+            raise
         self._deltas.append(
             EntityPurchase(
                 purchase.event_id,
@@ -75,9 +82,12 @@ class SharedFeatureOps:
     def end_batch(self) -> None:
         """Apply the batch's purchases to the shared entity store (atomic, idempotent)."""
         if self.entities is not None and self._deltas:
-            self.entities.apply_purchases(self._deltas)
+            prepared = Prepared(self._read, self._states, frozenset(self._dirty))
+            self.entities.apply_purchases(self._deltas, prepared)
         self._deltas = []
+        self._read = {}
         self._states = {}
+        self._dirty = set()
         self._keys = {}
 
     def observe_behavior(self, bstate: BehaviorState, event: Any) -> BehaviorState:

@@ -23,6 +23,7 @@ from shopsentry.features.entity_store import (
     EntityPurchase,
     EntityStoreUnavailable,
     LabelPositions,
+    Prepared,
     apply_all,
     position_key,
 )
@@ -64,8 +65,13 @@ class RedisEntityStore:
     def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
         if not keys:
             return {}
+        return {k: EntityState.from_bytes(v) for k, v in self.read(keys).items()}
+
+    def read(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        if not keys:
+            return {}
         values = self._call(self._client.mget, [f"{self.prefix}e:{k}" for k in keys])
-        return {k: EntityState.from_bytes(v) for k, v in zip(keys, values, strict=True)}
+        return dict(zip(keys, values, strict=True))
 
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not tps:
@@ -78,6 +84,7 @@ class RedisEntityStore:
         purchases: Sequence[EntityPurchase],
         labels: Sequence[KnownLabel],
         at: LabelPositions | None = None,
+        prepared: Prepared | None = None,
     ) -> int:
         prefix = self.prefix
         tps = {*at.reached, *at.started} if at is not None else set()
@@ -107,7 +114,8 @@ class RedisEntityStore:
                         seen[full] = value
                         return value
 
-                    writes, deletes, done = apply_all(get, purchases, labels, at)
+                    writes, deletes, done = apply_all(get, purchases, labels, at, prepared)
+                    prepared = None  # used once (see apply_all): a retry re-applies
                     pipe.multi()
                     for key, value in writes.items():
                         if key.startswith("q:"):  # a position: kept while the group lives
@@ -127,10 +135,12 @@ class RedisEntityStore:
             hint="too many workers on one entity at once; retry the batch",
         )
 
-    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
+    def apply_purchases(
+        self, purchases: Sequence[EntityPurchase], prepared: Prepared | None = None
+    ) -> int:
         if not purchases:
             return 0
-        return int(self._call(self._transaction, purchases, ()))
+        return int(self._call(self._transaction, purchases, (), None, prepared))
 
     def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
         if not labels and at is None:

@@ -71,6 +71,19 @@ class EntityPurchase:
     keys: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's entity states as a worker read them (``read``: the stored bytes, None
+    for a key never seen) and after it applied the batch's purchases to them in memory
+    (``states``); ``dirty``: keys whose in-memory state is not exactly that (a feature
+    step failed half-way). In the write step, a key whose stored bytes are still
+    ``read`` takes its state from ``states`` instead of decoding and re-applying."""
+
+    read: Mapping[str, bytes | None]
+    states: Mapping[str, EntityState]
+    dirty: frozenset[str] = frozenset()
+
+
 class EntityStore(Protocol):
     """Entity states by key, updated by atomic, idempotent deltas."""
 
@@ -78,8 +91,16 @@ class EntityStore(Protocol):
         """The stored state of each key (an empty state for a key never seen)."""
         ...
 
-    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
-        """Apply each purchase not applied before; returns how many were new."""
+    def read(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """The stored bytes of each key's state (None: never seen)."""
+        ...
+
+    def apply_purchases(
+        self, purchases: Sequence[EntityPurchase], prepared: Prepared | None = None
+    ) -> int:
+        """Apply each purchase not applied before; returns how many were new. With
+        ``prepared`` (the states after these very purchases, in this order), an entity
+        no other worker changed since it was read is written as prepared."""
         ...
 
     def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
@@ -136,20 +157,50 @@ class _Txn:
             state = self.states[key] = EntityState.from_bytes(self.get("e:" + key))
         return state
 
-    def purchase(self, p: EntityPurchase) -> bool:
+    def _claim(self, p: EntityPurchase) -> bool:
+        """Record ``p``'s marker; False if it was applied before (or earlier here)."""
         marker = "p:" + p.event_id
         if marker in self.writes or self.get(marker) is not None:
             return False
-        for key in p.keys:
-            observe_entity_purchase(self.state(key), p.user_id, p.amount, p.ts)
         self.writes[marker] = orjson.dumps([p.ts, p.keys])
-        pending = self.get("l:" + p.event_id)
-        if pending is not None:
-            is_fraud, known_at = orjson.loads(pending)
-            for key in p.keys:
-                observe_entity_label(self.state(key), p.event_id, is_fraud, p.ts, known_at)
-            self.deletes.append("l:" + p.event_id)
         return True
+
+    def _unchanged(
+        self, new: list[EntityPurchase], stale: set[str], prepared: Prepared
+    ) -> set[str]:
+        """The keys of ``new`` whose prepared state is this view's state plus ``new``:
+        stored bytes as read, and every purchase the worker applied to it is new."""
+        kept: set[str] = set()
+        for key in dict.fromkeys(k for p in new for k in p.keys):
+            state = prepared.states.get(key)
+            if state is None or key in stale or key in prepared.dirty:
+                continue
+            if self.get("e:" + key) == prepared.read.get(key):
+                self.states[key] = state
+                kept.add(key)
+        return kept
+
+    def purchases(self, purchases: Iterable[EntityPurchase], prepared: Prepared | None) -> int:
+        new: list[EntityPurchase] = []
+        stale: set[str] = set()  # entities of purchases skipped (applied before)
+        for p in purchases:
+            if self._claim(p):
+                new.append(p)
+            else:
+                stale.update(p.keys)
+        kept = self._unchanged(new, stale, prepared) if prepared is not None else set()
+        for p in new:
+            for key in p.keys:
+                if key not in kept:
+                    observe_entity_purchase(self.state(key), p.user_id, p.amount, p.ts)
+        for p in new:  # labels touch only the fraud list: after the purchases is the same
+            pending = self.get("l:" + p.event_id)
+            if pending is not None:
+                is_fraud, known_at = orjson.loads(pending)
+                for key in p.keys:
+                    observe_entity_label(self.state(key), p.event_id, is_fraud, p.ts, known_at)
+                self.deletes.append("l:" + p.event_id)
+        return len(new)
 
     def label(self, event_id: str, is_fraud: bool, known_at: float) -> bool:
         marker = "p:" + event_id
@@ -187,14 +238,17 @@ def apply_all(
     purchases: Iterable[EntityPurchase],
     labels: Iterable[KnownLabel],
     at: LabelPositions | None = None,
+    prepared: Prepared | None = None,
 ) -> tuple[dict[str, bytes], list[str], int]:
     """The writes and deletes that apply ``purchases`` and ``labels`` (and store the
     label consumer's positions ``at``) to the view ``get``, and how many of them took
-    effect. Fenced: ``StateFenced`` if a stored position is beyond ``at.started``."""
+    effect. Fenced: ``StateFenced`` if a stored position is beyond ``at.started``.
+    ``prepared`` is used once: its states are written as they are (the labels of this
+    step may change them), so a retried step passes None."""
     if at is not None and at.started:
         check_fence(read_positions(get, at.started), at.started, "the entity store")
     txn = _Txn(get)
-    done = sum(txn.purchase(p) for p in purchases)
+    done = txn.purchases(purchases, prepared)
     done += sum(txn.label(lb.event_id, lb.is_fraud, lb.known_at) for lb in labels)
     writes = txn.finish()
     for tp, position in (at.reached if at is not None else {}).items():
@@ -232,8 +286,12 @@ class LmdbEntityStore:
             self._env = entry[0]
 
     def load(self, keys: Sequence[str]) -> dict[str, EntityState]:
+        return {k: EntityState.from_bytes(v) for k, v in self.read(keys).items()}
+
+    def read(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         with self._env.begin() as txn:
-            return {k: EntityState.from_bytes(txn.get(("e:" + k).encode())) for k in keys}
+            get = txn.get
+            return {k: get(("e:" + k).encode()) for k in keys}
 
     def _get(self, txn: Any) -> Get:
         def get(key: str) -> bytes | None:
@@ -251,10 +309,11 @@ class LmdbEntityStore:
         purchases: Sequence[EntityPurchase],
         labels: Sequence[KnownLabel],
         at: LabelPositions | None = None,
+        prepared: Prepared | None = None,
     ) -> int:
         try:
             with self._env.begin(write=True) as txn:
-                writes, deletes, done = apply_all(self._get(txn), purchases, labels, at)
+                writes, deletes, done = apply_all(self._get(txn), purchases, labels, at, prepared)
                 for key, value in writes.items():
                     txn.put(key.encode(), value)
                 for key in deletes:
@@ -268,8 +327,10 @@ class LmdbEntityStore:
                 f"entity store write failed: {exc}", hint="check the data dir's disk"
             ) from exc
 
-    def apply_purchases(self, purchases: Sequence[EntityPurchase]) -> int:
-        return self._write(purchases, ()) if purchases else 0
+    def apply_purchases(
+        self, purchases: Sequence[EntityPurchase], prepared: Prepared | None = None
+    ) -> int:
+        return self._write(purchases, (), None, prepared) if purchases else 0
 
     def apply_labels(self, labels: Sequence[KnownLabel], at: LabelPositions | None = None) -> int:
         return self._write((), labels, at) if labels or at is not None else 0

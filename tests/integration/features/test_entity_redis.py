@@ -19,6 +19,7 @@ from shopsentry.features.entity_store import (
 )
 from shopsentry.features.offline import KnownLabel
 from tests.integration.fixtures.redis import start_redis
+from tests.unit.features.entity_contract import check_prepared_states, prepare
 
 pytestmark = pytest.mark.integration
 TS0 = 1_772_452_800.0
@@ -45,7 +46,8 @@ def test_redelivery_counts_nothing_twice(store: RedisEntityStore) -> None:
     assert purchases_of(store) == 3
 
 
-def test_two_workers_racing_on_one_entity_both_count(redis_url: str) -> None:
+@pytest.mark.parametrize("prepared", [False, True], ids=["deltas", "prepared-states"])
+def test_two_workers_racing_on_one_entity_both_count(redis_url: str, prepared: bool) -> None:
     prefix = f"race-{uuid.uuid4().hex[:8]}"
     errors: list[BaseException] = []
 
@@ -53,7 +55,8 @@ def test_two_workers_racing_on_one_entity_both_count(redis_url: str) -> None:
         s = RedisEntityStore(redis_url, prefix=prefix)
         try:
             for n in range(first, first + 400, 4):
-                s.apply_purchases([delta(i) for i in range(n, n + 4)])
+                batch = [delta(i) for i in range(n, n + 4)]
+                s.apply_purchases(batch, prepare(s, batch) if prepared else None)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -68,6 +71,14 @@ def test_two_workers_racing_on_one_entity_both_count(redis_url: str) -> None:
     check = RedisEntityStore(redis_url, prefix=prefix)
     assert purchases_of(check) == 800
     check.close()
+
+
+def test_prepared_states_are_written_only_where_nobody_else_wrote(redis_url: str) -> None:
+    store = RedisEntityStore(redis_url, prefix=f"prep-{uuid.uuid4().hex[:8]}")
+    reference = RedisEntityStore(redis_url, prefix=f"ref-{uuid.uuid4().hex[:8]}")
+    check_prepared_states(store, reference)
+    store.close()
+    reference.close()
 
 
 def test_labels_apply_to_their_purchase_entities(store: RedisEntityStore) -> None:

@@ -25,6 +25,8 @@ from shopsentry.features.entity import (
 from shopsentry.features.entity_store import EntityPurchase, LmdbEntityStore
 from shopsentry.features.offline import KnownLabel, offline_features
 
+from .entity_contract import check_prepared_states, prepare
+
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TS0 = T0.timestamp()
 DAY = 86_400.0
@@ -213,4 +215,23 @@ def test_kill_9_mid_stream_then_replay_counts_each_purchase_once(tmp_path: Path)
     store.apply_purchases([delta(i, user=f"u{i}") for i in range(replayed)])
     after = sum(b[1] for b in store.load(["terminal:t1"])["terminal:t1"].days)
     assert after == replayed
+    store.close()
+
+
+def test_prepared_states_are_written_only_where_nobody_else_wrote(tmp_path: Path) -> None:
+    store = LmdbEntityStore(tmp_path / "e.lmdb")
+    reference = LmdbEntityStore(tmp_path / "reference.lmdb")
+    check_prepared_states(store, reference)
+    store.close()
+    reference.close()
+
+
+def test_a_prepared_batch_applies_its_waiting_label(tmp_path: Path) -> None:
+    store = LmdbEntityStore(tmp_path / "e.lmdb")
+    store.apply_labels([KnownLabel("ev-1", True, TS0 + 100)])
+    batch = [delta(1), delta(2)]
+    assert store.apply_purchases(batch, prepare(store, batch)) == 2
+    state = store.load(["terminal:t1"])["terminal:t1"]
+    assert values(state, "u2", TS0 + 100)["fraud_share_1d"] == 0.5
+    assert values(state, "u2", TS0 + 100)["purchases_1d"] == 2
     store.close()
