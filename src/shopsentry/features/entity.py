@@ -31,6 +31,7 @@ from shopsentry.features.state import DAY_S, remember
 
 NAN = math.nan
 HOUR_S = 3600.0
+_WEEK_S = 7 * DAY_S
 MAX_USERS = 32  # most recent users remembered per entity
 MAX_FRAUDS = 64  # most recent known frauds remembered per entity
 _VERSION = 1
@@ -191,22 +192,23 @@ def _values(state: EntityState, user: str, ts: float) -> list[float]:
         n1 += n
         a1 += amount
     n7 = a7 = n30 = a30 = 0.0
+    since7, since30 = day - 6, day - 29
     for index, n, amount in reversed(state.days):
-        if index < day - 29:
+        if index < since30:
             break
         if index > day:
             continue
         n30 += n
         a30 += amount
-        if index >= day - 6:
+        if index >= since7:
             n7 += n
             a7 += amount
     u1 = u24 = u7 = 1.0  # this purchase's user
-    for other in reversed(state.users):  # most recent first
-        age = ts - state.users[other]
-        if age >= 7 * DAY_S:
+    for other, seen in reversed(state.users.items()):  # most recent first
+        age = ts - seen
+        if age >= _WEEK_S:
             break
-        if other == user or age < 0:
+        if age < 0 or other == user:
             continue
         u7 += 1
         if age < DAY_S:
@@ -222,9 +224,9 @@ def _values(state: EntityState, user: str, ts: float) -> list[float]:
             if purchase_ts > latest:
                 latest = purchase_ts
             d = int(purchase_ts // DAY_S)
-            if d >= day - 29:
+            if d >= since30:
                 f30 += 1
-                if d >= day - 6:
+                if d >= since7:
                     f7 += 1
                     if int(purchase_ts // HOUR_S) >= since:
                         f1 += 1
