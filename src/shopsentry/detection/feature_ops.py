@@ -47,6 +47,7 @@ class SharedFeatureOps:
     def begin_batch(self, purchases: Sequence[Purchase]) -> None:
         """Read the entity states of ``purchases`` from the store (one read)."""
         self._deltas = []
+        self._dirty = set()  # a batch whose end failed is begun again from a fresh read
         if self.entities is None:
             return
         self._keys = {p.event_id: entity_keys(p) for p in purchases}

@@ -6,14 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from shopsentry.bus.base import Record
 from shopsentry.config import Settings
+from shopsentry.detection import feature_ops
 from shopsentry.detection.feature_ops import SharedFeatureOps
 from shopsentry.detection.hot_path import HotPath
 from shopsentry.detection.worker import hot_path_config
 from shopsentry.events.codec import encode
 from shopsentry.features.definitions import FEATURE_NAMES
+from shopsentry.features.entity import observe_entity_purchase
 from shopsentry.features.entity_store import LmdbEntityStore
 from shopsentry.features.lmdb_store import LmdbStateStore
 
@@ -60,5 +63,33 @@ def test_a_redelivered_batch_counts_nothing_twice_in_entity_state(tmp_path: Path
     assert len(state.users) == 3
     decision = orjson.loads(out.outputs[0].value)
     assert decision["event_id"] == "p-u1-0"
+    entities.close()
+    store.close()
+
+
+def test_a_feature_step_failing_half_way_leaves_its_entities_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed purchase is dead-lettered; the entity state it half-updated in memory
+    is not written as it is (the other purchases' deltas are re-applied instead)."""
+    real = feature_ops.purchase_step
+
+    def failing(pstate, bstate, entities, purchase, ts):  # type: ignore[no-untyped-def]
+        if purchase.user_id == "bad":
+            for state in entities:
+                if state is not None:
+                    observe_entity_purchase(state, purchase.user_id, purchase.amount, ts)
+            raise ValueError("a feature bug after the entity updates")
+        return real(pstate, bstate, entities, purchase, ts)
+
+    monkeypatch.setattr(feature_ops, "purchase_step", failing)
+    entities = LmdbEntityStore(tmp_path / "entities.lmdb")
+    store = LmdbStateStore(tmp_path / "state.lmdb")
+    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(entities))
+    out = pipe.process(batch(["u1", "bad", "u3"]), {}, RowScorer(), store)
+    assert out.purchases == 2 and out.dead_letters == {"features": 1}
+    state = entities.load(["device:shared-tablet"])["device:shared-tablet"]
+    assert sum(b[1] for b in state.days) == 2
+    assert set(state.users) == {"u1", "u3"}
     entities.close()
     store.close()
