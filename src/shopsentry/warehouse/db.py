@@ -10,10 +10,11 @@ a :class:`WarehouseBusy`, which is retryable.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shopsentry.errors import TerminalError, TransientError
 
@@ -89,15 +90,30 @@ def connect(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.D
     if read_only and not path.exists():
         raise WarehouseMissing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseBusy(path) from exc
-        raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+    con = _open(duckdb, path, read_only)
     try:
         con.execute("set TimeZone = 'UTC'")
         con.execute("set enable_progress_bar = false")
         yield con
     finally:
         con.close()
+
+
+# Readers (the API's dashboard queries and its model-ops gauges) hold the file for
+# milliseconds: a writer waits that long for them rather than failing its job.
+_WRITER_WAIT_S = 15.0
+
+
+def _open(duckdb: Any, path: Path, read_only: bool) -> Any:
+    deadline = time.monotonic() + (0.0 if read_only else _WRITER_WAIT_S)
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            if time.monotonic() + delay > deadline:
+                raise WarehouseBusy(path) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
