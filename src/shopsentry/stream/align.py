@@ -132,10 +132,13 @@ class InputAligner:
         return self._merge(self._count, lambda r: True)
 
     def wait_s(self) -> float | None:
-        """How long until a caught-up partition's idle time runs out and may release a
-        held record (None: nothing held, or waiting for records, not for time)."""
+        """How long until a held record may be handed on: 0 when one may go now (the
+        runtime must not block in a poll then), else until a caught-up partition's idle
+        time runs out (None: nothing held, or waiting for records, not for time)."""
         if not self._count:
             return None
+        if self._count > self.max_held or self._any_may_go():
+            return 0.0
         now = self.clock()
         pending = [
             since + self.max_idle_s - now
@@ -145,6 +148,10 @@ class InputAligner:
         return max(0.0, min(pending)) if pending else None
 
     # -- internals -------------------------------------------------------------------
+    def _any_may_go(self) -> bool:
+        bounds = self._bounds()
+        return any(q and q[0].timestamp_ms < bounds[tp.topic] for tp, q in self._held.items())
+
     def _bounds(self) -> dict[str, int]:
         """Per topic: records below this time are read on every partition that holds
         them back (a caught-up partition does not; of another topic, once idle)."""

@@ -60,17 +60,17 @@ def two_topics(a: Sequence[int], b: Sequence[int]) -> MemoryLog:
 def runtime(
     log: MemoryLog, handler: EchoHandler, sink: MemorySink, *, idle_ms: int = 20, **kw: object
 ) -> StreamRuntime:
+    options: dict[str, object] = {"idle_poll_s": 0.0, **kw}
     config = RuntimeConfig(
         group_id="g",
         topics=("a", "b"),
         client_id="test",
         batch_max_records=10,
         batch_max_wait_ms=0,
-        idle_poll_s=0.0,
         exit_when_idle_s=0.0,
         backoff=Backoff(initial_s=0.0, max_s=0.0),
         max_idle_ms=idle_ms,
-        **kw,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
     return StreamRuntime(log, config, handler, sink)
 
@@ -188,3 +188,40 @@ def test_held_records_come_again_after_the_worker_dies() -> None:
 
 def rec(topic: str, offset: int, ts: int) -> Record:
     return Record(topic, 0, offset, ts, b"k", b"v")
+
+
+def test_records_that_may_go_now_make_the_wait_zero() -> None:
+    aligner = InputAligner(max_idle_ms=50, max_held=1000, clock=Clock())
+    aligner.assign([A0, B0])
+    aligner.offer([rec("a", 0, 10), rec("a", 1, 20), rec("b", 0, 30)], short=False)
+    assert aligner.wait_s() == 0.0  # "a"@10: both partitions are read past it
+    assert [r.timestamp_ms for r in aligner.take(10)] == [10]
+    assert aligner.wait_s() is None  # "a"@20 and "b"@30 wait for more of "a" and "b"
+
+
+def test_held_records_that_may_go_are_not_kept_waiting_behind_a_blocking_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last of a backlog is all read and held: each batch of it goes on at once, the
+    poll between two batches does not wait ``idle_poll_s`` (200 ms a batch on a worker)."""
+    from tests.fakes import log as fake_log
+
+    timeouts: list[tuple[float, int, int]] = []
+    poll = fake_log.MemoryConsumer.poll
+
+    def recording(self: object, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        held = len(rt.aligner or ())
+        records = poll(self, max_records, timeout)  # type: ignore[arg-type]
+        timeouts.append((timeout, held, len(records)))
+        return records
+
+    monkeypatch.setattr(fake_log.MemoryConsumer, "poll", recording)
+    a, b = range(0, 1000, 10), range(5, 1000, 10)
+    handler = Stamps()
+    rt = runtime(two_topics(a, b), handler, MemorySink(), idle_poll_s=30.0)
+    rt.run()
+    assert [ts for _, ts in handler.seen] == sorted([*a, *b])
+    # Once the log is all read, polls come back empty while the held records go on a
+    # batch at a time: none of them may wait longer than the idle time (20 ms) asks.
+    at_the_end = [timeout for timeout, held, got in timeouts if held and not got]
+    assert len(at_the_end) > 5 and max(at_the_end) <= 0.02
