@@ -296,6 +296,26 @@ def test_latest_reset_reads_only_new_records(log: LocalLog) -> None:
     consumer.close()
 
 
+def test_an_idle_consumer_skips_the_fetch_queries_until_someone_writes(log: LocalLog) -> None:
+    """While no other connection has committed, a poll costs one pragma, not a query per
+    partition; a record written then is read at the next look. (No group: a member's
+    heartbeats are writes too, which end the quiet.)"""
+    produce(log, "orders", 10)
+    consumer = log.consumer(None, ["orders"])
+    assert len(consumer.poll(100, 1.0)) == 10
+    statements: list[str] = []
+    consumer._conn.set_trace_callback(statements.append)
+    assert consumer.poll(100, 0.0) == []  # an empty fetch: it queried the partitions
+    assert any("FROM batches" in s for s in statements)
+    statements.clear()
+    assert consumer.poll(100, 0.2) == []  # nobody wrote: many looks, no fetch
+    assert statements and all(s == "PRAGMA data_version" for s in statements)
+    produce(log, "orders", 1, start=10)
+    got = consumer.poll(100, 5.0)
+    assert [r.value for r in got] == [b"10"]
+    consumer.close()
+
+
 def test_unknown_topic_and_groupless_commit_errors(log: LocalLog) -> None:
     with pytest.raises(UnknownTopic):
         log.consumer("g", ["nope"])
