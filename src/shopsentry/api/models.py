@@ -127,6 +127,19 @@ class AlertSummary(BaseModel):
     note: str | None = None
     reviewer: str | None = None
     reviewed_at: datetime | None = None
+    rule_set_version: int | None = Field(
+        default=None, description="The analyst rule set in force when it was decided."
+    )
+    rules_fired: list[str] = Field(
+        default_factory=list, description="Active rules and list entries that decided it."
+    )
+    shadow_rules_fired: list[str] = Field(
+        default_factory=list, description="Shadow rules that would have fired (not acting)."
+    )
+    list_hits: list[str] = Field(default_factory=list, description="List entries it matched.")
+    model_band: Band | None = Field(
+        default=None, description="The model's own band, before any rule overrode it."
+    )
 
 
 class AlertPage(BaseModel):

@@ -85,7 +85,7 @@ create index if not exists alerts_status on alerts (status, decided_ms);
 _ALERT_COLUMNS = (
     "alert_id, event_id, user_id, order_id, amount, currency, source, probability, severity, band,"
     " model_version, top_features, occurred_ms, decided_ms,"
-    " status, verdict, note, reviewer, reviewed_ms"
+    " status, verdict, note, reviewer, reviewed_ms, " + rule_hits.ALERT_COLUMN
 )
 
 
@@ -196,6 +196,7 @@ class AlertReadModel:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
         self._db.executescript(positions_table(_POSITIONS) + _SCHEMA + rule_hits.SCHEMA)
+        rule_hits.add_alert_column(self._db)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -321,8 +322,8 @@ class AlertReadModel:
         db.execute(
             "insert or ignore into alerts (alert_id, event_id, user_id, order_id, amount,"
             " currency, source,"
-            " probability, severity, band, model_version, top_features, occurred_ms, decided_ms)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " probability, severity, band, model_version, top_features, occurred_ms, decided_ms,"
+            f" {rule_hits.ALERT_COLUMN}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 a.alert_id,
                 a.event_id,
@@ -338,6 +339,7 @@ class AlertReadModel:
                 features,
                 to_ms(a.occurred_at),
                 to_ms(a.decided_at),
+                rule_hits.of_alert(a),
             ),
         )
 
@@ -361,6 +363,7 @@ class AlertReadModel:
         item["occurred_at"] = from_ms(item.pop("occurred_ms"))
         item["decided_at"] = from_ms(item.pop("decided_ms"))
         item["reviewed_at"] = from_ms(item.pop("reviewed_ms"))
+        item.update(rule_hits.from_alert_column(item.pop(rule_hits.ALERT_COLUMN)))
         return item
 
     def list_alerts(

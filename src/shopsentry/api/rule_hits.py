@@ -12,12 +12,13 @@ time window, which is what an analyst comparing rules wants.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shopsentry.events.schema import Decision
+from shopsentry.events.schema import Decision, FraudAlert
 
 SCHEMA = """
 create table if not exists rule_hits (
@@ -45,6 +46,30 @@ def put(db: sqlite3.Connection, decision: Decision, decided_ms: int) -> None:
     rows += [(event, rule, "shadow", decided_ms) for rule in decision.shadow_rules_fired]
     if rows:
         db.executemany("insert or ignore into rule_hits values (?, ?, ?, ?)", rows)
+
+
+# What decided an alert, kept on the alert row (alerts outlive the decisions table): the
+# rule-set version, the active rules and list entries that fired, the shadow rules that
+# would have, and the model's own band. One JSON column, added to older read models.
+ALERT_COLUMN = "decided_by"
+_ALERT_FIELDS = ("rule_set_version", "rules_fired", "shadow_rules_fired", "list_hits", "model_band")
+
+
+def add_alert_column(db: sqlite3.Connection) -> None:
+    """Give an alerts table made before the column its column (existing rows: ``{}``)."""
+    columns = {row[1] for row in db.execute("pragma table_info(alerts)")}
+    if ALERT_COLUMN not in columns:
+        db.execute(f"alter table alerts add column {ALERT_COLUMN} text not null default '{{}}'")
+
+
+def of_alert(alert: FraudAlert) -> str:
+    return json.dumps({name: getattr(alert, name) for name in _ALERT_FIELDS})
+
+
+def from_alert_column(text: str) -> dict[str, Any]:
+    """The fields :func:`of_alert` stored (missing ones at the API's defaults)."""
+    stored = json.loads(text)
+    return {name: stored[name] for name in _ALERT_FIELDS if stored.get(name) is not None}
 
 
 def prune(db: sqlite3.Connection, cutoff_ms: int) -> int:

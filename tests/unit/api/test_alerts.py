@@ -276,3 +276,40 @@ def test_oversized_chunked_review_is_413_like_content_length(
     assert (by_length.status_code, by_chunks.status_code) == (413, 413)
     assert by_chunks.json()["detail"] == by_length.json()["detail"]
     assert read_topic(log, api_settings.topics.reviews.name) == []
+
+
+def test_an_alert_says_which_rules_decided_it(
+    client: TestClient, keys: Keys, log: Any, api_settings: Settings
+) -> None:
+    by_rule = scored(0, probability=0.3)
+    assert by_rule.alert is None
+    alert = scored(0, probability=0.9).alert
+    assert alert is not None
+    by_rule.alert = alert.model_copy(  # a rule blocked what the model would have approved
+        update={
+            "probability": 0.3,
+            "band": "decline",
+            "rule_set_version": 4,
+            "rules_fired": ("block_new_card_velocity",),
+            "shadow_rules_fired": ("trial_high_amount",),
+            "list_hits": (),
+            "model_band": "approve",
+        }
+    )
+    feed(client, log, api_settings, [by_rule, scored(1, probability=0.9)])
+    h = keys.header(keys.analyst)
+    detail = client.get("/v1/alerts/alert-ev-0000", headers=h).json()
+    assert detail["rules_fired"] == ["block_new_card_velocity"]
+    assert detail["shadow_rules_fired"] == ["trial_high_amount"]
+    assert (detail["rule_set_version"], detail["model_band"], detail["band"]) == (
+        4,
+        "approve",
+        "decline",
+    )
+    by_model = client.get("/v1/alerts/alert-ev-0001", headers=h).json()
+    assert by_model["rules_fired"] == [] and by_model["model_band"] is None
+    listed = client.get("/v1/alerts", headers=h).json()["items"]
+    assert {a["alert_id"]: a["rules_fired"] for a in listed} == {
+        "alert-ev-0000": ["block_new_card_velocity"],
+        "alert-ev-0001": [],
+    }

@@ -65,3 +65,31 @@ def test_a_second_writer_behind_the_stored_positions_is_fenced_out(tmp_path: Pat
         model.save(Checkpoint(records()[:1], {tp: 1}, {tp: 0}, "b"))
     assert model.query("select count(*) from traffic")[0][0] == 1  # nothing written twice
     model.close()
+
+
+def test_a_read_model_made_before_the_rules_column_gets_it(tmp_path: Path) -> None:
+    """An alerts table from an older release: opening it adds the column, old rows read
+    back with no rules, new ones with theirs."""
+    import sqlite3
+
+    path = tmp_path / "alerts.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "create table alerts (alert_id text primary key, event_id text not null unique,"
+            " user_id text not null, order_id text not null, amount real not null,"
+            " currency text not null, source text not null, probability real not null,"
+            " severity text not null, band text not null, model_version text not null,"
+            " top_features text not null, occurred_ms integer not null,"
+            " decided_ms integer not null, status text not null default 'open', verdict text,"
+            " note text, reviewer text, reviewed_ms integer)"
+        )
+        db.execute(
+            "insert into alerts (alert_id, event_id, user_id, order_id, amount, currency,"
+            " source, probability, severity, band, model_version, top_features, occurred_ms,"
+            " decided_ms) values ('a-1', 'e-1', 'u', 'o', 1.0, 'USD', 'web', 0.9, 'high',"
+            " 'review', '3', '[]', 0, 0)"
+        )
+    model = AlertReadModel(path, topics=TOPICS, max_event_bytes=LIMIT)
+    old = model.get_alert("a-1")
+    assert old is not None and "rules_fired" not in old and old["alert_id"] == "a-1"
+    AlertReadModel(path, topics=TOPICS, max_event_bytes=LIMIT)  # opening again: no error

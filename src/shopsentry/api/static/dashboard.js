@@ -202,6 +202,12 @@
       const parts = [el("h2", a.alert_id + " · " + a.user_id + " · " + a.amount.toFixed(2) + " " + a.currency)];
       parts.push(el("p", "score " + a.probability.toFixed(3) + " (" + a.band + ", model " + a.model_version + ")"));
       parts.push(el("p", "event time " + fmtTime(a.occurred_at) + " · decided " + fmtTime(a.decided_at)));
+      if (a.rules_fired.length || a.shadow_rules_fired.length) {
+        const by = a.rules_fired.length ? "decided by rule " + a.rules_fired.join(", ") : "no active rule";
+        const shadow = a.shadow_rules_fired.length ? " · in shadow: " + a.shadow_rules_fired.join(", ") : "";
+        const model = a.model_band && a.model_band !== a.band ? " · the model alone said " + a.model_band : "";
+        parts.push(el("p", by + shadow + model + " (rule set v" + a.rule_set_version + ")", "rules-fired"));
+      }
       const feats = el("ul");
       for (const r of reasons(a.top_features)) {
         const item = el("li", r.label, r.direction);
