@@ -124,6 +124,9 @@ def test_an_analyst_writes_backtests_and_shadows_a_rule_an_admin_activates_it(
         page.wait_for_function(POSITIVE, arg=f"{ROW} .hits-active", timeout=180_000)
         assert simulator.poll() is None, "active hits must come while the simulator runs"
         page.screenshot(path=str(artifact_dir / "rules.png"), full_page=True)
+        # The alert API names the rule that decided (the analyst's "why" on an alert).
+        named = wait_for_alert_naming(server.url, keys, RULE)
+        assert named["band"] == "decline" and named["rule_set_version"] >= 1, named
         history = httpx.get(
             f"{server.url}/v1/rules/{RULE}/history", headers=keys.header(keys.analyst)
         ).json()["changes"]
@@ -170,3 +173,23 @@ def test_an_analyst_writes_backtests_and_shadows_a_rule_an_admin_activates_it(
     }
     (artifact_dir / "rules_browser.json").write_text(json.dumps(measured, indent=2) + "\n")
     print(f"rule activated → first decision by it: {delay_s:.2f} s ({len(blocked)} blocked)")
+
+
+def wait_for_alert_naming(url: str, keys: Keys, rule: str, timeout_s: float = 120.0) -> Any:
+    """The first alert the API lists whose ``rules_fired`` names ``rule``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = httpx.get(
+            f"{url}/v1/alerts", params={"limit": 200}, headers=keys.header(keys.analyst)
+        ).json()
+        for alert in page["items"]:
+            if rule in alert["rules_fired"]:
+                detail = httpx.get(
+                    f"{url}/v1/alerts/{alert['alert_id']}", headers=keys.header(keys.analyst)
+                ).json()
+                assert rule in detail["rules_fired"], detail
+                return detail
+        assert time.monotonic() < deadline, f"no alert names {rule} after {timeout_s:.0f} s"
+        time.sleep(0.5)
