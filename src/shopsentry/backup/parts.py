@@ -22,6 +22,7 @@ import logging
 import shutil
 import sqlite3
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,12 +234,17 @@ class RegistryPart:
 
 _APPLIED_OFFSET = struct.Struct(">q")
 _ENTITY_ENV = ".entities.lmdb"  # features/entity_store.py: open_entity_store
-# Every key under the prefix and the applied hash, in one atomic step.
+# Every key under the prefix (with when it expires: Unix ms, 0 for never) and the
+# applied hash, in one atomic step.
 _REDIS_DUMP = """
 local out = {}
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
+  local pttl = redis.call('PTTL', key)
   out[#out + 1] = key
   out[#out + 1] = redis.call('DUMP', key)
+  out[#out + 1] = pttl > 0 and now_ms + pttl or 0
 end
 return {out, redis.call('HGETALL', ARGV[2])}
 """
@@ -288,8 +294,8 @@ class StatePart:
             client.close()
         into.mkdir(parents=True, exist_ok=True)
         dumped = [
-            [k.decode(), base64.b64encode(v).decode()]
-            for k, v in zip(flat[::2], flat[1::2], strict=True)
+            [k.decode(), base64.b64encode(v).decode(), int(expires_at_ms)]
+            for k, v, expires_at_ms in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
         ]
         (into / "redis.json").write_text(json.dumps(dumped, separators=(",", ":")))
         fields = dict(zip(applied[::2], applied[1::2], strict=True))
@@ -348,8 +354,20 @@ def _restore_redis(settings: Settings, dump: Path) -> None:
         pipe = client.pipeline(transaction=True)
         for key in stale:
             pipe.delete(key)
-        for name, value in json.loads(dump.read_text()):
-            pipe.restore(name, 0, base64.b64decode(value), replace=True)
+        for name, value, *expiry in json.loads(dump.read_text()):
+            # Each key expires when it would have (entity states and their markers have
+            # TTLs); one whose time passed while it was in the backup is not restored.
+            # Backups made before expiries were kept have none: the key never expires.
+            expires_at_ms = expiry[0] if expiry else 0
+            if expires_at_ms and expires_at_ms <= time.time() * 1000:
+                continue
+            pipe.restore(
+                name,
+                expires_at_ms,
+                base64.b64decode(value),
+                replace=True,
+                absttl=bool(expires_at_ms),
+            )
         pipe.execute()
     finally:
         client.close()
