@@ -26,7 +26,9 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
     ClusterMetadata,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
     OffsetSpec,
@@ -198,9 +200,11 @@ class KafkaLog:
 
     def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create the topics that do not exist yet, with their partitions, replication,
-        retention.ms and min.insync.replicas; existing topics are left alone."""
+        retention.ms and min.insync.replicas; existing topics are left alone, except that
+        one meant to be compacted is made so (see :meth:`_compact_existing`)."""
         md = self.metadata()
         brokers = len(md.brokers)
+        self._compact_existing([s for s in specs if s.name in md.topics])
         missing = [s for s in specs if s.name not in md.topics]
         if not missing:
             return
@@ -245,6 +249,33 @@ class KafkaLog:
                 ) from None
             logger.info("created topic %s", name)
         self._wait_for_leaders([s.name for s in missing])
+
+    def _compact_existing(self, specs: Sequence[TopicSpec]) -> None:
+        """An existing topic whose spec says ``compact`` but that was created with
+        ``delete`` (by an older release: the rules-control topic) is switched to
+        compaction: under ``delete`` its oldest records, the rules still in force, would
+        age out. The other way round is never done (that would drop history)."""
+        for spec in specs:
+            if spec.cleanup_policy != "compact":
+                continue
+            if self._config(spec.name).get("cleanup.policy") == "compact":
+                continue
+            entry = ConfigEntry(
+                "cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET
+            )
+            resource = ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=[entry])
+
+            def alter(timeout: float, resource: Any = resource) -> Any:
+                return self._admin.incremental_alter_configs([resource], request_timeout=timeout)[
+                    resource
+                ]
+
+            self._call(alter, f"setting cleanup.policy=compact on {spec.name!r}", spec.name)
+            logger.warning(
+                "topic %s had cleanup.policy=delete; set it to compact, as its records"
+                " must outlive retention",
+                spec.name,
+            )
 
     def _wait_for_leaders(self, names: list[str]) -> None:
         """A new topic is usable once every partition has a leader in the metadata."""

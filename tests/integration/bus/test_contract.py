@@ -9,6 +9,7 @@ minimum) so a crashed consumer is replaced within seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -333,6 +334,22 @@ def test_retention_settings_applied(backend: Backend) -> None:
         b"new-2",
     ]
     consumer.close()
+
+
+def test_a_topic_meant_to_be_compacted_but_made_with_delete_is_switched(
+    backend: Backend,
+) -> None:
+    """An older release made the rules-control topic with cleanup.policy=delete: creating
+    the topics again makes it compacted (never the other way round), records kept."""
+    topic = backend.topic(1, cleanup_policy="delete")
+    produce(backend.log, topic, [(b"k", b"v0")])
+    spec = TopicSpec(topic, 1, replication_factor=1, min_insync_replicas=1)
+    backend.log.create_topics([dataclasses.replace(spec, cleanup_policy="compact")])
+    info = backend.log.describe_topic(topic)
+    assert info.config["cleanup.policy"] == "compact"
+    assert info.partitions[0].end_offset == 1
+    backend.log.create_topics([spec])  # a "delete" spec leaves a compacted topic alone
+    assert backend.log.describe_topic(topic).config["cleanup.policy"] == "compact"
 
 
 def test_a_compacted_topic_keeps_the_latest_record_of_each_key(backend: Backend) -> None:

@@ -65,6 +65,7 @@ def create_topics(conn: sqlite3.Connection, specs: Sequence[TopicSpec]) -> list[
                         row[0],
                         spec.partitions,
                     )
+                _compact_existing(conn, spec)
                 continue
             if spec.cleanup_policy not in CLEANUP_POLICIES:
                 raise ValueError(
@@ -92,6 +93,23 @@ def create_topics(conn: sqlite3.Connection, specs: Sequence[TopicSpec]) -> list[
     if created:
         logger.info("created topics %s", ", ".join(created))
     return created
+
+
+def _compact_existing(conn: sqlite3.Connection, spec: TopicSpec) -> None:
+    """A topic meant to be compacted that an older release created with ``delete`` is
+    switched to compaction (never the other way: that would drop history), as on Kafka."""
+    if spec.cleanup_policy != "compact":
+        return
+    changed = conn.execute(
+        "UPDATE topics SET cleanup_policy = 'compact' WHERE name = ? AND cleanup_policy != ?",
+        (spec.name, "compact"),
+    ).rowcount
+    if changed:
+        logger.warning(
+            "topic %s had cleanup_policy=delete; set it to compact, as its records must"
+            " outlive retention",
+            spec.name,
+        )
 
 
 def list_topics(conn: sqlite3.Connection) -> list[str]:
