@@ -11,7 +11,7 @@ the evaluator's output against XGBoost's on probe rows), so a corrupted or incom
 file raises :class:`~shopsentry.errors.ModelError` and the caller keeps the scorer it has
 (the detector's :class:`~shopsentry.detection.model_reload.ModelHolder` does exactly that).
 
-Scoring runs in a branchless C kernel (see :mod:`shopsentry.models.forest`), a few
+Scoring runs in a branchless C kernel (see :mod:`shopsentry.models.forest_kernel`), a few
 microseconds for one row; reason codes come from XGBoost's Saabas path attributions
 (``pred_contribs`` with ``approx_contribs``) and are only computed for the rows the caller
 asks about (flagged and review events), so the approve path never pays for them.
@@ -34,14 +34,8 @@ from numpy.typing import NDArray
 
 from shopsentry.errors import ModelError, NoChampion
 from shopsentry.events.schema import FeatureContribution
-from shopsentry.models.forest import (
-    CompiledEvaluator,
-    Forest,
-    NumpyEvaluator,
-    compile_kernel,
-    parse_model,
-    path_contributions,
-)
+from shopsentry.models.forest import Forest, NumpyEvaluator, parse_model, path_contributions
+from shopsentry.models.forest_kernel import CompiledEvaluator, compile_kernel
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
