@@ -128,9 +128,28 @@ def top_features(report: dict[str, Any], limit: int = 10) -> list[str]:
 
 def render(name: str, version: str, report: dict[str, Any]) -> str:
     """The card's markdown."""
-    data, model, base, fit = report["data"], report["model"], report["baseline"], report["fit"]
-    gate = report.get("gate", {})
     lines = [
+        *_data_and_training(name, version, report),
+        *_scenarios(report),
+        *_families(report),
+        *top_features(report),
+        *_precision_at_k(report),
+        "",
+        "## Rules baseline",
+        "",
+        *(f"- {rule}" for rule in report["baseline"].get("rules", [])),
+        *_promotion(report.get("gate", {})),
+        *_live_gate_lines(report.get("live_gate")),
+        "",
+        f"![precision and recall vs threshold]({PLOT_FILE})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _data_and_training(name: str, version: str, report: dict[str, Any]) -> list[str]:
+    data, model, fit = report["data"], report["model"], report["fit"]
+    return [
         f"# Model card: {name} v{version}",
         "",
         "XGBoost gradient-boosted trees giving the probability that a purchase is fraud.",
@@ -175,6 +194,12 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
         "The rules baseline flags a purchase when any hand-written rule fires; its alert",
         "threshold row is that decision.",
         "",
+    ]
+
+
+def _scenarios(report: dict[str, Any]) -> list[str]:
+    model, base = report["model"], report["baseline"]
+    lines = [
         "## Recall per fraud scenario",
         "",
         f"| scenario | fraud | model at {model['threshold']} |"
@@ -190,22 +215,31 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
             f" {_pct(at_b.get(scenario, {}).get('recall', float('nan')))} |"
             f" {_pct(rules.get(scenario, {}).get('recall', float('nan')))} |"
         )
+    return lines
+
+
+def _families(report: dict[str, Any]) -> list[str]:
     families = report.get("importance_by_family") or {}
-    if families:
-        lines += [
-            "",
-            "## Feature importance by family",
-            "",
-            "Share of the model's total gain (families: see docs/features.md).",
-            "",
-            "| family | share of gain |",
-            "|---|---|",
-        ]
-        for family, share in sorted(families.items(), key=lambda kv: -kv[1]):
-            lines.append(f"| {family} | {_pct(share)} |")
-    lines += top_features(report)
+    if not families:
+        return []
+    lines = [
+        "",
+        "## Feature importance by family",
+        "",
+        "Share of the model's total gain (families: see docs/features.md).",
+        "",
+        "| family | share of gain |",
+        "|---|---|",
+    ]
+    for family, share in sorted(families.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {family} | {_pct(share)} |")
+    return lines
+
+
+def _precision_at_k(report: dict[str, Any]) -> list[str]:
+    model, base = report["model"], report["baseline"]
     cards = model.get("card_precision_at_k_by_day", {})
-    lines += [
+    lines = [
         "",
         "## Precision@k per day",
         "",
@@ -223,19 +257,14 @@ def render(name: str, version: str, report: dict[str, Any]) -> str:
             f"| {day} | {_pct(value)} | {_pct(rules_day)} | {_pct(card_day)} |"
             f" {_pct(rules_cards)} |"
         )
-    lines += ["", "## Rules baseline", ""]
-    lines += [f"- {rule}" for rule in base.get("rules", [])]
-    if gate:
-        lines += [
-            "",
-            "## Promotion",
-            "",
-            f"- {'promoted to champion' if gate.get('promoted') else 'kept as challenger'}:"
-            f" {gate.get('reason')}",
-        ]
-    lines += _live_gate_lines(report.get("live_gate"))
-    lines += ["", f"![precision and recall vs threshold]({PLOT_FILE})", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _promotion(gate: dict[str, Any]) -> list[str]:
+    if not gate:
+        return []
+    verdict = "promoted to champion" if gate.get("promoted") else "kept as challenger"
+    return ["", "## Promotion", "", f"- {verdict}: {gate.get('reason')}"]
 
 
 def _live_gate_lines(live: dict[str, Any] | None) -> list[str]:
