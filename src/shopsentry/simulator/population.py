@@ -80,12 +80,32 @@ class Population:
 
 
 def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Population:
+    """Every user of the run: habits, then life events, then the entities some share
+    (the draws in this order: the run is deterministic in its seed)."""
     n = config.users
+    start, span = config.start_us, config.end_us - config.start_us
+    habits = _habits(n, start, span, rng)
+    events = _life_events(habits, start, span, rng)
+    pop = Population(
+        n=n,
+        **habits,
+        **events,
+        trip_ip=new_ids(rng, n),
+        address=new_ids(rng, n),
+        shared_device=np.full(n, -1, dtype=np.int64),
+        shared_ip=np.full(n, -1, dtype=np.int64),
+        reship_addr=np.full(n, -1, dtype=np.int64),
+        reship_country=np.full(n, -1, dtype=np.int16),
+    )
+    _share_entities(pop, rng)
+    return pop
+
+
+def _habits(n: int, start: int, span: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Where each user lives, since when, how much and when they buy, with what."""
     weights = np.array([w for _, _, w in COUNTRIES])
     home = rng.choice(len(COUNTRIES), size=n, p=weights / weights.sum()).astype(np.int16)
     tz = np.asarray(COUNTRY_TZ, dtype=np.int8)[home]
-    start, end = config.start_us, config.end_us
-    span = end - start
 
     # Most accounts exist before the run (up to two years old); a few sign up during it.
     created = start - (rng.uniform(1, 730, size=n) * DAY_US).astype(np.int64)
@@ -114,8 +134,36 @@ def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Popul
     n_cards = (1 + rng.binomial(2, 0.2, size=n)).astype(np.int8)
     cards = new_ids(rng, (n, MAX_CARDS))
     store = home.astype(np.int64) * 1000 + rng.integers(0, 40, size=n)
+    return {
+        "home": home,
+        "tz": tz,
+        "created_us": created,
+        "activity": activity,
+        "mu": mu,
+        "sigma": sigma,
+        "peak_hour": peak,
+        "hour_sd": hour_sd,
+        "night_owl": night_owl,
+        "p_pos": p_pos,
+        "primary_pm": primary_pm,
+        "fav_category": fav_category,
+        "n_devices": n_devices,
+        "devices": devices,
+        "device_kind": device_kind,
+        "device_ip": device_ip,
+        "n_cards": n_cards,
+        "cards": cards,
+        "store": store,
+    }
 
-    # Life events: probabilities are per 30 days, scaled to the run's length.
+
+def _life_events(
+    habits: dict[str, np.ndarray], start: int, span: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A new phone, a new card, a trip abroad: each at most once, after the account
+    exists. Probabilities are per 30 days, scaled to the run's length."""
+    n = len(habits["home"])
+    created = habits["created_us"]
     months = max(span / (30 * DAY_US), 1e-9)
 
     def happens(p_month: float) -> tuple[np.ndarray, np.ndarray]:
@@ -126,54 +174,23 @@ def build_population(config: SimulatorConfig, rng: np.random.Generator) -> Popul
         return hit, at
 
     _, phone_switch = happens(0.13)
-    phone_slot = rng.integers(0, n_devices)
+    phone_slot = rng.integers(0, habits["n_devices"])
     new_phone = new_ids(rng, n)
     _, card_add = happens(0.11)
     new_card = new_ids(rng, n)
     trip_hit, trip_start = happens(0.06)
     trip_len = (rng.uniform(2, 10, size=n) * DAY_US).astype(np.int64)
-    trip_end = np.where(trip_hit, trip_start + trip_len, NEVER)
-    abroad = (home + rng.integers(1, len(COUNTRIES), size=n)) % len(COUNTRIES)
-    trip_country = abroad.astype(np.int16)
-
-    pop = Population(
-        n=n,
-        home=home,
-        tz=tz,
-        created_us=created,
-        activity=activity,
-        mu=mu,
-        sigma=sigma,
-        peak_hour=peak,
-        hour_sd=hour_sd,
-        night_owl=night_owl,
-        p_pos=p_pos,
-        primary_pm=primary_pm,
-        fav_category=fav_category,
-        n_devices=n_devices,
-        devices=devices,
-        device_kind=device_kind,
-        device_ip=device_ip,
-        n_cards=n_cards,
-        cards=cards,
-        store=store,
-        phone_switch_us=phone_switch,
-        phone_slot=phone_slot,
-        new_phone=new_phone,
-        card_add_us=card_add,
-        new_card=new_card,
-        trip_start_us=trip_start,
-        trip_end_us=trip_end,
-        trip_country=trip_country,
-        trip_ip=new_ids(rng, n),
-        address=new_ids(rng, n),
-        shared_device=np.full(n, -1, dtype=np.int64),
-        shared_ip=np.full(n, -1, dtype=np.int64),
-        reship_addr=np.full(n, -1, dtype=np.int64),
-        reship_country=np.full(n, -1, dtype=np.int16),
-    )
-    _share_entities(pop, rng)
-    return pop
+    abroad = (habits["home"] + rng.integers(1, len(COUNTRIES), size=n)) % len(COUNTRIES)
+    return {
+        "phone_switch_us": phone_switch,
+        "phone_slot": phone_slot,
+        "new_phone": new_phone,
+        "card_add_us": card_add,
+        "new_card": new_card,
+        "trip_start_us": trip_start,
+        "trip_end_us": np.where(trip_hit, trip_start + trip_len, NEVER),
+        "trip_country": abroad.astype(np.int16),
+    }
 
 
 FAMILY_SHARE = 0.03  # users sharing a family tablet
