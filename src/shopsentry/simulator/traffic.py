@@ -141,7 +141,46 @@ def legit_sessions(
 
     is_pos = rng.random(s) < pop.p_pos[users]
     counts, split = _session_counts(is_pos, rng)
-    # Device, source, IP and country of each session.
+    where = _session_places(pop, users, t0, counts, is_pos, rng)
+    device, ip, country, store, source, switched, in_trip = where
+    etype, sess, ts, is_purchase = _session_events(t0, counts, rng)
+    total = len(etype)
+    u = users[sess]
+
+    frame = filled(
+        total,
+        ts=ts,
+        user=u,
+        etype=etype,
+        source=source[sess],
+        device=device[sess],
+        ip=ip[sess],
+        country=country[sess],
+        store=np.where(is_pos, store, -1)[sess],
+    )
+    cols = frame.cols
+    _fill_purchases(cols, pop, rng, is_purchase, sess, is_pos, in_trip, split, switched, config)
+    _fill_behaviour(cols, pop, rng, etype)
+    if target_events is not None:
+        # Keep whole sessions, in their random draw order, until the events that fall
+        # inside the window reach the target (sessions near the end spill past it).
+        inside = np.bincount(sess, weights=ts < config.end_us, minlength=s)
+        keep = int(np.searchsorted(np.cumsum(inside), target_events, side="right"))
+        frame = frame.take(np.flatnonzero(sess < keep))
+    return frame
+
+
+def _session_places(
+    pop: Population,
+    users: np.ndarray,
+    t0: np.ndarray,
+    counts: np.ndarray,
+    is_pos: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, ...]:
+    """Device, IP, country, store and source of each session (and whether it is on a
+    switched phone, during a trip)."""
+    s = len(users)
     slot = (rng.random(s) * pop.n_devices[users]).astype(np.int64)
     device = pop.devices[users, slot]
     kind = pop.device_kind[users, slot].astype(np.int8)
@@ -168,8 +207,14 @@ def legit_sessions(
     source = np.where(is_pos, POS_SOURCE, kind).astype(np.int8)
     device = np.where(is_pos, terminal, device)
     ip = np.where(is_pos, terminal + 1, ip)
+    return device, ip, country, store, source, switched, in_trip
 
-    # Expand sessions to events.
+
+def _session_events(
+    t0: np.ndarray, counts: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions expanded to events: type, session index, time, and which are purchases."""
+    s = len(t0)
     lengths = counts.sum(axis=1)
     total = int(lengths.sum())
     etype = np.repeat(np.tile(SESSION_ORDER, s), counts.ravel())
@@ -186,29 +231,7 @@ def legit_sessions(
     within = csum - csum[first][sess]
     ts = t0[sess] + within
     ts += ts % US == 0  # keep a fractional second, so every timestamp renders alike
-    u = users[sess]
-
-    frame = filled(
-        total,
-        ts=ts,
-        user=u,
-        etype=etype,
-        source=source[sess],
-        device=device[sess],
-        ip=ip[sess],
-        country=country[sess],
-        store=np.where(is_pos, store, -1)[sess],
-    )
-    cols = frame.cols
-    _fill_purchases(cols, pop, rng, is_purchase, sess, is_pos, in_trip, split, switched, config)
-    _fill_behaviour(cols, pop, rng, etype)
-    if target_events is not None:
-        # Keep whole sessions, in their random draw order, until the events that fall
-        # inside the window reach the target (sessions near the end spill past it).
-        inside = np.bincount(sess, weights=ts < config.end_us, minlength=s)
-        keep = int(np.searchsorted(np.cumsum(inside), target_events, side="right"))
-        frame = frame.take(np.flatnonzero(sess < keep))
-    return frame
+    return etype, sess, ts, is_purchase
 
 
 def _fill_purchases(
