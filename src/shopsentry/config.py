@@ -195,12 +195,15 @@ class StateSettings(_Frozen):
 
 class LiveGateSettings(_Frozen):
     """The weekly retrain's promotion of the live challenger (docs/model-ops.md): only
-    on purchases both models scored, with at least ``min_labelled_frauds`` fraud labels
+    on purchases both models scored on days at least ``min_label_maturity`` mature
+    (``modelops``' label maturity), with at least ``min_labelled_frauds`` fraud labels
     known by then, and only if the challenger's precision at the champion's recall beats
     the champion's by more than ``min_precision_gain``."""
 
     enabled: bool = True
     min_labelled_frauds: int = Field(default=30, ge=1)
+    # Judge only the purchases of days at least this mature (modelops' label maturity).
+    min_label_maturity: float = Field(default=0.8, gt=0.0, le=1.0)
     min_precision_gain: float = Field(default=0.0, ge=0.0, le=1.0)
 
 

@@ -278,7 +278,8 @@ def _live_gate_lines(live: dict[str, Any] | None) -> list[str]:
         "",
         f"Judged as challenger of v{live.get('champion_version')} on"
         f" {str(live.get('as_of', ''))[:16]}: {live.get('purchases', 0):,} purchases both"
-        f" scored, {live.get('labelled_frauds', 0):,} labelled frauds known by then.",
+        f" scored{_window(live)}, {live.get('labelled_frauds', 0):,} labelled frauds known"
+        " by then.",
         "",
         f"- {verdict}: {live.get('reason')}",
     ]
@@ -293,6 +294,17 @@ def _live_gate_lines(live: dict[str, Any] | None) -> list[str]:
             f" {_pct(live['challenger_precision'])} |",
         ]
     return lines
+
+
+def _window(live: dict[str, Any]) -> str:
+    """The live gate's matured window, when the verdict has one."""
+    if live.get("scored_purchases") is None:
+        return ""
+    days = f" {live['window_first']}..{live['window_last']}" if live.get("window_first") else ""
+    return (
+        f" on the days{days} whose label maturity is >= {live['min_label_maturity']:g}"
+        f" (of {live['scored_purchases']:,} on all days)"
+    )
 
 
 def write_card(directory: Path, name: str, version: str, report: dict[str, Any]) -> Path:

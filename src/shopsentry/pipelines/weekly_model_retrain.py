@@ -6,9 +6,11 @@ The design's Flow 3 (Sundays 02:00). Two steps, separate Airflow tasks:
    layers catch up, then ``ml_features.training_set`` is rebuilt from the shared feature
    definitions (point-in-time) and tested.
 2. :func:`train` first judges the live challenger (the registry's ``challenger``
-   alias, scored beside the champion in production) on the purchases both scored and
-   the labels known by ``as_of`` (:mod:`shopsentry.models.live_gate`): with enough
-   matured labels and better precision at the champion's recall it becomes champion;
+   alias, scored beside the champion in production) on the purchases both scored on
+   days whose labels have matured, with the labels known by ``as_of``
+   (:mod:`shopsentry.models.live_gate`; the monitoring models are rebuilt as of it for
+   the days' label maturity): with enough matured labels and better precision at the
+   champion's recall it becomes champion;
    either way the run log and its model card say why. Then it calls the model part's
    ``train_and_register``, which trains on labels known at ``as_of``, evaluates on the
    held-out last days, registers the version in MLflow and promotes it to champion only
@@ -26,7 +28,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,8 +141,15 @@ def judge_live_challenger(settings: Settings, as_of: datetime | None) -> dict[st
     if not settings.model.live_gate.enabled:
         return None
     from shopsentry.models.live_gate import apply_live_gate
+    from shopsentry.pipelines.model_monitoring import model_monitoring
 
-    verdict = apply_live_gate(settings, as_of)
+    # The days' label maturity must be as of the gate's time: the monitoring models
+    # (without feature drift) are rebuilt as of it when the warehouse has them at another.
+    verdict = apply_live_gate(
+        settings,
+        as_of or datetime.now(UTC),
+        refresh=lambda at: model_monitoring(settings, at, drift=False),
+    )
     if verdict is None:
         return None
     logger.info(

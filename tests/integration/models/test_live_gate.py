@@ -12,7 +12,7 @@ import pytest
 
 from shopsentry.models.scorer import challenger_version, champion_version
 from shopsentry.models.training import train_on
-from tests.unit.models.test_live_gate import staging_tables
+from tests.unit.models.test_live_gate import decisions, maturity, staging_tables
 
 from .test_registry import GOOD, WEAK, synthetic_history
 
@@ -20,10 +20,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AS_OF = datetime(2026, 11, 30, tzinfo=UTC)
 
 
-def live_week(settings, champion: str, challenger: str, frauds_known: int) -> None:
-    """2,000 purchases both scored; 60 frauds, of which ``frauds_known`` are labelled by
-    AS_OF. The champion catches 40 at 0.7 along with 40 legitimate ones; the challenger
-    ranks the same 40 above only 10 legitimate ones."""
+def live_week(
+    settings, champion: str, challenger: str, frauds_known: int, label_maturity: float = 0.9
+) -> None:
+    """2,000 purchases both scored on one day of ``label_maturity`` at AS_OF; 60 frauds,
+    of which ``frauds_known`` are labelled by AS_OF. The champion catches 40 at 0.7 along
+    with 40 legitimate ones; the challenger ranks the same 40 above only 10 legitimate
+    ones."""
     from shopsentry.warehouse.db import connect
 
     n = 2000
@@ -39,13 +42,14 @@ def live_week(settings, champion: str, challenger: str, frauds_known: int) -> No
     decided = datetime(2026, 11, 20, 12)
     with connect(settings) as con:
         staging_tables(con)
-        con.executemany(
-            "insert into staging.stg_decisions values (?, ?, ?, ?, ?, ?)",
+        decisions(
+            con,
             [
                 (f"e{i}", champion, float(champ[i]), challenger, float(chall[i]), decided)
                 for i in range(n)
             ],
         )
+        maturity(con, {decided.date(): label_maturity}, AS_OF)
         con.executemany(
             "insert into staging.stg_fraud_labels values (?, ?, ?)",
             [
@@ -81,6 +85,14 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     card = (version_dir(settings, "2") / "model_card.md").read_text()
     assert "## Live evidence" in card and "not promoted: not enough matured labels" in card
 
+    # Every label known, but on a day whose chargebacks are mostly still to come.
+    live_week(settings, "1", "2", frauds_known=60, label_maturity=0.5)
+    immature = apply_live_gate(settings, AS_OF)
+    assert immature is not None and not immature.promote
+    assert immature.reason.startswith("not enough matured labels: 0 labelled frauds")
+    assert "matured window no day of 1 with label maturity >= 0.8" in immature.reason
+    assert "matured window no day" in mlc.get_model_version(name, "2").tags["live_gate_reason"]
+
     live_week(settings, "1", "2", frauds_known=60)
     promoted = apply_live_gate(settings, AS_OF)
     assert promoted is not None and promoted.promote, promoted
@@ -94,5 +106,11 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     )
     card = (version_dir(settings, "2") / "model_card.md").read_text()
     assert "promoted to champion: better live precision" in card
+    assert "matured window days 2026-11-20..2026-11-20 (1 of 1 days)" in card
+    assert (
+        "2,000 purchases both scored on the days 2026-11-20..2026-11-20 whose label maturity"
+        " is >= 0.8 (of 2,000 on all days), 60 labelled frauds known by then." in card
+    )
+    assert promoted.window_first == promoted.window_last == "2026-11-20"
     assert "| this version | 66.7% | 80.0% |" in card
     assert apply_live_gate(settings, AS_OF) is None  # no challenger left to judge

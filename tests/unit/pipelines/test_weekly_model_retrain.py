@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,9 +25,15 @@ AS_OF = datetime(2026, 11, 29, 2, tzinfo=UTC)
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     order: list[str] = []
 
-    def gate(settings: Settings, as_of: datetime | None) -> LiveVerdict:
+    def gate(
+        settings: Settings, as_of: datetime | None, *, refresh: Callable[[datetime], object]
+    ) -> LiveVerdict:
         order.append("live gate")
+        refresh(datetime(2026, 11, 29, tzinfo=UTC))  # as if the maturity was stale
         return LiveVerdict(False, "not enough matured labels", 100, 3, challenger_version="4")
+
+    def monitoring(settings: Settings, as_of: datetime | None, *, drift: bool) -> None:
+        order.append(f"monitoring as of {as_of:%Y-%m-%d %H:%M}, drift={drift}")
 
     def train(settings: Settings, **kwargs: Any) -> TrainResult:
         order.append("train")
@@ -34,19 +41,23 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr("shopsentry.models.live_gate.apply_live_gate", gate)
     monkeypatch.setattr("shopsentry.models.training.train_and_register", train)
+    monkeypatch.setattr("shopsentry.pipelines.model_monitoring.model_monitoring", monitoring)
     return order
 
 
 def test_the_live_verdict_comes_first_and_is_recorded(tmp_path, calls: list[str]) -> None:
     settings = Settings(data_dir=tmp_path)
     result = job.train(settings, AS_OF)
-    assert calls == ["live gate", "train"]
+    # The gate's refresh rebuilds the monitoring models (without feature drift).
+    monitored = "monitoring as of 2026-11-29 00:00, drift=False"
+    assert calls == ["live gate", monitored, "train"]
     assert result.live_gate is not None and result.live_gate["challenger_version"] == "4"
     assert result.live_gate["reason"] == "not enough matured labels"
     marker = next((tmp_path / "state" / "retrain").glob("*.json"))
     assert json.loads(marker.read_text())["live_gate"]["promote"] is False
     again = job.train(settings, AS_OF)
-    assert again.reused and again.live_gate == result.live_gate and calls == ["live gate", "train"]
+    assert again.reused and again.live_gate == result.live_gate
+    assert calls == ["live gate", monitored, "train"]
 
 
 def test_a_disabled_live_gate_is_skipped(tmp_path, calls: list[str]) -> None:
