@@ -1,20 +1,31 @@
 """The cost of a shadow challenger on the hot path: ``HotPath.process`` over the same
 prepared micro-batches with the champion alone and with a challenger scored beside it.
 
-    .venv/bin/python -m benchmarks.bench_challenger [--purchases 60000] [--repeat 3]
+    .venv/bin/python -m benchmarks.bench_challenger [--purchases 60000] [--repeat 2]
+        [--block-batches 8]
 
 The champion is a real model trained on simulator history (bench_detector's
 ``train_champion``, ≈20 s); the challenger is the same forest with its margin shifted
 (the same number and depth of trees, so it costs what a retrained challenger costs),
 and flags more, so its reason codes are not computed for free. The traffic is
 bench_detector's (simulator purchases plus the behaviour events the features use), cut
-into micro-batches of ``detector.batch_max_records`` records. Each run starts from empty
-user and entity state (fresh LMDB files) and keeps the worker's state cache between
-batches, as a worker does; producing and committing are left out, so the ratio is the
-hot path's own (a whole worker pays the same extra on a larger total). Runs alternate
-(champion alone, shadow, champion alone, ...) and the best CPU time of each kind is
-kept, which a shared machine's load changes least. Results:
-``benchmarks/results/bench_challenger.{json,md}``.
+into micro-batches of ``detector.batch_max_records`` records. Producing and committing
+are left out, so the ratio is the hot path's own (a whole worker pays the same extra on
+a larger total).
+
+**Paired, interleaved.** On a shared machine the load moves by more than the effect
+between two 30-second passes (an earlier version of this benchmark, whole passes
+alternated, saw a 33% run-to-run spread at load 9). So each pass runs two hot paths
+side by side, each on its own fresh user and entity state (LMDB files) and state cache,
+as a worker keeps them: the champion alone and the champion with the shadow
+challenger. They take the batches a block (``--block-batches``) at a time, the two
+kinds one after the other on the same block (order swapped every block), so each pair
+of CPU times is measured within about a second of the same load. The result is the
+ratio of the kinds' summed CPU times (the throughput ratio) with a 95% bootstrap
+interval over the pairs, and the per-pair ratios' median and quartiles; the bound is
+met when the whole interval is, unmet when none of it is, and open otherwise.
+A throwaway run of each kind first takes the one-time costs.
+Results: ``benchmarks/results/bench_challenger.{json,md}``.
 """
 
 from __future__ import annotations
@@ -57,33 +68,105 @@ def prepare_batches(settings: Any, purchases: int, batch: int) -> list[list[Any]
     return [records[i : i + batch] for i in range(0, len(records), batch)]
 
 
-def one_run(
-    work: Path, settings: Any, batches: list[list[Any]], champion: Any, challenger: Any
-) -> dict[str, Any]:
-    """CPU and wall seconds of one pass over the batches on fresh state."""
-    from shopsentry.detection.feature_ops import default_feature_ops
-    from shopsentry.detection.hot_path import HotPath, StateCache
-    from shopsentry.detection.worker import hot_path_config
-    from shopsentry.features.entity_store import LmdbEntityStore
-    from shopsentry.features.lmdb_store import LmdbStateStore
+class Lane:
+    """One hot path on its own fresh state: the champion alone, or with the challenger."""
 
-    run_dir = Path(tempfile.mkdtemp(dir=work))
-    store = LmdbStateStore(run_dir / "state.lmdb")
-    entities = LmdbEntityStore(run_dir / "entities.lmdb")
-    cache = StateCache()
-    pipeline = HotPath(hot_path_config(settings), default_feature_ops(entities), cache=cache)
-    purchases = decisions = 0
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for records in batches:
-        out = pipeline.process(records, {}, champion, store, None, challenger)
-        cache.put(out.state_objects)
-        purchases += out.purchases
-        decisions += sum(1 for o in out.outputs if o.topic == settings.topics.decisions.name)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    store.close()
-    entities.close()
-    assert decisions == purchases, "every purchase must be decided"
-    return {"cpu_s": cpu, "wall_s": wall, "purchases": purchases}
+    def __init__(self, work: Path, settings: Any, champion: Any, challenger: Any) -> None:
+        from shopsentry.detection.feature_ops import default_feature_ops
+        from shopsentry.detection.hot_path import HotPath, StateCache
+        from shopsentry.detection.worker import hot_path_config
+        from shopsentry.features.entity_store import LmdbEntityStore
+        from shopsentry.features.lmdb_store import LmdbStateStore
+
+        run_dir = Path(tempfile.mkdtemp(dir=work))
+        self.store = LmdbStateStore(run_dir / "state.lmdb")
+        self.entities = LmdbEntityStore(run_dir / "entities.lmdb")
+        self.cache = StateCache()
+        self.pipeline = HotPath(
+            hot_path_config(settings), default_feature_ops(self.entities), cache=self.cache
+        )
+        self.champion, self.challenger = champion, challenger
+        self.decisions_topic = settings.topics.decisions.name
+        self.purchases = self.decisions = 0
+
+    def run(self, batches: list[list[Any]]) -> float:
+        """CPU seconds to process ``batches``."""
+        cpu0 = time.process_time()
+        for records in batches:
+            out = self.pipeline.process(
+                records, {}, self.champion, self.store, None, self.challenger
+            )
+            self.cache.put(out.state_objects)
+            self.purchases += out.purchases
+            self.decisions += sum(1 for o in out.outputs if o.topic == self.decisions_topic)
+        return time.process_time() - cpu0
+
+    def close(self) -> None:
+        self.store.close()
+        self.entities.close()
+        assert self.decisions == self.purchases, "every purchase must be decided"
+
+
+def paired_pass(
+    work: Path,
+    settings: Any,
+    batches: list[list[Any]],
+    champion: Any,
+    challenger: Any,
+    block: int,
+) -> dict[str, Any]:
+    """One pass of both kinds over the batches, block by block, order swapped each block:
+    the CPU seconds of each kind per block."""
+    lanes = {
+        "champion": Lane(work, settings, champion, None),
+        "shadow": Lane(work, settings, champion, challenger),
+    }
+    cpu: dict[str, list[float]] = {"champion": [], "shadow": []}
+    wall0 = time.perf_counter()
+    for i, start in enumerate(range(0, len(batches), block)):
+        chunk = batches[start : start + block]
+        for kind in ("champion", "shadow") if i % 2 == 0 else ("shadow", "champion"):
+            cpu[kind].append(lanes[kind].run(chunk))
+    wall = time.perf_counter() - wall0
+    for lane in lanes.values():
+        lane.close()
+    return {
+        "purchases": lanes["champion"].purchases,
+        "wall_s": wall,
+        "cpu_s": {kind: sum(v) for kind, v in cpu.items()},
+        "block_cpu_s": cpu,
+    }
+
+
+def warm_up(
+    work: Path, settings: Any, batches: list[list[Any]], champion: Any, challenger: Any
+) -> None:
+    """A throwaway run of each kind: one-time costs (lazy imports, first allocations)
+    would otherwise fall on whichever kind runs the first block."""
+    for shadow in (None, challenger):
+        lane = Lane(work, settings, champion, shadow)
+        lane.run(batches)
+        lane.close()
+
+
+def paired_ratio(champion: list[float], shadow: list[float], seed: int = 0) -> dict[str, Any]:
+    """The shadow's throughput relative to the champion alone (summed CPU of the
+    champion over the shadow's) with a 95% bootstrap interval over the pairs, and the
+    per-pair ratios' quartiles."""
+    import numpy as np
+
+    a, b = np.asarray(champion), np.asarray(shadow)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, a.size, size=(5000, a.size))
+    boot = a[picks].sum(axis=1) / b[picks].sum(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    q1, median, q3 = np.percentile(a / b, [25, 50, 75])
+    return {
+        "pairs": int(a.size),
+        "throughput_ratio": float(a.sum() / b.sum()),
+        "ci95": [float(low), float(high)],
+        "pair_ratio_quartiles": [float(q1), float(median), float(q3)],
+    }
 
 
 def load_models(work: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -111,7 +194,10 @@ def _uptime() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--purchases", type=int, default=60_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (best kept)")
+    parser.add_argument("--repeat", type=int, default=2, help="paired passes")
+    parser.add_argument(
+        "--block-batches", type=int, default=8, help="batches per paired block (~1 s)"
+    )
     args = parser.parse_args(argv)
 
     from shopsentry.config import Settings
@@ -122,14 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         champion, challenger, info = load_models(work)
         batches = prepare_batches(settings, args.purchases, settings.detector.batch_max_records)
-        runs: dict[str, list[dict[str, Any]]] = {"champion": [], "shadow": []}
-        for _ in range(args.repeat):
-            runs["champion"].append(one_run(work, settings, batches, champion, None))
-            runs["shadow"].append(one_run(work, settings, batches, champion, challenger))
-    best = {kind: min(r["cpu_s"] for r in rs) for kind, rs in runs.items()}
-    purchases = runs["champion"][0]["purchases"]
-    rate = {kind: purchases / seconds for kind, seconds in best.items()}
-    cost = 1 - rate["shadow"] / rate["champion"]
+        warm_up(work, settings, batches[: args.block_batches], champion, challenger)
+        passes = [
+            paired_pass(work, settings, batches, champion, challenger, args.block_batches)
+            for _ in range(args.repeat)
+        ]
+    blocks = {
+        kind: [x for p in passes for x in p["block_cpu_s"][kind]] for kind in ("champion", "shadow")
+    }
+    paired = paired_ratio(blocks["champion"], blocks["shadow"])
+    purchases = passes[0]["purchases"]
+    total = {kind: sum(blocks[kind]) for kind in blocks}
+    rate = {kind: purchases * len(passes) / seconds for kind, seconds in total.items()}
+    cost, (low, high) = 1 - paired["throughput_ratio"], paired["ci95"]
     result = {
         "command": " ".join(
             [Path(sys.executable).name, "-m", "benchmarks.bench_challenger", *sys.argv[1:]]
@@ -143,15 +234,20 @@ def main(argv: list[str] | None = None) -> int:
         },
         "purchases": purchases,
         "batch_records": settings.detector.batch_max_records,
+        "block_batches": args.block_batches,
         "trees": info["trees"],
-        "runs": runs,
-        "best_cpu_s": best,
+        "passes": [{k: v for k, v in p.items() if k != "block_cpu_s"} for p in passes],
+        "block_cpu_s": blocks,
+        "cpu_s": total,
         "purchases_per_cpu_s": {k: round(v) for k, v in rate.items()},
         "us_per_purchase": {k: round(1e6 / v, 2) for k, v in rate.items()},
-        "shadow_to_champion_throughput": round(rate["shadow"] / rate["champion"], 4),
+        "paired": paired,
+        "shadow_to_champion_throughput": round(paired["throughput_ratio"], 4),
         "shadow_throughput_cost": round(cost, 4),
+        "shadow_throughput_cost_ci95": [round(1 - high, 4), round(1 - low, 4)],
         "target_cost": TARGET,
-        "within_target": cost <= TARGET,
+        "within_target": 1 - low <= TARGET,
+        "over_target": 1 - high > TARGET,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_challenger.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -161,31 +257,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_markdown(r: dict[str, Any], path: Path) -> None:
-    us = r["us_per_purchase"]
-    verdict = "within" if r["within_target"] else "over"
-    spread = {
-        kind: (min(x["cpu_s"] for x in runs), max(x["cpu_s"] for x in runs))
-        for kind, runs in r["runs"].items()
-    }
-    noise = max(hi / lo - 1 for lo, hi in spread.values())
+    us, paired = r["us_per_purchase"], r["paired"]
+    low, high = r["shadow_throughput_cost_ci95"]
+    if r["within_target"]:
+        verdict = f"within the {r['target_cost']:.0%} bound (the whole interval is)"
+    elif r["over_target"]:
+        verdict = f"over the {r['target_cost']:.0%} bound (the whole interval is)"
+    else:
+        verdict = f"not settled against the {r['target_cost']:.0%} bound (the interval spans it)"
+    q1, median, q3 = paired["pair_ratio_quartiles"]
+    passes = ", ".join(
+        f"{p['cpu_s']['champion']:.1f} s alone vs {p['cpu_s']['shadow']:.1f} s with the shadow"
+        for p in r["passes"]
+    )
     path.write_text(
         "# bench_challenger\n\n"
         f"`{r['command']}` on {r['date']}, nproc {r['machine']['nproc']}\n\n"
         f"- uptime before: `{r['machine']['uptime_before']}`\n"
         f"- uptime after: `{r['machine']['uptime_after']}`\n\n"
         f"`HotPath.process` over {r['purchases']:,} purchases (plus behaviour events) in "
-        f"batches of {r['batch_records']} records, model of {r['trees']} trees; best CPU "
-        f"time of {len(r['runs']['champion'])} alternating runs each.\n\n"
+        f"batches of {r['batch_records']} records, model of {r['trees']} trees; "
+        f"{len(r['passes'])} pass(es), each running both kinds on their own state block by "
+        f"block ({r['block_batches']} batches a block, order swapped each block): "
+        f"{paired['pairs']} pairs of CPU times measured within a second of each other.\n\n"
         "| hot path | purchases per CPU-second | µs per purchase |\n|---|---|---|\n"
         f"| champion alone | {r['purchases_per_cpu_s']['champion']:,} | {us['champion']} |\n"
         f"| champion + shadow challenger | {r['purchases_per_cpu_s']['shadow']:,} |"
         f" {us['shadow']} |\n\n"
         f"Shadow scoring keeps {r['shadow_to_champion_throughput']:.1%} of the throughput: it "
-        f"costs {r['shadow_throughput_cost']:.1%}, {verdict} the {r['target_cost']:.0%} bound.\n\n"
-        f"Run-to-run spread of the CPU time: champion alone {spread['champion'][0]:.1f}"
-        f"-{spread['champion'][1]:.1f} s, with the shadow challenger {spread['shadow'][0]:.1f}"
-        f"-{spread['shadow'][1]:.1f} s (up to {noise:.0%}); a difference smaller than that"
-        " is the machine's load, not the challenger.\n"
+        f"costs {r['shadow_throughput_cost']:.1%} (95% bootstrap interval over the pairs "
+        f"{low:.1%} to {high:.1%}), {verdict}.\n\n"
+        f"Per pair, the shadow keeps {median:.1%} of the throughput (median; quartiles "
+        f"{q1:.1%}-{q3:.1%}). Summed per pass: {passes}.\n"
     )
 
 
