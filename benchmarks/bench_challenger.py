@@ -24,13 +24,18 @@ of CPU times is measured within about a second of the same load. The result is t
 ratio of the kinds' summed CPU times (the throughput ratio) with a 95% bootstrap
 interval over the pairs, and the per-pair ratios' median and quartiles; the bound is
 met when the whole interval is, unmet when none of it is, and open otherwise.
-A throwaway run of each kind first takes the one-time costs.
+A throwaway run of each kind first takes the one-time costs. Python's full garbage
+collections (about 0.35 s each here, over both hot paths' heap together, twice a
+worker's) would otherwise fall into whichever kind happens to run, one block in two:
+the collector is off inside a timed block and collects after it, untimed (its time
+is reported beside).
 Results: ``benchmarks/results/bench_challenger.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -116,17 +121,26 @@ def paired_pass(
     block: int,
 ) -> dict[str, Any]:
     """One pass of both kinds over the batches, block by block, order swapped each block:
-    the CPU seconds of each kind per block."""
+    the CPU seconds of each kind per block. The garbage collector runs after each run of
+    a block, untimed (``gc_cpu_s``), never inside one."""
     lanes = {
         "champion": Lane(work, settings, champion, None),
         "shadow": Lane(work, settings, champion, challenger),
     }
     cpu: dict[str, list[float]] = {"champion": [], "shadow": []}
+    collecting = 0.0
     wall0 = time.perf_counter()
-    for i, start in enumerate(range(0, len(batches), block)):
-        chunk = batches[start : start + block]
-        for kind in ("champion", "shadow") if i % 2 == 0 else ("shadow", "champion"):
-            cpu[kind].append(lanes[kind].run(chunk))
+    gc.disable()
+    try:
+        for i, start in enumerate(range(0, len(batches), block)):
+            chunk = batches[start : start + block]
+            for kind in ("champion", "shadow") if i % 2 == 0 else ("shadow", "champion"):
+                cpu[kind].append(lanes[kind].run(chunk))
+                gc0 = time.process_time()
+                gc.collect()
+                collecting += time.process_time() - gc0
+    finally:
+        gc.enable()
     wall = time.perf_counter() - wall0
     for lane in lanes.values():
         lane.close()
@@ -134,6 +148,7 @@ def paired_pass(
         "purchases": lanes["champion"].purchases,
         "wall_s": wall,
         "cpu_s": {kind: sum(v) for kind, v in cpu.items()},
+        "gc_cpu_s": collecting,
         "block_cpu_s": cpu,
     }
 
@@ -270,6 +285,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"{p['cpu_s']['champion']:.1f} s alone vs {p['cpu_s']['shadow']:.1f} s with the shadow"
         for p in r["passes"]
     )
+    collected = ", ".join(f"{p['gc_cpu_s']:.1f} s" for p in r["passes"])
     path.write_text(
         "# bench_challenger\n\n"
         f"`{r['command']}` on {r['date']}, nproc {r['machine']['nproc']}\n\n"
@@ -288,7 +304,8 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"costs {r['shadow_throughput_cost']:.1%} (95% bootstrap interval over the pairs "
         f"{low:.1%} to {high:.1%}), {verdict}.\n\n"
         f"Per pair, the shadow keeps {median:.1%} of the throughput (median; quartiles "
-        f"{q1:.1%}-{q3:.1%}). Summed per pass: {passes}.\n"
+        f"{q1:.1%}-{q3:.1%}). Summed per pass: {passes}; the garbage collector's, between "
+        f"blocks and untimed: {collected}.\n"
     )
 
 
