@@ -110,13 +110,11 @@ class MaturedWindow:
 
     @classmethod
     def of(cls, evidence: LiveEvidence, min_label_maturity: float) -> MaturedWindow:
-        matured = sorted(
-            d for d, m in evidence.maturity.items() if m is not None and m >= min_label_maturity
-        )
+        days: list[date] = np.unique(evidence.day).astype(object).tolist()
+        matured = [d for d in days if (evidence.maturity.get(d) or 0.0) >= min_label_maturity]
         keep = np.isin(evidence.day, np.array(matured, dtype="datetime64[D]"))
-        all_days = np.unique(evidence.day).size
         first, last = (matured[0], matured[-1]) if matured else (None, None)
-        return cls(keep, first, last, len(matured), all_days, min_label_maturity)
+        return cls(keep, first, last, len(matured), len(days), min_label_maturity)
 
     def describe(self, evidence: LiveEvidence) -> str:
         """The window and the share of the evidence it kept, for the verdict's reason."""
@@ -124,15 +122,11 @@ class MaturedWindow:
         frauds = int(np.count_nonzero(evidence.is_fraud))
         kept_frauds = int(np.count_nonzero(evidence.is_fraud & self.keep))
         share = f" ({kept / n:.0%})" if n else ""
-        days = (
-            f"days {self.first}..{self.last} ({self.days} of {self.all_days} days)"
-            if self.first
-            else f"no day of {self.all_days}"
-        )
+        window = f"matured window {self.first}..{self.last}" if self.first else "no matured window"
         return (
-            f"matured window {days} with label maturity >= {self.min_label_maturity:g}:"
-            f" {kept:,} of the {n:,} purchases both models scored{share},"
-            f" {kept_frauds} of {frauds} labelled frauds"
+            f"{window} ({self.days} of {self.all_days} days with label maturity >="
+            f" {self.min_label_maturity:g}): {kept:,} of the {n:,} purchases both models"
+            f" scored{share}, {kept_frauds} of {frauds} labelled frauds"
         )
 
 
@@ -255,7 +249,7 @@ where decisions.model_version = $champion
     and decisions.challenger_version = $challenger
     and decisions.challenger_probability is not null
     and decisions.probability is not null
-    and decisions.decided_at <= $as_of
+    and decisions.occurred_at <= $as_of
 """
 
 # The days' maturity for this pair, as the monitoring models computed it (and when).
@@ -269,9 +263,11 @@ where champion_version = $champion and challenger_version = $challenger
 def live_evidence(
     settings: Settings, champion_version: str, challenger_version: str, as_of: datetime
 ) -> LiveEvidence:
-    """The purchases both versions scored by ``as_of``, with the labels known by then
-    (the latest label of a purchase wins, e.g. a review overturning a chargeback), and
-    the label maturity of their days as the warehouse last built it."""
+    """The purchases both versions scored that were made by ``as_of`` (by
+    ``occurred_at``, as the monitoring models count them, so a replay of past traffic is
+    judged as of its own time), with the labels known by then (the latest label of a
+    purchase wins, e.g. a review overturning a chargeback), and the label maturity of
+    their days as the warehouse last built it."""
     import duckdb
 
     from shopsentry.warehouse.db import connect

@@ -236,3 +236,43 @@ def test_the_dashboard_shows_quality_and_drift(
         page.locator("section.modelops").screenshot(
             path=str(artifact_dir / "dashboard-modelops.png")
         )
+
+
+def test_the_gate_judges_the_matured_days_and_explains_itself(week: Week) -> None:
+    """The weekly retrain's live gate on the replayed month (every day scored by both
+    models), with the warehouse's label maturity: it judges exactly the purchases of the
+    days the warehouse shows at least 0.8 mature, leaves the live week's newest days
+    out, and its reason (in the verdict and on the challenger's version) names that
+    window. Last in the module: a promotion would move the aliases."""
+    from mlflow import MlflowClient
+
+    from shopsentry.models.live_gate import apply_live_gate
+
+    compared = rows(
+        week,
+        """select day, purchases, label_maturity from monitoring.model_comparison_daily
+           where champion_version = ? and challenger_version = ? order by day""",
+        week.champion,
+        week.challenger,
+    )
+    matured = [
+        r for r in compared if r["label_maturity"] is not None and r["label_maturity"] >= 0.8
+    ]
+    assert matured and matured[-1]["day"] < LIVE[-1], compared  # the newest days wait
+    verdict = apply_live_gate(week.settings, week.as_of)
+    assert verdict is not None, "champion and challenger are registered"
+    assert verdict.scored_purchases == sum(r["purchases"] for r in compared)
+    assert verdict.purchases == sum(r["purchases"] for r in matured) < verdict.scored_purchases
+    assert (verdict.window_first, verdict.window_last) == (
+        matured[0]["day"].isoformat(),
+        matured[-1]["day"].isoformat(),
+    )
+    window = (
+        f"matured window {matured[0]['day']}..{matured[-1]['day']}"
+        f" ({len(matured)} of {len(compared)} days with label maturity >= 0.8)"
+    )
+    assert window in verdict.reason, verdict.reason
+    mlc = MlflowClient(tracking_uri=week.settings.mlflow_tracking_uri)
+    tags = mlc.get_model_version(week.settings.model.name, week.challenger).tags
+    assert tags["live_gate_reason"] == verdict.reason
+    assert tags["live_gate_promoted"] == str(verdict.promote).lower()

@@ -90,8 +90,8 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     immature = apply_live_gate(settings, AS_OF)
     assert immature is not None and not immature.promote
     assert immature.reason.startswith("not enough matured labels: 0 labelled frauds")
-    assert "matured window no day of 1 with label maturity >= 0.8" in immature.reason
-    assert "matured window no day" in mlc.get_model_version(name, "2").tags["live_gate_reason"]
+    assert "no matured window (0 of 1 days with label maturity >= 0.8)" in immature.reason
+    assert "no matured window" in mlc.get_model_version(name, "2").tags["live_gate_reason"]
 
     live_week(settings, "1", "2", frauds_known=60)
     promoted = apply_live_gate(settings, AS_OF)
@@ -106,7 +106,7 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     )
     card = (version_dir(settings, "2") / "model_card.md").read_text()
     assert "promoted to champion: better live precision" in card
-    assert "matured window days 2026-11-20..2026-11-20 (1 of 1 days)" in card
+    assert "matured window 2026-11-20..2026-11-20 (1 of 1 days with label maturity" in card
     assert (
         "2,000 purchases both scored on the days 2026-11-20..2026-11-20 whose label maturity"
         " is >= 0.8 (of 2,000 on all days), 60 labelled frauds known by then." in card

@@ -101,9 +101,9 @@ def test_not_enough_matured_labels_decides_nothing() -> None:
     assert not verdict.promote and verdict.challenger_precision is None
     assert verdict.reason == (
         "not enough matured labels: 40 labelled frauds among 1,000 purchases of matured"
-        " days (need 41); matured window days 2026-11-10..2026-11-10 (1 of 1 days) with"
-        " label maturity >= 0.8: 1,000 of the 1,000 purchases both models scored (100%),"
-        " 40 of 40 labelled frauds"
+        " days (need 41); matured window 2026-11-10..2026-11-10 (1 of 1 days with label"
+        " maturity >= 0.8): 1,000 of the 1,000 purchases both models scored (100%), 40 of"
+        " 40 labelled frauds"
     )
     empty = np.zeros(0)
     none = gate(evidence(empty, empty, empty, maturity={}), min_labelled_frauds=1)
@@ -147,9 +147,8 @@ def test_a_challenger_better_only_on_immature_recent_days_is_not_promoted() -> N
     assert verdict.champion_precision == verdict.challenger_precision == pytest.approx(0.5)
     assert (verdict.window_first, verdict.window_last) == ("2026-11-10", "2026-11-10")
     assert verdict.reason.endswith(
-        "matured window days 2026-11-10..2026-11-10 (1 of 2 days) with label maturity"
-        " >= 0.8: 1,000 of the 1,500 purchases both models scored (67%), 40 of 40"
-        " labelled frauds"
+        "matured window 2026-11-10..2026-11-10 (1 of 2 days with label maturity >= 0.8):"
+        " 1,000 of the 1,500 purchases both models scored (67%), 40 of 40 labelled frauds"
     )
     # Judged on every day, the recent day's unlabelled alerts would have promoted it.
     everything = gate(
@@ -183,8 +182,8 @@ def test_a_day_without_a_maturity_estimate_is_left_out() -> None:
     assert not verdict.promote and verdict.purchases == 0 and verdict.window_first is None
     assert verdict.reason == (
         "not enough matured labels: 0 labelled frauds among 0 purchases of matured days"
-        " (need 1); matured window no day of 2 with label maturity >= 0.8: 0 of the 1,500"
-        " purchases both models scored (0%), 0 of 40 labelled frauds"
+        " (need 1); no matured window (0 of 2 days with label maturity >= 0.8): 0 of the"
+        " 1,500 purchases both models scored (0%), 0 of 40 labelled frauds"
     )
 
 
@@ -259,7 +258,7 @@ def test_the_evidence_is_what_both_scored_with_labels_known_by_then(tmp_path) ->
                 ("e4", "1", 0.5, None, None, at),  # no challenger: left out
                 ("e5", "9", 0.5, "2", 0.5, at),  # another champion: left out
                 ("e6", "1", 0.4, "3", 0.4, at),  # another challenger: left out
-                ("e7", "1", 0.6, "2", 0.6, at + timedelta(days=30)),  # decided after as_of
+                ("e7", "1", 0.6, "2", 0.6, at + timedelta(days=30)),  # made after as_of
             ],
         )
         labels = [
