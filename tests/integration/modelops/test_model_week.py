@@ -276,3 +276,19 @@ def test_the_gate_judges_the_matured_days_and_explains_itself(week: Week) -> Non
     tags = mlc.get_model_version(week.settings.model.name, week.challenger).tags
     assert tags["live_gate_reason"] == verdict.reason
     assert tags["live_gate_promoted"] == str(verdict.promote).lower()
+
+    # A day earlier, through the weekly retrain's call: the warehouse's maturity is as of
+    # the week's end, so the monitoring models are rebuilt as of the gate's own time.
+    from shopsentry.pipelines.model_monitoring import model_monitoring
+    from shopsentry.pipelines.weekly_model_retrain import judge_live_challenger
+
+    assert not verdict.promote  # the weak challenger is still the challenger
+    earlier = week.as_of - timedelta(days=1)
+    try:
+        judged = judge_live_challenger(week.settings, earlier)
+        built = rows(week, "select max(as_of) as as_of from monitoring.model_comparison_daily")
+        assert built[0]["as_of"] == earlier.replace(tzinfo=None)
+    finally:  # leave the warehouse as the fixture built it
+        model_monitoring(week.settings, week.as_of, drift=False)
+    assert judged is not None and judged["scored_purchases"] < verdict.scored_purchases
+    assert judged["window_last"] is not None and judged["window_last"] <= verdict.window_last
