@@ -137,9 +137,9 @@ class InputAligner:
         time runs out (None: nothing held, or waiting for records, not for time)."""
         if not self._count:
             return None
-        if self._count > self.max_held or self._any_may_go():
+        now = self.clock()  # one instant for both checks: an idle time ending between
+        if self._count > self.max_held or self._any_may_go(now):  # them is not lost
             return 0.0
-        now = self.clock()
         pending = [
             since + self.max_idle_s - now
             for since in self._quiet_since.values()
@@ -148,14 +148,15 @@ class InputAligner:
         return max(0.0, min(pending)) if pending else None
 
     # -- internals -------------------------------------------------------------------
-    def _any_may_go(self) -> bool:
-        bounds = self._bounds()
+    def _any_may_go(self, now: float) -> bool:
+        bounds = self._bounds(now)
         return any(q and q[0].timestamp_ms < bounds[tp.topic] for tp, q in self._held.items())
 
-    def _bounds(self) -> dict[str, int]:
+    def _bounds(self, now: float | None = None) -> dict[str, int]:
         """Per topic: records below this time are read on every partition that holds
         them back (a caught-up partition does not; of another topic, once idle)."""
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         topics = {tp.topic for tp in self._held}
         bounds = dict.fromkeys(topics, _ANY)
         for tp, read_to in self._read_to.items():
