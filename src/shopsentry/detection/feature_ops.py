@@ -7,10 +7,16 @@ in memory through the one feature step, and the batch's deltas are applied to th
 atomically and idempotently (:meth:`SharedFeatureOps.end_batch`) before any decision is
 produced: a crash after that point redelivers purchases the store already counted, and
 skips them.
+
+The worker keeps the entity states it wrote, with the bytes it wrote
+(:data:`MAX_CACHED_ENTITIES`, oldest out): a batch whose read finds exactly those bytes
+in the store (no other worker changed the entity since) takes the kept state instead of
+decoding it — the same state, since decoding what was written gives it back.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +26,8 @@ from shopsentry.features.entity import EntityState, entity_keys
 from shopsentry.features.entity_store import EntityPurchase, EntityStore, Prepared
 from shopsentry.features.observe import observe_behavior
 from shopsentry.features.state import BehaviorState, PurchaseState
+
+MAX_CACHED_ENTITIES = 50_000  # entity states kept between batches (oldest out)
 
 
 class SharedFeatureOps:
@@ -34,9 +42,13 @@ class SharedFeatureOps:
         self.entities = entities
         self._keys: dict[str, list[str | None]] = {}
         self._read: dict[str, bytes | None] = {}
+        self._version: int | None = None
         self._states: dict[str, EntityState] = {}
         self._dirty: set[str] = set()
         self._deltas: list[EntityPurchase] = []
+        # key -> (the state this worker wrote, the bytes it wrote): see the module doc.
+        # A batch takes its entities out; only a durable write puts them back.
+        self._kept: dict[str, tuple[EntityState, bytes]] = {}
 
     def purchase_state(self, raw: bytes | None) -> PurchaseState:
         return PurchaseState.from_bytes(raw)
@@ -52,8 +64,15 @@ class SharedFeatureOps:
             return
         self._keys = {p.event_id: entity_keys(p) for p in purchases}
         unique = {k for keys in self._keys.values() for k in keys if k is not None}
-        self._read = self.entities.read(sorted(unique)) if unique else {}
-        self._states = {k: EntityState.from_bytes(v) for k, v in self._read.items()}
+        read, self._version = self.entities.read_versioned(sorted(unique)) if unique else ({}, None)
+        self._read = read
+        kept = self._kept
+        states = self._states = {}
+        for key, raw in read.items():
+            held = kept.pop(key, None)
+            states[key] = (
+                held[0] if held is not None and held[1] == raw else EntityState.from_bytes(raw)
+            )
 
     def purchase_step(
         self, purchase: Purchase, pstate: PurchaseState, bstate: BehaviorState
@@ -83,13 +102,23 @@ class SharedFeatureOps:
     def end_batch(self) -> None:
         """Apply the batch's purchases to the shared entity store (atomic, idempotent)."""
         if self.entities is not None and self._deltas:
-            prepared = Prepared(self._read, self._states, frozenset(self._dirty))
+            prepared = Prepared(self._read, self._states, frozenset(self._dirty), self._version)
             self.entities.apply_purchases(self._deltas, prepared)
+            self._keep(prepared.written)
         self._deltas = []
         self._read = {}
+        self._version = None
         self._states = {}
         self._dirty = set()
         self._keys = {}
+
+    def _keep(self, written: dict[str, tuple[EntityState, bytes]]) -> None:
+        kept = self._kept
+        kept.update(written)
+        excess = len(kept) - MAX_CACHED_ENTITIES
+        if excess > 0:
+            for key in list(itertools.islice(kept, excess)):
+                del kept[key]
 
     def observe_behavior(self, bstate: BehaviorState, event: Any) -> BehaviorState:
         observe_behavior(bstate, event)

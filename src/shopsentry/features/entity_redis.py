@@ -73,6 +73,9 @@ class RedisEntityStore:
         values = self._call(self._client.mget, [f"{self.prefix}e:{k}" for k in keys])
         return dict(zip(keys, values, strict=True))
 
+    def read_versioned(self, keys: Sequence[str]) -> tuple[dict[str, bytes | None], None]:
+        return self.read(keys), None  # no store-wide version: the write step compares
+
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not tps:
             return {}
@@ -97,6 +100,7 @@ class RedisEntityStore:
         import redis
 
         watch_error = redis.WatchError
+        written = prepared
         for _ in range(_MAX_ATTEMPTS):
             with self._client.pipeline(transaction=True) as pipe:
                 try:
@@ -114,7 +118,7 @@ class RedisEntityStore:
                         seen[full] = value
                         return value
 
-                    writes, deletes, done = apply_all(get, purchases, labels, at, prepared)
+                    writes, deletes, done, states = apply_all(get, purchases, labels, at, prepared)
                     prepared = None  # used once (see apply_all): a retry re-applies
                     pipe.multi()
                     for key, value in writes.items():
@@ -126,6 +130,8 @@ class RedisEntityStore:
                     if deletes:
                         pipe.delete(*(prefix + key for key in deletes))
                     pipe.execute()
+                    if written is not None:
+                        written.wrote(states, writes)
                     return done
                 except watch_error:
                     logger.debug("entity update raced another worker: retrying")

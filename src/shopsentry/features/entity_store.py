@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,11 +77,24 @@ class Prepared:
     for a key never seen) and after it applied the batch's purchases to them in memory
     (``states``); ``dirty``: keys whose in-memory state is not exactly that (a feature
     step failed half-way). In the write step, a key whose stored bytes are still
-    ``read`` takes its state from ``states`` instead of decoding and re-applying."""
+    ``read`` takes its state from ``states`` instead of decoding and re-applying.
+
+    ``written`` is filled by the store once the write is durable: each entity state it
+    wrote, with the bytes it wrote (a worker keeps them, and skips decoding the state in
+    a later batch if the store still holds exactly those bytes). ``version``: the
+    store's version ``read`` came from (:meth:`EntityStore.read_versioned`; None: none),
+    so a write at the next version knows no other write came in between and need not
+    compare the stored bytes."""
 
     read: Mapping[str, bytes | None]
     states: Mapping[str, EntityState]
     dirty: frozenset[str] = frozenset()
+    version: int | None = None
+    written: dict[str, tuple[EntityState, bytes]] = field(default_factory=dict)
+
+    def wrote(self, states: Mapping[str, EntityState], writes: Mapping[str, bytes]) -> None:
+        """Record what a durable write wrote (``states`` and the writes holding them)."""
+        self.written.update((key, (state, writes["e:" + key])) for key, state in states.items())
 
 
 class EntityStore(Protocol):
@@ -93,6 +106,11 @@ class EntityStore(Protocol):
 
     def read(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         """The stored bytes of each key's state (None: never seen)."""
+        ...
+
+    def read_versioned(self, keys: Sequence[str]) -> tuple[dict[str, bytes | None], int | None]:
+        """:meth:`read`, and the store's version it read at (None: the backend has no
+        such version; see :class:`Prepared`)."""
         ...
 
     def apply_purchases(
@@ -166,21 +184,25 @@ class _Txn:
         return True
 
     def _unchanged(
-        self, new: list[EntityPurchase], stale: set[str], prepared: Prepared
+        self, new: list[EntityPurchase], stale: set[str], prepared: Prepared, fresh: bool
     ) -> set[str]:
         """The keys of ``new`` whose prepared state is this view's state plus ``new``:
-        stored bytes as read, and every purchase the worker applied to it is new."""
+        stored bytes as read (``fresh``: nothing was written since the read), and every
+        purchase the worker applied to it is new."""
         kept: set[str] = set()
+        states, dirty, read, get = prepared.states, prepared.dirty, prepared.read, self.get
         for key in dict.fromkeys(k for p in new for k in p.keys):
-            state = prepared.states.get(key)
-            if state is None or key in stale or key in prepared.dirty:
+            state = states.get(key)
+            if state is None or key in stale or key in dirty:
                 continue
-            if self.get("e:" + key) == prepared.read.get(key):
+            if fresh or get("e:" + key) == read.get(key):
                 self.states[key] = state
                 kept.add(key)
         return kept
 
-    def purchases(self, purchases: Iterable[EntityPurchase], prepared: Prepared | None) -> int:
+    def purchases(
+        self, purchases: Iterable[EntityPurchase], prepared: Prepared | None, fresh: bool = False
+    ) -> int:
         new: list[EntityPurchase] = []
         stale: set[str] = set()  # entities of purchases skipped (applied before)
         for p in purchases:
@@ -188,7 +210,7 @@ class _Txn:
                 new.append(p)
             else:
                 stale.update(p.keys)
-        kept = self._unchanged(new, stale, prepared) if prepared is not None else set()
+        kept = self._unchanged(new, stale, prepared, fresh) if prepared is not None else set()
         for p in new:
             for key in p.keys:
                 if key not in kept:
@@ -239,21 +261,24 @@ def apply_all(
     labels: Iterable[KnownLabel],
     at: LabelPositions | None = None,
     prepared: Prepared | None = None,
-) -> tuple[dict[str, bytes], list[str], int]:
+    fresh: bool = False,
+) -> tuple[dict[str, bytes], list[str], int, dict[str, EntityState]]:
     """The writes and deletes that apply ``purchases`` and ``labels`` (and store the
-    label consumer's positions ``at``) to the view ``get``, and how many of them took
-    effect. Fenced: ``StateFenced`` if a stored position is beyond ``at.started``.
-    ``prepared`` is used once: its states are written as they are (the labels of this
-    step may change them), so a retried step passes None."""
+    label consumer's positions ``at``) to the view ``get``, how many of them took
+    effect, and the entity states written (by key). Fenced: ``StateFenced`` if a stored
+    position is beyond ``at.started``. ``prepared`` is used once: its states are written
+    as they are (the labels of this step may change them), so a retried step passes
+    None; ``fresh``: the view is the one ``prepared.read`` came from (nothing written
+    since)."""
     if at is not None and at.started:
         check_fence(read_positions(get, at.started), at.started, "the entity store")
     txn = _Txn(get)
-    done = txn.purchases(purchases, prepared)
+    done = txn.purchases(purchases, prepared, fresh)
     done += sum(txn.label(lb.event_id, lb.is_fraud, lb.known_at) for lb in labels)
     writes = txn.finish()
     for tp, position in (at.reached if at is not None else {}).items():
         writes[position_key(tp)] = str(position).encode()
-    return writes, txn.deletes, done
+    return writes, txn.deletes, done, txn.states
 
 
 # -- LMDB ------------------------------------------------------------------------------
@@ -289,9 +314,14 @@ class LmdbEntityStore:
         return {k: EntityState.from_bytes(v) for k, v in self.read(keys).items()}
 
     def read(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        return self.read_versioned(keys)[0]
+
+    def read_versioned(self, keys: Sequence[str]) -> tuple[dict[str, bytes | None], int | None]:
+        """The version is the snapshot's transaction id: a write transaction with the
+        next id is the first commit after it."""
         with self._env.begin() as txn:
             get = txn.get
-            return {k: get(("e:" + k).encode()) for k in keys}
+            return {k: get(("e:" + k).encode()) for k in keys}, txn.id()
 
     def _get(self, txn: Any) -> Get:
         def get(key: str) -> bytes | None:
@@ -313,11 +343,16 @@ class LmdbEntityStore:
     ) -> int:
         try:
             with self._env.begin(write=True) as txn:
-                writes, deletes, done = apply_all(self._get(txn), purchases, labels, at, prepared)
+                fresh = prepared is not None and prepared.version == txn.id() - 1
+                writes, deletes, done, states = apply_all(
+                    self._get(txn), purchases, labels, at, prepared, fresh
+                )
                 for key, value in writes.items():
                     txn.put(key.encode(), value)
                 for key in deletes:
                     txn.delete(key.encode())
+            if prepared is not None:
+                prepared.wrote(states, writes)
             return done
         except self._lmdb.MapFullError:
             self._env.set_mapsize(self._env.info()["map_size"] * 2)

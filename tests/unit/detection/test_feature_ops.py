@@ -93,3 +93,31 @@ def test_a_feature_step_failing_half_way_leaves_its_entities_uncounted(
     assert set(state.users) == {"u1", "u3"}
     entities.close()
     store.close()
+
+
+def test_a_kept_entity_state_is_decoded_again_once_another_worker_wrote_it(
+    tmp_path: Path,
+) -> None:
+    """The worker keeps what it wrote, and uses it only while the store still holds
+    those bytes: after another worker's purchase through the device, it counts too."""
+    entities = LmdbEntityStore(tmp_path / "entities.lmdb")
+    other = LmdbEntityStore(tmp_path / "entities.lmdb")
+    store = LmdbStateStore(tmp_path / "state.lmdb")
+    ops = SharedFeatureOps(entities)
+    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), ops)
+    pipe.process(batch(["u1", "u2"]), {}, RowScorer(), store)
+    assert "device:shared-tablet" in ops._kept
+    scorer = RowScorer()
+    pipe.process(batch(["u3"])[:1], {}, scorer, store)  # kept state used: nothing changed
+    assert scorer.rows[0][COL["device_purchases_1d"]] == 2.0
+    other_store = LmdbStateStore(tmp_path / "other.lmdb")
+    twin = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(other))
+    twin.process(batch(["u4"]), {}, RowScorer(), other_store)  # another worker, same device
+    scorer = RowScorer()
+    pipe.process(batch(["x", "x", "u5"])[2:], {}, scorer, store)
+    assert scorer.rows[0][COL["device_purchases_1d"]] == 4.0
+    assert scorer.rows[0][COL["device_users_24h"]] == 5.0
+    entities.close()
+    other.close()
+    other_store.close()
+    store.close()

@@ -15,12 +15,12 @@ from shopsentry.features.entity_store import EntityPurchase, EntityStore, Prepar
 def prepare(store: EntityStore, deltas: Sequence[EntityPurchase]) -> Prepared:
     """What a worker holds at the end of its batch: the states as read, then every
     delta applied in memory (redelivered ones too, as the feature step does)."""
-    read = store.read(sorted({k for d in deltas for k in d.keys}))
+    read, version = store.read_versioned(sorted({k for d in deltas for k in d.keys}))
     states = {k: EntityState.from_bytes(v) for k, v in read.items()}
     for d in deltas:
         for key in d.keys:
             observe_entity_purchase(states[key], d.user_id, d.amount, d.ts)
-    return Prepared(read, states)
+    return Prepared(read, states, version=version)
 
 
 def delta(n: int, key: str = "terminal:t1", ts0: float = 1_772_452_800.0) -> EntityPurchase:
@@ -36,6 +36,12 @@ def check_prepared_states(store: EntityStore, reference: EntityStore) -> None:
         assert store.apply_purchases(deltas, prepared) == new
         assert reference.apply_purchases(deltas) == new
         assert store.read(keys) == reference.read(keys)
+        if prepared is not None:  # what it wrote, as the worker keeps it for its next batch
+            written = prepared.written
+            assert written and set(written) <= {k for d in deltas for k in d.keys}
+            stored = store.read(sorted(written))
+            for key, (state, raw) in written.items():
+                assert raw == stored[key] == state.to_bytes()
 
     first = [delta(n) for n in range(5)]
     both(first, prepare(store, first), 5)  # nobody else wrote: written as prepared
@@ -51,5 +57,5 @@ def check_prepared_states(store: EntityStore, reference: EntityStore) -> None:
     late = [delta(40)]
     held = prepare(store, late)
     observe_entity_purchase(held.states["terminal:t1"], "half", 1.0, 0.0)  # a failed step
-    both(late, Prepared(held.read, held.states, frozenset({"terminal:t1"})), 1)
+    both(late, Prepared(held.read, held.states, frozenset({"terminal:t1"}), held.version), 1)
     assert sum(b[1] for b in store.load(["card:c1"])["card:c1"].days) == 5 + 4 + 3 + 3 + 1 + 1
