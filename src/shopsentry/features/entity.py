@@ -215,36 +215,33 @@ def _values(state: EntityState, user: str, ts: float) -> list[float]:
             u24 += 1
             if age < HOUR_S:
                 u1 += 1
+    frauds = state.frauds
+    if not frauds:  # the common case: no known fraud, so every share is 0 (0 / n)
+        return [
+            n1, n7, n30, a1, a7, a30, u1, u24, u7,
+            0.0 if n1 else NAN, 0.0 if n7 else NAN, 0.0 if n30 else NAN, NAN,
+        ]  # fmt: skip
     f1 = f7 = f30 = 0.0
     latest = -math.inf
-    if state.frauds:
-        for purchase_ts, known_at in state.frauds.values():
-            if known_at > ts:
-                continue  # not known yet when this purchase is decided
-            if purchase_ts > latest:
-                latest = purchase_ts
-            d = int(purchase_ts // DAY_S)
-            if d >= since30:
-                f30 += 1
-                if d >= since7:
-                    f7 += 1
-                    if int(purchase_ts // HOUR_S) >= since:
-                        f1 += 1
+    for purchase_ts, known_at in frauds.values():
+        if known_at > ts:
+            continue  # not known yet when this purchase is decided
+        if purchase_ts > latest:
+            latest = purchase_ts
+        d = int(purchase_ts // DAY_S)
+        if d >= since30:
+            f30 += 1
+            if d >= since7:
+                f7 += 1
+                if int(purchase_ts // HOUR_S) >= since:
+                    f1 += 1
     return [
-        n1,
-        n7,
-        n30,
-        a1,
-        a7,
-        a30,
-        u1,
-        u24,
-        u7,
+        n1, n7, n30, a1, a7, a30, u1, u24, u7,
         min(f1 / n1, 1.0) if n1 else NAN,
         min(f7 / n7, 1.0) if n7 else NAN,
         min(f30 / n30, 1.0) if n30 else NAN,
         (ts - latest) / DAY_S if latest > -math.inf else NAN,
-    ]
+    ]  # fmt: skip
 
 
 def entity_values(states: list[EntityState | None], user: str, ts: float) -> list[float]:
