@@ -40,7 +40,8 @@ class SharedFeatureOps:
 
     def __init__(self, entities: EntityStore | None = None) -> None:
         self.entities = entities
-        self._keys: dict[str, list[str | None]] = {}
+        # event id -> its entity keys (None: names none), and the keys it names
+        self._keys: dict[str, tuple[list[str | None], tuple[str, ...]]] = {}
         self._read: dict[str, bytes | None] = {}
         self._version: int | None = None
         self._states: dict[str, EntityState] = {}
@@ -62,8 +63,8 @@ class SharedFeatureOps:
         self._dirty = set()  # a batch whose end failed is begun again from a fresh read
         if self.entities is None:
             return
-        self._keys = {p.event_id: entity_keys(p) for p in purchases}
-        unique = {k for keys in self._keys.values() for k in keys if k is not None}
+        self._keys = {p.event_id: _keys(p) for p in purchases}
+        unique = {k for _, present in self._keys.values() for k in present}
         read, self._version = self.entities.read_versioned(sorted(unique)) if unique else ({}, None)
         self._read = read
         kept = self._kept
@@ -80,22 +81,16 @@ class SharedFeatureOps:
         ts = purchase.occurred_at.timestamp()
         if self.entities is None:
             return purchase_step(pstate, bstate, NO_ENTITIES, purchase, ts), pstate
-        keys = self._keys.get(purchase.event_id) or entity_keys(purchase)
+        keys, present = self._keys.get(purchase.event_id) or _keys(purchase)
         states = self._states
         entities: Entities = [None if k is None else states[k] for k in keys]
         try:
             row = purchase_step(pstate, bstate, entities, purchase, ts)
         except Exception:
-            self._dirty.update(k for k in keys if k is not None)  # maybe half-applied
+            self._dirty.update(present)  # maybe half-applied
             raise
         self._deltas.append(
-            EntityPurchase(
-                purchase.event_id,
-                purchase.user_id,
-                purchase.amount,
-                ts,
-                tuple(k for k in keys if k is not None),
-            )
+            EntityPurchase(purchase.event_id, purchase.user_id, purchase.amount, ts, present)
         )
         return row, pstate
 
@@ -126,6 +121,11 @@ class SharedFeatureOps:
 
     def dump(self, state: PurchaseState | BehaviorState) -> bytes:
         return state.to_bytes()
+
+
+def _keys(purchase: Purchase) -> tuple[list[str | None], tuple[str, ...]]:
+    keys = entity_keys(purchase)
+    return keys, tuple(k for k in keys if k is not None)
 
 
 def default_feature_ops(entities: EntityStore | None = None) -> SharedFeatureOps:
