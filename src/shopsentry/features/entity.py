@@ -46,6 +46,7 @@ ENTITIES: tuple[tuple[str, str, str], ...] = (
 )
 ENTITY_KINDS: tuple[str, ...] = tuple(kind for kind, _, _ in ENTITIES)
 _ATTRS: tuple[str, ...] = tuple(attr for _, attr, _ in ENTITIES)
+_KIND_ATTRS: tuple[tuple[str, str], ...] = tuple(zip(ENTITY_KINDS, _ATTRS, strict=True))
 
 _PER_ENTITY: tuple[tuple[str, str], ...] = (
     ("purchases_1d", "purchases through this {e} in the current and previous 23 hours"),
@@ -74,11 +75,10 @@ class EntityStateDecodeError(TerminalError):
 
 def entity_keys(purchase: Any) -> list[str | None]:
     """The store key of each entity of ``purchase`` (None: the purchase names none)."""
-    keys: list[str | None] = []
-    for kind, attr in zip(ENTITY_KINDS, _ATTRS, strict=True):
-        value = getattr(purchase, attr, None)
-        keys.append(None if value is None else f"{kind}:{value}")
-    return keys
+    return [
+        None if (value := getattr(purchase, attr, None)) is None else f"{kind}:{value}"
+        for kind, attr in _KIND_ATTRS
+    ]
 
 
 class EntityState:
