@@ -94,7 +94,7 @@ class Prepared:
 
     def wrote(self, states: Mapping[str, EntityState], writes: Mapping[str, bytes]) -> None:
         """Record what a durable write wrote (``states`` and the writes holding them)."""
-        self.written.update((key, (state, writes["e:" + key])) for key, state in states.items())
+        self.written.update({key: (state, writes["e:" + key]) for key, state in states.items()})
 
 
 class EntityStore(Protocol):
