@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -18,7 +19,6 @@ from prometheus_client import Histogram
 
 from shopsentry.api.deps import AnalystDep, Services, ServicesDep
 from shopsentry.api.models import DailySales, DailySalesReport, FraudKpis, error_responses
-from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
 
 logger = logging.getLogger(__name__)
@@ -51,23 +51,24 @@ def _query(name: str) -> Callable[..., list[dict[str, Any]]]:
 
 
 def warehouse_rows(
-    settings: Settings, name: str, *, timer: Histogram | None = None, **kwargs: Any
+    warehouse: Path, name: str, *, timer: Histogram | None = None, **kwargs: Any
 ) -> list[dict[str, Any]]:
-    """Run one read-only warehouse query; any reason it cannot answer is a WarehouseUnavailable.
+    """Run one read-only query on the warehouse file ``warehouse``; any reason it cannot
+    answer is a WarehouseUnavailable.
 
     ``timer`` (``shopsentry_query_duration_seconds{query}``) observes every query the
     warehouse actually ran, failed ones included: a query that gives up after a long wait
     for the lock is exactly what the p95 alert must see. A missing warehouse is no query.
     """
-    if not settings.warehouse_path.exists():
+    if not warehouse.exists():
         raise WarehouseUnavailable(
-            f"the warehouse is not built yet ({settings.warehouse_path.name} missing):"
+            f"the warehouse is not built yet ({warehouse.name} missing):"
             " run `shopsentry batch run hourly_etl`"
         )
     func = _query(name)
     started = time.perf_counter()
     try:
-        return func(settings, **kwargs)
+        return func(warehouse, **kwargs)
     except ShopsentryError as exc:
         logger.warning("warehouse query %s failed: %s", name, exc.one_line())
         raise WarehouseUnavailable(
@@ -87,7 +88,7 @@ def route_rows(services: Services, name: str, **params: Any) -> list[dict[str, A
     """One timed warehouse query for a route; a busy or missing warehouse is a 503."""
     try:
         return warehouse_rows(
-            services.settings, name, timer=services.metrics.query_seconds, **params
+            services.settings.warehouse_path, name, timer=services.metrics.query_seconds, **params
         )
     except WarehouseUnavailable as exc:
         raise _unavailable(exc) from None

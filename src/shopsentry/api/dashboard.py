@@ -65,7 +65,7 @@ def rules_page(request: Request, services: ServicesDep) -> HTMLResponse:
 def _daily_sales(services: Services, days: int) -> DailySalesReport:
     try:
         rows = warehouse_rows(
-            services.settings,
+            services.settings.warehouse_path,
             "daily_sales",
             timer=services.metrics.query_seconds,
             start=None,

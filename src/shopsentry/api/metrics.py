@@ -131,4 +131,4 @@ class ApiMetrics:
         """Expose live model quality and drift from the warehouse (monitoring/model_ops.py)."""
         from shopsentry.monitoring.model_ops import ModelOpsCollector
 
-        self.registry.register(ModelOpsCollector(settings))
+        self.registry.register(ModelOpsCollector(settings.warehouse_path))

@@ -156,7 +156,7 @@ class WarehousePart:
         into.mkdir(parents=True, exist_ok=True)
         # Readers share DuckDB's lock and a writer needs it alone: while this connection
         # is open nothing can commit, so the bytes copied are one committed state.
-        with connect(settings, read_only=True) as con:
+        with connect(settings.warehouse_path, read_only=True) as con:
             for live in self.live_paths(settings):
                 if live.exists():
                     shutil.copy2(live, into / live.name)

@@ -211,12 +211,14 @@ def register(app: typer.Typer) -> None:
     @batch.command("docs")
     def docs(ctx: typer.Context) -> None:
         """Generate the dbt docs site (lineage, column docs, tests) for the warehouse."""
-        from shopsentry.warehouse.dbt import run_dbt
+        from shopsentry.warehouse.dbt import DbtConfig, run_dbt
 
         settings = settings_of(ctx)
         with _progress() as progress:
             run_dbt(
-                settings, ["docs", "generate"], on_node=lambda n, _w: progress("dbt docs", n, None)
+                DbtConfig.from_settings(settings),
+                ["docs", "generate"],
+                on_node=lambda n, _w: progress("dbt docs", n, None),
             )
         index = (settings.data_dir / "dbt" / "target" / "index.html").resolve()
         typer.echo(f"dbt docs: {index} (serve the directory, e.g. python -m http.server)")
@@ -241,7 +243,9 @@ def register(app: typer.Typer) -> None:
         with _progress() as progress:
             if history is not None:
                 loaded = load_history(
-                    settings, history, progress=lambda d, t: progress("load history", d, t)
+                    settings.warehouse_path,
+                    history,
+                    progress=lambda d, t: progress("load history", d, t),
                 )
             else:
                 loaded = load_from_log(settings, progress=lambda d, t: progress("load", d, t))

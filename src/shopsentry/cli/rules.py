@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         from shopsentry.warehouse.db import connect
 
         settings = settings_of(ctx)
-        with connect(settings, read_only=True) as conn:
+        with connect(settings.warehouse_path, read_only=True) as conn:
             report = backtest(conn, expression, action, since=_day(since), until=_day(until),
                               entries=_current(settings).entries)  # fmt: skip
         if as_json:

@@ -99,7 +99,7 @@ def export_to_lake(settings: Settings, *, days: dict[str, list[str]] | None = No
     staging = settings.data_dir / ".lake-staging"
     staging.mkdir(parents=True, exist_ok=True)
     result = ExportResult()
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         ensure_raw_schema(con)
         ensure_watermark(con)
         storage.register(con)

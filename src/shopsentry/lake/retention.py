@@ -74,12 +74,12 @@ def run_retention(settings: Settings, today: date | None = None) -> RetentionRes
     result = RetentionResult(today=today)
     hot_before = today - timedelta(days=settings.lake.hot_days)
     warm = open_tier(settings, "warm")
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         ensure_raw_schema(con)
         candidates = {t.name: _days_before(con, t, hot_before) for t in RAW_TABLES}
     # Whatever the hourly export has not written yet is written now (idempotent).
     export_to_lake(settings, days={t: [d for d, _ in days] for t, days in candidates.items()})
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         warm.register(con)
         for table in RAW_TABLES:
             for day, rows in candidates[table.name]:

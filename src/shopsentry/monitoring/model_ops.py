@@ -23,12 +23,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shopsentry.config import Settings
 from shopsentry.errors import ShopsentryError
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class Snapshot:
     scores: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_snapshot(settings: Settings) -> Snapshot:
-    """The latest day's rows of the three tables; a table that is not built is empty."""
+def read_snapshot(warehouse: Path) -> Snapshot:
+    """The latest day's rows of the three tables in the warehouse file ``warehouse``; a
+    table that is not built is empty."""
     import importlib
 
     queries = importlib.import_module("shopsentry.warehouse.queries")
@@ -75,7 +76,7 @@ def read_snapshot(settings: Settings) -> Snapshot:
     )
     for name, query in readers:
         try:
-            setattr(snapshot, name, getattr(queries, query)(settings))
+            setattr(snapshot, name, getattr(queries, query)(warehouse))
         except ShopsentryError as exc:
             logger.debug("model-ops metrics: %s not readable: %s", name, exc.one_line())
         except Exception as exc:  # a scrape never fails on the warehouse's account
@@ -86,14 +87,14 @@ def read_snapshot(settings: Settings) -> Snapshot:
 class ModelOpsCollector(Collector):
     """Model quality and drift gauges from the warehouse, re-read when it changes."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, warehouse: Path) -> None:
+        self.warehouse = warehouse
         self._lock = threading.Lock()
         self._stamp: tuple[float, int] | None = None
         self._snapshot = Snapshot()
 
     def _current(self) -> Snapshot:
-        path = self.settings.warehouse_path
+        path = self.warehouse
         try:
             stat = path.stat()
         except OSError:
@@ -101,7 +102,7 @@ class ModelOpsCollector(Collector):
         stamp = (stat.st_mtime, stat.st_size)
         with self._lock:
             if stamp != self._stamp:
-                self._snapshot = read_snapshot(self.settings)
+                self._snapshot = read_snapshot(self.warehouse)
                 self._stamp = stamp
             return self._snapshot
 

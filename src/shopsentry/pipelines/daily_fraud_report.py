@@ -202,14 +202,15 @@ def _render(context: dict[str, Any]) -> str:
 def _read(settings: Settings, day: date, progress: Progress) -> Reads:
     from shopsentry.warehouse import queries
 
+    warehouse = settings.warehouse_path
     progress("queries", 0, 4)
-    trend = queries.fraud_kpis(settings, start=day - timedelta(days=TREND_DAYS - 1), end=day)
+    trend = queries.fraud_kpis(warehouse, start=day - timedelta(days=TREND_DAYS - 1), end=day)
     progress("queries", 1, 4)
-    sales = queries.daily_sales(settings, start=day, end=day)
+    sales = queries.daily_sales(warehouse, start=day, end=day)
     progress("queries", 2, 4)
-    scenarios = queries.top_scenarios(settings, start=day - timedelta(days=6), end=day, limit=8)
+    scenarios = queries.top_scenarios(warehouse, start=day - timedelta(days=6), end=day, limit=8)
     progress("queries", 3, 4)
-    alerts = queries.alerts_on(settings, day, limit=25)
+    alerts = queries.alerts_on(warehouse, day, limit=25)
     progress("queries", 4, 4)
     return trend, sales, scenarios, alerts, model_ops_section(settings, day)
 
@@ -242,17 +243,18 @@ def model_ops_section(settings: Settings, day: date) -> dict[str, Any] | None:
     # A missing warehouse (WarehouseMissing) or a busy one (WarehouseBusy, waited out by
     # the caller) is not caught here: only tables that are not built yet.
     start = day - timedelta(days=6)
+    warehouse = settings.warehouse_path
     try:
         section: dict[str, Any] = {
-            "quality": queries.model_quality(settings, start=start, end=day),
-            "comparison": queries.model_comparison(settings, start=start, end=day),
-            "scores": queries.score_drift(settings, start=day, end=day),
+            "quality": queries.model_quality(warehouse, start=start, end=day),
+            "comparison": queries.model_comparison(warehouse, start=start, end=day),
+            "scores": queries.score_drift(warehouse, start=day, end=day),
         }
     except WarehouseError as exc:
         logger.info("report without model quality: %s", exc.one_line())
         return None
     try:
-        drift = queries.feature_drift(settings, day=day)
+        drift = queries.feature_drift(warehouse, day=day)
     except WarehouseError:  # feature drift is built with the ML layer, maybe not yet
         drift = []
     limit = settings.modelops.top_features

@@ -82,7 +82,9 @@ def extract_load(
     from shopsentry.warehouse.loader import load_from_log
 
     if history is not None:
-        return load_history(settings, history, progress=lambda d, t: progress("load history", d, t))
+        return load_history(
+            settings.warehouse_path, history, progress=lambda d, t: progress("load history", d, t)
+        )
     return load_from_log(settings, progress=lambda d, t: progress("load", d, t))
 
 
@@ -104,17 +106,17 @@ def transform(
     models as of ``as_of``, default now)."""
     from shopsentry.pipelines.model_monitoring import monitoring_vars
     from shopsentry.warehouse.db import connect
-    from shopsentry.warehouse.dbt import run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
     from shopsentry.warehouse.loader import ensure_raw_schema
     from shopsentry.warehouse.model_reference import load_references
 
     # dbt's sources must exist even before the first load (a fresh warehouse); the
     # models' training references are copied in for the drift models.
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         ensure_raw_schema(con)
         load_references(settings, con)
     return run_dbt(
-        settings,
+        DbtConfig.from_settings(settings),
         ["build", *(select or HOURLY_SELECTION), *monitoring_vars(settings, as_of)],
         on_node=lambda n, what: progress("dbt build", n, None),
     )
@@ -124,11 +126,13 @@ def check_quality(settings: Settings, interval: Interval) -> tuple[dict[str, Any
     """Step 3: source freshness (an error fails the job, a warning is reported) and the
     interval's numbers, read from the analytics layer."""
     from shopsentry.warehouse.db import DataQualityFailed
-    from shopsentry.warehouse.dbt import run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
 
     warnings: list[str] = []
     freshness = run_dbt(
-        settings, ["source", "freshness", "--select", *FRESHNESS_SOURCES], fail_on_tests=False
+        DbtConfig.from_settings(settings),
+        ["source", "freshness", "--select", *FRESHNESS_SOURCES],
+        fail_on_tests=False,
     )
     stale = [n for n in freshness.nodes if n.status in {"error", "runtime error"}]
     if stale:
@@ -152,7 +156,7 @@ def _empty_sources(settings: Settings, unique_ids: list[str]) -> set[str]:
     from shopsentry.warehouse.loader import RAW_BY_NAME
 
     empty: set[str] = set()
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         for uid in unique_ids:
             table = RAW_BY_NAME.get(uid.rsplit(".", 1)[-1])
             if table is None:
@@ -166,7 +170,7 @@ def interval_summary(settings: Settings, interval: Interval) -> dict[str, Any]:
     """Orders, revenue, alerts and quarantined rows whose event time is in ``interval``."""
     from shopsentry.warehouse.db import connect
 
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         orders = con.execute(
             """select count(*), coalesce(sum(amount), 0),
                       coalesce(sum(case when is_alerted then 1 else 0 end), 0)

@@ -79,7 +79,7 @@ def build_training_set(settings: Settings, *, progress: Progress = no_progress) 
     from shopsentry.warehouse.db import connect
 
     transform(settings, select=ML_SELECTION, progress=progress)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         rows = con.execute("select count(*) from ml_features.training_set").fetchall()
     return int(rows[0][0])
 

@@ -1,9 +1,9 @@
 """The warehouse (the design's Snowflake; embedded default: DuckDB): RAW loader, dbt runner
 and read-only queries.
 
-    load_from_log(settings) / load_history(settings, path)   → raw.* tables
-    run_dbt(settings, ["build", ...])                        → staging, analytics, ml_features
-    queries.daily_sales(settings, start=..., end=...)        → rows for the API and reports
+    load_from_log(settings) / load_history(warehouse_path, path) → raw.* tables
+    run_dbt(DbtConfig.from_settings(settings), ["build", ...]) → staging, analytics, ml_features
+    queries.daily_sales(warehouse_path, start=..., end=...)  → rows for the API and reports
 
 The names below are imported on first use (PEP 562), so a command that only needs a
 submodule's constants does not pay for pyarrow and DuckDB.

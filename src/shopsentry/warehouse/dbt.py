@@ -2,7 +2,7 @@
 
 One function, :func:`run_dbt`, wraps ``dbtRunner().invoke`` so every caller (the jobs,
 the CLI, Airflow tasks, tests) runs dbt the same way: project and profiles from the repo's
-``warehouse/`` directory, the DuckDB file and target from shopsentry's settings (passed to
+``warehouse/`` directory, the DuckDB file and target from a :class:`DbtConfig` (passed to
 ``profiles.yml`` through ``SHOPSENTRY_WAREHOUSE_PATH`` / ``SHOPSENTRY_DBT_TARGET``), and
 dbt's own target/log directories under the data dir so parallel test runs never share
 artifacts. Failures become :class:`DbtFailed` (a model did not build) or
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shopsentry.warehouse.db import DataQualityFailed, DbtFailed
 
@@ -33,6 +33,24 @@ _DBT_LOCK = threading.Lock()
 
 # Called with (nodes finished so far, description of the node just finished).
 NodeCallback = Callable[[int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DbtConfig:
+    """What a dbt invocation needs: the warehouse file, dbt's target and a work directory
+    for dbt's own target/ and logs/."""
+
+    warehouse: Path
+    target: Literal["duckdb", "snowflake"]
+    work_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DbtConfig:
+        return cls(
+            warehouse=settings.warehouse_path,
+            target=settings.warehouse.dbt_target,
+            work_dir=settings.data_dir / "dbt",
+        )
 
 
 def project_dir() -> Path:
@@ -87,11 +105,11 @@ class DbtRunResult:
 
 
 @contextmanager
-def _dbt_environment(settings: Settings) -> Iterator[None]:
-    """Expose the settings to profiles.yml for the duration of one invocation."""
+def _dbt_environment(config: DbtConfig) -> Iterator[None]:
+    """Expose the config to profiles.yml for the duration of one invocation."""
     values = {
-        "SHOPSENTRY_WAREHOUSE_PATH": str(settings.warehouse_path.resolve()),
-        "SHOPSENTRY_DBT_TARGET": settings.warehouse.dbt_target,
+        "SHOPSENTRY_WAREHOUSE_PATH": str(config.warehouse.resolve()),
+        "SHOPSENTRY_DBT_TARGET": config.target,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     previous = {k: os.environ.get(k) for k in values}
@@ -132,7 +150,7 @@ def _describe(node: Any) -> str:
 
 
 def run_dbt(
-    settings: Settings,
+    config: DbtConfig,
     command: Sequence[str],
     *,
     on_node: NodeCallback | None = None,
@@ -150,8 +168,8 @@ def run_dbt(
     from dbt.cli.main import dbtRunner
 
     project = project_dir()
-    work = (settings.data_dir / "dbt").resolve()
-    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    work = config.work_dir.resolve()
+    config.warehouse.parent.mkdir(parents=True, exist_ok=True)
     args = [
         *command,
         "--project-dir",
@@ -175,7 +193,7 @@ def run_dbt(
             on_node(finished, f"{node_info.resource_type} {node_info.node_name}")
 
     started = time.perf_counter()
-    with _DBT_LOCK, _dbt_environment(settings):
+    with _DBT_LOCK, _dbt_environment(config):
         try:
             outcome = dbtRunner(callbacks=[callback]).invoke(args)
         finally:

@@ -33,8 +33,6 @@ from shopsentry.warehouse.loader import (
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
-
 logger = logging.getLogger(__name__)
 
 
@@ -112,9 +110,10 @@ def _history_table(con: duckdb.DuckDBPyConnection, file: Path) -> pa.Table:
 
 
 def load_history(
-    settings: Settings, path: Path, *, progress: ProgressCallback | None = None
+    warehouse: Path, path: Path, *, progress: ProgressCallback | None = None
 ) -> LoadResult:
-    """Load Parquet / JSONL history (a backfill) into RAW, routed by each event's type.
+    """Load Parquet / JSONL history (a backfill) into RAW of the warehouse file
+    ``warehouse``, routed by each event's type.
 
     Accepts the canonical events table (``raw_json`` column), the labels table, or JSON
     lines of encoded events. Loading the same files twice inserts nothing the second time.
@@ -122,7 +121,7 @@ def load_history(
     started = time.perf_counter()
     files = _history_files(path)
     result = LoadResult()
-    with connect(settings) as con:
+    with connect(warehouse) as con:
         ensure_raw_schema(con)
         for i, file in enumerate(files):
             incoming = _history_table(con, file)

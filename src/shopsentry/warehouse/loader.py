@@ -433,7 +433,7 @@ def load_from_log(
     log = open_log(settings)
     try:
         ends, starts = _bounds(log, table_for_topic)
-        with connect(settings) as con:
+        with connect(settings.warehouse_path) as con:
             ensure_raw_schema(con)
             recorded = recorded_offsets(con, group)
             position = {tp: max(recorded.get(tp, 0), start) for tp, start in starts.items()}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from shopsentry.warehouse.db import WarehouseError, connect
 
 if TYPE_CHECKING:
-    from shopsentry.config import Settings
+    from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,13 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def run_query(settings: Settings, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Run one parameterised statement read-only and return its rows as dicts."""
+def run_query(warehouse: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Run one parameterised statement read-only on the warehouse file ``warehouse`` and
+    return its rows as dicts."""
     import duckdb
 
     started = time.perf_counter()
-    with connect(settings, read_only=True) as con:
+    with connect(warehouse, read_only=True) as con:
         try:
             cursor = con.execute(sql, list(params))
             names = [d[0] for d in cursor.description or []]
@@ -68,12 +69,12 @@ def _range(
 
 
 def daily_sales(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """The design's daily_sales: orders, revenue and average order value per day."""
     where, params = _range("purchase_date", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select purchase_date as day, total_orders as orders, total_revenue as revenue,
                    avg_order_value, customers, accepted_revenue, fraud_revenue
             from analytics.daily_sales {where}
@@ -83,12 +84,12 @@ def daily_sales(
 
 
 def hourly_sales(
-    settings: Settings, *, start: datetime | None = None, end: datetime | None = None
+    warehouse: Path, *, start: datetime | None = None, end: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Orders, revenue and alerts per hour of purchase time (UTC)."""
     where, params = _range("order_hour", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select order_hour as hour, total_orders as orders, total_revenue as revenue,
                    avg_order_value, customers, alerts
             from analytics.hourly_sales {where}
@@ -98,7 +99,7 @@ def hourly_sales(
 
 
 def sales_by_segment(
-    settings: Settings,
+    warehouse: Path,
     dimension: Dimension,
     *,
     start: date | None = None,
@@ -112,7 +113,7 @@ def sales_by_segment(
     where, params = _range("order_date", start, end)
     where = (where + " and" if where else "where") + " dimension = ?"
     return run_query(
-        settings,
+        warehouse,
         f"""select segment, sum(total_orders) as orders, sum(total_revenue) as revenue,
                    sum(alerts) as alerts, sum(confirmed_fraud) as confirmed_fraud
             from analytics.daily_sales_by_segment {where}
@@ -123,13 +124,13 @@ def sales_by_segment(
 
 
 def fraud_kpis(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """Per purchase date: alert rate, confirmed fraud, review precision and false-positive
     rate, loss prevented, detection latency."""
     where, params = _range("order_date", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select order_date as day, orders, decided_orders, alerts, declined, alert_rate,
                    confirmed_fraud, detected_fraud, fraud_detection_rate, reviewed_alerts,
                    review_confirmed, review_false_positives, false_positive_rate,
@@ -143,12 +144,12 @@ def fraud_kpis(
 
 
 def top_scenarios(
-    settings: Settings, *, start: date | None = None, end: date | None = None, limit: int = 10
+    warehouse: Path, *, start: date | None = None, end: date | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
     """Fraud scenarios ranked by confirmed fraud orders over the range."""
     where, params = _range("order_date", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select scenario, sum(fraud_orders) as fraud_orders, sum(detected) as detected,
                    sum(fraud_amount) as fraud_amount, sum(loss_prevented) as loss_prevented
             from analytics.fraud_scenarios_daily {where}
@@ -159,10 +160,10 @@ def top_scenarios(
     )
 
 
-def alerts_on(settings: Settings, day: date, *, limit: int = 20) -> list[dict[str, Any]]:
+def alerts_on(warehouse: Path, day: date, *, limit: int = 20) -> list[dict[str, Any]]:
     """The day's alerts, highest probability first, with what became of each."""
     return run_query(
-        settings,
+        warehouse,
         """select alert_id, event_id, order_id, user_id, occurred_at, amount, fraud_probability,
                   alert_severity, band, review_verdict, is_confirmed_fraud, fraud_scenario,
                   detection_latency_ms
@@ -175,12 +176,12 @@ def alerts_on(settings: Settings, day: date, *, limit: int = 20) -> list[dict[st
 
 
 def funnel(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """Users per day at each funnel stage and the conversion rates between them."""
     where, params = _range("activity_date", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select activity_date as day, active_users, viewers, searchers, cart_users, buyers,
                    view_to_cart_rate, cart_to_purchase_rate, view_to_purchase_rate
             from analytics.funnel_daily {where}
@@ -189,10 +190,10 @@ def funnel(
     )
 
 
-def customer_segments(settings: Settings) -> list[dict[str, Any]]:
+def customer_segments(warehouse: Path) -> list[dict[str, Any]]:
     """Customers, lifetime value and average recency per RFM segment."""
     return run_query(
-        settings,
+        warehouse,
         """select rfm_segment as segment, count(*) as customers,
                   sum(lifetime_value) as lifetime_value, avg(lifetime_value) as avg_lifetime_value,
                   avg(recency_days) as avg_recency_days, avg(orders) as avg_orders
@@ -202,10 +203,10 @@ def customer_segments(settings: Settings) -> list[dict[str, Any]]:
     )
 
 
-def top_customers(settings: Settings, *, limit: int = 20) -> list[dict[str, Any]]:
+def top_customers(warehouse: Path, *, limit: int = 20) -> list[dict[str, Any]]:
     """Customers with the highest lifetime value."""
     return run_query(
-        settings,
+        warehouse,
         """select user_id, orders, lifetime_value, projected_annual_value, rfm_segment,
                   recency_days, confirmed_fraud_orders
            from analytics.dim_customers
@@ -215,10 +216,10 @@ def top_customers(settings: Settings, *, limit: int = 20) -> list[dict[str, Any]
     )
 
 
-def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
+def quarantine_summary(warehouse: Path) -> list[dict[str, Any]]:
     """Rows refused by staging, counted per table and reason."""
     return run_query(
-        settings,
+        warehouse,
         """select source_table, reject_reason, count(*) as rows, max(_loaded_at) as last_loaded_at
            from staging.stg_quarantine
            group by source_table, reject_reason
@@ -230,13 +231,13 @@ def quarantine_summary(settings: Settings) -> list[dict[str, Any]]:
 
 
 def model_quality(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """Per day and model version (champion, challenger): alerts, precision and recall at
     the threshold, PR-AUC, frauds labelled so far and the day's label maturity."""
     where, params = _range("day", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select day, model_role, model_version, purchases, alerts, alert_rate,
                    labelled_frauds, true_positives, precision_at_threshold,
                    recall_at_threshold, pr_auc, label_maturity, as_of
@@ -247,12 +248,12 @@ def model_quality(
 
 
 def model_comparison(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """Champion vs challenger per day, on the purchases both scored."""
     where, params = _range("day", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select day, purchases, labelled_frauds, champion_version, challenger_version,
                    champion_alerts, challenger_alerts, champion_precision, challenger_precision,
                    champion_recall, challenger_recall, champion_pr_auc, challenger_pr_auc,
@@ -264,12 +265,12 @@ def model_comparison(
 
 
 def score_drift(
-    settings: Settings, *, start: date | None = None, end: date | None = None
+    warehouse: Path, *, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """Per day and model version, the PSI of its scores against its training scores."""
     where, params = _range("day", start, end)
     return run_query(
-        settings,
+        warehouse,
         f"""select day, model_version, model_role, purchases, psi
             from monitoring.score_drift_daily {where}
             order by day, model_version""",
@@ -278,12 +279,12 @@ def score_drift(
 
 
 def feature_drift(
-    settings: Settings, *, day: date | None = None, model_version: str | None = None
+    warehouse: Path, *, day: date | None = None, model_version: str | None = None
 ) -> list[dict[str, Any]]:
     """One day's PSI and missing share per feature (default: the latest day, against the
     champion that scored it), highest PSI first."""
     return run_query(
-        settings,
+        warehouse,
         """with latest as (
                select coalesce(cast(? as date), max(day)) as day from monitoring.feature_drift_daily
            ),
@@ -303,10 +304,10 @@ def feature_drift(
     )
 
 
-def latest_quality(settings: Settings) -> list[dict[str, Any]]:
+def latest_quality(warehouse: Path) -> list[dict[str, Any]]:
     """The latest day's quality rows (one per model version): what the metrics export."""
     return run_query(
-        settings,
+        warehouse,
         """select day, model_role, model_version, precision_at_threshold, recall_at_threshold,
                   pr_auc, alert_rate, label_maturity, labelled_frauds
            from monitoring.model_quality_daily
@@ -315,10 +316,10 @@ def latest_quality(settings: Settings) -> list[dict[str, Any]]:
     )
 
 
-def latest_score_drift(settings: Settings) -> list[dict[str, Any]]:
+def latest_score_drift(warehouse: Path) -> list[dict[str, Any]]:
     """The latest day's score PSI per model version."""
     return run_query(
-        settings,
+        warehouse,
         """select day, model_version, model_role, psi from monitoring.score_drift_daily
            where day = (select max(day) from monitoring.score_drift_daily)
            order by model_version""",

@@ -48,7 +48,7 @@ def test_daily_sales_and_fraud_kpis_come_from_the_warehouse(
     from shopsentry.warehouse.queries import daily_sales
 
     settings = built_warehouse
-    expected = daily_sales(settings)
+    expected = daily_sales(settings.warehouse_path)
     assert expected, "the warehouse should have daily sales"
     keys = make_keys(settings)
     with TestClient(create_app(settings, start_consumer=False)) as client:

@@ -114,7 +114,7 @@ def test_the_hot_path_and_the_backtest_fire_the_same_rules_on_the_same_purchases
     extract_load(settings)
     transform(settings)
     build_training_set(settings)
-    with connect(settings, read_only=True) as conn:
+    with connect(settings.warehouse_path, read_only=True) as conn:
         columns = load_history(conn, None, None)
     event_ids = [str(e) for e in columns["event_id"]]
     assert set(event_ids) == set(decisions) == purchases

@@ -45,7 +45,7 @@ def test_hourly_etl_writes_the_lake_and_retention_moves_verified_days(tmp_path: 
     assert again["lake"]["partitions_written"] == 0
 
     settings = Settings(data_dir=data)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         purchases = con.execute("select count(*) from raw.purchase_events").fetchall()[0][0]
     # Ten days later with a 5-day hot window, both days leave the warehouse.
     moved = shopsentry(
@@ -53,7 +53,7 @@ def test_hourly_etl_writes_the_lake_and_retention_moves_verified_days(tmp_path: 
         SHOPSENTRY_LAKE__HOT_DAYS="5",
     )  # fmt: skip
     assert moved["kept_hot"] == {} and moved["rows_evicted"] >= purchases
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert con.execute("select count(*) from raw.purchase_events").fetchall()[0][0] == 0
         attach_tiers(con, settings)
         tiered = con.execute("select count(*) from tiered_purchase_events").fetchall()[0][0]

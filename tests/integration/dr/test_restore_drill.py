@@ -300,7 +300,7 @@ def stored_decisions(settings: Settings) -> dict[str, dict[str, float]]:
 
     from shopsentry.warehouse.db import connect
 
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         warehouse = dict(
             con.execute(
                 "select event_id, (raw_json ->> 'probability')::double from raw.decisions"
@@ -327,7 +327,7 @@ def state_of(settings: Settings) -> dict[str, Any]:
     from shopsentry.warehouse.db import connect
     from shopsentry.warehouse.loader import RAW_TABLES
 
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         raw = {
             t.name: con.execute(
                 f"select count(*), count(distinct _dedupe_key) from {t.qualified}"

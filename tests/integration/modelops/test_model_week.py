@@ -32,7 +32,7 @@ AMOUNT_DERIVED = re.compile(r"amount")
 
 
 def rows(week: Week, sql: str, *params: Any) -> list[dict[str, Any]]:
-    return run_query(week.settings, sql, params)
+    return run_query(week.settings.warehouse_path, sql, params)
 
 
 def test_the_daily_quality_table_shows_the_live_week_with_maturity(week: Week) -> None:

@@ -64,7 +64,7 @@ def test_import_a_public_layout_file_and_train_on_it(mlflow_settings, tmp_path, 
     assert report["data"]["train_fraud_known_at_as_of"] > 0
     assert report["model"]["pr_auc"] > 0
 
-    loaded = load_history(settings, history)
+    loaded = load_history(settings.warehouse_path, history)
     valid = sum(1 for r in rows if float(str(r[4])) > 0)  # 0.00 amounts are rejected
     assert loaded.inserted["purchase_events"] == valid
     labelled = sum(1 for r in rows if r[7] == 1 and float(str(r[4])) > 0)

@@ -138,7 +138,7 @@ def test_hourly_etl_runs_by_its_schedule_and_a_transient_failure_is_retried(
         "quality_checks": "success",
     }
     purchases = _purchases_in_log(data_dir)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         orders, distinct = con.execute(
             "select count(*), count(distinct event_id) from analytics.fct_orders"
         ).fetchone()

@@ -53,7 +53,7 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
         "quality_checks": "success",
     }
     settings = Settings(data_dir=data_dir)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert con.execute("select count(*) from analytics.fct_orders").fetchall() == [(purchases,)]
     # The 1-hour SLA was stored as a deadline alert on the serialized DAG.
     assert len(hourly.deadline_alerts) == 1
@@ -71,7 +71,7 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
     assert report.tasks == {"refresh_monitoring": "success", "write_report": "success"}
     # The daily refresh built the day's drift tables, as of the end of the report day.
     assert "2026-11-21T00:00:00+00:00" in str(report.xcoms["refresh_monitoring"])
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         for table in ("feature_drift_daily", "score_drift_daily", "model_quality_daily"):
             con.execute(f"select count(*) from monitoring.{table}").fetchall()
     path = settings.reports_dir / "fraud-report-2026-11-20.html"

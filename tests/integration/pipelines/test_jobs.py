@@ -28,7 +28,7 @@ def test_report_reads_the_etl_output_and_reruns_identically(settings) -> None:
     hourly_etl(settings)
     day = date(2026, 11, 20)
     first = daily_fraud_report(settings, day)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         orders, alerts, confirmed = con.execute(
             "select count(*), sum(case when is_alerted then 1 else 0 end),"
             " sum(case when is_confirmed_fraud then 1 else 0 end)"
@@ -97,7 +97,7 @@ def test_weekly_retrain_runs_once_per_week(mlflow_settings, tmp_path: Path) -> N
     as_of = datetime(2026, 12, 27, 2, tzinfo=UTC)
     first = weekly_model_retrain(settings, as_of)
     assert first.version and first.training_rows > 0 and not first.reused
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         features = {r[0] for r in con.execute("describe ml_features.training_set").fetchall()}
     from shopsentry.features import FEATURE_NAMES
 

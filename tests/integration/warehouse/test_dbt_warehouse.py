@@ -48,7 +48,7 @@ def produce(settings, records: dict[str, list[tuple[bytes, bytes]]]) -> None:
 def snapshot(settings) -> dict[str, list[tuple]]:
     """Every analytics table's rows (minus load times, which a rebuild may move)."""
     out = {}
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         for table in ANALYTICS:
             cols = [
                 r[0] for r in con.execute(f"describe {table}").fetchall() if r[0] != "_loaded_at"
@@ -83,7 +83,7 @@ def test_marts_agree_with_the_events(built) -> None:
     by_day: dict[date, list[float]] = {}
     for p in events.purchases:
         by_day.setdefault(p.occurred_at.date(), []).append(p.amount)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         daily = con.execute(
             "select purchase_date, total_orders, total_revenue"
             " from analytics.daily_sales order by 1"
@@ -121,14 +121,14 @@ def test_late_labels_and_reviews_update_their_days(built) -> None:
     from shopsentry.pipelines.hourly_etl import hourly_etl
 
     settings, events, later, _result = built
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         before = con.execute(
             "select sum(confirmed_fraud), sum(reviewed_alerts) from analytics.fraud_kpis_daily"
         ).fetchall()[0]
     assert before == (0, 0)
     produce(settings, later)
     hourly_etl(settings)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         after = con.execute(
             "select sum(confirmed_fraud), sum(reviewed_alerts), sum(review_false_positives),"
             " sum(detected_fraud) from analytics.fraud_kpis_daily"
@@ -159,7 +159,7 @@ def test_backfill_of_a_past_day_from_history(built, tmp_path: Path) -> None:
     untouched = {k: v for k, v in snapshot(settings).items() if k == "analytics.daily_sales"}
     result = hourly_etl(settings, history=history)
     assert result.rows_inserted["purchase_events"] == 20
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         days = con.execute(
             "select purchase_date, total_orders from analytics.daily_sales order by 1"
         ).fetchall()
@@ -201,10 +201,10 @@ def test_a_bad_row_fails_the_quality_checks_clearly(built) -> None:
 
 
 def test_yaml_unit_tests_pass(built) -> None:
-    from shopsentry.warehouse.dbt import run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
 
     settings, *_ = built
-    result = run_dbt(settings, ["test", "--select", "test_type:unit"])
+    result = run_dbt(DbtConfig.from_settings(settings), ["test", "--select", "test_type:unit"])
     assert len(result.nodes) >= 5
     assert all(n.status == "pass" for n in result.nodes)
 
@@ -214,23 +214,24 @@ def test_queries_answer_read_only_with_bound_parameters(built) -> None:
 
     settings, events, _later, _result = built
     day = min(p.occurred_at.date() for p in events.purchases)
-    rows = queries.daily_sales(settings, start=day, end=day)
+    rows = queries.daily_sales(settings.warehouse_path, start=day, end=day)
     assert [r["day"] for r in rows] == [day]
     assert rows[0]["orders"] == sum(1 for p in events.purchases if p.occurred_at.date() == day)
     assert isinstance(rows[0]["revenue"], float)
-    kpis = queries.fraud_kpis(settings, start=day, end=day)
+    kpis = queries.fraud_kpis(settings.warehouse_path, start=day, end=day)
     assert kpis[0]["alerts"] == sum(
         1
         for p in events.purchases
         if p.event_id in events.alerted_ids and p.occurred_at.date() == day
     )
-    sources = {r["segment"] for r in queries.sales_by_segment(settings, "source")}
+    sources = {r["segment"] for r in queries.sales_by_segment(settings.warehouse_path, "source")}
     assert sources <= {"web", "mobile", "pos"} and sources
-    assert queries.daily_sales(settings, start=day, end=day) == rows  # read-only: repeatable
+    warehouse = settings.warehouse_path
+    assert queries.daily_sales(warehouse, start=day, end=day) == rows  # read-only: repeatable
     hostile = "2026-01-01'; drop table analytics.daily_sales; --"
     with pytest.raises(Exception):  # noqa: B017 - the bound value is rejected as a date, not run
-        queries.daily_sales(settings, start=hostile, end=None)  # type: ignore[arg-type]
-    assert queries.daily_sales(settings, start=day, end=day) == rows
+        queries.daily_sales(settings.warehouse_path, start=hostile, end=None)  # type: ignore[arg-type]
+    assert queries.daily_sales(settings.warehouse_path, start=day, end=day) == rows
 
 
 def test_freshness_fails_on_a_stalled_feed_but_not_on_a_new_one(built, tmp_path: Path) -> None:
@@ -243,7 +244,7 @@ def test_freshness_fails_on_a_stalled_feed_but_not_on_a_new_one(built, tmp_path:
     assert "source.shopsentry.raw.purchase_events has no rows yet" in started.warnings
 
     settings, *_ = built
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         con.execute("update raw.purchase_events set _loaded_at = _loaded_at - interval 3 day")
     with pytest.raises(DataQualityFailed) as stale:
         check_quality(settings, Interval.previous_hour())

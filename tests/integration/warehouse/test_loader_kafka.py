@@ -63,7 +63,7 @@ def test_loader_drains_kafka_once_and_duckdb_decides_where_to_resume(kafka_setti
     settings.warehouse_path.unlink()  # rebuild the warehouse; the group stays at the end
     again = load_from_log(settings)
     assert again.records_read == total
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         counts = raw_counts(con)
     assert counts["purchase_events"] == events.count("purchase-events")
     assert counts["user_behavior"] == events.count("user-behavior")

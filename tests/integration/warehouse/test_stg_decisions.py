@@ -43,7 +43,7 @@ def with_challenger(events: EventSet, every: int = 2) -> dict[str, tuple]:
 
 
 def staged(settings) -> dict[str, tuple]:
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         rows = con.execute(
             f"select event_id, {', '.join(CHALLENGER_COLUMNS)} from staging.stg_decisions"
         ).fetchall()
@@ -66,7 +66,7 @@ def test_a_warehouse_built_before_the_columns_gains_them(settings) -> None:
     first = make_events(purchases=20, seed=1)
     produce(settings, first.by_topic)
     hourly_etl(settings)
-    with connect(settings) as con:  # as an older release built it
+    with connect(settings.warehouse_path) as con:  # as an older release built it
         for column in CHALLENGER_COLUMNS:
             con.execute(f"alter table staging.stg_decisions drop column {column}")
     later = make_events(purchases=20, seed=2, start=first.purchases[-1].occurred_at)

@@ -43,7 +43,7 @@ def test_training_set_equals_offline_features_of_the_same_history(settings, tmp_
     truth = known_labels(pq.read_table(history / "labels.parquet"))
     direct = offline_features(history / "events.parquet", labels=truth)
     assert rows == len(direct.event_ids)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         names = ", ".join(f'"{n}"' for n in FEATURE_NAMES)
         table = con.execute(
             f"select event_id, is_fraud, label_known_at, {names} from ml_features.training_set"

@@ -185,11 +185,11 @@ def fake_queries(warehouse_file: Path, monkeypatch: pytest.MonkeyPatch) -> list[
     """Stand-in warehouse queries: daily_sales answers one row, fraud_kpis finds it busy."""
     calls: list[dict[str, Any]] = []
 
-    def daily_sales(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
+    def daily_sales(warehouse: Path, **kwargs: Any) -> list[dict[str, Any]]:
         calls.append(kwargs)
         return [{"day": date(2026, 11, 19), "orders": 3, "revenue": 99.5}]
 
-    def fraud_kpis(settings: Settings, **kwargs: Any) -> list[dict[str, Any]]:
+    def fraud_kpis(warehouse: Path, **kwargs: Any) -> list[dict[str, Any]]:
         raise WarehouseBusy(warehouse_file)
 
     module = types.ModuleType("shopsentry.warehouse.queries")

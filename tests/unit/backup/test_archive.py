@@ -54,7 +54,7 @@ def system(loaded, memlog, tmp_path):
 
 
 def snapshot_of(settings) -> dict[str, object]:
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         counts = raw_counts(con)
     alerts = sqlite3.connect(settings.data_dir / "api" / "alerts.db")
     n_alerts = alerts.execute("select count(*) from alerts").fetchall()[0][0]

@@ -61,7 +61,7 @@ def test_new_rows_rewrite_only_their_partition(settings, memlog) -> None:
     load_from_log(settings, idle_timeout_s=1.0)
     result = export_to_lake(settings)
     assert result.written and all("date=2026-11-22" in p for p in result.written)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         warehouse = {k: v for k, v in raw_counts(con).items() if v}
     assert lake_counts(settings) == warehouse
 

@@ -21,7 +21,7 @@ def with_days(settings: Settings, hot: int, warm: int = 365) -> Settings:
 
 
 def old_rows(settings: Settings, before: str) -> int:
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         return sum(
             con.execute(f"select count(*) from raw.{t} where occurred_at < '{before}'").fetchall()[
                 0
@@ -32,12 +32,12 @@ def old_rows(settings: Settings, before: str) -> int:
 
 def test_only_days_past_the_hot_window_leave_and_only_once_in_the_lake(loaded) -> None:
     settings = with_days(loaded, hot=0)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         total = sum(raw_counts(con).values())
     result = run_retention(settings, today=AFTER_FIRST_DAY)
     assert result.kept_hot == {}
     assert old_rows(settings, "2026-11-21") == 0
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert sum(raw_counts(con).values()) == total - result.rows_evicted > 0
     evicted = {m.date for m in list_partitions(open_tier(settings, "warm")) if m.evicted}
     assert evicted == {"2026-11-20"}
@@ -56,7 +56,7 @@ def test_a_partition_the_lake_cannot_vouch_for_stays_hot(loaded, monkeypatch) ->
     before = old_rows(settings, "2026-11-21")
     result = run_retention(settings, today=AFTER_FIRST_DAY)
     assert "purchase_events/2026-11-20" in result.kept_hot
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         left = con.execute(
             "select count(*) from raw.purchase_events where occurred_at < '2026-11-21'"
         ).fetchall()[0][0]
@@ -77,7 +77,7 @@ def test_a_late_row_for_an_evicted_day_is_merged_not_replacing_the_lake_copy(loa
     run_retention(settings, today=AFTER_FIRST_DAY)
     storage = open_tier(settings, "warm")
     before = next(m for m in list_partitions(storage, "purchase_events") if m.date == "2026-11-20")
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         con.execute(
             """insert into raw.purchase_events (_dedupe_key, event_id, occurred_at, _topic,
                _partition, _offset, _loaded_at)

@@ -36,13 +36,13 @@ def test_export_retention_and_tier_views_on_an_object_store_url(loaded) -> None:
         update={"url": f"memory://lake-{uuid.uuid4().hex}", "hot_days": 0}
     )
     settings = loaded.model_copy(update={"lake": lake})
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         purchases = con.execute("select count(*) from raw.purchase_events").fetchall()[0][0]
     result = run_retention(settings, today=date(2026, 11, 22))
     assert result.kept_hot == {} and result.rows_evicted > 0
     storage = open_tier(settings, "warm")
     assert all(verify_files(storage, m) == [] for m in list_partitions(storage))
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         attach_tiers(con, settings)
         tiered = con.execute("select count(*) from tiered_purchase_events").fetchall()[0][0]
     assert tiered == purchases

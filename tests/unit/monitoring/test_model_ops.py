@@ -40,7 +40,7 @@ def test_the_latest_rows_become_labelled_gauges(
     settings = Settings(data_dir=tmp_path)
     settings.warehouse_path.write_bytes(b"x")
     monkeypatch.setattr(model_ops, "read_snapshot", lambda s: SNAPSHOT)
-    text = _scrape(ModelOpsCollector(settings))
+    text = _scrape(ModelOpsCollector(settings.warehouse_path))
     assert 'shopsentry_model_precision{model_version="3",role="champion"} 0.5' in text
     assert 'shopsentry_model_precision{model_version="4"' not in text  # no value, no sample
     assert 'shopsentry_model_recall{model_version="4",role="challenger"} 0.1' in text
@@ -56,12 +56,12 @@ def test_the_warehouse_is_read_again_only_after_it_changed(
     settings = Settings(data_dir=tmp_path)
     reads: list[int] = []
 
-    def read(s: Settings) -> Snapshot:
+    def read(warehouse: Path) -> Snapshot:
         reads.append(1)
         return SNAPSHOT
 
     monkeypatch.setattr(model_ops, "read_snapshot", read)
-    collector = ModelOpsCollector(settings)
+    collector = ModelOpsCollector(settings.warehouse_path)
     assert "shopsentry_feature_psi{" not in _scrape(collector)  # no warehouse: no series
     assert reads == []
     settings.warehouse_path.write_bytes(b"x")

@@ -32,16 +32,16 @@ def kpi_row(day: date, alerts: int) -> dict:
 @pytest.fixture
 def fake_queries(monkeypatch):
     trend = [kpi_row(DAY - timedelta(days=i), alerts=5 + i) for i in range(13, -1, -1)]
-    monkeypatch.setattr(queries, "fraud_kpis", lambda settings, start, end: trend)
+    monkeypatch.setattr(queries, "fraud_kpis", lambda warehouse, start, end: trend)
     monkeypatch.setattr(
         queries,
         "daily_sales",
-        lambda settings, start, end: [{"day": DAY, "orders": 100, "revenue": 12345.67}],
+        lambda warehouse, start, end: [{"day": DAY, "orders": 100, "revenue": 12345.67}],
     )
     monkeypatch.setattr(
         queries,
         "top_scenarios",
-        lambda settings, start, end, limit: [
+        lambda warehouse, start, end, limit: [
             {
                 "scenario": "card_testing",
                 "fraud_orders": 4,
@@ -78,12 +78,12 @@ QUALITY = {
 
 def fake_model_ops(monkeypatch) -> None:
     """The monitoring tables' rows: one champion day, one drifted top feature, one not."""
-    monkeypatch.setattr(queries, "model_quality", lambda settings, start, end: [QUALITY])
-    monkeypatch.setattr(queries, "model_comparison", lambda settings, start, end: [])
+    monkeypatch.setattr(queries, "model_quality", lambda warehouse, start, end: [QUALITY])
+    monkeypatch.setattr(queries, "model_comparison", lambda warehouse, start, end: [])
     monkeypatch.setattr(
         queries,
         "score_drift",
-        lambda settings, start, end: [
+        lambda warehouse, start, end: [
             {"day": DAY, "model_version": "3", "model_role": "champion", "purchases": 500,
              "psi": 0.31}
         ],
@@ -155,11 +155,11 @@ def test_report_waits_out_a_running_etl(settings, fake_queries, monkeypatch) -> 
     real = queries.fraud_kpis
     calls = {"n": 0}
 
-    def busy_then_free(settings, start, end):
+    def busy_then_free(warehouse, start, end):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise WarehouseBusy(settings.warehouse_path)
-        return real(settings, start, end)
+            raise WarehouseBusy(warehouse)
+        return real(warehouse, start, end)
 
     monkeypatch.setattr(queries, "fraud_kpis", busy_then_free)
     monkeypatch.setattr(time, "sleep", lambda s: None)
@@ -167,8 +167,8 @@ def test_report_waits_out_a_running_etl(settings, fake_queries, monkeypatch) -> 
     assert calls["n"] == 2 and result.summary["alerts"] == 5
     monkeypatch.setattr(report_module, "BUSY_WAIT_S", 0.0)
 
-    def always_busy(settings, start, end):
-        raise WarehouseBusy(settings.warehouse_path)
+    def always_busy(warehouse, start, end):
+        raise WarehouseBusy(warehouse)
 
     monkeypatch.setattr(queries, "fraud_kpis", always_busy)
     with pytest.raises(WarehouseBusy):
@@ -182,7 +182,7 @@ def test_latency_on_an_accelerated_clock_is_not_shown_negative(fake_queries, tmp
     trend = [{**kpi_row(DAY, alerts=5), **accelerated}]
     rows = report_module.real_clock_latency(trend)
     assert rows[0]["detection_latency_p95_ms"] is None and rows[0]["clock_accelerated"]
-    queries.fraud_kpis = lambda settings, start, end: trend  # the fixture patched the module
+    queries.fraud_kpis = lambda warehouse, start, end: trend  # the fixture patched the module
     result = report_module.daily_fraud_report(Settings(data_dir=tmp_path), DAY)
     html = result.path.read_text()
     assert "645" not in html.split('id="kpi-latency"')[1][:200]

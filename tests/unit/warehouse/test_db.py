@@ -21,7 +21,7 @@ con.close()
 
 def test_a_writer_waits_for_a_short_reader_in_another_process(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         con.execute("create table t (x int)")
     reader = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(settings.warehouse_path), "1.0"],
@@ -30,7 +30,7 @@ def test_a_writer_waits_for_a_short_reader_in_another_process(tmp_path: Path) ->
     )
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "holding"
-        with connect(settings) as con:  # would raise WarehouseBusy at once before
+        with connect(settings.warehouse_path) as con:  # would raise WarehouseBusy at once before
             con.execute("insert into t values (1)")
             assert con.execute("select count(*) from t").fetchone() == (1,)
     finally:

@@ -22,7 +22,7 @@ def test_project_dir_is_the_repo_warehouse_or_the_override(monkeypatch, tmp_path
 def test_profiles_see_the_settings_only_during_the_invocation(settings, monkeypatch) -> None:
     monkeypatch.setenv("SHOPSENTRY_DBT_TARGET", "previous")
     monkeypatch.delenv("SHOPSENTRY_WAREHOUSE_PATH", raising=False)
-    with runner._dbt_environment(settings):
+    with runner._dbt_environment(runner.DbtConfig.from_settings(settings)):
         assert os.environ["SHOPSENTRY_WAREHOUSE_PATH"] == str(settings.warehouse_path.resolve())
         assert os.environ["SHOPSENTRY_DBT_TARGET"] == "duckdb"
     assert os.environ["SHOPSENTRY_DBT_TARGET"] == "previous"
@@ -55,5 +55,5 @@ def test_a_project_that_does_not_compile_is_a_dbt_failure(
     (project / "models" / "bad.sql").write_text("select {{ this_macro_does_not_exist() }}")
     monkeypatch.setenv(runner.PROJECT_ENV, str(project))
     with pytest.raises(DbtFailed) as failed:
-        runner.run_dbt(settings, ["build"])
+        runner.run_dbt(runner.DbtConfig.from_settings(settings), ["build"])
     assert "dbt build" in failed.value.message

@@ -38,7 +38,7 @@ def test_every_topic_lands_in_its_raw_table_with_the_json_kept(settings, memlog,
     publish(memlog, events)
     result = load_from_log(settings)
     assert result.records_read == sum(events.count(t) for t in TABLE_OF_TOPIC)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
         stored = con.execute(
             "select raw_json::varchar, occurred_at, user_id, source from raw.purchase_events "
@@ -53,7 +53,7 @@ def test_every_topic_lands_in_its_raw_table_with_the_json_kept(settings, memlog,
 def test_offsets_are_recorded_in_duckdb_and_committed_to_the_log(settings, memlog, events) -> None:
     publish(memlog, events)
     load_from_log(settings)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         recorded = loader.recorded_offsets(con, settings.warehouse.loader_group_id)
     ends = {
         TopicPartition(t, p): len(part)
@@ -84,7 +84,7 @@ def test_rerun_and_new_records_load_only_what_is_new(settings, memlog, events) -
     third = load_from_log(settings)
     assert third.records_read == 2
     assert third.inserted == {"user_behavior": 1}
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         counts = raw_counts(con)
     assert counts["purchase_events"] == events.count("purchase-events")
     assert counts["user_behavior"] == events.count("user-behavior") + 1
@@ -99,7 +99,7 @@ def test_duckdb_not_the_log_decides_where_to_resume(settings, memlog, events) ->
     settings.warehouse_path.unlink()  # a fresh warehouse while the group is at the end
     reloaded = load_from_log(settings)
     assert reloaded.records_read == sum(events.count(t) for t in TABLE_OF_TOPIC)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
 
 
@@ -123,7 +123,7 @@ def test_crash_between_duckdb_commit_and_log_commit_adds_no_duplicates(
     monkeypatch.setattr(bus, "open_log", lambda _settings, **_kw: memlog)
     second = load_from_log(settings)
     assert second.rows_inserted == 0
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
 
 
@@ -143,12 +143,12 @@ def test_a_failure_part_way_is_retried_without_duplicates(
     monkeypatch.setattr(loader, "load_records", flaky)
     with pytest.raises(OSError):
         load_from_log(settings, batch_records=40, poll_records=40)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         partial = sum(raw_counts(con).values())
     assert 0 < partial < sum(events.count(t) for t in TABLE_OF_TOPIC)
     retried = load_from_log(settings, batch_records=40, poll_records=40)
     assert retried.rows_inserted == sum(events.count(t) for t in TABLE_OF_TOPIC) - partial
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
         dupes = con.execute(
             "select count(*) from (select _dedupe_key from raw.user_behavior"
@@ -161,7 +161,7 @@ def test_bad_records_are_kept_for_quarantine(settings, memlog) -> None:
     for key, value in BAD_PURCHASES:
         memlog.append("purchase-events", value, key)
     load_from_log(settings)
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         rows = con.execute(
             "select _dedupe_key, event_id, raw_json is null, raw_text from raw.purchase_events"
         ).fetchall()
@@ -224,15 +224,15 @@ def test_history_backfill_routes_by_type_and_is_idempotent(settings, tmp_path, e
         b"\n".join(v for _k, v in events.by_topic["alert-reviews"]) + b"\n"
     )
 
-    first = load_history(settings, history)
+    first = load_history(settings.warehouse_path, history)
     assert first.inserted == {
         "purchase_events": events.count("purchase-events"),
         "user_behavior": events.count("user-behavior"),
         "fraud_labels": events.count("fraud-labels"),
         "reviews": events.count("alert-reviews"),
     }
-    assert load_history(settings, history).rows_inserted == 0
-    with connect(settings, read_only=True) as con:
+    assert load_history(settings.warehouse_path, history).rows_inserted == 0
+    with connect(settings.warehouse_path, read_only=True) as con:
         label_json = con.execute(
             "select raw_json::varchar from raw.fraud_labels limit 1"
         ).fetchall()[0][0]
@@ -245,13 +245,13 @@ def test_history_backfill_routes_by_type_and_is_idempotent(settings, tmp_path, e
 
 def test_history_errors_are_clear(settings, tmp_path) -> None:
     with pytest.raises(history.HistoryError, match="does not exist"):
-        load_history(settings, tmp_path / "missing")
+        load_history(settings.warehouse_path, tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(history.HistoryError, match=r"no \.parquet or \.jsonl"):
-        load_history(settings, tmp_path / "empty")
+        load_history(settings.warehouse_path, tmp_path / "empty")
     pq.write_table(pa.table({"x": [1]}), tmp_path / "odd.parquet")
     with pytest.raises(history.HistoryError, match="neither a raw_json column"):
-        load_history(settings, tmp_path / "odd.parquet")
+        load_history(settings.warehouse_path, tmp_path / "odd.parquet")
 
 
 def test_texts_keeps_invalid_utf8_visible() -> None:
