@@ -190,14 +190,14 @@ class RegistryPart:
         return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
     def live_paths(self, settings: Settings) -> list[Path]:
-        from shopsentry.models.scorer import models_dir
+        from shopsentry.models.scorer import ModelFiles
 
         db = self._db(settings)
-        dirs = [settings.mlflow_artifact_dir, models_dir(settings)]
+        dirs = [settings.mlflow_artifact_dir, ModelFiles.from_settings(settings).directory]
         return [*dirs, *([db] if db is not None else [])]
 
     def snapshot(self, settings: Settings, into: Path) -> PartSnapshot | None:
-        from shopsentry.models.scorer import models_dir
+        from shopsentry.models.scorer import ModelFiles
 
         db = self._db(settings)
         if db is not None and not db.exists():
@@ -212,21 +212,21 @@ class RegistryPart:
             _sqlite_copy(db, into / "mlflow.db")
         for source, name in (
             (settings.mlflow_artifact_dir, "mlartifacts"),
-            (models_dir(settings), "models"),
+            (ModelFiles.from_settings(settings).directory, "models"),
         ):
             if source.is_dir():
                 shutil.copytree(source, into / name)
         return snap
 
     def restore(self, settings: Settings, staged: Path) -> None:
-        from shopsentry.models.scorer import models_dir
+        from shopsentry.models.scorer import ModelFiles
 
         db = self._db(settings)
         if db is not None and (staged / "mlflow.db").exists():
             _place(staged / "mlflow.db", db)
         for live, name in (
             (settings.mlflow_artifact_dir, "mlartifacts"),
-            (models_dir(settings), "models"),
+            (ModelFiles.from_settings(settings).directory, "models"),
         ):
             if (staged / name).exists():
                 _place(staged / name, live)

@@ -166,9 +166,9 @@ class DemoRunner:
         return proc
 
     def _has_champion(self) -> bool:
-        from shopsentry.models import champion_version
+        from shopsentry.models import ModelFiles, champion_version
 
-        return champion_version(self.settings) is not None
+        return champion_version(ModelFiles.from_settings(self.settings)) is not None
 
     def bootstrap(self, history_days: int) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

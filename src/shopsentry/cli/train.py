@@ -155,10 +155,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from shopsentry.models.registry import list_versions
+        from shopsentry.models.registry import RegistryConfig, list_versions
 
         settings = settings_of(ctx)
-        versions = list_versions(settings)
+        versions = list_versions(RegistryConfig.from_settings(settings))
         console = Console()
         if not versions:
             console.print(f"no versions of {settings.model.name} yet; run `shopsentry train`")
@@ -188,10 +188,11 @@ def register(app: typer.Typer) -> None:
         version: Annotated[str, typer.Argument(help="The version to make champion.")],
     ) -> None:
         """Make VERSION the champion (its model file is validated first)."""
+        from shopsentry.models.registry import RegistryConfig
         from shopsentry.models.registry import promote as do_promote
 
         settings = settings_of(ctx)
-        do_promote(settings, version)
+        do_promote(RegistryConfig.from_settings(settings), version)
         typer.echo(f"version {version} is now champion of {settings.model.name}")
 
     @models.command()
@@ -211,8 +212,9 @@ def register(app: typer.Typer) -> None:
         if (version is None) == (not clear):
             raise ConfigError("give a VERSION or --clear", hint="not both")
         settings = settings_of(ctx)
+        config = registry.RegistryConfig.from_settings(settings)
         if version is None:
-            cleared = registry.clear_challenger(settings)
+            cleared = registry.clear_challenger(config)
             name = settings.model.name
             typer.echo(
                 f"challenger v{cleared} of {name} cleared"
@@ -220,17 +222,18 @@ def register(app: typer.Typer) -> None:
                 else f"{name} had no challenger"
             )
             return
-        registry.make_challenger(settings, version)
+        registry.make_challenger(config, version)
         typer.echo(f"version {version} is now challenger of {settings.model.name}")
 
     @models.command()
     def rollback(ctx: typer.Context) -> None:
         """Give the champion alias back to the previous champion (running detectors
         switch back without a restart)."""
+        from shopsentry.models.registry import RegistryConfig
         from shopsentry.models.registry import rollback as do_rollback
 
         settings = settings_of(ctx)
-        version = do_rollback(settings)
+        version = do_rollback(RegistryConfig.from_settings(settings))
         typer.echo(f"rolled back: version {version} is champion of {settings.model.name} again")
 
     app.add_typer(models, name="models")

@@ -53,6 +53,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     from shopsentry.features.entity_store import open_entity_store
     from shopsentry.features.state_store import open_store
     from shopsentry.models import (
+        ModelFiles,
         challenger_version,
         champion_version,
         load_challenger,
@@ -60,17 +61,18 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     )
 
     metrics = WorkerMetrics()
+    files = ModelFiles.from_settings(settings)
     holder = ModelHolder(
-        lambda: load_champion(settings),
-        lambda: champion_version(settings),
+        lambda: load_champion(files),
+        lambda: champion_version(files),
         interval_s=settings.detector.model_poll_interval_s,
         on_outcome=lambda outcome: metrics.model_reloads.labels(outcome).inc(),
     )
     challenger = None
     if settings.detector.challenger.mode != "off":
         challenger = ModelHolder(
-            lambda: load_challenger(settings),
-            lambda: challenger_version(settings),
+            lambda: load_challenger(files),
+            lambda: challenger_version(files),
             interval_s=settings.detector.model_poll_interval_s,
             on_outcome=lambda outcome: metrics.challenger_reloads.labels(outcome).inc(),
             optional=True,

@@ -3,7 +3,7 @@
 The detector needs only the scorer side, re-exported here and free of MLflow and
 scikit-learn imports::
 
-    from shopsentry.models import load_champion, champion_version
+    from shopsentry.models import ModelFiles, load_champion, champion_version
 
 Training (``shopsentry.models.training.train_and_register``) and the registry
 (``shopsentry.models.registry``) import their heavy dependencies on use.
@@ -12,6 +12,7 @@ Training (``shopsentry.models.training.train_and_register``) and the registry
 from __future__ import annotations
 
 from shopsentry.models.scorer import (
+    ModelFiles,
     Scorer,
     build_scorer,
     challenger_version,
@@ -21,6 +22,7 @@ from shopsentry.models.scorer import (
 )
 
 __all__ = [
+    "ModelFiles",
     "Scorer",
     "build_scorer",
     "challenger_version",

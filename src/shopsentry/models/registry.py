@@ -1,7 +1,7 @@
 """MLflow tracking and registry: runs, versions, the champion/challenger aliases.
 
 MLflow is the source of truth (aliases ``champion`` and ``challenger`` on
-``settings.model.name``); each alias move also rewrites the alias's local pointer file
+``model.name``); each alias move also rewrites the alias's local pointer file
 the detector polls (and clearing the challenger removes its file), so the hot path
 never imports MLflow. Every version's files (model JSON, report, card, plot) are kept
 both as run artifacts and in ``<data_dir>/models/<name>/v<N>/``.
@@ -28,10 +28,10 @@ from shopsentry.models.evaluation import KEY_METRICS, EvalWindow, evaluate, scal
 from shopsentry.models.scorer import (
     CHALLENGER,
     CHAMPION,
+    ModelFiles,
     build_scorer,
     clear_pointer,
     current_feature_names,
-    models_dir,
     write_pointer,
 )
 
@@ -68,31 +68,67 @@ class VersionInfo:
     tags: dict[str, str]
 
 
-def client(settings: Settings) -> MlflowClient:
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """What the registry needs: the MLflow tracking URI and experiment, the directory for
+    local run artifacts, the model's files on this machine, and the offline gate's
+    operating point (the detector's threshold, the FPR and daily review budgets)."""
+
+    tracking_uri: str
+    experiment: str
+    artifact_dir: Path
+    files: ModelFiles
+    threshold: float
+    fpr_budget: float
+    review_budget_per_day: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RegistryConfig:
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment=settings.model.experiment,
+            artifact_dir=settings.mlflow_artifact_dir,
+            files=ModelFiles.from_settings(settings),
+            threshold=settings.detector.threshold,
+            fpr_budget=settings.model.fpr_budget,
+            review_budget_per_day=settings.model.review_budget_per_day,
+        )
+
+
+def _narrow(config: RegistryConfig | Settings) -> RegistryConfig:
+    """The registry's config; whole :class:`Settings` are the older call form of
+    :func:`client`, :func:`version_dir` and :func:`set_champion`, kept while
+    ``models/live_gate.py`` still passes them."""
+    return config if isinstance(config, RegistryConfig) else RegistryConfig.from_settings(config)
+
+
+def client(config: RegistryConfig | Settings) -> MlflowClient:
     """A client on the configured tracking URI (SQLite under the data dir by default)."""
     import mlflow
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    config = _narrow(config)
+    if config.tracking_uri.startswith("sqlite:///"):
+        Path(config.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    mlflow.set_tracking_uri(config.tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=config.tracking_uri)
 
 
-def _experiment_id(settings: Settings, mlc: MlflowClient) -> str:
-    experiment = mlc.get_experiment_by_name(settings.model.experiment)
+def _experiment_id(config: RegistryConfig, mlc: MlflowClient) -> str:
+    experiment = mlc.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
     location = None
-    if (
-        settings.mlflow_tracking_uri.startswith(("sqlite:", "file:"))
-        or "://" not in settings.mlflow_tracking_uri
-    ):
-        settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
-        location = settings.mlflow_artifact_dir.resolve().as_uri()
-    return str(mlc.create_experiment(settings.model.experiment, artifact_location=location))
+    if config.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in config.tracking_uri:
+        config.artifact_dir.mkdir(parents=True, exist_ok=True)
+        location = config.artifact_dir.resolve().as_uri()
+    return str(mlc.create_experiment(config.experiment, artifact_location=location))
 
 
-def version_dir(settings: Settings, version: str) -> Path:
-    return models_dir(settings) / settings.model.name / f"v{version}"
+def version_dir(config: RegistryConfig | Settings, version: str) -> Path:
+    config = _narrow(config)
+    return config.files.directory / config.files.name / f"v{version}"
 
 
 def registered_alias(mlc: MlflowClient, name: str, alias: str) -> str | None:
@@ -105,20 +141,20 @@ def registered_alias(mlc: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def model_file(settings: Settings, version: str, mlc: MlflowClient | None = None) -> Path:
+def model_file(config: RegistryConfig, version: str, mlc: MlflowClient | None = None) -> Path:
     """The version's model JSON on local disk, downloaded from MLflow when absent."""
-    local = version_dir(settings, version) / "model.json"
+    local = version_dir(config, version) / "model.json"
     if local.is_file():
         return local
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlc = mlc or client(settings)
+    mlc = mlc or client(config)
     try:
         downloaded = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{settings.model.name}/{version}",
-                tracking_uri=settings.mlflow_tracking_uri,
+                artifact_uri=f"models:/{config.files.name}/{version}",
+                tracking_uri=config.tracking_uri,
             )
         )
     except MlflowException as exc:
@@ -136,8 +172,10 @@ def model_file(settings: Settings, version: str, mlc: MlflowClient | None = None
     return local
 
 
-def _load_checked(settings: Settings, version: str, mlc: MlflowClient) -> tuple[Path, bytes, Any]:
-    path = model_file(settings, version, mlc)
+def _load_checked(
+    config: RegistryConfig, version: str, mlc: MlflowClient
+) -> tuple[Path, bytes, Any]:
+    path = model_file(config, version, mlc)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -147,7 +185,7 @@ def _load_checked(settings: Settings, version: str, mlc: MlflowClient) -> tuple[
     scorer = build_scorer(
         raw,
         version=version,
-        cache_dir=models_dir(settings) / "compiled",
+        cache_dir=config.files.kernel_cache,
         expected_features=current_feature_names(),
     )
     return path, raw, scorer
@@ -180,23 +218,23 @@ def decide(
 
 
 def _score_champion(
-    settings: Settings, mlc: MlflowClient, valid: TrainingSet
+    config: RegistryConfig, mlc: MlflowClient, valid: TrainingSet
 ) -> tuple[str | None, dict[str, float] | None, str | None]:
     """(champion version, its metrics on this window, why it could not be scored)."""
-    version = registered_alias(mlc, settings.model.name, CHAMPION)
+    version = registered_alias(mlc, config.files.name, CHAMPION)
     if version is None:
         return None, None, None
     try:
-        _, _, scorer = _load_checked(settings, version, mlc)
+        _, _, scorer = _load_checked(config, version, mlc)
     except ModelError as exc:
         return version, None, exc.one_line()
     window = EvalWindow(y=valid.is_fraud, occurred_at=valid.occurred_at, scenario=valid.scenario)
     report = evaluate(
         window,
         scorer.predict(valid.X),
-        threshold=settings.detector.threshold,
-        fpr_budget=settings.model.fpr_budget,
-        review_budget=settings.model.review_budget_per_day,
+        threshold=config.threshold,
+        fpr_budget=config.fpr_budget,
+        review_budget=config.review_budget_per_day,
         with_curve=False,
     )
     return version, scalar_metrics(report), None
@@ -212,7 +250,7 @@ def _flat_params(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_and_gate(
-    settings: Settings, raw: bytes, report: dict[str, Any], valid: TrainingSet
+    config: RegistryConfig, raw: bytes, report: dict[str, Any], valid: TrainingSet
 ) -> GateOutcome:
     """Log the run, register the version, write its card, and apply the promotion gate."""
     import mlflow
@@ -220,10 +258,10 @@ def register_and_gate(
 
     from shopsentry.models.card import write_card
 
-    mlc = client(settings)
-    experiment_id = _experiment_id(settings, mlc)
-    name = settings.model.name
-    champion_version, champion_metrics, champion_problem = _score_champion(settings, mlc, valid)
+    mlc = client(config)
+    experiment_id = _experiment_id(config, mlc)
+    name = config.files.name
+    champion_version, champion_metrics, champion_problem = _score_champion(config, mlc, valid)
     new_metrics = scalar_metrics(report["model"])
     if champion_problem is not None:
         promote, reason = (
@@ -263,7 +301,7 @@ def register_and_gate(
         version = str(info.registered_model_version)
         report["version"] = version
         report["run_id"] = run.info.run_id
-        target = version_dir(settings, version)
+        target = version_dir(config, version)
         target.mkdir(parents=True, exist_ok=True)
         (target / "model.json").write_bytes(raw)
         (target / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -276,9 +314,9 @@ def register_and_gate(
     for key in ("pr_auc", "recall_at_fpr_budget", "roc_auc"):
         mlc.set_model_version_tag(name, version, key, f"{new_metrics[key]:.4f}")
     if promote:
-        set_champion(settings, version, reason, mlc)
+        set_champion(config, version, reason, mlc)
     else:
-        set_challenger(settings, version, reason, mlc)
+        set_challenger(config, version, reason, mlc)
     return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)
 
 
@@ -303,7 +341,7 @@ def _history(mlc: MlflowClient, name: str) -> list[str]:
 
 
 def set_champion(
-    settings: Settings,
+    config: RegistryConfig | Settings,
     version: str,
     reason: str,
     mlc: MlflowClient | None = None,
@@ -315,36 +353,37 @@ def set_champion(
     The model is loaded and checked first: a bad file raises ModelError and the alias,
     the pointer and therefore the serving model stay where they were.
     """
-    mlc = mlc or client(settings)
-    name = settings.model.name
-    path, raw, scorer = _load_checked(settings, version, mlc)
+    config = _narrow(config)
+    mlc = mlc or client(config)
+    name = config.files.name
+    path, raw, scorer = _load_checked(config, version, mlc)
     mlc.set_registered_model_alias(name, CHAMPION, version)
     if registered_alias(mlc, name, CHALLENGER) == version:
         mlc.delete_registered_model_alias(name, CHALLENGER)
-        clear_pointer(settings, CHALLENGER)
+        clear_pointer(config.files, CHALLENGER)
     if record:
         history = [v for v in _history(mlc, name) if v != version] + [version]
         mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
     mlc.set_model_version_tag(name, version, "promoted_at", datetime.now(UTC).isoformat())
     mlc.set_model_version_tag(name, version, "promotion_reason", reason)
     write_pointer(
-        settings, name, version, path, hashlib.sha256(raw).hexdigest(), scorer.feature_names
+        config.files, name, version, path, hashlib.sha256(raw).hexdigest(), scorer.feature_names
     )
     logger.info("v%s is now champion of %s: %s", version, name, reason)
 
 
 def set_challenger(
-    settings: Settings, version: str, reason: str, mlc: MlflowClient | None = None
+    config: RegistryConfig, version: str, reason: str, mlc: MlflowClient | None = None
 ) -> None:
     """Validate the version's model, then give it the challenger alias and pointer:
     running detectors start scoring it beside the champion (docs/model-ops.md)."""
-    mlc = mlc or client(settings)
-    name = settings.model.name
-    path, raw, scorer = _load_checked(settings, version, mlc)
+    mlc = mlc or client(config)
+    name = config.files.name
+    path, raw, scorer = _load_checked(config, version, mlc)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
     mlc.set_model_version_tag(name, version, "challenger_reason", reason)
     write_pointer(
-        settings,
+        config.files,
         name,
         version,
         path,
@@ -355,50 +394,50 @@ def set_challenger(
     logger.info("v%s is challenger of %s: %s", version, name, reason)
 
 
-def clear_challenger(settings: Settings, mlc: MlflowClient | None = None) -> str | None:
+def clear_challenger(config: RegistryConfig, mlc: MlflowClient | None = None) -> str | None:
     """Remove the challenger alias and pointer; returns the version that had it."""
-    mlc = mlc or client(settings)
-    name = settings.model.name
+    mlc = mlc or client(config)
+    name = config.files.name
     version = registered_alias(mlc, name, CHALLENGER)
     if version is not None:
         mlc.delete_registered_model_alias(name, CHALLENGER)
-    clear_pointer(settings, CHALLENGER)
+    clear_pointer(config.files, CHALLENGER)
     return version
 
 
-def _require_version(mlc: MlflowClient, settings: Settings, version: str) -> None:
+def _require_version(mlc: MlflowClient, config: RegistryConfig, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        mlc.get_model_version(settings.model.name, version)
+        mlc.get_model_version(config.files.name, version)
     except MlflowException:
         raise ModelError(
-            f"no version {version} of {settings.model.name}", hint="see `shopsentry models list`"
+            f"no version {version} of {config.files.name}", hint="see `shopsentry models list`"
         ) from None
 
 
-def make_challenger(settings: Settings, version: str) -> None:
+def make_challenger(config: RegistryConfig, version: str) -> None:
     """Make ``version`` the challenger by hand (after validating its model file)."""
-    mlc = client(settings)
-    _require_version(mlc, settings, version)
-    if registered_alias(mlc, settings.model.name, CHAMPION) == version:
+    mlc = client(config)
+    _require_version(mlc, config, version)
+    if registered_alias(mlc, config.files.name, CHAMPION) == version:
         raise ModelError(
             f"version {version} is the champion", hint="pick another version as challenger"
         )
-    set_challenger(settings, version, "manual challenger", mlc)
+    set_challenger(config, version, "manual challenger", mlc)
 
 
-def promote(settings: Settings, version: str) -> None:
+def promote(config: RegistryConfig, version: str) -> None:
     """Make ``version`` champion by hand (after validating its model file)."""
-    mlc = client(settings)
-    _require_version(mlc, settings, version)
-    set_champion(settings, version, "manual promotion", mlc)
+    mlc = client(config)
+    _require_version(mlc, config, version)
+    set_champion(config, version, "manual promotion", mlc)
 
 
-def rollback(settings: Settings) -> str:
+def rollback(config: RegistryConfig) -> str:
     """Give the champion alias back to the previous champion; returns its version."""
-    mlc = client(settings)
-    name = settings.model.name
+    mlc = client(config)
+    name = config.files.name
     current = registered_alias(mlc, name, CHAMPION)
     history = _history(mlc, name)
     if current is not None and history and history[-1] == current:
@@ -408,24 +447,24 @@ def rollback(settings: Settings) -> str:
             f"{name} has no previous champion to roll back to", hint="promote a version instead"
         )
     previous = history[-1]
-    set_champion(settings, previous, f"rollback from v{current}", mlc, record=False)
+    set_champion(config, previous, f"rollback from v{current}", mlc, record=False)
     mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     if current is not None:
         mlc.set_model_version_tag(name, current, "rolled_back_at", datetime.now(UTC).isoformat())
     return previous
 
 
-def list_versions(settings: Settings) -> list[VersionInfo]:
+def list_versions(config: RegistryConfig) -> list[VersionInfo]:
     """Every version, newest first, with aliases and the key metrics of its run.
 
     A SQLite registry (the default) is read directly, read-only: listing needs neither
     the MLflow import nor its schema migrations (seconds each). Other tracking URIs go
     through the MLflow client.
     """
-    uri = settings.mlflow_tracking_uri
+    uri = config.tracking_uri
     if uri.startswith("sqlite:///"):
-        return _versions_from_sqlite(Path(uri.removeprefix("sqlite:///")), settings.model.name)
-    return _versions_from_mlflow(settings)
+        return _versions_from_sqlite(Path(uri.removeprefix("sqlite:///")), config.files.name)
+    return _versions_from_mlflow(config)
 
 
 _METRIC_KEYS = (*KEY_METRICS, "baseline_pr_auc")
@@ -478,19 +517,19 @@ def _versions_from_sqlite(path: Path, name: str) -> list[VersionInfo]:
     return sorted(out, key=lambda v: int(v.version), reverse=True)
 
 
-def _versions_from_mlflow(settings: Settings) -> list[VersionInfo]:
+def _versions_from_mlflow(config: RegistryConfig) -> list[VersionInfo]:
     from mlflow.exceptions import MlflowException
 
-    mlc = client(settings)
+    mlc = client(config)
     try:
-        versions = mlc.search_model_versions(f"name = '{settings.model.name}'")
+        versions = mlc.search_model_versions(f"name = '{config.files.name}'")
     except MlflowException:
         return []
     if not versions:
         return []
     # search results carry no aliases; the registered model has them all
     aliases: dict[str, list[str]] = {}
-    for alias, version in mlc.get_registered_model(settings.model.name).aliases.items():
+    for alias, version in mlc.get_registered_model(config.files.name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
     out = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):

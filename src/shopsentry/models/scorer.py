@@ -59,18 +59,30 @@ class _Evaluator(Protocol):
     def margin(self, X: NDArray[np.float32]) -> NDArray[np.float64]: ...
 
 
-def models_dir(settings: Settings) -> Path:
-    """Where model versions, the champion pointer and the compiled kernel live."""
-    return settings.data_dir / "models"
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """Where one registered model's files live on this machine: ``directory`` holds the
+    alias pointers, the compiled kernels and (under ``<name>/v<version>``) the versions."""
+
+    directory: Path
+    name: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelFiles:
+        return cls(directory=settings.data_dir / "models", name=settings.model.name)
+
+    @property
+    def kernel_cache(self) -> Path:
+        return self.directory / "compiled"
 
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-def pointer_path(settings: Settings, alias: str = CHAMPION) -> Path:
+def pointer_path(files: ModelFiles, alias: str = CHAMPION) -> Path:
     """The local pointer file of a registry alias (``champion`` or ``challenger``)."""
-    return models_dir(settings) / f"{alias}.json"
+    return files.directory / f"{alias}.json"
 
 
 def current_feature_names() -> tuple[str, ...] | None:
@@ -297,8 +309,8 @@ class ChampionPointer:
         return json.dumps(data, indent=2)
 
 
-def read_pointer(settings: Settings, alias: str = CHAMPION) -> ChampionPointer | None:
-    path = pointer_path(settings, alias)
+def read_pointer(files: ModelFiles, alias: str = CHAMPION) -> ChampionPointer | None:
+    path = pointer_path(files, alias)
     try:
         data = json.loads(path.read_text())
         return ChampionPointer(
@@ -319,7 +331,7 @@ def read_pointer(settings: Settings, alias: str = CHAMPION) -> ChampionPointer |
 
 
 def write_pointer(
-    settings: Settings,
+    files: ModelFiles,
     name: str,
     version: str,
     model_path: Path,
@@ -336,7 +348,7 @@ def write_pointer(
         feature_names=feature_names,
         promoted_at=datetime.now(UTC).isoformat(),
     )
-    path = pointer_path(settings, alias)
+    path = pointer_path(files, alias)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{alias}-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
@@ -347,48 +359,48 @@ def write_pointer(
     return pointer
 
 
-def clear_pointer(settings: Settings, alias: str) -> None:
+def clear_pointer(files: ModelFiles, alias: str) -> None:
     """Remove the alias's pointer (the alias was deleted): pollers see None."""
-    pointer_path(settings, alias).unlink(missing_ok=True)
+    pointer_path(files, alias).unlink(missing_ok=True)
 
 
-def alias_version(settings: Settings, alias: str) -> str | None:
+def alias_version(files: ModelFiles, alias: str) -> str | None:
     """The alias's version per its pointer file, or None: cheap enough to poll."""
     try:
-        pointer = read_pointer(settings, alias)
+        pointer = read_pointer(files, alias)
     except ModelError:
         return None
     return pointer.version if pointer else None
 
 
-def champion_version(settings: Settings) -> str | None:
+def champion_version(files: ModelFiles) -> str | None:
     """The champion's version per the pointer file, or None: cheap enough to poll."""
-    return alias_version(settings, CHAMPION)
+    return alias_version(files, CHAMPION)
 
 
-def challenger_version(settings: Settings) -> str | None:
+def challenger_version(files: ModelFiles) -> str | None:
     """The challenger's version per its pointer file, or None (no challenger)."""
-    return alias_version(settings, CHALLENGER)
+    return alias_version(files, CHALLENGER)
 
 
 def load_alias(
-    settings: Settings, alias: str, expected_features: tuple[str, ...] | None = None
+    files: ModelFiles, alias: str, expected_features: tuple[str, ...] | None = None
 ) -> Scorer:
     """Load and validate the model an alias points at (no MLflow involved).
 
     ``expected_features`` defaults to this build's ``FEATURE_NAMES``: a model trained
     on other features is refused rather than fed misaligned columns.
     """
-    pointer = read_pointer(settings, alias)
+    pointer = read_pointer(files, alias)
     if pointer is None:
         if alias == CHAMPION:
-            raise NoChampion(settings.model.name)
-        raise ModelError(f"no {alias} model registered under {settings.model.name!r}")
+            raise NoChampion(files.name)
+        raise ModelError(f"no {alias} model registered under {files.name!r}")
     features = expected_features if expected_features is not None else current_feature_names()
     scorer = load_scorer(
         Path(pointer.model_path),
         version=pointer.version,
-        cache_dir=models_dir(settings) / "compiled",
+        cache_dir=files.kernel_cache,
         expected_features=features,
         expected_sha256=pointer.sha256,
     )
@@ -402,11 +414,11 @@ def load_alias(
     return scorer
 
 
-def load_champion(settings: Settings, expected_features: tuple[str, ...] | None = None) -> Scorer:
+def load_champion(files: ModelFiles, expected_features: tuple[str, ...] | None = None) -> Scorer:
     """Load and validate the current champion (no MLflow involved)."""
-    return load_alias(settings, CHAMPION, expected_features)
+    return load_alias(files, CHAMPION, expected_features)
 
 
-def load_challenger(settings: Settings, expected_features: tuple[str, ...] | None = None) -> Scorer:
+def load_challenger(files: ModelFiles, expected_features: tuple[str, ...] | None = None) -> Scorer:
     """Load and validate the current challenger (no MLflow involved)."""
-    return load_alias(settings, CHALLENGER, expected_features)
+    return load_alias(files, CHALLENGER, expected_features)

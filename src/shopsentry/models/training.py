@@ -518,7 +518,7 @@ def train_on(
     """Everything after the data set is built: split, fit, evaluate, register, gate."""
     from shopsentry.models import registry
     from shopsentry.models.drift_reference import build_reference
-    from shopsentry.models.scorer import build_scorer, models_dir
+    from shopsentry.models.scorer import ModelFiles, build_scorer
 
     params = params or TrainParams(nthread=settings.model.nthread)
     as_of = as_of or data.end
@@ -533,7 +533,7 @@ def train_on(
     scorer = build_scorer(
         fitted.raw,
         version="candidate",
-        cache_dir=models_dir(settings) / "compiled",
+        cache_dir=ModelFiles.from_settings(settings).kernel_cache,
         expected_features=data.feature_names,
     )
     score = scorer.predict(split.valid.X)
@@ -543,7 +543,9 @@ def train_on(
     report["drift_reference"] = build_reference(settings, data, fitted.raw, scorer)
     if progress is not None:
         progress("registering", 0, None)
-    outcome = registry.register_and_gate(settings, fitted.raw, report, split.valid)
+    outcome = registry.register_and_gate(
+        registry.RegistryConfig.from_settings(settings), fitted.raw, report, split.valid
+    )
     return TrainResult(
         version=outcome.version,
         promoted=outcome.promoted,

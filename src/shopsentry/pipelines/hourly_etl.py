@@ -104,6 +104,7 @@ def transform(
 ) -> DbtRunResult:
     """Step 2: ``dbt build`` of the incremental models and their tests (the monitoring
     models as of ``as_of``, default now)."""
+    from shopsentry.models.scorer import ModelFiles
     from shopsentry.pipelines.model_monitoring import monitoring_vars
     from shopsentry.warehouse.db import connect
     from shopsentry.warehouse.dbt import DbtConfig, run_dbt
@@ -114,7 +115,7 @@ def transform(
     # models' training references are copied in for the drift models.
     with connect(settings.warehouse_path) as con:
         ensure_raw_schema(con)
-        load_references(settings, con)
+        load_references(ModelFiles.from_settings(settings), con)
     return run_dbt(
         DbtConfig.from_settings(settings),
         ["build", *(select or HOURLY_SELECTION), *monitoring_vars(settings, as_of)],

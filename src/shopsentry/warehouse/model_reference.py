@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
+    from shopsentry.models.scorer import ModelFiles
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,8 @@ _COLUMNS = (
 )
 
 
-def _reports(settings: Settings) -> list[tuple[str, Path]]:
-    from shopsentry.models.scorer import models_dir
-
-    root = models_dir(settings) / settings.model.name
+def _reports(files: ModelFiles) -> list[tuple[str, Path]]:
+    root = files.directory / files.name
     found = []
     for path in sorted(root.glob("v*/report.json")) if root.is_dir() else []:
         version = path.parent.name.removeprefix("v")
@@ -80,15 +78,16 @@ def ensure_reference_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create table if not exists {REFERENCE_TABLE} ({columns})")
 
 
-def load_references(settings: Settings, con: duckdb.DuckDBPyConnection) -> int:
-    """Replace ``raw.model_reference`` with every local version's reference; returns rows."""
+def load_references(files: ModelFiles, con: duckdb.DuckDBPyConnection) -> int:
+    """Replace ``raw.model_reference`` with the reference of every version kept in
+    ``files``; returns rows."""
     from datetime import UTC, datetime
 
     import pyarrow as pa
 
     ensure_reference_table(con)
     rows: list[tuple[Any, ...]] = []
-    for version, path in _reports(settings):
+    for version, path in _reports(files):
         try:
             reference = json.loads(path.read_text()).get("drift_reference")
         except (OSError, ValueError) as exc:
@@ -111,5 +110,5 @@ def load_references(settings: Settings, con: duckdb.DuckDBPyConnection) -> int:
     except Exception:
         con.execute("rollback")
         raise
-    logger.info("model references: %d rows from %d version(s)", len(rows), len(_reports(settings)))
+    logger.info("model references: %d rows from %d version(s)", len(rows), len(_reports(files)))
     return len(rows)

@@ -18,6 +18,7 @@ import pytest
 
 from shopsentry.bus.base import EventLog, Record
 from shopsentry.config import Settings
+from shopsentry.models.scorer import ModelFiles
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY_DAYS = 21
@@ -66,7 +67,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str)
     write_history(simulator(), history)
     result = train_and_register(settings, history=history)
     assert result.promoted, result.reason
-    pointer = read_pointer(settings)
+    pointer = read_pointer(ModelFiles.from_settings(settings))
     assert pointer is not None
     return Champion(
         Path(pointer.model_path), pointer.sha256, pointer.feature_names, result.report, history
@@ -81,7 +82,7 @@ def promote(
     from shopsentry.models.scorer import write_pointer
 
     write_pointer(
-        settings,
+        ModelFiles.from_settings(settings),
         settings.model.name,
         version,
         champion.model_path,

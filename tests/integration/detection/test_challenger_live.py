@@ -17,7 +17,7 @@ from shopsentry.bus import open_log
 from shopsentry.config import ChallengerSettings, Settings
 from shopsentry.detection.challenger import in_challenger_share
 from shopsentry.events.schema import Decision, band_for
-from shopsentry.models.scorer import CHALLENGER, clear_pointer, write_pointer
+from shopsentry.models.scorer import CHALLENGER, ModelFiles, clear_pointer, write_pointer
 
 from .conftest import (
     Champion,
@@ -43,7 +43,7 @@ def make_challenger(settings: Settings, champion: Champion, tmp_path: Path, vers
     path = tmp_path / f"challenger-v{version}.json"
     path.write_bytes(raw)
     write_pointer(
-        settings,
+        ModelFiles.from_settings(settings),
         settings.model.name,
         version,
         path,
@@ -94,7 +94,9 @@ def test_shadow_then_cleared_then_split(
         text = scrape(port)
         assert metric(text, 'shopsentry_challenger_version_info{version="2"}') == 1
         assert metric(text, "shopsentry_challenger_scored_total ") == len(purchases[0])
-        clear_pointer(settings, CHALLENGER)  # the alias cleared (or promoted away)
+        clear_pointer(
+            ModelFiles.from_settings(settings), CHALLENGER
+        )  # the alias cleared (or promoted away)
         wait_for(
             lambda: 'shopsentry_challenger_version_info{version="2"}' not in scrape(port),
             60,
@@ -159,7 +161,7 @@ def register_versions(settings: Settings, files: list[bytes]) -> None:
     real (SQLite) MLflow registry, its model.json where the registry keeps it locally."""
     from mlflow import MlflowClient
 
-    from shopsentry.models.registry import version_dir
+    from shopsentry.models.registry import RegistryConfig, version_dir
 
     mlc = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     mlc.create_registered_model(settings.model.name)
@@ -168,7 +170,7 @@ def register_versions(settings: Settings, files: list[bytes]) -> None:
         staging.mkdir(parents=True)
         (staging / "model.json").write_bytes(raw)
         version = mlc.create_model_version(settings.model.name, source=staging.as_uri())
-        target = version_dir(settings, str(version.version))
+        target = version_dir(RegistryConfig.from_settings(settings), str(version.version))
         target.mkdir(parents=True, exist_ok=True)
         (target / "model.json").write_bytes(raw)
 
@@ -208,8 +210,10 @@ def test_rollback_is_picked_up_by_a_running_worker(
     )
     raw = champion.model_path.read_bytes()
     register_versions(settings, [raw, fold_calibration(raw, 1.0, 2.5)])
-    registry.promote(settings, "1")
-    registry.promote(settings, "2")  # the champion history is now 1, 2
+    registry.promote(registry.RegistryConfig.from_settings(settings), "1")
+    registry.promote(
+        registry.RegistryConfig.from_settings(settings), "2"
+    )  # the champion history is now 1, 2
     rows = list(records_of(simulator(days=1), settings))
     half = len(rows) // 2
     port = free_port()

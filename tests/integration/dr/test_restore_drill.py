@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from shopsentry.config import Settings
+from shopsentry.models.scorer import ModelFiles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -343,7 +344,7 @@ def state_of(settings: Settings) -> dict[str, Any]:
         )
     finally:
         db.close()
-    pointer = read_pointer(settings)
+    pointer = read_pointer(ModelFiles.from_settings(settings))
     champion_version = client(settings).get_model_version_by_alias(settings.model.name, "champion")
     return {
         "raw": raw,

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from shopsentry.models.scorer import ModelFiles
+
 pytestmark = [pytest.mark.slow]
 
 
@@ -24,7 +26,7 @@ def test_small_history_model_is_calibrated_and_the_scorer_agrees(settings, tmp_p
 
     from shopsentry.cli import app
     from shopsentry.models.dataset import build_training_set, time_split
-    from shopsentry.models.scorer import build_scorer, models_dir
+    from shopsentry.models.scorer import build_scorer
     from shopsentry.models.training import TrainParams, fit
 
     history = tmp_path / "history"
@@ -46,7 +48,7 @@ def test_small_history_model_is_calibrated_and_the_scorer_agrees(settings, tmp_p
     scorer = build_scorer(
         fitted.raw,
         version="candidate",
-        cache_dir=models_dir(settings) / "compiled",
+        cache_dir=ModelFiles.from_settings(settings).kernel_cache,
         expected_features=data.feature_names,
     )
     assert scorer.evaluator_kind == "compiled"  # no silent fallback to NumPy either

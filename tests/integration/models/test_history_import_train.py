@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from shopsentry.models.scorer import ModelFiles
 from tests.unit.warehouse.handbook import MAPPING, write_handbook_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,7 +56,7 @@ def test_import_a_public_layout_file_and_train_on_it(mlflow_settings, tmp_path, 
     trained = runner.invoke(app, ["train", "--history", str(history), "--trees", "60"])
     assert trained.exit_code == 0, trained.output
     assert "version 1 is champion" in trained.output, trained.output
-    assert champion_version(settings) == "1"
+    assert champion_version(ModelFiles.from_settings(settings)) == "1"
     report = json.loads(
         (settings.data_dir / "models" / settings.model.name / "v1" / "report.json").read_text()
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from shopsentry.models.scorer import challenger_version, champion_version
+from shopsentry.models.scorer import ModelFiles, challenger_version, champion_version
 from shopsentry.models.training import train_on
 from tests.unit.models.test_live_gate import decisions, maturity, staging_tables
 
@@ -71,13 +71,18 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     assert train_on(settings, data, params=GOOD).version == "1"
     second = train_on(settings, data, params=WEAK)
     assert not second.promoted and second.version == "2"
-    assert challenger_version(settings) == "2"  # the detectors start scoring it
+    assert (
+        challenger_version(ModelFiles.from_settings(settings)) == "2"
+    )  # the detectors start scoring it
 
     live_week(settings, "1", "2", frauds_known=20)
     refused = apply_live_gate(settings, AS_OF)
     assert refused is not None and not refused.promote
     assert refused.reason.startswith("not enough matured labels: 20 labelled frauds")
-    assert champion_version(settings) == "1" and challenger_version(settings) == "2"
+    assert (
+        champion_version(ModelFiles.from_settings(settings)) == "1"
+        and challenger_version(ModelFiles.from_settings(settings)) == "2"
+    )
     mlc = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = settings.model.name
     tags = mlc.get_model_version(name, "2").tags
@@ -99,7 +104,10 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     assert promoted.champion_precision == pytest.approx(0.5)
     assert promoted.challenger_precision == pytest.approx(0.8)
     assert str(mlc.get_model_version_by_alias(name, "champion").version) == "2"
-    assert champion_version(settings) == "2" and challenger_version(settings) is None
+    assert (
+        champion_version(ModelFiles.from_settings(settings)) == "2"
+        and challenger_version(ModelFiles.from_settings(settings)) is None
+    )
     assert (
         "live evidence: better live precision"
         in (mlc.get_model_version(name, "2").tags["promotion_reason"])

@@ -16,7 +16,11 @@ import pytest
 
 from shopsentry.errors import ModelError
 from shopsentry.models.dataset import TrainingSet, to_datetime64
-from shopsentry.models.scorer import champion_version, current_feature_names, load_champion
+from shopsentry.models.scorer import (
+    champion_version,
+    current_feature_names,
+    load_champion,
+)
 from shopsentry.models.training import TrainParams, train_on
 
 pytestmark = pytest.mark.integration
@@ -66,11 +70,13 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     from shopsentry.models import registry
 
     settings = mlflow_settings
+    config = registry.RegistryConfig.from_settings(settings)
+    files = config.files
     data = synthetic_history()
     first = train_on(settings, data, params=GOOD)
     assert first.promoted and first.version == "1" and first.reason == "no champion yet"
-    assert champion_version(settings) == "1"
-    assert load_champion(settings, data.feature_names).version == "1"
+    assert champion_version(files) == "1"
+    assert load_champion(files, data.feature_names).version == "1"
     card = (first.model_dir / "model_card.md").read_text()
     assert "## Recall per fraud scenario" in card and "stolen_card" in card
     assert (first.model_dir / "precision_recall.png").stat().st_size > 1000
@@ -78,7 +84,7 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     weaker = train_on(settings, data, params=WEAK)
     assert not weaker.promoted and weaker.version == "2"
     assert "does not beat champion v1" in weaker.reason
-    assert champion_version(settings) == "1"  # the detector keeps serving v1
+    assert champion_version(files) == "1"  # the detector keeps serving v1
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = settings.model.name
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
@@ -88,31 +94,31 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     # the champion was re-scored on the new window: its PR-AUC there beats the challenger's
     assert report["gate"]["champion"]["pr_auc"] > report["model"]["pr_auc"]
 
-    registry.promote(settings, "2")
-    assert champion_version(settings) == "2"
+    registry.promote(config, "2")
+    assert champion_version(files) == "2"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
 
-    assert registry.rollback(settings) == "1"
-    assert champion_version(settings) == "1"
+    assert registry.rollback(config) == "1"
+    assert champion_version(files) == "1"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert "rolled_back_at" in client.get_model_version(name, "2").tags
     with pytest.raises(ModelError, match="no previous champion"):
-        registry.rollback(settings)
+        registry.rollback(config)
 
     # a corrupted file cannot be promoted; alias and pointer stay on v1
-    model_file = registry.version_dir(settings, "2") / "model.json"
+    model_file = registry.version_dir(config, "2") / "model.json"
     model_file.write_bytes(model_file.read_bytes()[:100])
     with pytest.raises(ModelError):
-        registry.promote(settings, "2")
+        registry.promote(config, "2")
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    assert champion_version(settings) == "1"
+    assert champion_version(files) == "1"
 
     with pytest.raises(ModelError, match="no version 99"):
-        registry.promote(settings, "99")
+        registry.promote(config, "99")
 
-    listed = {v.version: v for v in registry.list_versions(settings)}
+    listed = {v.version: v for v in registry.list_versions(config)}
     # the listing reads the SQLite registry directly; MLflow's client agrees with it
-    assert list(listed.values()) == registry._versions_from_mlflow(settings)
+    assert list(listed.values()) == registry._versions_from_mlflow(config)
     assert listed["1"].aliases == ("champion",)
     assert listed["1"].metrics["pr_auc"] == pytest.approx(first.metrics["pr_auc"])
     assert "baseline_pr_auc" in listed["2"].metrics

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from shopsentry.models.scorer import ModelFiles
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -45,8 +47,8 @@ def test_train_from_a_simulated_history(mlflow_settings, tmp_path, monkeypatch):
     assert trained.exit_code == 0, trained.output
     assert "PR-AUC" in trained.output and "rules baseline" in trained.output
     assert "version 1 is champion" in trained.output
-    assert champion_version(settings) == "1"
-    scorer = load_champion(settings)
+    assert champion_version(ModelFiles.from_settings(settings)) == "1"
+    scorer = load_champion(ModelFiles.from_settings(settings))
     report = json.loads(
         (settings.data_dir / "models" / settings.model.name / "v1" / "report.json").read_text()
     )

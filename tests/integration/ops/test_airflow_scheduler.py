@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from shopsentry.models.scorer import ModelFiles
 from tests.integration.ops.airflow_server import AirflowServer, running_airflow, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -186,5 +187,5 @@ def test_weekly_retrain_and_daily_report_run_from_an_api_trigger(
         assert final["state"] == "success", f"{dag_id}: {airflow.log('scheduler')[-3000:]}"
     from shopsentry.models import champion_version
 
-    assert champion_version(settings) is not None
+    assert champion_version(ModelFiles.from_settings(settings)) is not None
     assert list(settings.reports_dir.glob("fraud-report-*.html"))

@@ -11,6 +11,7 @@ import xgboost as xgb
 from shopsentry.errors import ModelError, NoChampion
 from shopsentry.models.forest import NumpyEvaluator, parse_model
 from shopsentry.models.scorer import (
+    ModelFiles,
     build_scorer,
     champion_version,
     load_champion,
@@ -215,21 +216,28 @@ def _publish(settings, version: str, raw: bytes) -> None:
     path = settings.data_dir / "models" / "test" / f"v{version}" / "model.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(raw)
-    write_pointer(settings, "test", version, path, hashlib.sha256(raw).hexdigest(), FEATURES)
+    write_pointer(
+        ModelFiles.from_settings(settings),
+        "test",
+        version,
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        FEATURES,
+    )
 
 
 def test_no_pointer_means_no_champion(settings):
-    assert champion_version(settings) is None
+    assert champion_version(ModelFiles.from_settings(settings)) is None
     with pytest.raises(NoChampion):
-        load_champion(settings, FEATURES)
+        load_champion(ModelFiles.from_settings(settings), FEATURES)
 
 
 def test_holder_swaps_only_to_a_champion_file_that_loads(settings, model_raw):
     from shopsentry.detection.model_reload import ModelHolder
 
     holder = ModelHolder(
-        lambda: load_champion(settings, FEATURES),
-        lambda: champion_version(settings),
+        lambda: load_champion(ModelFiles.from_settings(settings), FEATURES),
+        lambda: champion_version(ModelFiles.from_settings(settings)),
         interval_s=60,
     )
     _publish(settings, "1", model_raw)

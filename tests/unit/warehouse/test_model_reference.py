@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from shopsentry.config import Settings
-from shopsentry.models.scorer import models_dir
+from shopsentry.models.scorer import ModelFiles
 from shopsentry.warehouse.model_reference import REFERENCE_TABLE, load_references, table_rows
 
 REFERENCE = {
@@ -35,7 +35,7 @@ def test_bins_become_half_open_ranges_with_open_ends() -> None:
 
 
 def _version(settings: Settings, version: str, report: dict[str, object]) -> None:
-    target = models_dir(settings) / settings.model.name / f"v{version}"
+    target = ModelFiles.from_settings(settings).directory / settings.model.name / f"v{version}"
     target.mkdir(parents=True)
     (target / "report.json").write_text(json.dumps(report))
 
@@ -48,10 +48,12 @@ def test_loading_replaces_the_table_with_every_version_that_has_a_reference(
     _version(settings, "2", {"drift_reference": REFERENCE})
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("create schema raw")
-    assert load_references(settings, con) == 4
-    assert load_references(settings, con) == 4  # replaced, not appended
+    assert load_references(ModelFiles.from_settings(settings), con) == 4
+    assert load_references(ModelFiles.from_settings(settings), con) == 4  # replaced, not appended
     versions = con.execute(f"select distinct model_version from {REFERENCE_TABLE}").fetchall()
     assert versions == [("2",)]
-    (models_dir(settings) / settings.model.name / "v2" / "report.json").write_text("{not json")
-    assert load_references(settings, con) == 0
+    (
+        ModelFiles.from_settings(settings).directory / settings.model.name / "v2" / "report.json"
+    ).write_text("{not json")
+    assert load_references(ModelFiles.from_settings(settings), con) == 0
     assert con.execute(f"select count(*) from {REFERENCE_TABLE}").fetchall() == [(0,)]
