@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from shopsentry.backup.parts import PARTS, BackupPart, GroupOffsets
 from shopsentry.backup.replay import Ledger, decided_since, purchase_ends, write_ledger
 from shopsentry.errors import TerminalError
-from shopsentry.lake.storage import LakeStorage, open_tier, sha256_file
+from shopsentry.lake.storage import LakeConfig, LakeStorage, open_tier, sha256_file
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
@@ -131,7 +131,7 @@ def _log_end_offsets(settings: Settings) -> dict[str, int]:
 def create_backup(settings: Settings, parts: dict[str, BackupPart] | None = None) -> BackupManifest:
     """Copy every part, upload the archives, publish the manifest, prune old backups."""
     started = time.perf_counter()
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     backup_id = _new_id()
     ends = _log_end_offsets(settings)
     entries: dict[str, PartEntry] = {}
@@ -170,7 +170,7 @@ def create_backup(settings: Settings, parts: dict[str, BackupPart] | None = None
 
 def list_backups(settings: Settings) -> list[BackupInfo]:
     """Every backup under the URL, newest first, complete or not."""
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     by_id: dict[str, list[str]] = {}
     for key in storage.list():
         backup_id, _, rest = key.partition("/")
@@ -203,7 +203,7 @@ def _read_manifest(storage: LakeStorage, backup_id: str) -> BackupManifest:
 def verify_backup(settings: Settings, backup_id: str | None = None) -> tuple[str, list[str]]:
     """(the backup's id, its problems): none means every archive is there, whole and
     matching its checksum, and the manifest is intact."""
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     backup_id = backup_id or _latest(settings)
     if not any(k.startswith(f"{backup_id}/") for k in storage.list(backup_id)):
         raise BackupNotFound(backup_id)
@@ -238,7 +238,7 @@ def _latest(settings: Settings) -> str:
 def prune_backups(settings: Settings, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest complete backups, and partial ones older than
     the newest complete (a partial newer than it may still be being written)."""
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     infos = list_backups(settings)
     complete = [i.id for i in infos if i.complete]
     doomed = complete[keep:]
@@ -268,7 +268,7 @@ def restore_backup(settings: Settings, backup_id: str | None = None) -> RestoreR
     Consumers of this data dir must be stopped (the runbook says so): the groups'
     offsets can only be set while no member holds their partitions."""
     started = time.perf_counter()
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     backup_id, problems = verify_backup(settings, backup_id)
     if problems:
         raise BackupInvalid(backup_id, problems)

@@ -37,7 +37,7 @@ from shopsentry.warehouse.loader import RAW_SCHEMA, RAW_TABLES, RawTable, ensure
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
+    from shopsentry.lake.storage import LakeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +89,21 @@ def ensure_watermark(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def export_to_lake(settings: Settings, *, days: dict[str, list[str]] | None = None) -> ExportResult:
+def export_to_lake(config: LakeConfig, *, days: dict[str, list[str]] | None = None) -> ExportResult:
     """Write every partition touched since the last export (or exactly ``days``: table →
     dates, as retention asks for) to the warm tier."""
     from shopsentry.warehouse.db import connect
 
     started = time.perf_counter()
-    storage = open_tier(settings, "warm")
-    staging = settings.data_dir / ".lake-staging"
+    storage = open_tier(config, "warm")
+    staging = config.staging_dir
     staging.mkdir(parents=True, exist_ok=True)
     result = ExportResult()
-    with connect(settings.warehouse_path) as con:
+    with connect(config.warehouse) as con:
         ensure_raw_schema(con)
         ensure_watermark(con)
         storage.register(con)
-        writer = _PartitionWriter(con, storage, staging, settings.lake.compression, result)
+        writer = _PartitionWriter(con, storage, staging, config.lake.compression, result)
         for table in RAW_TABLES:
             if days is None:
                 _export_touched(con, writer, table)

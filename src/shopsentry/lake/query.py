@@ -18,13 +18,13 @@ from shopsentry.warehouse.loader import RAW_TABLES
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
+    from shopsentry.lake.storage import LakeConfig
 
 
-def attach_tiers(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
+def attach_tiers(con: duckdb.DuckDBPyConnection, config: LakeConfig) -> list[str]:
     """Create ``tiered_<table>`` views on ``con``; returns their names."""
     names = []
-    tiers = [open_tier(settings, "warm"), open_tier(settings, "cold")]
+    tiers = [open_tier(config, "warm"), open_tier(config, "cold")]
     for table in RAW_TABLES:
         globs = []
         for storage in tiers:

@@ -38,7 +38,7 @@ from shopsentry.warehouse.loader import RAW_TABLES, RawTable, ensure_raw_schema
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
+    from shopsentry.lake.storage import LakeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +65,21 @@ class RetentionResult:
         }
 
 
-def run_retention(settings: Settings, today: date | None = None) -> RetentionResult:
+def run_retention(config: LakeConfig, today: date | None = None) -> RetentionResult:
     """One pass: evict verified hot partitions, then age warm partitions into cold."""
     from shopsentry.warehouse.db import connect
 
     started = time.perf_counter()
     today = today or datetime.now(UTC).date()
     result = RetentionResult(today=today)
-    hot_before = today - timedelta(days=settings.lake.hot_days)
-    warm = open_tier(settings, "warm")
-    with connect(settings.warehouse_path) as con:
+    hot_before = today - timedelta(days=config.lake.hot_days)
+    warm = open_tier(config, "warm")
+    with connect(config.warehouse) as con:
         ensure_raw_schema(con)
         candidates = {t.name: _days_before(con, t, hot_before) for t in RAW_TABLES}
     # Whatever the hourly export has not written yet is written now (idempotent).
-    export_to_lake(settings, days={t: [d for d, _ in days] for t, days in candidates.items()})
-    with connect(settings.warehouse_path) as con:
+    export_to_lake(config, days={t: [d for d, _ in days] for t, days in candidates.items()})
+    with connect(config.warehouse) as con:
         warm.register(con)
         for table in RAW_TABLES:
             for day, rows in candidates[table.name]:
@@ -91,7 +91,7 @@ def run_retention(settings: Settings, today: date | None = None) -> RetentionRes
                 _evict(con, warm, table, day)
                 result.evicted.setdefault(table.name, []).append(day)
                 result.rows_evicted += rows
-    result.moved_cold = age_to_cold(settings, today - timedelta(days=settings.lake.warm_days))
+    result.moved_cold = age_to_cold(config, today - timedelta(days=config.lake.warm_days))
     result.seconds = time.perf_counter() - started
     logger.info(
         "retention: %d rows in %d partitions left the warehouse, %d kept, %d moved cold (%.2fs)",
@@ -160,10 +160,10 @@ def _evict(con: duckdb.DuckDBPyConnection, storage: LakeStorage, table: RawTable
     con.execute(f"delete from {table.qualified} where {where}", params)
 
 
-def age_to_cold(settings: Settings, before: date) -> list[str]:
+def age_to_cold(config: LakeConfig, before: date) -> list[str]:
     """Move warm partitions dated before ``before`` to the cold tier, verified."""
-    warm = open_tier(settings, "warm")
-    cold = open_tier(settings, "cold")
+    warm = open_tier(config, "warm")
+    cold = open_tier(config, "cold")
     moved = []
     for manifest in list_partitions(warm):
         if manifest.date == NULL_DATE or date.fromisoformat(manifest.date) >= before:

@@ -16,13 +16,14 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
+    from shopsentry.config import LakeSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +169,35 @@ def _protocols(fs: Any) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
-def tier_url(settings: Settings, tier: Tier) -> str:
+@dataclass(frozen=True, slots=True)
+class LakeConfig:
+    """What the lake jobs need: the lake's settings, its root when ``lake.url`` is unset
+    (``lake/`` in the data dir), a local staging directory for the Parquet files being
+    written, and the warehouse file whose partitions move between the tiers."""
+
+    lake: LakeSettings
+    default_root: Path
+    staging_dir: Path
+    warehouse: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LakeConfig:
+        return cls(
+            lake=settings.lake,
+            default_root=settings.data_dir / "lake",
+            staging_dir=settings.data_dir / ".lake-staging",
+            warehouse=settings.warehouse_path,
+        )
+
+
+def tier_url(config: LakeConfig, tier: Tier) -> str:
     """A tier's URL: its own setting if given, else ``<lake url>/<tier>``, the lake URL
     defaulting to ``lake/`` in the data dir."""
-    lake = settings.lake
-    root = (lake.url or str((settings.data_dir / "lake").resolve())).rstrip("/")
+    lake = config.lake
+    root = (lake.url or str(config.default_root.resolve())).rstrip("/")
     configured = {"warm": None, "cold": lake.cold_url, "backups": lake.backup_url}[tier]
     return configured or f"{root}/{tier}"
 
 
-def open_tier(settings: Settings, tier: Tier) -> LakeStorage:
-    return FsspecStorage(tier_url(settings, tier))
+def open_tier(config: LakeConfig, tier: Tier) -> LakeStorage:
+    return FsspecStorage(tier_url(config, tier))

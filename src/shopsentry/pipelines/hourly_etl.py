@@ -91,8 +91,9 @@ def extract_load(
 def write_lake(settings: Settings) -> ExportResult:
     """Step 1b: the partitions loaded since the last export, to the lake's warm tier."""
     from shopsentry.lake.export import export_to_lake
+    from shopsentry.lake.storage import LakeConfig
 
-    return export_to_lake(settings)
+    return export_to_lake(LakeConfig.from_settings(settings))
 
 
 def transform(

@@ -22,8 +22,9 @@ def retention(
 ) -> RetentionResult:
     """Run one retention pass as of ``today`` (default: the current UTC day)."""
     from shopsentry.lake.retention import run_retention
+    from shopsentry.lake.storage import LakeConfig
 
     progress("retention", 0, 1)
-    result = run_retention(settings, today)
+    result = run_retention(LakeConfig.from_settings(settings), today)
     progress("retention", 1, 1)
     return result

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from shopsentry.lake.storage import LakeConfig
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -55,7 +57,7 @@ def test_hourly_etl_writes_the_lake_and_retention_moves_verified_days(tmp_path: 
     assert moved["kept_hot"] == {} and moved["rows_evicted"] >= purchases
     with connect(settings.warehouse_path, read_only=True) as con:
         assert con.execute("select count(*) from raw.purchase_events").fetchall()[0][0] == 0
-        attach_tiers(con, settings)
+        attach_tiers(con, LakeConfig.from_settings(settings))
         tiered = con.execute("select count(*) from tiered_purchase_events").fetchall()[0][0]
         # The marts keep the days: the report over them still answers.
         orders = con.execute("select count(*) from analytics.fct_orders").fetchall()[0][0]

@@ -17,7 +17,7 @@ from shopsentry.backup import (
 )
 from shopsentry.bus.base import TopicPartition
 from shopsentry.features.lmdb_store import LmdbStateStore
-from shopsentry.lake.storage import open_tier
+from shopsentry.lake.storage import LakeConfig, open_tier
 from shopsentry.stream.base import Checkpoint
 from shopsentry.warehouse.db import connect
 from shopsentry.warehouse.loader import raw_counts
@@ -91,7 +91,7 @@ def test_a_restore_brings_every_part_back_and_rewinds_the_groups(system, memlog)
 
 
 def corrupt(settings, backup_id: str, part: str) -> None:
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     key = f"{backup_id}/{part}.tar.gz"
     data = bytearray(storage.get_bytes(key))
     data[len(data) // 2] ^= 0xFF
@@ -114,7 +114,7 @@ def test_a_backup_without_its_manifest_is_partial_and_not_the_latest(system) -> 
     settings, _ = system
     good = create_backup(settings)
     partial = create_backup(settings)
-    open_tier(settings, "backups").delete([f"{partial.id}/manifest.json"])
+    open_tier(LakeConfig.from_settings(settings), "backups").delete([f"{partial.id}/manifest.json"])
     infos = {i.id: i.complete for i in list_backups(settings)}
     assert infos == {good.id: True, partial.id: False}
     assert verify_backup(settings, partial.id)[1] == ["no manifest (the backup never finished)"]
@@ -126,7 +126,7 @@ def test_a_backup_without_its_manifest_is_partial_and_not_the_latest(system) -> 
 def test_a_tampered_manifest_fails_its_checksum(system) -> None:
     settings, _ = system
     manifest = create_backup(settings)
-    storage = open_tier(settings, "backups")
+    storage = open_tier(LakeConfig.from_settings(settings), "backups")
     key = f"{manifest.id}/manifest.json"
     storage.put_bytes(key, storage.get_bytes(key).replace(b'"bytes": ', b'"bytes": 1', 1))
     assert verify_backup(settings, manifest.id)[1] == ["manifest does not match its checksum"]

@@ -8,17 +8,19 @@ from datetime import date
 from shopsentry.lake.partitions import list_partitions, verify_files
 from shopsentry.lake.query import attach_tiers
 from shopsentry.lake.retention import run_retention
-from shopsentry.lake.storage import FsspecStorage, open_tier, tier_url
+from shopsentry.lake.storage import FsspecStorage, LakeConfig, open_tier, tier_url
 from shopsentry.warehouse.db import connect
 
 
 def test_tiers_default_to_folders_under_the_lake_url(settings) -> None:
-    assert tier_url(settings, "warm") == str((settings.data_dir / "lake" / "warm").resolve())
+    assert tier_url(LakeConfig.from_settings(settings), "warm") == str(
+        (settings.data_dir / "lake" / "warm").resolve()
+    )
     configured = settings.model_copy(
         update={"lake": settings.lake.model_copy(update={"url": "s3://b/p", "cold_url": "gs://c"})}
     )
-    assert tier_url(configured, "backups") == "s3://b/p/backups"
-    assert tier_url(configured, "cold") == "gs://c"
+    assert tier_url(LakeConfig.from_settings(configured), "backups") == "s3://b/p/backups"
+    assert tier_url(LakeConfig.from_settings(configured), "cold") == "gs://c"
 
 
 def test_put_list_get_delete_round_trip() -> None:
@@ -38,11 +40,11 @@ def test_export_retention_and_tier_views_on_an_object_store_url(loaded) -> None:
     settings = loaded.model_copy(update={"lake": lake})
     with connect(settings.warehouse_path, read_only=True) as con:
         purchases = con.execute("select count(*) from raw.purchase_events").fetchall()[0][0]
-    result = run_retention(settings, today=date(2026, 11, 22))
+    result = run_retention(LakeConfig.from_settings(settings), today=date(2026, 11, 22))
     assert result.kept_hot == {} and result.rows_evicted > 0
-    storage = open_tier(settings, "warm")
+    storage = open_tier(LakeConfig.from_settings(settings), "warm")
     assert all(verify_files(storage, m) == [] for m in list_partitions(storage))
     with connect(settings.warehouse_path, read_only=True) as con:
-        attach_tiers(con, settings)
+        attach_tiers(con, LakeConfig.from_settings(settings))
         tiered = con.execute("select count(*) from tiered_purchase_events").fetchall()[0][0]
     assert tiered == purchases
