@@ -34,6 +34,7 @@ from shopsentry.api.rules_state import RulesState
 from shopsentry.api.security import IssuedKey, KeyStore, RateLimiter, assert_safe_keys
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
+from shopsentry.monitoring.metrics import dag_runs_path
 from shopsentry.rules.audit import SqliteAudit
 
 logger = logging.getLogger(__name__)
@@ -209,19 +210,29 @@ def create_app(
         raise
     owns_log = log is None
     if log is None:
-        from shopsentry.bus import open_log
+        from shopsentry.bus import BusConfig, open_log
 
-        log = open_log(settings)
+        log = open_log(BusConfig.from_settings(settings))
     store = AlertReadModel(
         api_dir(settings) / "alerts.db",
-        topics=store_topics(settings),
+        topics=store_topics(settings.topics),
         max_event_bytes=settings.detector.max_event_bytes,
     )
     metrics = ApiMetrics()
-    consumer = StoreConsumer(settings, log, store) if start_consumer else None
+    consumer = (
+        StoreConsumer(
+            settings.topics,
+            log,
+            store,
+            group_id=settings.api.store_group_id,
+            detector_group_id=settings.detector.group_id,
+        )
+        if start_consumer
+        else None
+    )
     metrics.watch_store(store, consumer)
-    metrics.watch_dag_runs(settings)
-    metrics.watch_model_ops(settings)
+    metrics.watch_dag_runs(dag_runs_path(settings.state_dir))
+    metrics.watch_model_ops(settings.warehouse_path)
     services = Services(
         settings=settings,
         log=log,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from shopsentry.api.read_model import AlertReadModel
 from shopsentry.bus.base import EventLog, Record
-from shopsentry.config import Settings
+from shopsentry.config import TopicsSettings
 from shopsentry.errors import ShopsentryError
 from shopsentry.stream.base import BatchReport, BatchResult, HandlerBase
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
@@ -33,9 +33,8 @@ POLL_TIMEOUT_S = 0.1  # also bounds how long stop() waits
 RESTART_AFTER_S = 1.0  # after an error the runtime does not retry itself
 
 
-def store_topics(settings: Settings) -> dict[str, str]:
+def store_topics(t: TopicsSettings) -> dict[str, str]:
     """The topics the store reads, by the role each plays."""
-    t = settings.topics
     return {
         "alerts": t.fraud_alerts.name,
         "decisions": t.decisions.name,
@@ -52,20 +51,26 @@ class ReadModelHandler(HandlerBase):
 
 
 class StoreConsumer:
-    """A daemon thread that keeps the read model up to date until :meth:`stop`."""
+    """A daemon thread that keeps the read model up to date until :meth:`stop`.
+
+    It reads ``topics`` (:func:`store_topics`) in consumer group ``group_id``, prunes
+    what is older than the purchase topic's retention, and samples the lag of the
+    detector's group ``detector_group_id`` for the dashboard."""
 
     def __init__(
         self,
-        settings: Settings,
+        topics: TopicsSettings,
         log: EventLog,
         store: AlertReadModel,
         *,
-        group_id: str | None = None,
+        group_id: str,
+        detector_group_id: str,
     ) -> None:
-        self.settings = settings
+        self.topics = topics
         self.log = log
         self.store = store
-        self.group_id = group_id or settings.api.store_group_id
+        self.group_id = group_id
+        self.detector_group_id = detector_group_id
         self.lag_samples: deque[tuple[float, int]] = deque(maxlen=720)
         self.records_applied = 0
         self.last_error: str | None = None
@@ -104,7 +109,7 @@ class StoreConsumer:
     def _run(self) -> None:
         config = RuntimeConfig(
             group_id=self.group_id,
-            topics=tuple(store_topics(self.settings).values()),
+            topics=tuple(store_topics(self.topics).values()),
             client_id="shopsentry-api",
             batch_max_records=500,
             batch_max_wait_ms=0,
@@ -139,14 +144,14 @@ class StoreConsumer:
         if now >= self._next_lag:
             self._next_lag = now + LAG_SAMPLE_EVERY_S
             self._sample_lag()
-        retention = timedelta(milliseconds=self.settings.topics.purchase_events.retention_ms)
+        retention = timedelta(milliseconds=self.topics.purchase_events.retention_ms)
         if now >= self._next_prune and retention.total_seconds() > 0:
             self._next_prune = now + PRUNE_EVERY_S
             self.store.prune(datetime.now(UTC) - retention)
 
     def _sample_lag(self) -> None:
         try:
-            lags = self.log.group_lag(self.settings.detector.group_id)
+            lags = self.log.group_lag(self.detector_group_id)
         except ShopsentryError as exc:
             logger.debug("cannot read the detector lag: %s", exc.one_line())
             return

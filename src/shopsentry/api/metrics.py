@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shopsentry.config import Settings
 from shopsentry.monitoring.metrics import DagRunsCollector, query_duration_histogram
 
 # The window of reviews behind the false-positive-rate gauge (the alert rule's input).
@@ -122,13 +122,14 @@ class ApiMetrics:
     def watch_store(self, store: AlertReadModel, consumer: StoreConsumer | None) -> None:
         self.registry.register(StoreCollector(store, consumer))
 
-    def watch_dag_runs(self, settings: Settings) -> None:
+    def watch_dag_runs(self, path: Path) -> None:
         """Expose the DAG run counts that Airflow callbacks and ``shopsentry batch run``
-        record in the state dir (no other long-lived process serves them)."""
-        self.registry.register(DagRunsCollector(settings))
+        record in the run table at ``path`` (no other long-lived process serves them)."""
+        self.registry.register(DagRunsCollector(path))
 
-    def watch_model_ops(self, settings: Settings) -> None:
-        """Expose live model quality and drift from the warehouse (monitoring/model_ops.py)."""
+    def watch_model_ops(self, warehouse: Path) -> None:
+        """Expose live model quality and drift from the warehouse file ``warehouse``
+        (monitoring/model_ops.py)."""
         from shopsentry.monitoring.model_ops import ModelOpsCollector
 
-        self.registry.register(ModelOpsCollector(settings.warehouse_path))
+        self.registry.register(ModelOpsCollector(warehouse))

@@ -115,10 +115,10 @@ def _new_id() -> str:
 
 
 def _log_end_offsets(settings: Settings) -> dict[str, int]:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     ends: dict[str, int] = {}
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         for topic in log.list_topics():
             for p in log.describe_topic(topic).partitions:

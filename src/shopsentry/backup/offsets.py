@@ -38,10 +38,10 @@ def set_group_offsets(
 ) -> dict[TopicPartition, int]:
     """Commit ``offsets`` ("topic:partition" → next offset) for ``group``; returns what
     was committed for every partition of ``topics`` (and of the offsets' topics)."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     names = sorted(set(topics) | {k.rsplit(":", 1)[0] for k in offsets})
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         existing = set(log.list_topics())
         target: dict[TopicPartition, int] = {}

@@ -132,7 +132,7 @@ def _read_model_offsets(settings: Settings, con: sqlite3.Connection) -> PartSnap
     group = settings.api.store_group_id
     return PartSnapshot(
         offsets={group: {tp_key(t, int(p)): int(o) for t, p, o in rows}},
-        topics={group: sorted(store_topics(settings).values())},
+        topics={group: sorted(store_topics(settings.topics).values())},
     )
 
 

@@ -76,7 +76,7 @@ R = TypeVar("R", bound=OutputRecord)
 def decided_since(settings: Settings, since: dict[str, int]) -> set[str]:
     """The ``event_id`` of every decision on the log from ``since`` ("topic:partition" →
     offset; a partition it does not name: from its first retained offset) to its end."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.bus.reading import read_to_end
 
     topic = settings.topics.decisions.name
@@ -85,7 +85,7 @@ def decided_since(settings: Settings, since: dict[str, int]) -> set[str]:
         for key, offset in since.items()
         if key.rsplit(":", 1)[0] == topic
     }
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         return {
             str(orjson.loads(r.value)["event_id"]) for r in read_to_end(log, topic, starts=starts)
@@ -97,10 +97,10 @@ def decided_since(settings: Settings, since: dict[str, int]) -> set[str]:
 def purchase_ends(settings: Settings) -> dict[int, int]:
     """The purchase topic's end offset per partition: every purchase decided so far is
     below it, so a replayed record at or past it is new and needs no ledger look-up."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     topic = settings.topics.purchase_events.name
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         if topic not in log.list_topics():
             return {}

@@ -3,7 +3,9 @@ and Apache Kafka (:mod:`.kafka`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from shopsentry.bus.base import (
     Consumer,
@@ -19,9 +21,10 @@ from shopsentry.bus.base import (
 from shopsentry.bus.partitioner import murmur2, partition_for
 
 if TYPE_CHECKING:
-    from shopsentry.config import Settings, TopicSettings
+    from shopsentry.config import KafkaSettings, Settings, TopicSettings, TopicsSettings
 
 __all__ = [
+    "BusConfig",
     "Consumer",
     "EventLog",
     "PartitionInfo",
@@ -38,9 +41,34 @@ __all__ = [
 ]
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The topics of the configuration, as specs a backend can create."""
-    return [spec_of(t) for t in settings.topics.all()]
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """What opening the event log needs: Kafka's bootstrap servers and client settings,
+    or (``kafka_bootstrap`` None) the embedded log's directory, fsync policy and group
+    session timeout; and the topics to create on the embedded log."""
+
+    kafka_bootstrap: str | None
+    kafka: KafkaSettings
+    log_dir: Path
+    fsync: Literal["batch", "always", "never"]
+    session_timeout_ms: int
+    topics: TopicsSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BusConfig:
+        return cls(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka,
+            log_dir=settings.log_dir,
+            fsync=settings.log_fsync,
+            session_timeout_ms=settings.log_session_timeout_ms,
+            topics=settings.topics,
+        )
+
+
+def topic_specs(topics: TopicsSettings) -> list[TopicSpec]:
+    """The configured topics, as specs a backend can create."""
+    return [spec_of(t) for t in topics.all()]
 
 
 def spec_of(topic: TopicSettings) -> TopicSpec:
@@ -54,21 +82,20 @@ def spec_of(topic: TopicSettings) -> TopicSpec:
     )
 
 
-def open_log(settings: Settings, *, create_topics: bool = True) -> EventLog:
-    """Open the backend that ``settings.bus`` names, creating the configured topics
+def open_log(config: BusConfig, *, create_topics: bool = True) -> EventLog:
+    """Open the backend that the ``bus`` setting names, creating the configured topics
     on the embedded log (on Kafka, topics are created by `shopsentry topics create`)."""
-    bootstrap = settings.kafka_bootstrap
-    if bootstrap is not None:
+    if config.kafka_bootstrap is not None:
         from shopsentry.bus.kafka import KafkaLog
 
-        return KafkaLog(bootstrap, settings.kafka)
+        return KafkaLog(config.kafka_bootstrap, config.kafka)
     from shopsentry.bus.local import LocalLog
 
     log = LocalLog(
-        settings.log_dir,
-        fsync=settings.log_fsync,
-        session_timeout_ms=settings.log_session_timeout_ms,
+        config.log_dir,
+        fsync=config.fsync,
+        session_timeout_ms=config.session_timeout_ms,
     )
     if create_topics:
-        log.create_topics(topic_specs(settings))
+        log.create_topics(topic_specs(config.topics))
     return log

@@ -68,7 +68,7 @@ def _counted_run(settings: Settings, dag: str) -> Iterator[None]:
     The exception still propagates; bookkeeping never changes a job's outcome, so a
     failure to record is logged, not raised.
     """
-    from shopsentry.monitoring.metrics import DagState, record_dag_run
+    from shopsentry.monitoring.metrics import DagState, dag_runs_path, record_dag_run
 
     state: DagState = "failed"
     try:
@@ -76,7 +76,7 @@ def _counted_run(settings: Settings, dag: str) -> Iterator[None]:
         state = "success"
     finally:
         try:
-            record_dag_run(settings, dag, state)
+            record_dag_run(dag_runs_path(settings.state_dir), dag, state)
         except Exception:
             logger.exception("could not record the %s run of %s", state, dag)
 

@@ -53,12 +53,12 @@ def fraud_caught(settings: Settings, since: datetime) -> dict[str, str]:
     within seconds of a Ctrl-C. Analysts' reviews are not ground truth: left out."""
     import orjson
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.bus.reading import read_to_end
     from shopsentry.errors import ShopsentryError
 
     try:
-        log = open_log(settings)
+        log = open_log(BusConfig.from_settings(settings))
         try:
             fraud = set()
             for record in read_to_end(log, settings.topics.labels.name):

@@ -162,9 +162,9 @@ def preflight(settings: Settings, workers: int) -> None:
                 hint="stop whatever holds it, or pass another --metrics-port (0: none)",
             )
     if settings.kafka_bootstrap is not None:
-        from shopsentry.bus import open_log
+        from shopsentry.bus import BusConfig, open_log
 
-        log = open_log(settings, create_topics=False)
+        log = open_log(BusConfig.from_settings(settings), create_topics=False)
         try:
             log.list_topics()  # BrokerUnavailable within kafka.connect_timeout_s
         finally:

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from prometheus_client import start_http_server
 
         from shopsentry.errors import ConfigError
-        from shopsentry.notify import Notifier
+        from shopsentry.notify import Notifier, NotifierSetup
 
         settings = settings_of(ctx)
         overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             settings = _with_local_mailbox(settings, mailbox.host, mailbox.port)
             typer.echo(f"demo mailbox: {mailbox.directory}", err=True)
         try:
-            notifier = Notifier(settings)
+            notifier = Notifier(NotifierSetup.from_settings(settings))
         except BaseException:
             if mailbox is not None:
                 mailbox.stop()

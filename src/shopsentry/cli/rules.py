@@ -29,10 +29,10 @@ def _topic(settings: Settings) -> str:
 
 
 def _current(settings: Settings) -> RuleSet:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.rules.control import read_rule_set
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         return read_rule_set(log, _topic(settings))
     finally:
@@ -40,10 +40,10 @@ def _current(settings: Settings) -> RuleSet:
 
 
 def _publish(settings: Settings, changes: list[Change]) -> int:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.rules.control import publish, read_rule_set
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         producer = log.producer()
         try:

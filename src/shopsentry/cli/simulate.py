@@ -183,10 +183,10 @@ def register(app: typer.Typer) -> None:
             _to_files(config_for(begin, span_s), out, fmt)  # type: ignore[arg-type]
             return
 
-        from shopsentry.bus import open_log
+        from shopsentry.bus import BusConfig, open_log
 
         settings = settings_of(ctx)
-        log = open_log(settings)
+        log = open_log(BusConfig.from_settings(settings))
         try:
             if paced:
                 window = 0

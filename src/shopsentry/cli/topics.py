@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 
 def _open(settings: Settings, *, create: bool = False) -> EventLog:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    return open_log(settings, create_topics=create)
+    return open_log(BusConfig.from_settings(settings), create_topics=create)
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
             settings = settings.model_copy(
                 update={"topics": settings.topics.with_replication(replication_factor)}
             )
-        specs = topic_specs(settings)
+        specs = topic_specs(settings.topics)
         log = _open(settings)
         try:
             existing = set(log.list_topics())

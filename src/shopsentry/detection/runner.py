@@ -46,7 +46,7 @@ DEFAULT_METRICS_PORT = 9400
 
 def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     """A worker wired to the configured log, state store, champion model and features."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.detection.feature_ops import default_feature_ops
     from shopsentry.detection.metrics import WorkerMetrics
     from shopsentry.detection.model_reload import ModelHolder
@@ -78,7 +78,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
             optional=True,
             name="challenger",
         )
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     store = open_store(settings)
     return Worker(
         settings,
@@ -88,7 +88,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
         default_feature_ops(open_entity_store(settings)),
         options,
         metrics,
-        lag_log=lambda: open_log(settings, create_topics=False),
+        lag_log=lambda: open_log(BusConfig.from_settings(settings), create_topics=False),
         challenger=challenger,
     )
 
@@ -131,11 +131,11 @@ def labels_main(settings: Settings, log_level: int) -> None:
 
 
 def _run_labels(settings: Settings) -> None:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.features.entity_labels import label_runtime
     from shopsentry.features.entity_store import open_entity_store
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     store = open_entity_store(settings)
     runtime = label_runtime(settings, log, store)
 

@@ -26,8 +26,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shopsentry.config import Settings
-
 # The design's Component-5 metrics as exposed (family name → Prometheus type).
 DESIGN_METRICS: dict[str, str] = {
     "shopsentry_events_processed_total": "counter",
@@ -74,8 +72,9 @@ create table if not exists dag_runs (
 """
 
 
-def dag_runs_path(settings: Settings) -> Path:
-    return settings.state_dir / "dag-runs.sqlite"
+def dag_runs_path(state_dir: Path) -> Path:
+    """The run table under the data dir's state directory (``Settings.state_dir``)."""
+    return state_dir / "dag-runs.sqlite"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -86,9 +85,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def record_dag_run(settings: Settings, dag: str, state: DagState) -> None:
-    """Count one finished DAG run; call it from the DAG's success/failure callback."""
-    conn = _connect(dag_runs_path(settings))
+def record_dag_run(path: Path, dag: str, state: DagState) -> None:
+    """Count one finished DAG run in the run table at ``path`` (:func:`dag_runs_path`);
+    call it from the DAG's success/failure callback."""
+    conn = _connect(path)
     try:
         conn.execute(
             "insert into dag_runs (dag, state, runs, last_at) values (?, ?, 1, ?) "
@@ -99,9 +99,8 @@ def record_dag_run(settings: Settings, dag: str, state: DagState) -> None:
         conn.close()
 
 
-def dag_run_counts(settings: Settings) -> dict[tuple[str, str], int]:
-    """{(dag, state): runs} recorded so far."""
-    path = dag_runs_path(settings)
+def dag_run_counts(path: Path) -> dict[tuple[str, str], int]:
+    """{(dag, state): runs} recorded so far in the run table at ``path``."""
     if not path.exists():
         return {}
     conn = _connect(path)
@@ -114,8 +113,8 @@ def dag_run_counts(settings: Settings) -> dict[tuple[str, str], int]:
 class DagRunsCollector(Collector):
     """Exposes ``shopsentry_dag_runs_total{dag,state}`` from the run table at scrape time."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -123,7 +122,7 @@ class DagRunsCollector(Collector):
             "Finished DAG runs by DAG and final state.",
             labels=["dag", "state"],
         )
-        for (dag, state), runs in sorted(dag_run_counts(self.settings).items()):
+        for (dag, state), runs in sorted(dag_run_counts(self.path).items()):
             family.add_metric([dag, state], runs)
         yield family
 

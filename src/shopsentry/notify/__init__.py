@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from shopsentry.notify.base import Channel, DeliveryFailed, severity_at_least
 from shopsentry.notify.ledger import DeliveryLedger
-from shopsentry.notify.notifier import Notifier, NotifierStats, build_channels
+from shopsentry.notify.notifier import Notifier, NotifierSetup, NotifierStats, build_channels
 
 __all__ = [
     "Channel",
     "DeliveryFailed",
     "DeliveryLedger",
     "Notifier",
+    "NotifierSetup",
     "NotifierStats",
     "build_channels",
     "severity_at_least",

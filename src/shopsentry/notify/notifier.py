@@ -18,10 +18,11 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import Counter
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.config import NotifierSettings, Settings
 from shopsentry.errors import ConfigError, InvalidEvent
@@ -103,19 +104,40 @@ class NotifierStats:
     invalid: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class NotifierSetup:
+    """What the notifier needs: its own settings (channels, retries, consumer group), the
+    alert and dead-letter topics, the directory of its delivery ledger, and the bus."""
+
+    notifier: NotifierSettings
+    alerts_topic: str
+    dead_letter_topic: str
+    ledger_dir: Path
+    bus: BusConfig
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NotifierSetup:
+        return cls(
+            notifier=settings.notifier,
+            alerts_topic=settings.topics.fraud_alerts.name,
+            dead_letter_topic=settings.topics.notifications_dead_letter.name,
+            ledger_dir=settings.state_dir,
+            bus=BusConfig.from_settings(settings),
+        )
+
+
 class Notifier:
-    """Consumes fraud-alerts in ``settings.notifier.group_id`` and delivers them."""
+    """Consumes fraud-alerts in ``notifier.group_id`` and delivers them."""
 
     def __init__(
         self,
-        settings: Settings,
+        setup: NotifierSetup,
         *,
         log: EventLog | None = None,
         channels: Sequence[Channel] | None = None,
         ledger: DeliveryLedger | None = None,
     ) -> None:
-        self.settings = settings
-        self.config = settings.notifier
+        self.config = setup.notifier
         self.channels = list(channels) if channels is not None else build_channels(self.config)
         if not self.channels:
             raise ConfigError(
@@ -128,13 +150,13 @@ class Notifier:
                 "two notification channels have the same name", hint="remove the duplicate URL"
             )
         self._owns_log = log is None
-        self.log = log if log is not None else open_log(settings)
+        self.log = log if log is not None else open_log(setup.bus)
         self._owns_ledger = ledger is None
         self.ledger = ledger or DeliveryLedger(
-            settings.state_dir / f"notifier-{self.config.group_id}.sqlite"
+            setup.ledger_dir / f"notifier-{self.config.group_id}.sqlite"
         )
-        self.topic = settings.topics.fraud_alerts.name
-        self.dead_letter_topic = settings.topics.notifications_dead_letter.name
+        self.topic = setup.alerts_topic
+        self.dead_letter_topic = setup.dead_letter_topic
         self.stats = NotifierStats()
         self.dead_letter_log = DeadLetterLog(logger)
 

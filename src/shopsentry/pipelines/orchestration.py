@@ -90,9 +90,9 @@ def _record_run(context: dict[str, Any], state: Literal["success", "failed"]) ->
     dag_run = context.get("dag_run")
     dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "unknown")
     try:
-        from shopsentry.monitoring.metrics import record_dag_run
+        from shopsentry.monitoring.metrics import dag_runs_path, record_dag_run
 
-        record_dag_run(settings_from_env(), str(dag_id), state)
+        record_dag_run(dag_runs_path(settings_from_env().state_dir), str(dag_id), state)
     except Exception:
         logger.exception("could not record the %s run of %s", state, dag_id)
 

@@ -424,13 +424,13 @@ def load_from_log(
     ``idle_timeout_s`` without a record (a partition whose tail was deleted by retention
     would otherwise be waited on forever; Kafka may take seconds to fetch after a seek).
     """
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     started = time.perf_counter()
     group = settings.warehouse.loader_group_id
     table_for_topic = {getattr(settings.topics, t.topic_attr).name: t.name for t in RAW_TABLES}
     result = LoadResult()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         ends, starts = _bounds(log, table_for_topic)
         with connect(settings.warehouse_path) as con:

@@ -39,13 +39,13 @@ def unique_topics() -> TopicsSettings:
 
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Settings]:
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
 
     settings = Settings(
         data_dir=tmp_path / "data", bus=f"kafka://{kafka_bootstrap}", topics=unique_topics()
     )
-    admin = open_log(settings)
-    admin.create_topics(topic_specs(settings))
+    admin = open_log(BusConfig.from_settings(settings))
+    admin.create_topics(topic_specs(settings.topics))
     admin.close()
     yield settings
 
@@ -64,11 +64,11 @@ def drain(log: Any, topic: str, expected: int, timeout: float = 60.0) -> list[An
 
 def test_ingest_alerts_and_reviews_over_kafka(kafka_settings: Settings) -> None:
     from shopsentry.api import create_app
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     settings = kafka_settings
     keys = make_keys(settings)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         with TestClient(create_app(settings)) as client:
             assert client.get("/healthz").json()["checks"]["log"]["ok"] is True

@@ -39,10 +39,10 @@ class Traffic:
     """Publishes scored purchases (and page views) into the log until stopped."""
 
     def __init__(self, settings: Settings, every_s: float = 0.15) -> None:
-        from shopsentry.bus import open_log
+        from shopsentry.bus import BusConfig, open_log
 
         self.settings = settings
-        self.log = open_log(settings)
+        self.log = open_log(BusConfig.from_settings(settings))
         self.every_s = every_s
         self.sent = 0
         self._stop = threading.Event()
@@ -209,9 +209,9 @@ def test_dashboard_shows_live_alerts_and_records_a_review(
         assert page.locator("#kpi-decisions").inner_text() not in ("–", "0")
         page.screenshot(path=str(artifact_dir / "dashboard.png"), full_page=True)
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         reviews = [orjson.loads(r.value) for r in read_topic(log, settings.topics.reviews.name)]
     finally:
@@ -347,9 +347,9 @@ def test_dashboard_follows_the_real_pipeline(
         )
         page.screenshot(path=str(artifact_dir / "dashboard-pipeline.png"), full_page=True)
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         reviews = [orjson.loads(r.value) for r in read_topic(log, settings.topics.reviews.name)]
     finally:

@@ -63,14 +63,14 @@ CHECKS = [
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Keys]]:
     """The app behind uvicorn on a loopback port (in this process), for the whole module."""
     from shopsentry.api import create_app
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from tests.integration.fixtures.chromium import LiveServer
 
     data = Path(tmp_path_factory.mktemp("openapi")) / "data"
     # A rate limit no generated run reaches: 429s have their own test.
     api = Settings(data_dir=data, log_fsync="never", api={"rate_limit_per_minute": 10_000_000})
     keys = make_keys(api)
-    log = open_log(api)
+    log = open_log(BusConfig.from_settings(api))
     publish(log, api, [scored(i, probability=0.9) for i in range(3)])
     try:
         with LiveServer(create_app(api, log=log)) as server:

@@ -62,11 +62,11 @@ def test_an_analyst_writes_backtests_and_shadows_a_rule_an_admin_activates_it(
     pipeline: Pipeline, browser_page: Any, live_server: Any, artifact_dir: Path, tmp_path: Path
 ) -> None:
     from shopsentry.api import create_app
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
 
     settings, keys, page = pipeline.settings, pipeline.keys, browser_page
-    log = open_log(settings)
-    log.create_topics(topic_specs(settings))  # the control topic exists before the detector
+    log = open_log(BusConfig.from_settings(settings))
+    log.create_topics(topic_specs(settings.topics))  # the control topic exists before the detector
     with live_server(create_app(settings)) as server, Children(pipeline.env, tmp_path) as run:
         run.start("detect", "detect", "--workers", "1", "--metrics-port", "0")
         simulator = run.start(

@@ -1,9 +1,9 @@
 """One contract, two backends: the embedded log and real Apache Kafka must behave the
 same wherever shopsentry relies on it (issue 3, item 3).
 
-Each test builds its backend through ``open_log(Settings(...))``, exactly as the
-application does, and uses fresh topic and group names, so the Kafka tests can share one
-broker. Session timeouts are short (the local log: 1 s; Kafka: 6 s, the broker's
+Each test builds its backend through ``open_log(BusConfig.from_settings(Settings(...)))``,
+exactly as the application does, and uses fresh topic and group names, so the Kafka tests
+can share one broker. Session timeouts are short (the local log: 1 s; Kafka: 6 s, the broker's
 minimum) so a crashed consumer is replaced within seconds.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import Consumer, EventLog, Record, TopicPartition, TopicSpec
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import KafkaSettings, Settings
@@ -46,7 +46,7 @@ class Backend:
 
     def reopen(self) -> EventLog:
         """A second handle on the same log, as another process would open it."""
-        return open_log(self.settings, create_topics=False)
+        return open_log(BusConfig.from_settings(self.settings), create_topics=False)
 
     def topic(
         self,
@@ -84,7 +84,7 @@ def _settings(name: str, data_dir: Path, bootstrap: str | None) -> Settings:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     bootstrap = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
     settings = _settings(request.param, tmp_path / "data", bootstrap)
-    log = open_log(settings, create_topics=False)
+    log = open_log(BusConfig.from_settings(settings), create_topics=False)
     yield Backend(request.param, settings, log)
     log.close()
 
@@ -168,12 +168,12 @@ def test_group_of_two_splits_three_partitions_two_and_one(backend: Backend) -> N
 
 CRASHING_WORKER = r"""
 import json, sys, time
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 from shopsentry.errors import CommitFailed
 settings = Settings(**json.loads(sys.argv[1]))
 topic, group = sys.argv[2], sys.argv[3]
-log = open_log(settings, create_topics=False)
+log = open_log(BusConfig.from_settings(settings), create_topics=False)
 consumer = log.consumer(group, [topic], client_id="doomed")
 while True:
     batch = consumer.poll(5, 0.2)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from shopsentry.bus import open_log, topic_specs
+from shopsentry.bus import BusConfig, open_log, topic_specs
 from shopsentry.bus.base import EventLog, Producer
 from shopsentry.config import Settings, TopicsSettings
 from shopsentry.detection.runner import Supervisor, WorkerStatus
@@ -233,8 +233,8 @@ def _stream_with_chaos(
 ) -> tuple[Supervisor, Chaos, int, set[str]]:
     rows = list(simulator(days=1).records())
     purchases = {r.event_id for r in rows if r.is_purchase}
-    log = open_log(settings)
-    counting = CountingLog(open_log(settings, create_topics=False))
+    log = open_log(BusConfig.from_settings(settings))
+    counting = CountingLog(open_log(BusConfig.from_settings(settings), create_topics=False))
     supervisor = Supervisor(settings, WORKERS, WorkerOptions())
     supervising = threading.Thread(target=supervisor.wait, name="supervisor", daemon=True)
     failures: list[BaseException] = []
@@ -285,7 +285,7 @@ def _settled(settings: Settings, purchases: set[str]) -> Callable[[], bool]:
     """Every input partition committed to its end and every purchase decided."""
 
     def check() -> bool:
-        log = open_log(settings, create_topics=False)
+        log = open_log(BusConfig.from_settings(settings), create_topics=False)
         try:
             inputs = {settings.topics.purchase_events.name, settings.topics.user_behavior.name}
             lags = [p for p in log.group_lag(settings.detector.group_id) if p.topic in inputs]
@@ -316,8 +316,8 @@ def chaos_run(
     unique = uuid.uuid4().hex[:8]
     root = tmp_path_factory.mktemp("chaos")
     settings = chaos_settings(root, kafka_cluster, unique)
-    log = open_log(settings)
-    log.create_topics(topic_specs(settings))
+    log = open_log(BusConfig.from_settings(settings))
+    log.create_topics(topic_specs(settings.topics))
     log.close()
     promote(settings, champion, "1")
     seed = int(os.environ.get("SHOPSENTRY_CHAOS_SEED", random.randrange(1 << 30)))
@@ -334,7 +334,7 @@ def chaos_run(
         supervisor.stop()
         supervisor.wait(timeout=120)
     print("chaos:", "; ".join(chaos.done))
-    log = open_log(settings, create_topics=False)
+    log = open_log(BusConfig.from_settings(settings), create_topics=False)
     try:
         decisions = [
             DECISION.validate_json(v) for v in read_to_end(log, settings.topics.decisions.name)
@@ -384,8 +384,8 @@ def test_final_state_equals_a_clean_single_worker_replay(
 ) -> None:
     settings = chaos_run.settings
     replay = replay_settings(settings, tmp_path_factory.mktemp("replay"), uuid.uuid4().hex[:8])
-    log = open_log(replay)
-    log.create_topics(topic_specs(replay))
+    log = open_log(BusConfig.from_settings(replay))
+    log.create_topics(topic_specs(replay.topics))
     log.close()
     promote(replay, champion, "1")
     supervisor = Supervisor(replay, 1, WorkerOptions(max_events=chaos_run.inputs))

@@ -126,10 +126,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
             "kafka": {"session_timeout_ms": 6000},
         }
     settings = Settings(**overrides)
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
 
-    log = open_log(settings)
-    log.create_topics(topic_specs(settings))
+    log = open_log(BusConfig.from_settings(settings))
+    log.create_topics(topic_specs(settings.topics))
     log.close()
     return settings
 

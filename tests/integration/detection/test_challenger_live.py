@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import ChallengerSettings, Settings
 from shopsentry.detection.challenger import in_challenger_share
 from shopsentry.events.schema import Decision, band_for
@@ -74,7 +74,7 @@ def test_shadow_then_cleared_then_split(
     third = len(rows) // 3
     phases = [rows[:third], rows[third : 2 * third], rows[2 * third :]]
     purchases = [{r[6] for r in phase if r[4] == "purchase"} for phase in phases]
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     port = free_port()
 
     def processed() -> float:
@@ -217,7 +217,7 @@ def test_rollback_is_picked_up_by_a_running_worker(
     rows = list(records_of(simulator(days=1), settings))
     half = len(rows) // 2
     port = free_port()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     supervisor = run_supervisor(settings, 1, metrics_port=port)
     try:
 

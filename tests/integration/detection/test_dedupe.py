@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 from shopsentry.detection.runner import Supervisor
 from shopsentry.detection.worker import WorkerOptions
@@ -33,7 +33,7 @@ def test_a_reposted_event_is_decided_once_and_counted_once(
     # The retries: every fifth purchase and behaviour event, posted again after the rest
     # (new offsets, some in a later batch than the original, some in the same).
     retries = purchases[::5] + behaviour[::5]
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     fx.produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *retries]))
     supervisor = Supervisor(settings, 1, WorkerOptions(exit_when_idle_s=idle_s(settings)))
     supervisor.start()
@@ -69,7 +69,7 @@ def test_the_duplicates_are_counted_in_a_metric(backend: Settings, champion: Cha
     fx.promote(settings, champion, "1")
     rows = list(records_of(fx.simulator(days=0.5), settings))[:200]
     purchases = [r for r in rows if r[4] == "purchase"]
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     fx.produce(log, ((t, k, v) for t, k, v, *_ in [*rows, *purchases[:3]]))
     log.close()
     port = fx.free_port()

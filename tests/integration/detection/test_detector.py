@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import EventLog
 from shopsentry.bus.partitioner import partition_for
 from shopsentry.config import Settings
@@ -64,7 +64,7 @@ def records_of(sim, settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def decisions_of(settings: Settings) -> list[Decision]:
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         return [
             DECISION.validate_json(r.value) for r in read_topic(log, settings.topics.decisions.name)
@@ -83,7 +83,7 @@ def lag_is_zero(
     ``expected_records``. A transient failure to read it (the Kafka admin helper
     restarting) is "not yet": the condition is checked again."""
     own = log is None
-    reader = open_log(settings) if log is None else log
+    reader = open_log(BusConfig.from_settings(settings)) if log is None else log
     try:
         lags = reader.group_lag(group or settings.detector.group_id)
     except ShopsentryError as exc:
@@ -173,7 +173,7 @@ def test_simulated_fraud_is_caught_at_the_rate_the_report_promised(
     labels = sim.labels()
     warmup = [r for r in rows if r[3] < cutoff_us]
     stream = [r for r in rows if r[3] >= cutoff_us]
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     produce(log, ((t, k, v) for t, k, v, *_ in warmup))
     produce(log, ((settings.topics.labels.name, None, encode(lb)) for lb in labels))
     supervisor = run_supervisor(settings, 2, exit_when_idle_s=idle_s(settings))
@@ -228,7 +228,7 @@ def test_kill_9_of_one_worker_loses_nothing_and_counts_nothing_twice(
     )
     promote(settings, champion, "1")
     rows = list(records_of(simulator(days=4), settings))
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     produce(log, ((t, k, v) for t, k, v, *_ in rows))
     supervisor = run_supervisor(settings, 2, exit_when_idle_s=idle_s(settings))
     try:
@@ -286,7 +286,7 @@ def test_malformed_events_are_dead_lettered_and_the_worker_goes_on(
         "oversized": (pt, good[0][1], template[:-1] + b',"pad":"' + b"x" * 70_000 + b'"}'),
         "purchase on behaviour topic": (bt, good[0][1], template),
     }
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     half = len(rows) // 2
     produce(
         log,
@@ -331,7 +331,7 @@ def test_hot_reload_mid_stream_loses_nothing(
     rows = list(records_of(simulator(days=1), settings))
     half = len(rows) // 2
     port = free_port()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     produce(log, ((t, k, v) for t, k, v, *_ in rows[:half]))
     supervisor = run_supervisor(settings, 1, exit_when_idle_s=8.0, metrics_port=port)
     try:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 from shopsentry.events.codec import decode, encode
 from shopsentry.events.schema import Label, Purchase
@@ -65,7 +65,7 @@ def test_a_label_published_while_detect_runs_changes_only_later_decisions(
         is_fraud=True,
         known_at=t0 + timedelta(hours=2),
     )
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     producer = log.producer()
     publish(producer, settings.topics.rules.name, [rule_change(KNOWN_FRAUD, "test")])
     producer.close()

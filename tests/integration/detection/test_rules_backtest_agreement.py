@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shopsentry.bus import open_log, topic_specs
+from shopsentry.bus import BusConfig, open_log, topic_specs
 from shopsentry.bus.base import EventLog
 from shopsentry.config import Settings
 from shopsentry.rules.control import entry_change, publish, rule_change
@@ -84,9 +84,9 @@ def test_the_hot_path_and_the_backtest_fire_the_same_rules_on_the_same_purchases
     purchases = {r[6] for r in rows if r[4] == "purchase"}
     cards = sorted({_field(r[2], "card_fingerprint") for r in rows if r[4] == "purchase"})
     entries = [ListEntry(list="block", entity="card", value=c) for c in cards[::7] if c]
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
-        log.create_topics(topic_specs(settings))
+        log.create_topics(topic_specs(settings.topics))
         producer = log.producer()
         # All rules in shadow: each is evaluated and named on every decision, and the
         # bands stay the model's (the warehouse's score is the decision's).

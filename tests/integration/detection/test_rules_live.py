@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 from shopsentry.rules.control import entry_change, publish, rule_change
 from shopsentry.rules.model import ListEntry, Rule
@@ -27,7 +27,7 @@ def test_a_rule_published_mid_stream_decides_what_follows(
     rows = list(records_of(simulator(days=1), settings))
     half = len(rows) // 2
     port = free_port()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     produce(log, ((t, k, v) for t, k, v, *_ in rows[:half]))
     supervisor = run_supervisor(settings, 1, metrics_port=port)
     try:

@@ -111,12 +111,12 @@ def drill(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Settings
     path.write_text(_toml(config))
     os.environ["SHOPSENTRY_CONFIG"] = str(path)
     try:
-        from shopsentry.bus import open_log, topic_specs
+        from shopsentry.bus import BusConfig, open_log, topic_specs
         from shopsentry.config import load_settings
 
         settings = load_settings(path)
-        log = open_log(settings)
-        log.create_topics(topic_specs(settings))
+        log = open_log(BusConfig.from_settings(settings))
+        log.create_topics(topic_specs(settings.topics))
         log.close()
         yield request.param, settings, path
     finally:
@@ -196,7 +196,7 @@ class Services:
 
 
 def simulate(settings: Settings, start: datetime, hours: float, seed: int) -> dict[str, int]:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.simulator import Simulator, SimulatorConfig, publish
 
     sim = Simulator(
@@ -207,7 +207,7 @@ def simulate(settings: Settings, start: datetime, hours: float, seed: int) -> di
             **{**SIM, "seed": seed},  # type: ignore[arg-type]
         )
     )
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         published = publish(sim, log, settings, labels=False)
     finally:
@@ -216,9 +216,9 @@ def simulate(settings: Settings, start: datetime, hours: float, seed: int) -> di
 
 
 def lag(settings: Settings, group: str) -> int:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         lags = log.group_lag(group)
         topics = {settings.topics.purchase_events.name, settings.topics.user_behavior.name}
@@ -233,9 +233,9 @@ def lag(settings: Settings, group: str) -> int:
 
 
 def topic_records(settings: Settings, topic: str) -> list[Any]:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     consumer = log.consumer(None, [topic])
     out: list[Any] = []
     try:
@@ -265,9 +265,9 @@ def lags(settings: Settings) -> Callable[[], object]:
     """What the groups have committed against the end offsets (for a timeout's message)."""
 
     def explain() -> object:
-        from shopsentry.bus import open_log
+        from shopsentry.bus import BusConfig, open_log
 
-        log = open_log(settings)
+        log = open_log(BusConfig.from_settings(settings))
         try:
             return {
                 group: [

@@ -59,9 +59,9 @@ def _settings(root: Path, tracking_uri: str) -> Settings:
 
 def _drained(settings: Settings, group: str, expected: int) -> bool:
     """Whether ``group`` committed everything on its topics, at least ``expected``."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         lags = log.group_lag(group)
     finally:
@@ -113,7 +113,7 @@ def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> 
     before the events, each counting from its ``known_at``, and the warehouse counts
     only those known by ``AS_OF``.
     """
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
     from shopsentry.models.training import TrainParams, train_and_register
     from shopsentry.pipelines.hourly_etl import hourly_etl
     from shopsentry.pipelines.model_monitoring import model_monitoring
@@ -152,14 +152,14 @@ def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> 
     # until its known_at, so every purchase sees the labels known at its time, as the
     # point-in-time training rows (and the reference) do. Published after the events,
     # they would reach no live decision: the entity fraud features would read 0 online.
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
-        log.create_topics(topic_specs(settings))
+        log.create_topics(topic_specs(settings.topics))
         labels = publish_labels(sim, log, settings)
     finally:
         log.close()
     _apply_labels(settings, labels)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         published = publish(sim, log, settings, labels=False)
     finally:

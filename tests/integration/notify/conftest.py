@@ -180,11 +180,11 @@ def make_alert(i: int, severity: str) -> FraudAlert:
 
 
 def publish(settings: Settings, alerts: list[FraudAlert], extra: list[bytes] | None = None) -> None:
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
-        log.create_topics(topic_specs(settings))
+        log.create_topics(topic_specs(settings.topics))
         producer = log.producer()
         for alert in alerts:
             producer.send(settings.topics.fraud_alerts.name, encode(alert), alert.user_id.encode())

@@ -19,11 +19,11 @@ from tests.integration.notify.conftest import (
     publish,
 )
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import Consumer, EventLog, Record
 from shopsentry.config import Settings
 from shopsentry.errors import CommitFailed
-from shopsentry.notify import DeliveryLedger, Notifier
+from shopsentry.notify import DeliveryLedger, Notifier, NotifierSetup
 from shopsentry.notify.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 def run_once(settings: Settings, records: int | None = None, **kwargs: Any) -> Notifier:
     """Run a notifier until it has handled ``records`` alerts (or, with None, until a poll
     comes back empty); a watchdog stops it if it never gets there."""
-    notifier = Notifier(settings, **kwargs)
+    notifier = Notifier(NotifierSetup.from_settings(settings), **kwargs)
     stop = threading.Event()
     watchdog = threading.Timer(120, stop.set)
     watchdog.start()
@@ -55,7 +55,7 @@ def run_once(settings: Settings, records: int | None = None, **kwargs: Any) -> N
 
 def dead_letters(settings: Settings) -> list[Record]:
     """Everything on the notifications dead-letter topic (as its end offsets count)."""
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         topic = settings.topics.notifications_dead_letter.name
         expected = sum(p.end_offset - p.start_offset for p in log.describe_topic(topic).partitions)
@@ -213,8 +213,8 @@ def test_restart_after_crash_before_commit_delivers_no_duplicates(
     alerts = [make_alert(i, "critical") for i in range(5)]
     publish(settings, alerts)
 
-    log = open_log(settings)
-    crashing = Notifier(settings, log=CrashBeforeCommit(log))  # type: ignore[arg-type]
+    log = open_log(BusConfig.from_settings(settings))
+    crashing = Notifier(NotifierSetup.from_settings(settings), log=CrashBeforeCommit(log))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.run(threading.Event(), until_idle=True, poll_timeout_s=3.0)
     crashing.close()
@@ -244,7 +244,7 @@ def test_restart_in_the_middle_continues_where_it_stopped(
     alerts = [make_alert(i, "high") for i in range(6)]
     publish(settings, alerts)
 
-    first = Notifier(settings)
+    first = Notifier(NotifierSetup.from_settings(settings))
     first.run(threading.Event(), max_records=2, poll_timeout_s=3.0)
     first.close()
     assert len(receiver.accepted()) == 2
@@ -269,7 +269,7 @@ def test_stop_during_backoff_leaves_the_alert_for_the_next_run(
     publish(settings, [alert])
 
     stop = threading.Event()
-    notifier = Notifier(settings)
+    notifier = Notifier(NotifierSetup.from_settings(settings))
     worker = threading.Thread(target=notifier.run, args=(stop,), kwargs={"poll_timeout_s": 0.2})
     worker.start()
     assert receiver.arrived.wait(30)
@@ -315,9 +315,9 @@ def test_commit_refused_after_a_rebalance_does_not_stop_the_notifier(
     alerts = [make_alert(i, "high") for i in range(3)]
     publish(settings, alerts)
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     moved = CommitFailed("the group rebalanced")
-    notifier = Notifier(settings, log=CrashBeforeCommit(log, moved))  # type: ignore[arg-type]
+    notifier = Notifier(NotifierSetup.from_settings(settings), log=CrashBeforeCommit(log, moved))  # type: ignore[arg-type]
     stop = threading.Event()
     watchdog = threading.Timer(60, stop.set)
     watchdog.start()

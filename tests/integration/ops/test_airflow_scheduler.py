@@ -81,10 +81,10 @@ def _settings(data_dir: Path) -> Any:
 
 
 def _purchases_in_log(data_dir: Path) -> int:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     settings = _settings(data_dir)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         info = log.describe_topic(settings.topics.purchase_events.name)
     finally:
@@ -109,7 +109,7 @@ def test_hourly_etl_runs_by_its_schedule_and_a_transient_failure_is_retried(
 ) -> None:
     import duckdb
 
-    from shopsentry.monitoring.metrics import dag_run_counts
+    from shopsentry.monitoring.metrics import dag_run_counts, dag_runs_path
     from shopsentry.warehouse.db import connect
 
     settings = _settings(data_dir)
@@ -145,7 +145,9 @@ def test_hourly_etl_runs_by_its_schedule_and_a_transient_failure_is_retried(
         ).fetchone()
     assert orders == distinct == purchases  # every event once, despite the failed try
     assert wait_for(
-        lambda: dag_run_counts(settings).get(("hourly_etl", "success")) == 1,
+        lambda: (
+            dag_run_counts(dag_runs_path(settings.state_dir)).get(("hourly_etl", "success")) == 1
+        ),
         "the success callback to count the run",
     )
 
@@ -155,7 +157,7 @@ def test_a_terminal_failure_fails_the_run_and_fires_the_failure_callback(
 ) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from shopsentry.monitoring.metrics import DagRunsCollector, dag_run_counts
+    from shopsentry.monitoring.metrics import DagRunsCollector, dag_run_counts, dag_runs_path
 
     settings = _settings(data_dir)
     run_id = airflow.trigger("hourly_etl", {"history": str(data_dir / "no-such-history")})
@@ -163,11 +165,13 @@ def test_a_terminal_failure_fails_the_run_and_fires_the_failure_callback(
     assert final["state"] == "failed"
     assert airflow.tasks("hourly_etl", run_id)["extract_load"]["state"] == "failed"
     wait_for(
-        lambda: dag_run_counts(settings).get(("hourly_etl", "failed")) == 1,
+        lambda: (
+            dag_run_counts(dag_runs_path(settings.state_dir)).get(("hourly_etl", "failed")) == 1
+        ),
         "the failure callback to count the failed run",
     )
     registry = CollectorRegistry()
-    registry.register(DagRunsCollector(settings))
+    registry.register(DagRunsCollector(dag_runs_path(settings.state_dir)))
     exposition = generate_latest(registry).decode()
     assert 'shopsentry_dag_runs_total{dag="hourly_etl",state="failed"} 1.0' in exposition
 

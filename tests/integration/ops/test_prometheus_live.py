@@ -98,15 +98,15 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, champion: Champion) -> Iterator[Stack]:
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
     from shopsentry.config import Settings
 
     root = tmp_path_factory.mktemp("prometheus-live")
     data_dir = root / "data"
     settings = Settings(data_dir=data_dir)
     promote(settings, champion, "1")
-    log = open_log(settings)
-    log.create_topics(topic_specs(settings))
+    log = open_log(BusConfig.from_settings(settings))
+    log.create_topics(topic_specs(settings.topics))
     log.close()
     ports = {"serve": free_port(), "notify": free_port(), "detect": _two_free_ports()}
     logs = root / "logs"
@@ -154,20 +154,20 @@ def _record_dag_runs(stack: Stack, success: int, failed: int) -> None:
     """What the DAGs' callbacks do after each run (tests/integration/ops/test_airflow_*
     shows the callbacks doing it under the scheduler)."""
     from shopsentry.config import Settings
-    from shopsentry.monitoring.metrics import record_dag_run
+    from shopsentry.monitoring.metrics import dag_runs_path, record_dag_run
 
     settings = Settings(data_dir=stack.data_dir)
     for _ in range(success):
-        record_dag_run(settings, "hourly_etl", "success")
+        record_dag_run(dag_runs_path(settings.state_dir), "hourly_etl", "success")
     for _ in range(failed):
-        record_dag_run(settings, "hourly_etl", "failed")
+        record_dag_run(dag_runs_path(settings.state_dir), "hourly_etl", "failed")
 
 
 def _dag_run_counts(stack: Stack) -> dict[str, int]:
     from shopsentry.config import Settings
-    from shopsentry.monitoring.metrics import dag_run_counts
+    from shopsentry.monitoring.metrics import dag_run_counts, dag_runs_path
 
-    counts = dag_run_counts(Settings(data_dir=stack.data_dir))
+    counts = dag_run_counts(dag_runs_path(Settings(data_dir=stack.data_dir).state_dir))
     states = ("success", "failed")
     return {state: sum(n for (_, s), n in counts.items() if s == state) for state in states}
 
@@ -179,11 +179,11 @@ def _analyst_key(stack: Stack) -> str:
 
 
 def _send_one_malformed_purchase(stack: Stack) -> None:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.config import Settings
 
     settings = Settings(data_dir=stack.data_dir)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         producer = log.producer()
         producer.send(settings.topics.purchase_events.name, b"{not json", b"u-broken")

@@ -18,12 +18,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _publish_to_local_log(data_dir: Path) -> int:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.config import Settings
 
     settings = Settings(data_dir=data_dir)
     events = make_events()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         producer = log.producer()
         for topic, records in events.by_topic.items():
@@ -62,9 +62,10 @@ def test_hourly_etl_then_daily_fraud_report(run_dag, tmp_path: Path) -> None:
     quality = hourly.xcoms["quality_checks"]
     assert "2026-11-20T10:00:00+00:00" in str(quality)
 
-    from shopsentry.monitoring.metrics import dag_run_counts
+    from shopsentry.monitoring.metrics import dag_run_counts, dag_runs_path
 
-    assert dag_run_counts(settings)[("hourly_etl", "success")] == 1  # on_success_callback
+    counts = dag_run_counts(dag_runs_path(settings.state_dir))
+    assert counts[("hourly_etl", "success")] == 1  # on_success_callback
 
     report = run_dag("daily_fraud_report", "2026-11-21T06:00:00+00:00", env=env)
     assert report.state == "success", report.output[-3000:]

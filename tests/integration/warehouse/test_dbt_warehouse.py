@@ -31,9 +31,9 @@ ANALYTICS = [
 
 
 def produce(settings, records: dict[str, list[tuple[bytes, bytes]]]) -> None:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         producer = log.producer()
         for topic, items in records.items():

@@ -38,14 +38,14 @@ def kafka_settings(kafka_bootstrap: str, tmp_path):
 
 
 def test_loader_drains_kafka_once_and_duckdb_decides_where_to_resume(kafka_settings) -> None:
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
 
     settings = kafka_settings
     events = make_events(purchases=30)
     canonical = {t.name.split("-", 2)[2]: t.name for t in settings.topics.all()}
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
-        log.create_topics(topic_specs(settings))
+        log.create_topics(topic_specs(settings.topics))
         producer = log.producer()
         for topic, records in events.by_topic.items():
             for key, value in records:

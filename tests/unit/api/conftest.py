@@ -21,9 +21,9 @@ def api_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def log(api_settings: Settings) -> Iterator[Any]:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
-    opened = open_log(api_settings)
+    opened = open_log(BusConfig.from_settings(api_settings))
     yield opened
     opened.close()
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from shopsentry.cli import app
 from shopsentry.config import Settings
-from shopsentry.monitoring.metrics import record_dag_run
+from shopsentry.monitoring.metrics import dag_runs_path, record_dag_run
 from shopsentry.warehouse.db import WarehouseError
 
 runner = CliRunner()
@@ -59,7 +59,8 @@ def test_batch_runs_are_counted_by_outcome_and_exposed(
         assert result.exit_code == expected_exit, result.output
     assert isinstance(result.exception, WarehouseError)  # the failure is not swallowed
 
-    record_dag_run(api_settings, "hourly_etl", "success")  # as the Airflow callback does
+    runs = dag_runs_path(api_settings.state_dir)
+    record_dag_run(runs, "hourly_etl", "success")  # as the Airflow callback does
     assert dag_runs(client.get("/metrics").text) == {
         ("daily_fraud_report", "success"): 2.0,
         ("daily_fraud_report", "failed"): 1.0,

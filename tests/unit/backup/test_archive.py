@@ -30,8 +30,8 @@ def system(loaded, memlog, tmp_path):
     lake = loaded.lake.model_copy(update={"url": str(tmp_path / "lake")})
     settings = loaded.model_copy(update={"lake": lake})
     api = settings.data_dir / "api"
-    model = AlertReadModel(api / "alerts.db", topics=store_topics(settings))
-    topics = set(store_topics(settings).values())
+    model = AlertReadModel(api / "alerts.db", topics=store_topics(settings.topics))
+    topics = set(store_topics(settings.topics).values())
     records = [r for t in topics for r in memlog.records(t)]
     positions = {r.tp: r.offset + 1 for r in records}
     model.save(Checkpoint(changes=records, positions=positions, expected={}, outbox_id="fill"))

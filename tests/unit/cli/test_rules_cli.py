@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 from shopsentry.rules.control import read_rule_set
 
@@ -24,7 +24,7 @@ def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def current(data_dir: Path):
     settings = Settings(data_dir=data_dir)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         return read_rule_set(log, settings.topics.rules.name)
     finally:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.config import Settings
 
 
@@ -25,7 +25,7 @@ def test_create_list_describe_show_offsets_and_group_lag(tmp_path: Path) -> None
     assert created.returncode == 0, created.stderr
     assert "purchase-events: 3 partitions, RF 1, min ISR 1" in created.stdout
 
-    log = open_log(Settings(data_dir=tmp_path), create_topics=False)
+    log = open_log(BusConfig.from_settings(Settings(data_dir=tmp_path)), create_topics=False)
     with log.producer() as producer:
         for i in range(30):
             producer.send("purchase-events", b"{}", key=f"user-{i}".encode())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.config import Settings
 from shopsentry.errors import StateFenced
@@ -76,7 +76,7 @@ def run_until(runtime: StreamRuntime, done: Callable[[], bool]) -> None:
 
 def test_the_consumer_applies_labels_to_the_purchase_entities(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     store = LmdbEntityStore(tmp_path / "entities.lmdb")
     store.apply_purchases([EntityPurchase("ev-1", "u1", 10.0, T0.timestamp(), ("card:c1",))])
     producer = log.producer()
@@ -116,7 +116,7 @@ def test_a_restart_resumes_at_the_stored_positions_not_the_group_commit(tmp_path
     before committing its offset, the next one reads nothing twice, and a review later
     withdrawing the fraud is applied after it."""
     settings = Settings(data_dir=tmp_path)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     store = LmdbEntityStore(tmp_path / "entities.lmdb")
     store.apply_purchases([EntityPurchase("ev-1", "u1", 10.0, T0.timestamp(), ("card:c1",))])
     labels_tp = TopicPartition(settings.topics.labels.name, 0)

@@ -9,6 +9,7 @@ from shopsentry.monitoring.metrics import (
     DESIGN_METRICS,
     DagRunsCollector,
     dag_run_counts,
+    dag_runs_path,
     query_duration_histogram,
     record_dag_run,
 )
@@ -17,14 +18,17 @@ from shopsentry.monitoring.metrics_reader import parse_metrics
 
 def test_dag_runs_are_counted_across_processes_and_exposed(settings: Settings) -> None:
     registry = CollectorRegistry()
-    registry.register(DagRunsCollector(settings))
+    registry.register(DagRunsCollector(dag_runs_path(settings.state_dir)))
     assert b"shopsentry_dag_runs_total{" not in generate_latest(registry)
 
-    record_dag_run(settings, "hourly_etl", "success")
-    record_dag_run(settings, "hourly_etl", "success")
-    record_dag_run(settings, "hourly_etl", "failed")
+    record_dag_run(dag_runs_path(settings.state_dir), "hourly_etl", "success")
+    record_dag_run(dag_runs_path(settings.state_dir), "hourly_etl", "success")
+    record_dag_run(dag_runs_path(settings.state_dir), "hourly_etl", "failed")
 
-    assert dag_run_counts(settings) == {("hourly_etl", "success"): 2, ("hourly_etl", "failed"): 1}
+    assert dag_run_counts(dag_runs_path(settings.state_dir)) == {
+        ("hourly_etl", "success"): 2,
+        ("hourly_etl", "failed"): 1,
+    }
     samples = parse_metrics(generate_latest(registry).decode())
     assert samples[("shopsentry_dag_runs_total", (("dag", "hourly_etl"), ("state", "failed")))] == 1
     assert (

@@ -76,7 +76,7 @@ def test_deadline_callback_logs_the_missed_sla(caplog) -> None:
 
 
 def test_dag_callbacks_count_runs_for_the_metrics(settings, monkeypatch) -> None:
-    from shopsentry.monitoring.metrics import dag_run_counts
+    from shopsentry.monitoring.metrics import dag_run_counts, dag_runs_path
     from shopsentry.pipelines import orchestration
 
     monkeypatch.setattr(orchestration, "settings_from_env", lambda: settings)
@@ -84,4 +84,7 @@ def test_dag_callbacks_count_runs_for_the_metrics(settings, monkeypatch) -> None
     orchestration.on_dag_success({"dag_run": run})
     orchestration.on_dag_success({"dag_run": run})
     orchestration.on_dag_failure({"dag_run": run})
-    assert dag_run_counts(settings) == {("hourly_etl", "success"): 2, ("hourly_etl", "failed"): 1}
+    assert dag_run_counts(dag_runs_path(settings.state_dir)) == {
+        ("hourly_etl", "success"): 2,
+        ("hourly_etl", "failed"): 1,
+    }

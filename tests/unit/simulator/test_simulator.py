@@ -295,10 +295,10 @@ def test_write_history_files(tmp_path: Path, fmt: str) -> None:
 
 
 def test_publish_routes_by_type_keyed_by_user(settings) -> None:  # type: ignore[no-untyped-def]
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     sim = rate_run(seed=12, rate=600, fraud_share=0.2)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         result = publish(sim, log, settings)
         assert result.events == len(sim)
@@ -327,11 +327,11 @@ def test_publish_routes_by_type_keyed_by_user(settings) -> None:  # type: ignore
 
 
 def test_publish_labels_sends_only_the_labels_keyed_by_user(settings) -> None:  # type: ignore[no-untyped-def]
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.simulator import publish_labels
 
     sim = rate_run(seed=12, rate=600, fraud_share=0.2)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         sent = publish_labels(sim, log, settings)
         consumer = log.consumer(None, [settings.topics.labels.name])
@@ -350,7 +350,7 @@ def test_publish_labels_sends_only_the_labels_keyed_by_user(settings) -> None:  
 
 def test_publish_paces_on_the_clock(settings) -> None:  # type: ignore[no-untyped-def]
     """With --speed N, simulated time runs N x the (fake) wall clock."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
 
     sim = rate_run(seed=13, rate=200, hours=1.0)
     now = [0.0]
@@ -360,7 +360,7 @@ def test_publish_paces_on_the_clock(settings) -> None:  # type: ignore[no-untype
         waits.append(seconds)
         now[0] += seconds
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         publish(sim, log, settings, speed=60.0, labels=False, clock=lambda: now[0], sleep=sleep)
     finally:
@@ -405,7 +405,7 @@ def test_cli_writes_files_and_refuses_bad_input(tmp_path: Path) -> None:
 def test_cli_publishes_to_the_local_log(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.cli import app
     from shopsentry.config import Settings
 
@@ -423,7 +423,7 @@ def test_cli_publishes_to_the_local_log(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--seed", "4", "--fraud-share", "0.1"])
     assert result.exit_code == 0, result.output
     assert "published" in result.output
-    log = open_log(Settings(data_dir=data))
+    log = open_log(BusConfig.from_settings(Settings(data_dir=data)))
     try:
         ends = {
             name: sum(p.end_offset for p in log.describe_topic(name).partitions)

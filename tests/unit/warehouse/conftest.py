@@ -13,7 +13,7 @@ def memlog(monkeypatch, settings) -> MemoryLog:
     from shopsentry import bus
 
     log = MemoryLog()
-    log.create_topics(bus.topic_specs(settings))
+    log.create_topics(bus.topic_specs(settings.topics))
     monkeypatch.setattr(bus, "open_log", lambda _settings, **_kw: log)
     return log
 

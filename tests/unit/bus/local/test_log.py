@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shopsentry.bus import open_log
+from shopsentry.bus import BusConfig, open_log
 from shopsentry.bus.base import Record, TopicPartition, TopicSpec
 from shopsentry.bus.local import LocalConsumer, LocalLog, LogBusy, LogStoreError
 from shopsentry.bus.partitioner import partition_for
@@ -362,7 +362,7 @@ def test_locked_database_gives_transient_error(
 
 def test_open_log_creates_configured_topics(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, log_session_timeout_ms=700)
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     assert isinstance(log, LocalLog)
     assert log.session_timeout_ms == 700
     assert {"purchase-events", "user-behavior", "fraud-alerts"} <= set(log.list_topics())
