@@ -15,6 +15,8 @@ from shopsentry.cli.common import parse_duration, parse_rate, settings_of
 from shopsentry.errors import ConfigError
 
 if TYPE_CHECKING:
+    from shopsentry.bus.base import EventLog
+    from shopsentry.config import TopicsSettings
     from shopsentry.simulator import Simulator, SimulatorConfig
 
 logger = logging.getLogger(__name__)
@@ -195,10 +197,12 @@ def register(app: typer.Typer) -> None:
                         _WINDOW_S if span_s <= 0 else min(_WINDOW_S, span_s - window * _WINDOW_S)
                     )
                     at = begin + timedelta(seconds=window * _WINDOW_S)
-                    _to_log(config_for(at, seconds), log, settings, speed=speed, labels=labels)
+                    _to_log(
+                        config_for(at, seconds), log, settings.topics, speed=speed, labels=labels
+                    )
                     window += 1
             else:
-                _to_log(config_for(begin, span_s), log, settings, speed=None, labels=labels)
+                _to_log(config_for(begin, span_s), log, settings.topics, speed=None, labels=labels)
         finally:
             log.close()
 
@@ -246,7 +250,12 @@ def _to_files(config: SimulatorConfig, out: Path, fmt: Literal["jsonl", "parquet
 
 
 def _to_log(
-    config: SimulatorConfig, log: object, settings: object, *, speed: float | None, labels: bool
+    config: SimulatorConfig,
+    log: EventLog,
+    topics: TopicsSettings,
+    *,
+    speed: float | None,
+    labels: bool,
 ) -> None:
     from shopsentry.simulator import Simulator, publish
 
@@ -255,7 +264,7 @@ def _to_log(
     what = "publishing" if speed is None else f"publishing at {speed:g}x"
     progress, advance = _progress_bar(len(sim), what)
     with progress:
-        result = publish(sim, log, settings, speed=speed, labels=labels, progress=advance)  # type: ignore[arg-type]
+        result = publish(sim, log, topics, speed=speed, labels=labels, progress=advance)
     typer.echo(_summary(sim, time.perf_counter() - began))
     typer.echo(
         f"published {result.purchases} purchases and {result.behaviour} behaviour events"

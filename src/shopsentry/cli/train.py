@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        from shopsentry.models.training import TrainParams, train_and_register
+        from shopsentry.models.training import TrainingConfig, TrainParams, train_and_register
 
         if history is not None and from_warehouse:
             raise ConfigError("--history and --from-warehouse exclude each other", hint="pick one")
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         )
         with step_progress(columns, console=console, transient=True) as progress:
             result = train_and_register(
-                settings,
+                TrainingConfig.from_settings(settings),
                 history=history,
                 use_warehouse=True if from_warehouse else None,
                 as_of=_parse_as_of(as_of),

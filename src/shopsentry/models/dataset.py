@@ -32,8 +32,6 @@ from shopsentry.errors import TrainingDataError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from shopsentry.config import Settings
-
 logger = logging.getLogger(__name__)
 
 WAREHOUSE_TABLE = "ml_features.training_set"
@@ -355,14 +353,15 @@ def _join_labels(
 
 
 def build_training_set(
-    settings: Settings,
+    warehouse: Path,
     *,
     history: Path | None = None,
     use_warehouse: bool | None = None,
     as_of: datetime | None = None,
     progress: Progress | None = None,
 ) -> TrainingSet:
-    """The data set for one training run, from the source the caller asked for.
+    """The data set for one training run, from the source the caller asked for: the
+    warehouse file ``warehouse`` or the ``history`` directory.
 
     ``use_warehouse=None`` means "the warehouse if it has the training set, else the
     history directory"; rows after ``as_of`` are dropped.
@@ -373,17 +372,14 @@ def build_training_set(
     if feature_names is None:
         raise TrainingDataError("the features part is not installed", hint="reinstall shopsentry")
     if use_warehouse or (
-        use_warehouse is None
-        and history is None
-        and warehouse_has_training_set(settings.warehouse_path)
+        use_warehouse is None and history is None and warehouse_has_training_set(warehouse)
     ):
-        data = from_warehouse(settings.warehouse_path, feature_names, as_of)
+        data = from_warehouse(warehouse, feature_names, as_of)
     elif history is not None:
         data = from_history(history, as_of, progress)
     else:
         raise TrainingDataError(
-            f"no training data: {settings.warehouse_path} has no {WAREHOUSE_TABLE}"
-            " and no history was given",
+            f"no training data: {warehouse} has no {WAREHOUSE_TABLE} and no history was given",
             hint="pass --history DIR (from `shopsentry simulate --out DIR`) or load the warehouse",
         )
     if as_of is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from shopsentry.config import Settings
+    from shopsentry.config import ModelOpsSettings
     from shopsentry.models.dataset import TrainingSet
 
 SCORE = "score"
@@ -89,7 +89,7 @@ def gain_shares(raw: bytes, feature_names: tuple[str, ...]) -> dict[str, float]:
     return {name: (values.get(name, 0.0) / whole if whole else 0.0) for name in feature_names}
 
 
-def reference_rows(settings: Settings, data: TrainingSet) -> TrainingSet:
+def reference_rows(modelops: ModelOpsSettings, data: TrainingSet) -> TrainingSet:
     """The rows the reference describes: the latest ``modelops.reference_days`` of the
     data the model was trained and validated on.
 
@@ -101,17 +101,17 @@ def reference_rows(settings: Settings, data: TrainingSet) -> TrainingSet:
 
     if not len(data):
         return data
-    since = to_datetime64(data.end - timedelta(days=settings.modelops.reference_days))
+    since = to_datetime64(data.end - timedelta(days=modelops.reference_days))
     return data.subset(data.occurred_at > since)
 
 
 def build_reference(
-    settings: Settings, data: TrainingSet, raw: bytes, model: Scores
+    modelops: ModelOpsSettings, data: TrainingSet, raw: bytes, model: Scores
 ) -> dict[str, Any]:
     """The reference of one trained model on its latest training rows, JSON-ready."""
-    train = reference_rows(settings, data)
-    bins = settings.modelops.drift_bins
-    excluded = set(settings.modelops.drift_excluded_features)
+    train = reference_rows(modelops, data)
+    bins = modelops.drift_bins
+    excluded = set(modelops.drift_excluded_features)
     importance = gain_shares(raw, train.feature_names)
     ranked = sorted((n for n, g in importance.items() if g > 0), key=lambda n: -importance[n])
     rank = {name: i + 1 for i, name in enumerate(ranked)}

@@ -46,11 +46,35 @@ from shopsentry.models.dataset import (
 from shopsentry.models.evaluation import EvalWindow, evaluate
 
 if TYPE_CHECKING:
-    from shopsentry.config import Settings
+    from shopsentry.config import ModelOpsSettings, ModelSettings, Settings
+    from shopsentry.models.registry import RegistryConfig
 
 logger = logging.getLogger(__name__)
 
 MIN_KNOWN_FRAUD = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingConfig:
+    """What a training run needs: the model settings (threads, validation window), the
+    drift reference's settings, the registry (with the gate's operating point) and the
+    warehouse file the ML features come from."""
+
+    model: ModelSettings
+    modelops: ModelOpsSettings
+    registry: RegistryConfig
+    warehouse: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrainingConfig:
+        from shopsentry.models.registry import RegistryConfig
+
+        return cls(
+            model=settings.model,
+            modelops=settings.modelops,
+            registry=RegistryConfig.from_settings(settings),
+            warehouse=settings.warehouse_path,
+        )
 
 
 @dataclass(frozen=True)
@@ -423,7 +447,7 @@ def _window(data: TrainingSet) -> EvalWindow:
 
 
 def build_report(
-    settings: Settings,
+    config: TrainingConfig,
     data: TrainingSet,
     train: TrainingSet,
     valid: TrainingSet,
@@ -437,11 +461,11 @@ def build_report(
     from shopsentry.models.baseline import RULES_THRESHOLD, describe_rules, rules_score
 
     window = _window(valid)
-    budgets = settings.model
+    budgets = config.registry
     model_metrics = evaluate(
         window,
         model_score,
-        threshold=settings.detector.threshold,
+        threshold=budgets.threshold,
         fpr_budget=budgets.fpr_budget,
         review_budget=budgets.review_budget_per_day,
     )
@@ -488,7 +512,7 @@ def build_report(
 
 
 def train_and_register(
-    settings: Settings,
+    config: TrainingConfig,
     *,
     history: Path | None = None,
     use_warehouse: bool | None = None,
@@ -502,13 +526,17 @@ def train_and_register(
     ``history``; ``as_of`` (default: the latest event) is the training time.
     """
     data = build_training_set(
-        settings, history=history, use_warehouse=use_warehouse, as_of=as_of, progress=progress
+        config.warehouse,
+        history=history,
+        use_warehouse=use_warehouse,
+        as_of=as_of,
+        progress=progress,
     )
-    return train_on(settings, data, as_of=as_of, params=params, progress=progress)
+    return train_on(config, data, as_of=as_of, params=params, progress=progress)
 
 
 def train_on(
-    settings: Settings,
+    config: TrainingConfig,
     data: TrainingSet,
     *,
     as_of: datetime | None = None,
@@ -518,11 +546,11 @@ def train_on(
     """Everything after the data set is built: split, fit, evaluate, register, gate."""
     from shopsentry.models import registry
     from shopsentry.models.drift_reference import build_reference
-    from shopsentry.models.scorer import ModelFiles, build_scorer
+    from shopsentry.models.scorer import build_scorer
 
-    params = params or TrainParams(nthread=settings.model.nthread)
+    params = params or TrainParams(nthread=config.model.nthread)
     as_of = as_of or data.end
-    split = time_split(data, settings.model.validation_days)
+    split = time_split(data, config.model.validation_days)
     logger.info(
         "data %s: %d purchases, train %d before %s, validate %d",
         data.source, len(data), len(split.train), split.cutoff.isoformat(), len(split.valid),
@@ -533,19 +561,17 @@ def train_on(
     scorer = build_scorer(
         fitted.raw,
         version="candidate",
-        cache_dir=ModelFiles.from_settings(settings).kernel_cache,
+        cache_dir=config.registry.files.kernel_cache,
         expected_features=data.feature_names,
     )
     score = scorer.predict(split.valid.X)
     report = build_report(
-        settings, data, split.train, split.valid, split.cutoff, as_of, fitted, params, score
+        config, data, split.train, split.valid, split.cutoff, as_of, fitted, params, score
     )
-    report["drift_reference"] = build_reference(settings, data, fitted.raw, scorer)
+    report["drift_reference"] = build_reference(config.modelops, data, fitted.raw, scorer)
     if progress is not None:
         progress("registering", 0, None)
-    outcome = registry.register_and_gate(
-        registry.RegistryConfig.from_settings(settings), fitted.raw, report, split.valid
-    )
+    outcome = registry.register_and_gate(config.registry, fitted.raw, report, split.valid)
     return TrainResult(
         version=outcome.version,
         promoted=outcome.promoted,

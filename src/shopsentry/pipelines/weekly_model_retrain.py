@@ -93,7 +93,7 @@ def train(
     progress: Progress = no_progress,
 ) -> RetrainResult:
     """Step 2: train, evaluate and gate, once per ``as_of`` unless ``force``."""
-    from shopsentry.models.training import train_and_register
+    from shopsentry.models.training import TrainingConfig, train_and_register
 
     marker = _marker(settings, as_of)
     if marker is not None and marker.is_file() and not force:
@@ -106,7 +106,7 @@ def train(
         return RetrainResult(**{**recorded, "reused": True})
     live = judge_live_challenger(settings, as_of)
     outcome = train_and_register(
-        settings,
+        TrainingConfig.from_settings(settings),
         use_warehouse=True,
         as_of=as_of,
         progress=lambda step, done, total: progress(step, done, total),

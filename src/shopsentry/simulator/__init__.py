@@ -8,7 +8,7 @@ labelled fraud scenarios (with hard cases on both sides) and late, out-of-band l
     for event in sim.events(): ...        # pydantic models, in occurred_at order
     sim.labels()                          # list[Label], known_at mostly 1-30 days later
     write_history(sim, "data/history", fmt="parquet")   # events.parquet + labels.parquet
-    publish(sim, log, settings)           # purchases → purchase-events, behaviour → user-behavior
+    publish(sim, log, topics)             # purchases → purchase-events, behaviour → user-behavior
 
 FRAUD_SCENARIOS names every labelled scenario; ENTITY_SCENARIOS those that only the
 entities (terminal, devices / IPs / addresses, cards shared across accounts) give away,

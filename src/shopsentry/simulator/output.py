@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from shopsentry.bus.base import EventLog, Producer
-    from shopsentry.config import Settings
+    from shopsentry.config import TopicsSettings
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +171,9 @@ def write_history(
     return HistoryFiles(events_path, labels_path, count, len(labels))
 
 
-def _send_labels(sim: Simulator, producer: Producer, settings: Settings) -> int:
+def _send_labels(sim: Simulator, producer: Producer, topics: TopicsSettings) -> int:
     """Send every label of the run to the labels topic, keyed by user id, and flush."""
-    label_topic = settings.topics.labels.name
+    label_topic = topics.labels.name
     n = 0
     for label in sim.labels():
         producer.send(label_topic, encode(label), key=label.user_id.encode())
@@ -182,7 +182,7 @@ def _send_labels(sim: Simulator, producer: Producer, settings: Settings) -> int:
     return n
 
 
-def publish_labels(sim: Simulator, log: EventLog, settings: Settings) -> int:
+def publish_labels(sim: Simulator, log: EventLog, topics: TopicsSettings) -> int:
     """Produce only the run's labels (what :func:`publish` sends after the events).
 
     For a replay that must see labels as they were known: the label consumer holds each
@@ -191,7 +191,7 @@ def publish_labels(sim: Simulator, log: EventLog, settings: Settings) -> int:
     """
     producer = log.producer()
     try:
-        return _send_labels(sim, producer, settings)
+        return _send_labels(sim, producer, topics)
     finally:
         producer.close()
 
@@ -199,7 +199,7 @@ def publish_labels(sim: Simulator, log: EventLog, settings: Settings) -> int:
 def publish(
     sim: Simulator,
     log: EventLog,
-    settings: Settings,
+    topics: TopicsSettings,
     *,
     speed: float | None = None,
     labels: bool = True,
@@ -221,8 +221,8 @@ def publish(
     historical clock. Paced runs wait until the simulated end of the window on
     the wall clock before returning, so consecutive windows join up.
     """
-    purchase_topic = settings.topics.purchase_events.name
-    behaviour_topic = settings.topics.user_behavior.name
+    purchase_topic = topics.purchase_events.name
+    behaviour_topic = topics.user_behavior.name
     producer = log.producer()
     start_us = sim.config.start_us
     wall0 = clock()
@@ -254,7 +254,7 @@ def publish(
             rest = (sim.config.end_us - start_us) / US / speed - (clock() - wall0)
             if rest > 0:
                 sleep(rest)
-        n_labels = _send_labels(sim, producer, settings) if labels else 0
+        n_labels = _send_labels(sim, producer, topics) if labels else 0
     finally:
         producer.close()
     logger.info("published %d events (%d purchases) and %d labels", sent, purchases, n_labels)

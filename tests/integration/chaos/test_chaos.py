@@ -241,7 +241,9 @@ def _stream_with_chaos(
 
     def stream() -> None:
         try:
-            publish(simulator(days=1), counting, settings, speed=86_400 / STREAM_S, labels=False)  # type: ignore[arg-type]
+            publish(
+                simulator(days=1), counting, settings.topics, speed=86_400 / STREAM_S, labels=False
+            )  # type: ignore[arg-type]
         except BaseException as exc:
             failures.append(exc)
 

@@ -19,6 +19,7 @@ import pytest
 from shopsentry.bus.base import EventLog, Record
 from shopsentry.config import Settings
 from shopsentry.models.scorer import ModelFiles
+from shopsentry.models.training import TrainingConfig
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY_DAYS = 21
@@ -65,7 +66,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str)
     )
     history = root / "history"
     write_history(simulator(), history)
-    result = train_and_register(settings, history=history)
+    result = train_and_register(TrainingConfig.from_settings(settings), history=history)
     assert result.promoted, result.reason
     pointer = read_pointer(ModelFiles.from_settings(settings))
     assert pointer is not None

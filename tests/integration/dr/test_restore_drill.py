@@ -35,6 +35,7 @@ import pytest
 
 from shopsentry.config import Settings
 from shopsentry.models.scorer import ModelFiles
+from shopsentry.models.training import TrainingConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -209,7 +210,7 @@ def simulate(settings: Settings, start: datetime, hours: float, seed: int) -> di
     )
     log = open_log(BusConfig.from_settings(settings))
     try:
-        published = publish(sim, log, settings, labels=False)
+        published = publish(sim, log, settings.topics, labels=False)
     finally:
         log.close()
     return {"events": published.events, "purchases": published.purchases}
@@ -370,7 +371,7 @@ def train_champion(settings: Settings, tmp_path: Path) -> None:
         )
     )
     write_history(sim, history)
-    result = train_and_register(settings, history=history)
+    result = train_and_register(TrainingConfig.from_settings(settings), history=history)
     assert result.promoted, result.reason
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shopsentry.config import Settings
+from shopsentry.models.training import TrainingConfig
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY_DAYS = 21
@@ -140,11 +141,15 @@ def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> 
     history = root / "history"
     write_history(sim, history)
     trained_until = START + timedelta(days=HISTORY_DAYS)
-    champion = train_and_register(settings, history=history, as_of=trained_until)
+    champion = train_and_register(
+        TrainingConfig.from_settings(settings), history=history, as_of=trained_until
+    )
     assert champion.promoted, champion.reason
     # A deliberately weaker model: the gate keeps it as the challenger.
     weak = TrainParams(n_estimators=25, max_depth=2, nthread=settings.model.nthread, seed=5)
-    challenger = train_and_register(settings, history=history, as_of=trained_until, params=weak)
+    challenger = train_and_register(
+        TrainingConfig.from_settings(settings), history=history, as_of=trained_until, params=weak
+    )
     assert not challenger.promoted, challenger.reason
     assert champion.version and challenger.version
 
@@ -155,13 +160,13 @@ def week(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str) -> 
     log = open_log(BusConfig.from_settings(settings))
     try:
         log.create_topics(topic_specs(settings.topics))
-        labels = publish_labels(sim, log, settings)
+        labels = publish_labels(sim, log, settings.topics)
     finally:
         log.close()
     _apply_labels(settings, labels)
     log = open_log(BusConfig.from_settings(settings))
     try:
-        published = publish(sim, log, settings, labels=False)
+        published = publish(sim, log, settings.topics, labels=False)
     finally:
         log.close()
     _detect_everything(settings, published.events)

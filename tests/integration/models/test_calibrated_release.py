@@ -40,7 +40,7 @@ def test_small_history_model_is_calibrated_and_the_scorer_agrees(settings, tmp_p
     )  # fmt: skip
     assert simulated.exit_code == 0, simulated.output
 
-    data = build_training_set(settings, history=history, use_warehouse=False)
+    data = build_training_set(settings.warehouse_path, history=history, use_warehouse=False)
     split = time_split(data, settings.model.validation_days)
     fitted = fit(split.train, data.end, TrainParams(nthread=1))
     assert fitted.calibration["applied"] == 1.0  # the calibrated path that used to fail

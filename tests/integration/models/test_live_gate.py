@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shopsentry.models.scorer import ModelFiles, challenger_version, champion_version
-from shopsentry.models.training import train_on
+from shopsentry.models.training import TrainingConfig, train_on
 from tests.unit.models.test_live_gate import decisions, maturity, staging_tables
 
 from .test_registry import GOOD, WEAK, synthetic_history
@@ -68,8 +68,8 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     settings = mlflow_settings
     assert settings.model.live_gate.min_labelled_frauds == 30
     data = synthetic_history(n=12000, seed=5)
-    assert train_on(settings, data, params=GOOD).version == "1"
-    second = train_on(settings, data, params=WEAK)
+    assert train_on(TrainingConfig.from_settings(settings), data, params=GOOD).version == "1"
+    second = train_on(TrainingConfig.from_settings(settings), data, params=WEAK)
     assert not second.promoted and second.version == "2"
     assert (
         challenger_version(ModelFiles.from_settings(settings)) == "2"

@@ -21,7 +21,7 @@ from shopsentry.models.scorer import (
     current_feature_names,
     load_champion,
 )
-from shopsentry.models.training import TrainParams, train_on
+from shopsentry.models.training import TrainingConfig, TrainParams, train_on
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -73,7 +73,7 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     config = registry.RegistryConfig.from_settings(settings)
     files = config.files
     data = synthetic_history()
-    first = train_on(settings, data, params=GOOD)
+    first = train_on(TrainingConfig.from_settings(settings), data, params=GOOD)
     assert first.promoted and first.version == "1" and first.reason == "no champion yet"
     assert champion_version(files) == "1"
     assert load_champion(files, data.feature_names).version == "1"
@@ -81,7 +81,7 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     assert "## Recall per fraud scenario" in card and "stolen_card" in card
     assert (first.model_dir / "precision_recall.png").stat().st_size > 1000
 
-    weaker = train_on(settings, data, params=WEAK)
+    weaker = train_on(TrainingConfig.from_settings(settings), data, params=WEAK)
     assert not weaker.promoted and weaker.version == "2"
     assert "does not beat champion v1" in weaker.reason
     assert champion_version(files) == "1"  # the detector keeps serving v1
@@ -130,7 +130,9 @@ def test_models_cli_lists_and_promotes(mlflow_settings, monkeypatch):
     from shopsentry.cli import app
 
     settings = mlflow_settings
-    train_on(settings, synthetic_history(n=12000, seed=3), params=WEAK)
+    train_on(
+        TrainingConfig.from_settings(settings), synthetic_history(n=12000, seed=3), params=WEAK
+    )
     monkeypatch.setenv("SHOPSENTRY_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("SHOPSENTRY_MODEL__NAME", settings.model.name)
     monkeypatch.setenv("SHOPSENTRY_MODEL__TRACKING_URI", settings.mlflow_tracking_uri)

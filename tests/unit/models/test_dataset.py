@@ -49,7 +49,7 @@ def test_reads_the_warehouse_training_set_in_feature_order(settings):
     settings.data_dir.mkdir(parents=True)
     occurred, fraud, columns = write_warehouse(settings.warehouse_path)
     assert warehouse_has_training_set(settings.warehouse_path)
-    data = build_training_set(settings)  # no history given: the warehouse is used
+    data = build_training_set(settings.warehouse_path)  # no history given: the warehouse is used
     assert data.source.startswith("warehouse:")
     assert data.feature_names == FEATURE_NAMES and data.X.shape == (200, len(FEATURE_NAMES))
     amount = FEATURE_NAMES.index("amount")
@@ -66,20 +66,20 @@ def test_reads_the_warehouse_training_set_in_feature_order(settings):
         known.sum() < fraud.sum()
         and known.sum() == (fraud & (np.array(occurred) <= datetime(2026, 11, 1))).sum()
     )
-    cut = build_training_set(settings, as_of=as_of)
+    cut = build_training_set(settings.warehouse_path, as_of=as_of)
     assert len(cut) == sum(o <= datetime(2026, 11, 4) for o in occurred)
 
 
 def test_missing_warehouse_without_history_is_a_clear_error(settings):
     assert not warehouse_has_training_set(settings.warehouse_path)
     with pytest.raises(TrainingDataError, match="no training data"):
-        build_training_set(settings)
+        build_training_set(settings.warehouse_path)
     with pytest.raises(TrainingDataError, match=r"has no ml_features\.training_set"):
-        build_training_set(settings, use_warehouse=True)
+        build_training_set(settings.warehouse_path, use_warehouse=True)
 
 
 def test_warehouse_built_with_other_features_is_refused(settings):
     settings.data_dir.mkdir(parents=True)
     write_warehouse(settings.warehouse_path, drop_feature=FEATURE_NAMES[-1])
     with pytest.raises(TrainingDataError, match="lacks features"):
-        build_training_set(settings)
+        build_training_set(settings.warehouse_path)

@@ -69,7 +69,7 @@ def test_the_reference_ranks_features_by_gain_and_leaves_out_excluded_ones() -> 
     X, y = synthetic(3000, seed=4)
     raw = train_raw(X, y, rounds=20, depth=3)
     settings = Settings(modelops=ModelOpsSettings(drift_excluded_features=("feat_11",)))
-    reference = build_reference(settings, _training_set(X, y), raw, _Probabilities())
+    reference = build_reference(settings.modelops, _training_set(X, y), raw, _Probabilities())
     columns = {c["name"]: c for c in reference["columns"]}
     assert "feat_11" not in columns and len(columns) == len(FEATURES)  # 11 features + score
     assert columns["score"]["kind"] == "score" and columns["score"]["rank"] is None

@@ -300,7 +300,7 @@ def test_publish_routes_by_type_keyed_by_user(settings) -> None:  # type: ignore
     sim = rate_run(seed=12, rate=600, fraud_share=0.2)
     log = open_log(BusConfig.from_settings(settings))
     try:
-        result = publish(sim, log, settings)
+        result = publish(sim, log, settings.topics)
         assert result.events == len(sim)
         assert result.labels == len(sim.labels())
         topics = settings.topics
@@ -333,7 +333,7 @@ def test_publish_labels_sends_only_the_labels_keyed_by_user(settings) -> None:  
     sim = rate_run(seed=12, rate=600, fraud_share=0.2)
     log = open_log(BusConfig.from_settings(settings))
     try:
-        sent = publish_labels(sim, log, settings)
+        sent = publish_labels(sim, log, settings.topics)
         consumer = log.consumer(None, [settings.topics.labels.name])
         got: list = []
         for _ in range(50):
@@ -362,7 +362,9 @@ def test_publish_paces_on_the_clock(settings) -> None:  # type: ignore[no-untype
 
     log = open_log(BusConfig.from_settings(settings))
     try:
-        publish(sim, log, settings, speed=60.0, labels=False, clock=lambda: now[0], sleep=sleep)
+        publish(
+            sim, log, settings.topics, speed=60.0, labels=False, clock=lambda: now[0], sleep=sleep
+        )
     finally:
         log.close()
     assert sum(waits) == pytest.approx(3600 / 60.0, rel=1e-6)  # one simulated hour = 60 s
