@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Load RAW only (no dbt): from the event log, or from history files."""
         from shopsentry.warehouse.history import load_history
-        from shopsentry.warehouse.loader import load_from_log
+        from shopsentry.warehouse.loader import LoaderConfig, load_from_log
 
         settings = settings_of(ctx)
         with _progress() as progress:
@@ -248,7 +248,10 @@ def register(app: typer.Typer) -> None:
                     progress=lambda d, t: progress("load history", d, t),
                 )
             else:
-                loaded = load_from_log(settings, progress=lambda d, t: progress("load", d, t))
+                loaded = load_from_log(
+                    LoaderConfig.from_settings(settings),
+                    progress=lambda d, t: progress("load", d, t),
+                )
         _echo_result(
             {
                 "records_read": loaded.records_read,

@@ -79,13 +79,15 @@ def extract_load(
 ) -> LoadResult:
     """Step 1: RAW from the event log, or from ``history`` files for a backfill."""
     from shopsentry.warehouse.history import load_history
-    from shopsentry.warehouse.loader import load_from_log
+    from shopsentry.warehouse.loader import LoaderConfig, load_from_log
 
     if history is not None:
         return load_history(
             settings.warehouse_path, history, progress=lambda d, t: progress("load history", d, t)
         )
-    return load_from_log(settings, progress=lambda d, t: progress("load", d, t))
+    return load_from_log(
+        LoaderConfig.from_settings(settings), progress=lambda d, t: progress("load", d, t)
+    )
 
 
 def write_lake(settings: Settings) -> ExportResult:

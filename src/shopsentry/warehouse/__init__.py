@@ -1,9 +1,13 @@
 """The warehouse (the design's Snowflake; embedded default: DuckDB): RAW loader, dbt runner
 and read-only queries.
 
-    load_from_log(settings) / load_history(warehouse_path, path) → raw.* tables
+    load_from_log(LoaderConfig.from_settings(settings))        → raw.* tables from the log
+    load_history(settings.warehouse_path, path)                → raw.* tables from files
     run_dbt(DbtConfig.from_settings(settings), ["build", ...]) → staging, analytics, ml_features
-    queries.daily_sales(warehouse_path, start=..., end=...)  → rows for the API and reports
+    queries.daily_sales(settings.warehouse_path, start=..., end=...) → rows for the API, reports
+
+Each function takes the narrow config it needs (a path, a small frozen dataclass built
+from :class:`~shopsentry.config.Settings` by the caller), never the whole settings.
 
 The names below are imported on first use (PEP 562), so a command that only needs a
 submodule's constants does not pay for pyarrow and DuckDB.
@@ -23,9 +27,14 @@ if TYPE_CHECKING:
         WarehouseMissing,
         connect,
     )
-    from shopsentry.warehouse.dbt import DbtRunResult, run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, DbtRunResult, run_dbt
     from shopsentry.warehouse.history import load_history
-    from shopsentry.warehouse.loader import LoadResult, ensure_raw_schema, load_from_log
+    from shopsentry.warehouse.loader import (
+        LoaderConfig,
+        LoadResult,
+        ensure_raw_schema,
+        load_from_log,
+    )
 
 _WHERE = {
     "DataQualityFailed": "db",
@@ -36,17 +45,21 @@ _WHERE = {
     "connect": "db",
     "DbtRunResult": "dbt",
     "run_dbt": "dbt",
+    "DbtConfig": "dbt",
     "load_history": "history",
     "LoadResult": "loader",
+    "LoaderConfig": "loader",
     "ensure_raw_schema": "loader",
     "load_from_log": "loader",
 }
 
 __all__ = [
     "DataQualityFailed",
+    "DbtConfig",
     "DbtFailed",
     "DbtRunResult",
     "LoadResult",
+    "LoaderConfig",
     "WarehouseBusy",
     "WarehouseError",
     "WarehouseMissing",

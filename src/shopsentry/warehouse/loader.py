@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from shopsentry.warehouse.log_sink import (
 if TYPE_CHECKING:
     import duckdb
 
+    from shopsentry.bus import BusConfig
     from shopsentry.config import Settings
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "RAW_BY_NAME",
     "RAW_TABLES",
     "LoadResult",
+    "LoaderConfig",
     "LoaderNotAssigned",
     "ProgressCallback",
     "RawTable",
@@ -408,8 +411,25 @@ def load_records(
     return inserted
 
 
+@dataclass(frozen=True, slots=True)
+class LoaderConfig:
+    """What the loader needs: the bus (and its RAW topics), the warehouse file, and the
+    loader's consumer group."""
+
+    bus: BusConfig
+    warehouse: Path
+    group_id: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoaderConfig:
+        from shopsentry.bus import BusConfig
+
+        bus = BusConfig.from_settings(settings)
+        return cls(bus, settings.warehouse_path, settings.warehouse.loader_group_id)
+
+
 def load_from_log(
-    settings: Settings,
+    config: LoaderConfig,
     *,
     batch_records: int = 200_000,
     poll_records: int = 50_000,
@@ -419,21 +439,21 @@ def load_from_log(
 ) -> LoadResult:
     """Drain every RAW topic up to its end offset (as of the start) into the warehouse.
 
-    Runs as its own consumer group (``settings.warehouse.loader_group_id``), so it never
+    Runs as its own consumer group (``warehouse.loader_group_id``), so it never
     disturbs the detector's offsets. Returns once every partition is caught up, or after
     ``idle_timeout_s`` without a record (a partition whose tail was deleted by retention
     would otherwise be waited on forever; Kafka may take seconds to fetch after a seek).
     """
-    from shopsentry.bus import BusConfig, open_log
+    from shopsentry.bus import open_log
 
     started = time.perf_counter()
-    group = settings.warehouse.loader_group_id
-    table_for_topic = {getattr(settings.topics, t.topic_attr).name: t.name for t in RAW_TABLES}
+    group = config.group_id
+    table_for_topic = {getattr(config.bus.topics, t.topic_attr).name: t.name for t in RAW_TABLES}
     result = LoadResult()
-    log = open_log(BusConfig.from_settings(settings))
+    log = open_log(config.bus)
     try:
         ends, starts = _bounds(log, table_for_topic)
-        with connect(settings.warehouse_path) as con:
+        with connect(config.warehouse) as con:
             ensure_raw_schema(con)
             recorded = recorded_offsets(con, group)
             position = {tp: max(recorded.get(tp, 0), start) for tp, start in starts.items()}
@@ -445,7 +465,7 @@ def load_from_log(
             else:
                 handler = LoaderHandler(group, ends, position, idle_timeout_s=idle_timeout_s)
                 sink = WarehouseSink(con, group, table_for_topic, position, result, load_records)
-                config = RuntimeConfig(
+                runtime = RuntimeConfig(
                     group_id=group,
                     topics=tuple(table_for_topic),
                     client_id="warehouse-loader",
@@ -456,7 +476,7 @@ def load_from_log(
                 )
                 observers = [ProgressObserver(result, expected, progress)] if progress else []
                 StreamRuntime(
-                    log, config, handler, sink, observers=observers, until=handler.caught_up
+                    log, runtime, handler, sink, observers=observers, until=handler.caught_up
                 ).run()
     finally:
         log.close()

@@ -378,7 +378,7 @@ def train_champion(settings: Settings, tmp_path: Path) -> None:
 def test_restore_drill(drill: tuple[str, Settings, Path], tmp_path: Path) -> None:
     from shopsentry.api.security import KeyStore
     from shopsentry.backup import create_backup, restore_backup, verify_backup
-    from shopsentry.warehouse.loader import load_from_log
+    from shopsentry.warehouse.loader import LoaderConfig, load_from_log
 
     backend, settings, config = drill
     train_champion(settings, tmp_path)
@@ -391,14 +391,14 @@ def test_restore_drill(drill: tuple[str, Settings, Path], tmp_path: Path) -> Non
         # Phase A: traffic, decisions, alerts in the store, the loader, reviews.
         a = simulate(settings, START, 8, seed=21)
         wait_for(caught_up(settings), "phase A to be decided and stored", explain=lags(settings))
-        load_from_log(settings, idle_timeout_s=5.0)
+        load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=5.0)
         page = services.call("GET", "/v1/alerts?limit=5", analyst)
         reviewed = [item["alert_id"] for item in page["items"][:3]]
         assert reviewed, "phase A raised no alert to review"
         for i, alert_id in enumerate(reviewed):
             verdict = "confirmed_fraud" if i % 2 == 0 else "false_positive"
             services.call("POST", f"/v1/alerts/{alert_id}/review", analyst, {"verdict": verdict})
-        load_from_log(settings, idle_timeout_s=5.0)
+        load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=5.0)
 
         # The hourly backup, taken while the services run.
         manifest = create_backup(settings)
@@ -411,7 +411,8 @@ def test_restore_drill(drill: tuple[str, Settings, Path], tmp_path: Path) -> Non
             lambda: len(decisions_by_event(settings)) > len(at_backup),
             "the detector to decide phase B purchases",
         )
-        load_from_log(settings, idle_timeout_s=5.0)  # rows only the lost warehouse held
+        # rows only the lost warehouse held
+        load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=5.0)
         before_disaster = decisions_by_event(settings)
         services.kill()
         shutil.rmtree(settings.data_dir)
@@ -427,7 +428,7 @@ def test_restore_drill(drill: tuple[str, Settings, Path], tmp_path: Path) -> Non
         services.start()
         purchases = a["purchases"] + b["purchases"] + c["purchases"]
         wait_for(caught_up(settings), "the replay to catch up", explain=lags(settings))
-        load_from_log(settings, idle_timeout_s=5.0)
+        load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=5.0)
         rto_s = time.monotonic() - recovery_started
 
         after = state_of(settings)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shopsentry.warehouse.db import connect
-from shopsentry.warehouse.loader import load_from_log, raw_counts
+from shopsentry.warehouse.loader import LoaderConfig, load_from_log, raw_counts
 from tests.unit.warehouse.factories import make_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -56,12 +56,12 @@ def test_loader_drains_kafka_once_and_duckdb_decides_where_to_resume(kafka_setti
         log.close()
     total = sum(len(r) for r in events.by_topic.values())
 
-    first = load_from_log(settings)
+    first = load_from_log(LoaderConfig.from_settings(settings))
     assert first.records_read == total and first.rows_inserted == total
-    assert load_from_log(settings).records_read == 0
+    assert load_from_log(LoaderConfig.from_settings(settings)).records_read == 0
 
     settings.warehouse_path.unlink()  # rebuild the warehouse; the group stays at the end
-    again = load_from_log(settings)
+    again = load_from_log(LoaderConfig.from_settings(settings))
     assert again.records_read == total
     with connect(settings.warehouse_path, read_only=True) as con:
         counts = raw_counts(con)

@@ -6,7 +6,7 @@ from shopsentry.lake.export import export_to_lake
 from shopsentry.lake.partitions import list_partitions, verify_files
 from shopsentry.lake.storage import LakeConfig, open_tier
 from shopsentry.warehouse.db import connect
-from shopsentry.warehouse.loader import load_from_log, raw_counts
+from shopsentry.warehouse.loader import LoaderConfig, load_from_log, raw_counts
 from tests.unit.warehouse.conftest import publish
 from tests.unit.warehouse.factories import START, make_events
 
@@ -59,11 +59,11 @@ def test_a_repeated_export_writes_nothing_and_leaves_no_duplicate(loaded) -> Non
 
 def test_new_rows_rewrite_only_their_partition(settings, memlog) -> None:
     publish(memlog, make_events(days=1))
-    load_from_log(settings, idle_timeout_s=1.0)
+    load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=1.0)
     export_to_lake(LakeConfig.from_settings(settings))
     later = make_events(start=START.replace(day=22), days=1, seed=9)
     publish(memlog, later)
-    load_from_log(settings, idle_timeout_s=1.0)
+    load_from_log(LoaderConfig.from_settings(settings), idle_timeout_s=1.0)
     result = export_to_lake(LakeConfig.from_settings(settings))
     assert result.written and all("date=2026-11-22" in p for p in result.written)
     with connect(settings.warehouse_path, read_only=True) as con:

@@ -16,7 +16,7 @@ from shopsentry.errors import CommitFailed
 from shopsentry.warehouse import history, loader
 from shopsentry.warehouse.db import connect
 from shopsentry.warehouse.history import load_history
-from shopsentry.warehouse.loader import load_from_log, raw_counts
+from shopsentry.warehouse.loader import LoaderConfig, load_from_log, raw_counts
 from tests.unit.warehouse.conftest import publish
 from tests.unit.warehouse.factories import BAD_PURCHASES
 
@@ -36,7 +36,7 @@ def expected_counts(events) -> dict[str, int]:
 
 def test_every_topic_lands_in_its_raw_table_with_the_json_kept(settings, memlog, events) -> None:
     publish(memlog, events)
-    result = load_from_log(settings)
+    result = load_from_log(LoaderConfig.from_settings(settings))
     assert result.records_read == sum(events.count(t) for t in TABLE_OF_TOPIC)
     with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
@@ -52,7 +52,7 @@ def test_every_topic_lands_in_its_raw_table_with_the_json_kept(settings, memlog,
 
 def test_offsets_are_recorded_in_duckdb_and_committed_to_the_log(settings, memlog, events) -> None:
     publish(memlog, events)
-    load_from_log(settings)
+    load_from_log(LoaderConfig.from_settings(settings))
     with connect(settings.warehouse_path, read_only=True) as con:
         recorded = loader.recorded_offsets(con, settings.warehouse.loader_group_id)
     ends = {
@@ -69,8 +69,8 @@ def test_offsets_are_recorded_in_duckdb_and_committed_to_the_log(settings, memlo
 
 def test_rerun_and_new_records_load_only_what_is_new(settings, memlog, events) -> None:
     publish(memlog, events)
-    load_from_log(settings)
-    again = load_from_log(settings)
+    load_from_log(LoaderConfig.from_settings(settings))
+    again = load_from_log(LoaderConfig.from_settings(settings))
     assert again.records_read == 0 and again.rows_inserted == 0
     memlog.append(
         "purchase-events", events.by_topic["purchase-events"][0][1], b"u000"
@@ -81,7 +81,7 @@ def test_rerun_and_new_records_load_only_what_is_new(settings, memlog, events) -
         b'"user_id": "u000", "occurred_at": "2026-11-22T00:00:00+00:00"}',
         b"u000",
     )
-    third = load_from_log(settings)
+    third = load_from_log(LoaderConfig.from_settings(settings))
     assert third.records_read == 2
     assert third.inserted == {"user_behavior": 1}
     with connect(settings.warehouse_path, read_only=True) as con:
@@ -93,11 +93,11 @@ def test_rerun_and_new_records_load_only_what_is_new(settings, memlog, events) -
 def test_duckdb_not_the_log_decides_where_to_resume(settings, memlog, events) -> None:
     """The group's committed offsets are lost or ahead: DuckDB's offsets still rule."""
     publish(memlog, events)
-    load_from_log(settings)
+    load_from_log(LoaderConfig.from_settings(settings))
     memlog.committed.clear()  # the log forgot the group: would redeliver everything
-    assert load_from_log(settings).records_read == 0
+    assert load_from_log(LoaderConfig.from_settings(settings)).records_read == 0
     settings.warehouse_path.unlink()  # a fresh warehouse while the group is at the end
-    reloaded = load_from_log(settings)
+    reloaded = load_from_log(LoaderConfig.from_settings(settings))
     assert reloaded.records_read == sum(events.count(t) for t in TABLE_OF_TOPIC)
     with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
@@ -114,14 +114,14 @@ def test_crash_between_duckdb_commit_and_log_commit_adds_no_duplicates(
         raise CommitFailed("the group rebalanced")
 
     monkeypatch.setattr(MemoryConsumer, "commit", refuse)
-    first = load_from_log(settings)
+    first = load_from_log(LoaderConfig.from_settings(settings))
     assert first.rows_inserted == first.records_read
     assert settings.warehouse.loader_group_id not in {g for g, _ in memlog.committed}
     monkeypatch.undo()
     from shopsentry import bus
 
     monkeypatch.setattr(bus, "open_log", lambda _settings, **_kw: memlog)
-    second = load_from_log(settings)
+    second = load_from_log(LoaderConfig.from_settings(settings))
     assert second.rows_inserted == 0
     with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
@@ -142,11 +142,11 @@ def test_a_failure_part_way_is_retried_without_duplicates(
 
     monkeypatch.setattr(loader, "load_records", flaky)
     with pytest.raises(OSError):
-        load_from_log(settings, batch_records=40, poll_records=40)
+        load_from_log(LoaderConfig.from_settings(settings), batch_records=40, poll_records=40)
     with connect(settings.warehouse_path, read_only=True) as con:
         partial = sum(raw_counts(con).values())
     assert 0 < partial < sum(events.count(t) for t in TABLE_OF_TOPIC)
-    retried = load_from_log(settings, batch_records=40, poll_records=40)
+    retried = load_from_log(LoaderConfig.from_settings(settings), batch_records=40, poll_records=40)
     assert retried.rows_inserted == sum(events.count(t) for t in TABLE_OF_TOPIC) - partial
     with connect(settings.warehouse_path, read_only=True) as con:
         assert raw_counts(con) == expected_counts(events)
@@ -160,7 +160,7 @@ def test_a_failure_part_way_is_retried_without_duplicates(
 def test_bad_records_are_kept_for_quarantine(settings, memlog) -> None:
     for key, value in BAD_PURCHASES:
         memlog.append("purchase-events", value, key)
-    load_from_log(settings)
+    load_from_log(LoaderConfig.from_settings(settings))
     with connect(settings.warehouse_path, read_only=True) as con:
         rows = con.execute(
             "select _dedupe_key, event_id, raw_json is null, raw_text from raw.purchase_events"
