@@ -91,7 +91,7 @@ def main() -> None:
         print(f"built the warehouse in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     entries = [ListEntry(list="block", entity="card", value=f"card-{i}") for i in range(1000)]
     runs = []
-    with connect(settings, read_only=True) as conn:
+    with connect(settings.warehouse_path, read_only=True) as conn:
         t0 = time.perf_counter()
         rows = conn.execute(
             "select count(*) from ml_features.training_set t"

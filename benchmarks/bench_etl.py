@@ -147,7 +147,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.config import Settings
     from shopsentry.pipelines.common import Interval
     from shopsentry.pipelines.hourly_etl import hourly_etl
@@ -162,16 +162,16 @@ def main() -> None:
     interval = Interval(start, start + timedelta(hours=1))
 
     t0 = time.perf_counter()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     try:
         counts = generate(log, settings, args.events, start=start)
     finally:
         log.close()
     # A deployed hourly job has parsed the dbt project before (dbt keeps the manifest in
     # its target dir and re-parses only changed files): parse once, untimed.
-    from shopsentry.warehouse.dbt import run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
 
-    run_dbt(settings, ["parse"])
+    run_dbt(DbtConfig.from_settings(settings), ["parse"])
     setup_s = time.perf_counter() - t0
     print(f"setup: wrote {args.events:,} events (+derived) to the log in {setup_s:.1f}s: {counts}")
 
@@ -197,7 +197,7 @@ def main() -> None:
     second = hourly_etl(settings, interval)
     rerun_s = time.perf_counter() - t2
 
-    with connect(settings, read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         raw = raw_counts(con)
         fct = con.execute("select count(*) from analytics.fct_orders").fetchall()[0][0]
     records = first.records_read

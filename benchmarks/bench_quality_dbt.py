@@ -51,11 +51,11 @@ def _insert_decisions(settings: Any, champion: str, challenger: str) -> int:
     import pyarrow as pa
 
     from shopsentry.features import FEATURE_NAMES
-    from shopsentry.models.registry import model_file
-    from shopsentry.models.scorer import build_scorer, models_dir
+    from shopsentry.models.registry import RegistryConfig, model_file
+    from shopsentry.models.scorer import ModelFiles, build_scorer
     from shopsentry.warehouse.db import connect
 
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         table = con.sql("select * from ml_features.training_set order by occurred_at").arrow()
         table = table.read_all() if hasattr(table, "read_all") else table
         X = np.column_stack(
@@ -63,9 +63,9 @@ def _insert_decisions(settings: Any, champion: str, challenger: str) -> int:
         ).astype(np.float32)
         scores = {}
         for version in (champion, challenger):
-            raw = model_file(settings, version).read_bytes()
+            raw = model_file(RegistryConfig.from_settings(settings), version).read_bytes()
             scorer = build_scorer(
-                raw, version=version, cache_dir=models_dir(settings) / "compiled",
+                raw, version=version, cache_dir=ModelFiles.from_settings(settings).kernel_cache,
                 expected_features=FEATURE_NAMES,
             )  # fmt: skip
             scores[version] = scorer.predict(X)
@@ -111,7 +111,7 @@ def _insert_decisions(settings: Any, champion: str, challenger: str) -> int:
 
 def setup(root: Path, days: int, users: int) -> tuple[Any, datetime, dict[str, Any]]:
     from shopsentry.config import ModelSettings, Settings
-    from shopsentry.models.training import TrainParams, train_and_register
+    from shopsentry.models.training import TrainingConfig, TrainParams, train_and_register
     from shopsentry.pipelines.hourly_etl import hourly_etl, transform
     from shopsentry.pipelines.weekly_model_retrain import build_training_set
     from shopsentry.simulator import Simulator, SimulatorConfig, write_history
@@ -129,9 +129,13 @@ def setup(root: Path, days: int, users: int) -> tuple[Any, datetime, dict[str, A
     hourly_etl(settings, history=root / "history")
     facts["training_set_rows"] = build_training_set(settings)
     as_of = START + timedelta(days=days)
-    champion = train_and_register(settings, use_warehouse=True, as_of=as_of)
+    champion = train_and_register(
+        TrainingConfig.from_settings(settings), use_warehouse=True, as_of=as_of
+    )
     weak = TrainParams(n_estimators=25, max_depth=2, nthread=2, seed=5)
-    challenger = train_and_register(settings, use_warehouse=True, as_of=as_of, params=weak)
+    challenger = train_and_register(
+        TrainingConfig.from_settings(settings), use_warehouse=True, as_of=as_of, params=weak
+    )
     assert champion.version and challenger.version
     facts["decisions"] = _insert_decisions(settings, champion.version, challenger.version)
     transform(
@@ -154,7 +158,7 @@ def main() -> None:
 
     from shopsentry.pipelines.model_monitoring import monitoring_vars
     from shopsentry.warehouse.db import connect
-    from shopsentry.warehouse.dbt import run_dbt
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -164,14 +168,14 @@ def main() -> None:
         cpu0 = time.process_time()
         started = time.perf_counter()
         result = run_dbt(
-            settings,
+            DbtConfig.from_settings(settings),
             ["build", "--select", "path:models/monitoring", "--exclude-resource-type",
              "unit_test", *monitoring_vars(settings, as_of)],
         )  # fmt: skip
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu0
         load_after = _uptime()
-        with connect(settings, read_only=True) as con:
+        with connect(settings.warehouse_path, read_only=True) as con:
             counts = {
                 t: con.execute(f"select count(*) from monitoring.{t}").fetchall()[0][0]
                 for t in ("model_quality_daily", "model_comparison_daily",

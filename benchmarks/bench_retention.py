@@ -36,7 +36,7 @@ def populate(settings, users: int, days: int, per_user_day: float, first_day: da
     n = int(users * days * per_user_day)
     span_s = days * 86400
     start = datetime.combine(first_day, datetime.min.time())
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         ensure_raw_schema(con)
         con.execute(
             f"""create temp table ev as
@@ -78,6 +78,7 @@ def main() -> None:
     from shopsentry.config import Settings
     from shopsentry.lake.export import export_to_lake
     from shopsentry.lake.retention import run_retention
+    from shopsentry.lake.storage import LakeConfig
 
     root = Path(tempfile.mkdtemp(prefix="shopsentry-bench-retention-"))
     try:
@@ -86,15 +87,15 @@ def main() -> None:
         first_day = today - timedelta(days=settings.lake.hot_days + args.days // 2)
         mark = time.perf_counter()
         counts = populate(settings, args.users, args.days, args.events_per_user_day, first_day)
-        export = export_to_lake(settings)
+        export = export_to_lake(LakeConfig.from_settings(settings))
         setup_s = time.perf_counter() - mark
         load_before = os.getloadavg()[0]
         mark = time.perf_counter()
-        result = run_retention(settings, today)
+        result = run_retention(LakeConfig.from_settings(settings), today)
         pass_s = time.perf_counter() - mark
         load_after = os.getloadavg()[0]
         mark = time.perf_counter()
-        again = run_retention(settings, today)
+        again = run_retention(LakeConfig.from_settings(settings), today)
         again_s = time.perf_counter() - mark
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -32,6 +32,15 @@ from pathlib import Path
 from typing import Any
 
 
+def open_bus(settings: Any) -> Any:
+    """The log ``settings`` names, on today's tree (``open_log`` takes a BusConfig) and on
+    an older one (it took the whole Settings)."""
+    from shopsentry import bus
+
+    config = getattr(bus, "BusConfig", None)
+    return bus.open_log(config.from_settings(settings) if config is not None else settings)
+
+
 def _cpu() -> float:
     return time.process_time()
 
@@ -210,12 +219,11 @@ def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
 
 def drain_floor_local(settings: Any) -> dict[str, Any]:
     """The embedded log's own consumer and producer, nothing else."""
-    from shopsentry.bus import open_log
 
     topics = settings.topics
     purchase_topic = topics.purchase_events.name
     out_topic = topics.decisions.name
-    log = open_log(settings)
+    log = open_bus(settings)
     consumer = log.consumer(
         f"floor-{uuid.uuid4().hex[:8]}",
         [purchase_topic, topics.user_behavior.name],
@@ -262,7 +270,6 @@ def main(argv: list[str]) -> int:
     backlog), champion (null: train one here and print it), out (result JSON path)."""
     spec = json.loads(Path(argv[0]).read_text())
     import benchmarks.bench_detector as bd
-    from shopsentry.bus import open_log
 
     work = Path(spec["work"])
     work.mkdir(parents=True, exist_ok=True)
@@ -284,7 +291,7 @@ def main(argv: list[str]) -> int:
         results["low_rate"] = bd.latency_at(settings, 1, spec["low_rate"], spec["duration"], work)
         Path(spec["out"]).write_text(json.dumps(results, default=str))
         return 0
-    log = open_log(settings)
+    log = open_bus(settings)
     t0 = time.perf_counter()
     written = bd.write_backlog(log, settings, spec["purchases"], bd.Traffic())
     results["backlog"] = {"records": written, "write_s": round(time.perf_counter() - t0, 2)}

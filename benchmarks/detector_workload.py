@@ -27,8 +27,8 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 def train_champion(work: Path) -> dict[str, Any]:
     """Simulate 21 days of 2,000 users, train, register (local MLflow); the pointer data."""
     from shopsentry.config import Settings
-    from shopsentry.models.scorer import read_pointer
-    from shopsentry.models.training import train_and_register
+    from shopsentry.models.scorer import ModelFiles, read_pointer
+    from shopsentry.models.training import TrainingConfig, train_and_register
     from shopsentry.simulator import Simulator, SimulatorConfig, write_history
 
     settings = Settings(data_dir=work / "model")
@@ -43,8 +43,8 @@ def train_champion(work: Path) -> dict[str, Any]:
         )
     )
     write_history(sim, work / "history")
-    result = train_and_register(settings, history=work / "history")
-    pointer = read_pointer(settings)
+    result = train_and_register(TrainingConfig.from_settings(settings), history=work / "history")
+    pointer = read_pointer(ModelFiles.from_settings(settings))
     assert pointer is not None
     return {
         "model_path": Path(pointer.model_path),
@@ -135,7 +135,7 @@ def write_backlog(log: Any, settings: Any, purchases: int, traffic: Traffic) -> 
 
 # -- settings per run ------------------------------------------------------------------
 def run_settings(work: Path, backend: str, bootstrap: str | None, champion: dict[str, Any]) -> Any:
-    from shopsentry.bus import open_log, topic_specs
+    from shopsentry.bus import BusConfig, open_log, topic_specs
     from shopsentry.config import Settings, TopicsSettings
 
     unique = uuid.uuid4().hex[:8]
@@ -154,8 +154,8 @@ def run_settings(work: Path, backend: str, bootstrap: str | None, champion: dict
         }
         overrides["bus"] = f"kafka://{bootstrap}"
     settings = Settings(**overrides)
-    log = open_log(settings)
-    log.create_topics(topic_specs(settings))
+    log = open_log(BusConfig.from_settings(settings))
+    log.create_topics(topic_specs(settings.topics))
     log.close()
     promote(settings, champion)
     return settings
@@ -163,11 +163,11 @@ def run_settings(work: Path, backend: str, bootstrap: str | None, champion: dict
 
 # -- measurements ------------------------------------------------------------------------
 def throughput(settings: Any, workers: int, purchases: int) -> dict[str, Any]:
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.detection.runner import Supervisor
     from shopsentry.detection.worker import WorkerOptions
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     t0 = time.perf_counter()
     write_backlog(log, settings, purchases, Traffic())
     produce_s = time.perf_counter() - t0
@@ -203,7 +203,7 @@ def latency_at(
     settings: Any, workers: int, rate: float, duration_s: float, work: Path
 ) -> dict[str, Any]:
     """Offer ``rate`` purchases/s for ``duration_s`` to running workers; e2e percentiles."""
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.detection.runner import Supervisor
     from shopsentry.detection.worker import WorkerOptions
 
@@ -219,7 +219,7 @@ def latency_at(
         ),
     )
     supervisor.start()
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     pt = settings.topics.purchase_events.name
     traffic = Traffic()
     producer = log.producer()
@@ -352,11 +352,11 @@ def profile(settings: Any, purchases: int, out: Path) -> str:
     """pyinstrument over one in-process worker draining a backlog."""
     from pyinstrument import Profiler
 
-    from shopsentry.bus import open_log
+    from shopsentry.bus import BusConfig, open_log
     from shopsentry.detection.runner import build_worker
     from shopsentry.detection.worker import WorkerOptions
 
-    log = open_log(settings)
+    log = open_log(BusConfig.from_settings(settings))
     write_backlog(log, settings, purchases, Traffic())
     log.close()
     worker = build_worker(settings, WorkerOptions(exit_when_idle_s=1.0))

@@ -28,7 +28,7 @@ import numpy as np
 from shopsentry.config import Settings
 from shopsentry.features import FEATURE_FAMILIES
 from shopsentry.models.dataset import TrainingSet, from_history, time_split
-from shopsentry.models.training import TrainParams, build_report, fit
+from shopsentry.models.training import TrainingConfig, TrainParams, build_report, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,7 +53,15 @@ def _run(settings: Settings, data: TrainingSet) -> dict[str, Any]:
     dvalid = xgb.DMatrix(split.valid.X, missing=np.nan, feature_names=list(data.feature_names))
     score = np.asarray(booster.predict(dvalid), dtype=np.float64)
     report = build_report(
-        settings, data, split.train, split.valid, split.cutoff, as_of, fitted, params, score
+        TrainingConfig.from_settings(settings),
+        data,
+        split.train,
+        split.valid,
+        split.cutoff,
+        as_of,
+        fitted,
+        params,
+        score,
     )
     model = report["model"]
     return {
