@@ -56,12 +56,11 @@ def train_champion(work: Path) -> dict[str, Any]:
 
 
 def promote(settings: Any, champion: dict[str, Any]) -> None:
-    from shopsentry.models.scorer import write_pointer
+    from shopsentry.models.scorer import ModelFiles, write_pointer
 
     c = champion
-    write_pointer(
-        settings, settings.model.name, c["version"], c["model_path"], c["sha256"], c["features"]
-    )
+    files = ModelFiles.from_settings(settings)
+    write_pointer(files, files.name, c["version"], c["model_path"], c["sha256"], c["features"])
 
 
 # -- traffic ---------------------------------------------------------------------------
