@@ -287,7 +287,7 @@ def backtest_rule(
         return field_error("expression", _position(error))
     entries = _state(services).current.entries
     try:
-        with connect(services.settings, read_only=True) as conn:
+        with connect(services.settings.warehouse_path, read_only=True) as conn:
             report = backtest(conn, body.expression, body.action, since=body.since,
                               until=body.until, entries=entries)  # fmt: skip
     except RuleSyntaxError as exc:  # a feature the warehouse's training set lacks

@@ -274,7 +274,7 @@ def live_evidence(
 
     params = {"champion": champion_version, "challenger": challenger_version}
     try:
-        with connect(settings, read_only=True) as con:
+        with connect(settings.warehouse_path, read_only=True) as con:
             rows = con.execute(_EVIDENCE_SQL, {**params, "as_of": _naive_utc(as_of)}).fetchall()
             try:
                 days = con.execute(_MATURITY_SQL, params).fetchall()
@@ -347,7 +347,8 @@ def apply_live_gate(
     from shopsentry.models.scorer import CHALLENGER, CHAMPION
     from shopsentry.warehouse.db import DbtFailed
 
-    mlc = mlc or registry.client(settings)
+    config = registry.RegistryConfig.from_settings(settings)
+    mlc = mlc or registry.client(config)
     name = settings.model.name
     champion = registry.registered_alias(mlc, name, CHAMPION)
     challenger = registry.registered_alias(mlc, name, CHALLENGER)
@@ -376,7 +377,7 @@ def apply_live_gate(
     )
     record_verdict(settings, verdict, when, mlc)
     if verdict.promote:
-        registry.set_champion(settings, challenger, f"live evidence: {verdict.reason}", mlc)
+        registry.set_champion(config, challenger, f"live evidence: {verdict.reason}", mlc)
     return verdict
 
 
@@ -385,7 +386,7 @@ def record_verdict(
 ) -> None:
     """Tag the challenger's version with the verdict and add it to its model card."""
     from shopsentry.models.card import rewrite_card
-    from shopsentry.models.registry import version_dir
+    from shopsentry.models.registry import RegistryConfig, version_dir
 
     version = verdict.challenger_version
     assert version is not None
@@ -393,7 +394,7 @@ def record_verdict(
     mlc.set_model_version_tag(name, version, "live_gate_reason", verdict.reason)
     mlc.set_model_version_tag(name, version, "live_gate_promoted", str(verdict.promote).lower())
     mlc.set_model_version_tag(name, version, "live_gate_at", as_of.isoformat())
-    directory = version_dir(settings, version)
+    directory = version_dir(RegistryConfig.from_settings(settings), version)
     report_file = directory / "report.json"
     if not report_file.is_file():
         logger.info("live gate: no local report for v%s; the verdict is in its tags", version)

@@ -95,18 +95,10 @@ class RegistryConfig:
         )
 
 
-def _narrow(config: RegistryConfig | Settings) -> RegistryConfig:
-    """The registry's config; whole :class:`Settings` are the older call form of
-    :func:`client`, :func:`version_dir` and :func:`set_champion`, kept while
-    ``models/live_gate.py`` still passes them."""
-    return config if isinstance(config, RegistryConfig) else RegistryConfig.from_settings(config)
-
-
-def client(config: RegistryConfig | Settings) -> MlflowClient:
+def client(config: RegistryConfig) -> MlflowClient:
     """A client on the configured tracking URI (SQLite under the data dir by default)."""
     import mlflow
 
-    config = _narrow(config)
     if config.tracking_uri.startswith("sqlite:///"):
         Path(config.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
@@ -126,8 +118,7 @@ def _experiment_id(config: RegistryConfig, mlc: MlflowClient) -> str:
     return str(mlc.create_experiment(config.experiment, artifact_location=location))
 
 
-def version_dir(config: RegistryConfig | Settings, version: str) -> Path:
-    config = _narrow(config)
+def version_dir(config: RegistryConfig, version: str) -> Path:
     return config.files.directory / config.files.name / f"v{version}"
 
 
@@ -341,7 +332,7 @@ def _history(mlc: MlflowClient, name: str) -> list[str]:
 
 
 def set_champion(
-    config: RegistryConfig | Settings,
+    config: RegistryConfig,
     version: str,
     reason: str,
     mlc: MlflowClient | None = None,
@@ -353,7 +344,6 @@ def set_champion(
     The model is loaded and checked first: a bad file raises ModelError and the alias,
     the pointer and therefore the serving model stay where they were.
     """
-    config = _narrow(config)
     mlc = mlc or client(config)
     name = config.files.name
     path, raw, scorer = _load_checked(config, version, mlc)

@@ -21,7 +21,6 @@ from shopsentry.errors import TerminalError, TransientError
 if TYPE_CHECKING:
     import duckdb
 
-    from shopsentry.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +77,15 @@ class DataQualityFailed(TerminalError):
 
 
 @contextmanager
-def connect(
-    warehouse: Path | Settings, *, read_only: bool = False
-) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(warehouse: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the warehouse file ``warehouse`` that is closed when the block ends.
 
     Sessions run in UTC so timestamps parsed from events (always UTC) are stored as the
-    same wall-clock values that Snowflake's TIMESTAMP_NTZ would hold. Passing the whole
-    :class:`Settings` is the older form, kept while ``models/live_gate.py`` still uses it.
+    same wall-clock values that Snowflake's TIMESTAMP_NTZ would hold.
     """
     import duckdb
 
-    path = warehouse if isinstance(warehouse, Path) else warehouse.warehouse_path
+    path = warehouse
     if read_only and not path.exists():
         raise WarehouseMissing(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -324,7 +324,7 @@ def state_of(settings: Settings) -> dict[str, Any]:
     """What a user of the system sees: warehouse rows, alerts, reviews, the champion."""
     import sqlite3
 
-    from shopsentry.models.registry import client
+    from shopsentry.models.registry import RegistryConfig, client
     from shopsentry.models.scorer import read_pointer
     from shopsentry.warehouse.db import connect
     from shopsentry.warehouse.loader import RAW_TABLES
@@ -346,7 +346,9 @@ def state_of(settings: Settings) -> dict[str, Any]:
     finally:
         db.close()
     pointer = read_pointer(ModelFiles.from_settings(settings))
-    champion_version = client(settings).get_model_version_by_alias(settings.model.name, "champion")
+    champion_version = client(RegistryConfig.from_settings(settings)).get_model_version_by_alias(
+        settings.model.name, "champion"
+    )
     return {
         "raw": raw,
         "alerts": alerts,

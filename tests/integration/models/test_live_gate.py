@@ -40,7 +40,7 @@ def live_week(
     chall[:40] = 0.6
     chall[100:110] = 0.7
     decided = datetime(2026, 11, 20, 12)
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         staging_tables(con)
         decisions(
             con,
@@ -63,7 +63,7 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     from mlflow import MlflowClient
 
     from shopsentry.models.live_gate import apply_live_gate
-    from shopsentry.models.registry import version_dir
+    from shopsentry.models.registry import RegistryConfig, version_dir
 
     settings = mlflow_settings
     assert settings.model.live_gate.min_labelled_frauds == 30
@@ -87,7 +87,7 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     name = settings.model.name
     tags = mlc.get_model_version(name, "2").tags
     assert tags["live_gate_promoted"] == "false" and "not enough" in tags["live_gate_reason"]
-    card = (version_dir(settings, "2") / "model_card.md").read_text()
+    card = (version_dir(RegistryConfig.from_settings(settings), "2") / "model_card.md").read_text()
     assert "## Live evidence" in card and "not promoted: not enough matured labels" in card
 
     # Every label known, but on a day whose chargebacks are mostly still to come.
@@ -112,7 +112,7 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
         "live evidence: better live precision"
         in (mlc.get_model_version(name, "2").tags["promotion_reason"])
     )
-    card = (version_dir(settings, "2") / "model_card.md").read_text()
+    card = (version_dir(RegistryConfig.from_settings(settings), "2") / "model_card.md").read_text()
     assert "promoted to champion: better live precision" in card
     assert "matured window 2026-11-20..2026-11-20 (1 of 1 days with label maturity" in card
     assert (

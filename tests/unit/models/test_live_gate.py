@@ -247,7 +247,7 @@ def test_the_evidence_is_what_both_scored_with_labels_known_by_then(tmp_path) ->
 
     settings = Settings(data_dir=tmp_path)
     at = datetime(2026, 11, 20, 12)
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         staging_tables(con)
         decisions(
             con,
@@ -287,7 +287,7 @@ def test_the_maturity_must_be_as_of_the_gate(tmp_path) -> None:
 
     settings = Settings(data_dir=tmp_path)
     day = date(2026, 11, 20)
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         staging_tables(con)
         at = datetime(2026, 11, 20, 12)
         decisions(con, [("e1", "1", 0.9, "2", 0.8, at), ("e2", "1", 0.9, "3", 0.8, at)])
@@ -298,7 +298,7 @@ def test_the_maturity_must_be_as_of_the_gate(tmp_path) -> None:
 
     def rebuild(at: datetime) -> None:
         refreshed.append(at)
-        with connect(settings) as con:
+        with connect(settings.warehouse_path) as con:
             con.execute("delete from monitoring.model_comparison_daily")
             maturity(con, {day: 0.95}, at)
 
@@ -314,7 +314,7 @@ def test_no_staging_yet_is_a_warehouse_error(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
     with pytest.raises(WarehouseMissing):
         live_evidence(settings, "1", "2", datetime.now(UTC))
-    with connect(settings) as con:
+    with connect(settings.warehouse_path) as con:
         con.execute("select 1")
     with pytest.raises(WarehouseError, match="no live challenger evidence"):
         live_evidence(settings, "1", "2", datetime.now(UTC))
