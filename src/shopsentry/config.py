@@ -205,6 +205,10 @@ class LiveGateSettings(_Frozen):
     # Judge only the purchases of days at least this mature (modelops' label maturity).
     min_label_maturity: float = Field(default=0.8, gt=0.0, le=1.0)
     min_precision_gain: float = Field(default=0.0, ge=0.0, le=1.0)
+    # A challenger whose matured evidence is still too thin (fewer than
+    # min_labelled_frauds) keeps its place over this many weekly retrains, so its labels
+    # can mature (a day reaches 0.8 in about 17 days); 0: each week's version replaces it.
+    max_weeks_kept: int = Field(default=3, ge=0)
 
 
 class ModelSettings(_Frozen):

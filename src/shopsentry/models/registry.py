@@ -241,9 +241,16 @@ def _flat_params(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_and_gate(
-    config: RegistryConfig, raw: bytes, report: dict[str, Any], valid: TrainingSet
+    config: RegistryConfig,
+    raw: bytes,
+    report: dict[str, Any],
+    valid: TrainingSet,
+    *,
+    keep_challenger: str | None = None,
 ) -> GateOutcome:
-    """Log the run, register the version, write its card, and apply the promotion gate."""
+    """Log the run, register the version, write its card, and apply the promotion gate.
+    A version that does not win becomes the challenger, unless ``keep_challenger`` names
+    the live challenger that keeps its place (its evidence is still maturing)."""
     import mlflow
     import xgboost as xgb
 
@@ -306,6 +313,10 @@ def register_and_gate(
         mlc.set_model_version_tag(name, version, key, f"{new_metrics[key]:.4f}")
     if promote:
         set_champion(config, version, reason, mlc)
+    elif keep_challenger is not None:
+        why = f"not made challenger: v{keep_challenger} keeps its place while its labels mature"
+        mlc.set_model_version_tag(name, version, "challenger_reason", why)
+        logger.info("v%s %s", version, why)
     else:
         set_challenger(config, version, reason, mlc)
     return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)

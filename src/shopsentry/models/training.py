@@ -519,8 +519,10 @@ def train_and_register(
     as_of: datetime | None = None,
     params: TrainParams | None = None,
     progress: Progress | None = None,
+    keep_challenger: str | None = None,
 ) -> TrainResult:
-    """Build data, train, evaluate, register, gate. The weekly retraining job calls this.
+    """Build data, train, evaluate, register, gate. The weekly retraining job calls this
+    (``keep_challenger``: see :func:`~shopsentry.models.registry.register_and_gate`).
 
     ``use_warehouse=None`` takes the warehouse's ML_FEATURES layer when it exists, else
     ``history``; ``as_of`` (default: the latest event) is the training time.
@@ -532,7 +534,9 @@ def train_and_register(
         as_of=as_of,
         progress=progress,
     )
-    return train_on(config, data, as_of=as_of, params=params, progress=progress)
+    return train_on(
+        config, data, as_of=as_of, params=params, progress=progress, keep_challenger=keep_challenger
+    )
 
 
 def train_on(
@@ -542,6 +546,7 @@ def train_on(
     as_of: datetime | None = None,
     params: TrainParams | None = None,
     progress: Progress | None = None,
+    keep_challenger: str | None = None,
 ) -> TrainResult:
     """Everything after the data set is built: split, fit, evaluate, register, gate."""
     from shopsentry.models import registry
@@ -571,7 +576,9 @@ def train_on(
     report["drift_reference"] = build_reference(config.modelops, data, fitted.raw, scorer)
     if progress is not None:
         progress("registering", 0, None)
-    outcome = registry.register_and_gate(config.registry, fitted.raw, report, split.valid)
+    outcome = registry.register_and_gate(
+        config.registry, fitted.raw, report, split.valid, keep_challenger=keep_challenger
+    )
     return TrainResult(
         version=outcome.version,
         promoted=outcome.promoted,

@@ -93,6 +93,11 @@ def test_gate_promote_rollback_and_bad_files(mlflow_settings):
     assert report["gate"]["champion_version"] == "1"
     # the champion was re-scored on the new window: its PR-AUC there beats the challenger's
     assert report["gate"]["champion"]["pr_auc"] > report["model"]["pr_auc"]
+    # the weekly retrain keeps a live challenger whose labels are still maturing
+    third = train_on(TrainingConfig.from_settings(settings), data, params=WEAK, keep_challenger="2")
+    assert not third.promoted and third.version == "3"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    assert "v2 keeps its place" in client.get_model_version(name, "3").tags["challenger_reason"]
 
     registry.promote(config, "2")
     assert champion_version(files) == "2"

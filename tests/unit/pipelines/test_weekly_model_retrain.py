@@ -65,3 +65,30 @@ def test_a_disabled_live_gate_is_skipped(tmp_path, calls: list[str]) -> None:
         data_dir=tmp_path, model=ModelSettings(live_gate=LiveGateSettings(enabled=False))
     )
     assert job.train(settings, AS_OF).live_gate is None and calls == ["train"]
+
+
+def test_a_challenger_with_too_few_matured_labels_keeps_its_place_for_a_few_weeks(
+    tmp_path, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chargebacks take weeks: a challenger the gate could not judge (3 labelled frauds
+    on matured days, 30 needed) is kept while its labels mature, at most
+    ``max_weeks_kept`` retrains; then, or once judged, the week's version replaces it."""
+    kept: list[str | None] = []
+
+    def train(settings: Settings, **kwargs: Any) -> TrainResult:
+        kept.append(kwargs.get("keep_challenger"))
+        return TrainResult(version="5", promoted=False, reason="does not beat", metrics={})
+
+    monkeypatch.setattr("shopsentry.models.training.train_and_register", train)
+    settings = Settings(
+        data_dir=tmp_path, model=ModelSettings(live_gate=LiveGateSettings(max_weeks_kept=2))
+    )
+    for week in range(4):
+        job.train(settings, AS_OF.replace(day=1 + 7 * week), force=True)
+    assert kept == ["4", "4", None, None]
+    judged = {"promote": False, "labelled_frauds": 45, "challenger_version": "4"}
+    assert job.challenger_to_keep(settings, judged) is None  # judged: not better
+    thin = {**judged, "labelled_frauds": 3, "challenger_version": "6"}
+    assert job.challenger_to_keep(settings, thin) == "6"  # a new challenger's own count
+    assert job.challenger_to_keep(settings, {**thin, "promote": True}) is None
+    assert job.challenger_to_keep(settings, None) is None
