@@ -110,7 +110,7 @@ def train(
         use_warehouse=True,
         as_of=as_of,
         progress=lambda step, done, total: progress(step, done, total),
-        keep_challenger=challenger_to_keep(settings, live),
+        keep_challenger=challenger_to_keep(settings, live, as_of),
     )
     result = RetrainResult(
         as_of=as_of.isoformat() if as_of else None,
@@ -162,30 +162,36 @@ def judge_live_challenger(settings: Settings, as_of: datetime | None) -> dict[st
     return verdict.as_dict()
 
 
-def challenger_to_keep(settings: Settings, live: dict[str, Any] | None) -> str | None:
+def challenger_to_keep(
+    settings: Settings, live: dict[str, Any] | None, as_of: datetime | None
+) -> str | None:
     """The live challenger's version when it keeps its place this week: the gate had too
     few labelled frauds on matured days to judge it (chargebacks take weeks), and it has
-    been kept fewer than ``model.live_gate.max_weeks_kept`` times. Otherwise None: it was
-    judged (promoted, or not better), or has waited long enough, and the week's new
-    version may replace it. The count is kept in ``state_dir/retrain/kept.json``."""
+    been kept for fewer than ``model.live_gate.max_weeks_kept`` retrains. Otherwise None:
+    it was judged (promoted, or not better), or has waited long enough, and the week's
+    new version may replace it. The weeks are kept in ``state_dir/retrain/kept.json``,
+    by ``as_of``, so a retried run of the same week counts once."""
     gate = settings.model.live_gate
     if live is None or live["promote"] or live["labelled_frauds"] >= gate.min_labelled_frauds:
         return None
     version = str(live["challenger_version"])
+    week = as_of.isoformat() if as_of else "latest"
     path = settings.state_dir / "retrain" / "kept.json"
-    kept: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
-    if kept.get(version, 0) >= gate.max_weeks_kept:
-        logger.info("live challenger v%s was kept %d weeks: replaced", version, kept[version])
-        return None
-    kept[version] = kept.get(version, 0) + 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept))
-    os.replace(tmp, path)
+    kept: dict[str, list[str]] = json.loads(path.read_text()) if path.is_file() else {}
+    weeks = kept.setdefault(version, [])
+    if week not in weeks:
+        if len(weeks) >= gate.max_weeks_kept:
+            logger.info("live challenger v%s was kept %d weeks: replaced", version, len(weeks))
+            return None
+        weeks.append(week)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, path)
     logger.info(
         "live challenger v%s keeps its place (week %d of at most %d) while its labels mature",
         version,
-        kept[version],
+        weeks.index(week) + 1,
         gate.max_weeks_kept,
     )
     return version
