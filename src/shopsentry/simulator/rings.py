@@ -36,7 +36,7 @@ from shopsentry.simulator.frame import Frame
 from shopsentry.simulator.traffic import BUSY_STORE, POS_SOURCE
 
 if TYPE_CHECKING:
-    from shopsentry.simulator.scenarios import IncidentGen
+    from shopsentry.simulator.incidents import IncidentGen
 
 MINUTE_US = 60_000_000
 # Fresh ring accounts spend like a typical customer: log-normal around this amount.

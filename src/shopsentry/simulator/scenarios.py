@@ -11,7 +11,8 @@ Card-present fraud (a skimmed or cloned card at a shop's terminal) keeps the poi
 sale from being a free pass.
 
 The scenarios only the entities give away (a compromised terminal, fraud rings) are in
-:mod:`.rings`.
+:mod:`.rings`; what every scenario draws with (a victim, a known device, an amount near
+the user's norm, the browsing before checkout) is in :mod:`.incidents`.
 
 Fraud sessions browse less than real customers (half of them go straight to checkout),
 buy risky categories more often, and happen at any hour.
@@ -20,160 +21,37 @@ buy risky categories more often, and happen at any hour.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from shopsentry.simulator.config import (
-    ADD_TO_CART,
     ADDRESS_CHANGE,
     CARD,
-    CATEGORY_WEIGHTS,
     COUNTRIES,
-    COUNTRY_CODES,
     COUNTRY_TZ,
     DAY_US,
     FAILED_LOGIN,
-    FRAUD_ORIGINS,
     HOUR_US,
     LOGIN,
-    PAGE_VIEW,
     PASSWORD_CHANGE,
     PM_ADDED,
     POS_CATEGORIES,
-    PURCHASE,
-    RISKY_CATEGORIES,
     TAG_NAMES,
-    TAG_OF,
     US,
     SimulatorConfig,
 )
-from shopsentry.simulator.frame import Frame, RowBuilder
+from shopsentry.simulator.incidents import MINUTE_US, FraudAccount, IncidentGen, Incidents
 from shopsentry.simulator.population import Population
 from shopsentry.simulator.rings import card_testing_ring, fraud_ring
 from shopsentry.simulator.traffic import store_terminal
 
-_ORIGIN_INDEX = np.array([COUNTRY_CODES.index(c) for c, _ in FRAUD_ORIGINS])
-_ORIGIN_P = np.array([w for _, w in FRAUD_ORIGINS]) / sum(w for _, w in FRAUD_ORIGINS)
-_CW = np.asarray(CATEGORY_WEIGHTS, dtype=float) / sum(CATEGORY_WEIGHTS)
-MINUTE_US = 60 * US
+__all__ = ["FraudAccount", "FraudScenarios", "IncidentGen", "Incidents", "fraud_incidents"]
 
 
-@dataclass
-class FraudAccount:
-    """A fresh account opened by a fraudster (appended after the population's users)."""
+class FraudScenarios(IncidentGen):
+    """The scenarios of this module, each one incident per call, drawn with the
+    toolkit of :class:`~shopsentry.simulator.incidents.IncidentGen`."""
 
-    user: int
-    home: int
-    created_us: int
-
-
-@dataclass
-class Incidents:
-    """What the fraud generator produced: rows, new accounts, counts per scenario."""
-
-    frame: Frame
-    accounts: list[FraudAccount] = field(default_factory=list)
-    purchases: dict[str, int] = field(default_factory=dict)
-
-
-class IncidentGen:
-    def __init__(self, pop: Population, config: SimulatorConfig, rng: np.random.Generator) -> None:
-        self.pop = pop
-        self.config = config
-        self.rng = rng
-        self.rows = RowBuilder()
-        self.accounts: list[FraudAccount] = []
-        self.purchases: dict[str, int] = {}
-        self.ring_victims: set[int] = set()  # taken over by a ring once, never twice
-        # Victims need some history: accounts at least two days old at the incident.
-        self.weights = pop.activity / pop.activity.sum()
-
-    # -- helpers ---------------------------------------------------------------------
-    def r(self) -> float:
-        return float(self.rng.random())
-
-    def uniform(self, lo: float, hi: float) -> float:
-        return float(self.rng.uniform(lo, hi))
-
-    def new_id(self) -> int:
-        return int(self.rng.integers(1, 2**62))
-
-    def origin(self, avoid: int) -> int:
-        for _ in range(8):
-            c = int(self.rng.choice(_ORIGIN_INDEX, p=_ORIGIN_P))
-            if c != avoid:
-                return c
-        return (avoid + 1) % len(COUNTRIES)
-
-    def anchor(self, margin_us: int = 0) -> int:
-        """A time in the window, leaving ``margin_us`` for what follows it."""
-        start, end = self.config.start_us, self.config.end_us
-        return start + int(self.r() * max(end - start - margin_us, 1))
-
-    def victim(self, at: int) -> int | None:
-        for _ in range(20):
-            u = int(self.rng.choice(self.pop.n, p=self.weights))
-            if self.pop.created_us[u] <= at - 2 * DAY_US:
-                return u
-        return None
-
-    def known_device(self, u: int) -> tuple[int, int, int]:
-        slot = int(self.rng.integers(0, self.pop.n_devices[u]))
-        return (
-            int(self.pop.devices[u, slot]),
-            int(self.pop.device_kind[u, slot]),
-            int(self.pop.device_ip[u, slot]),
-        )
-
-    def known_card(self, u: int) -> int:
-        return int(self.pop.cards[u, int(self.rng.integers(0, self.pop.n_cards[u]))])
-
-    def usual_amount(self, u: int) -> float:
-        return float(np.exp(self.rng.normal(self.pop.mu[u], self.pop.sigma[u])))
-
-    def risky_category(self, risky_share: float, u: int | None = None) -> int:
-        if self.r() < risky_share:
-            return int(self.rng.choice(RISKY_CATEGORIES))
-        if u is not None and u < self.pop.n and self.r() < 0.5:
-            return int(self.pop.fav_category[u])
-        return int(self.rng.choice(len(_CW), p=_CW))
-
-    def browse(self, t: int, ctx: dict[str, int], *, careful: bool) -> int:
-        """Page views (and a cart add) before checkout; returns the checkout time.
-        Careless fraudsters go straight to checkout, careful ones browse like customers."""
-        pages = 1 + int(self.rng.poisson(2.0)) if careful else int(self.rng.integers(0, 2))
-        for _ in range(pages):
-            t += int(self.rng.exponential(30.0) * US) + US
-            self.rows.add(ts=t, etype=PAGE_VIEW, aux=int(self.rng.integers(100_000)), **ctx)
-        if careful or self.r() < 0.5:
-            t += int(self.rng.exponential(20.0) * US) + US
-            self.rows.add(
-                ts=t,
-                etype=ADD_TO_CART,
-                aux=int(self.rng.integers(100_000)),
-                qty=1,
-                amount=round(self.uniform(5, 200), 2),
-                **ctx,
-            )
-        return t + int(self.rng.exponential(30.0) * US) + US
-
-    def purchase(self, scenario: str, ts: int, ctx: dict[str, int], **fields: int | float) -> None:
-        """One fraud purchase; shipped to an address of the fraudster's unless ``addr``
-        says otherwise (the victim's own address, a ring's drop)."""
-        fields.setdefault("qty", 1)
-        fields.setdefault("pm", CARD)
-        if int(fields.get("shipping", -1)) >= 0 and "addr" not in fields:
-            fields["addr"] = self.new_id()
-        self.rows.add(ts=ts, etype=PURCHASE, tag=TAG_OF[scenario], fraud=True, **ctx, **fields)
-        self.purchases[scenario] = self.purchases.get(scenario, 0) + 1
-
-    def fraud_account(self, at: int, home: int) -> int:
-        user = self.pop.n + len(self.accounts)
-        self.accounts.append(FraudAccount(user=user, home=home, created_us=at))
-        return user
-
-    # -- scenarios ------------------------------------------------------------------------
     def card_testing(self) -> None:
         """Bursts of tiny charges, usually each on another stolen card, to find live ones."""
         subtle = self.r() < 0.3
@@ -286,42 +164,7 @@ class IncidentGen:
         t = self.anchor(HOUR_US)
         card = self.new_id()
         if ordinary:
-            u = self.victim(t)
-            if u is None:
-                return
-            home = int(self.pop.home[u])
-            device, kind, ip = self.known_device(u)
-            ctx = {"user": u, "source": kind, "device": device, "ip": ip, "country": home}
-            added = self.r()
-            if added < 0.25:  # typed in at checkout without saving: no "added" event
-                t = self.browse(t, ctx, careful=self.r() < 0.5)
-            elif added < 0.65:  # the card was added earlier (days ago), as a customer would
-                self.rows.add(
-                    ts=t - int(self.uniform(1, 120) * HOUR_US),
-                    etype=PM_ADDED,
-                    pm=CARD,
-                    card=card,
-                    **ctx,
-                )
-                t = self.browse(t, ctx, careful=self.r() < 0.5)
-            else:
-                self.rows.add(ts=t, etype=PM_ADDED, pm=CARD, card=card, **ctx)
-                t = self.browse(
-                    t + int(self.uniform(0.2, 10) * MINUTE_US), ctx, careful=self.r() < 0.5
-                )
-            amount = self.usual_amount(u) * self.uniform(1.5, 3.0)
-            self.purchase(
-                name,
-                t,
-                ctx,
-                amount=round(amount, 2),
-                card=card,
-                billing=home,
-                shipping=home,
-                addr=int(self.pop.address[u]),
-                qty=1 + int(self.rng.poisson(0.5)),
-                aux=self.risky_category(0.6, u),
-            )
+            self._stolen_card_ordinary(name, t, card)
             return
         if self.r() < 0.3:
             home = self.origin(-1)
@@ -357,6 +200,44 @@ class IncidentGen:
             shipping=shipping,
             qty=1 + int(self.rng.poisson(0.7)),
             aux=self.risky_category(0.75, u),
+        )
+
+    def _stolen_card_ordinary(self, name: str, t: int, card: int) -> None:
+        """The ordinary variant of :meth:`stolen_card`: the new card on the victim's own
+        device, at home, for an amount near the norm, shipped to the victim's address."""
+        u = self.victim(t)
+        if u is None:
+            return
+        home = int(self.pop.home[u])
+        device, kind, ip = self.known_device(u)
+        ctx = {"user": u, "source": kind, "device": device, "ip": ip, "country": home}
+        added = self.r()
+        if added < 0.25:  # typed in at checkout without saving: no "added" event
+            t = self.browse(t, ctx, careful=self.r() < 0.5)
+        elif added < 0.65:  # the card was added earlier (days ago), as a customer would
+            self.rows.add(
+                ts=t - int(self.uniform(1, 120) * HOUR_US),
+                etype=PM_ADDED,
+                pm=CARD,
+                card=card,
+                **ctx,
+            )
+            t = self.browse(t, ctx, careful=self.r() < 0.5)
+        else:
+            self.rows.add(ts=t, etype=PM_ADDED, pm=CARD, card=card, **ctx)
+            t = self.browse(t + int(self.uniform(0.2, 10) * MINUTE_US), ctx, careful=self.r() < 0.5)
+        amount = self.usual_amount(u) * self.uniform(1.5, 3.0)
+        self.purchase(
+            name,
+            t,
+            ctx,
+            amount=round(amount, 2),
+            card=card,
+            billing=home,
+            shipping=home,
+            addr=int(self.pop.address[u]),
+            qty=1 + int(self.rng.poisson(0.5)),
+            aux=self.risky_category(0.6, u),
         )
 
     def card_present(self) -> None:
@@ -524,7 +405,7 @@ def fraud_incidents(
     pop: Population, config: SimulatorConfig, rng: np.random.Generator, wanted_purchases: int
 ) -> Incidents:
     """Generate incidents until about ``wanted_purchases`` fraud purchases exist."""
-    gen = IncidentGen(pop, config, rng)
+    gen = FraudScenarios(pop, config, rng)
     kinds: dict[str, Callable[[], None]] = {
         "card_testing": gen.card_testing,
         "account_takeover": gen.account_takeover,
