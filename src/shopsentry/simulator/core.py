@@ -38,10 +38,11 @@ from shopsentry.simulator.config import (
     SimulatorConfig,
 )
 from shopsentry.simulator.frame import Frame
+from shopsentry.simulator.life_events import life_event_markers
 from shopsentry.simulator.population import Population, build_population
 from shopsentry.simulator.rings import TERMINAL_SHARE, compromise_terminals
 from shopsentry.simulator.scenarios import fraud_incidents
-from shopsentry.simulator.traffic import legit_sessions, life_event_markers
+from shopsentry.simulator.traffic import legit_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,32 @@ class RenderedEvent(NamedTuple):
 
 def _hex(prefix: str, value: int) -> str | None:
     return None if value < 0 else f"{prefix}{value:016x}"
+
+
+def _behaviour_fields(head: dict[str, Any], kind: str, i: int, lists: dict[str, list[Any]]) -> None:
+    """Add the fields of behaviour event ``i`` (of type ``kind``) to ``head``, in the
+    order the codec writes them; ``lists`` are the frame's columns as Python lists."""
+    head["event_type"] = kind
+    aux = lists["aux"][i]
+    if kind == "page_view":
+        page = PAGES[aux % len(PAGES)]
+        head["page"] = page.format(n=aux, cat=CATEGORIES[aux % len(CATEGORIES)])
+    elif kind == "search":
+        head["query"] = QUERIES[aux % len(QUERIES)]
+    elif kind == "add_to_cart":
+        head.update(product_id=f"p-{aux:05d}", quantity=lists["qty"][i], price=lists["amount"][i])
+    elif kind == "failed_login":
+        head["reason"] = FAILED_REASONS[aux]
+    elif kind == "address_change":
+        head.update(
+            address_kind="shipping" if aux else "billing",
+            new_country=COUNTRY_CODES[lists["shipping"][i]],
+        )
+    elif kind == "payment_method_added":
+        head.update(
+            payment_method=PAYMENT_METHODS[lists["pm"][i]],
+            card_fingerprint=_hex("card-", lists["card"][i]),
+        )
 
 
 class Simulator:
@@ -227,30 +254,8 @@ class Simulator:
                     shipping_address_hash=_hex("addr-", addr_l[i]),
                 )
             else:
-                kind = EVENT_TYPES[et]
-                head.update(
-                    device_fingerprint=device, ip_fingerprint=ip, country=country, event_type=kind
-                )
-                aux = aux_l[i]
-                if kind == "page_view":
-                    page = PAGES[aux % len(PAGES)]
-                    head["page"] = page.format(n=aux, cat=CATEGORIES[aux % len(CATEGORIES)])
-                elif kind == "search":
-                    head["query"] = QUERIES[aux % len(QUERIES)]
-                elif kind == "add_to_cart":
-                    head.update(product_id=f"p-{aux:05d}", quantity=qty_l[i], price=amt_l[i])
-                elif kind == "failed_login":
-                    head["reason"] = FAILED_REASONS[aux]
-                elif kind == "address_change":
-                    head.update(
-                        address_kind="shipping" if aux else "billing",
-                        new_country=COUNTRY_CODES[ship_l[i]],
-                    )
-                elif kind == "payment_method_added":
-                    head.update(
-                        payment_method=PAYMENT_METHODS[pm_l[i]],
-                        card_fingerprint=_hex("card-", card_l[i]),
-                    )
+                head.update(device_fingerprint=device, ip_fingerprint=ip, country=country)
+                _behaviour_fields(head, EVENT_TYPES[et], i, lists)
             yield RenderedEvent(event_id, EVENT_TYPES[et], users[i], source, ts_l[i], dumps(head))
 
     def events(self) -> Iterator[AnyEvent]:

@@ -6,7 +6,7 @@ purchase alone). Session start times follow each user's active hours in local ti
 sessions are expanded to events with vectorised repeats, so a month of 20,000 users
 costs seconds. The life events of :mod:`.population` (trip, new phone, new card) shape
 the sessions that fall after them; their marker events (the login abroad, the login
-from the new phone, the card added) are emitted here too.
+from the new phone, the card added) are emitted by :mod:`.life_events`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from shopsentry.simulator.config import (
     LOGIN,
     PAGE_VIEW,
     PASSWORD_CHANGE,
-    PM_ADDED,
     POS_CATEGORIES,
     PURCHASE,
     QUERIES,
@@ -36,7 +35,7 @@ from shopsentry.simulator.config import (
     US,
     SimulatorConfig,
 )
-from shopsentry.simulator.frame import Frame, RowBuilder, filled
+from shopsentry.simulator.frame import Frame, filled
 from shopsentry.simulator.population import MOBILE, NEVER, Population, new_ids
 
 # Order of event kinds inside a session (columns of the per-session count matrix).
@@ -246,6 +245,8 @@ def _fill_purchases(
     switched: np.ndarray,
     config: SimulatorConfig,
 ) -> None:
+    """The purchase columns of the legitimate rows: amount and items, payment, shipping,
+    category, and the hard case (if any) each purchase is tagged with."""
     idx = np.flatnonzero(is_purchase)
     m = len(idx)
     u = cols["user"][idx]
@@ -260,27 +261,10 @@ def _fill_purchases(
     amount = np.clip(np.round(amount, 2), 1.0, 250_000.0)
     items = np.where(big, 1, 1 + rng.poisson(0.9, size=m))
 
-    pm = np.where(rng.random(m) < 0.8, pop.primary_pm[u], CARD)
-    pm = np.where(pos, np.where(rng.random(m) < 0.85, CARD, CASH), pm).astype(np.int8)
-    card_slot = (rng.random(m) * pop.n_cards[u]).astype(np.int64)
-    card = pop.cards[u, card_slot]
-    uses_new = (ts >= pop.card_add_us[u]) & (rng.random(m) < 0.6)
-    card = np.where(uses_new, pop.new_card[u], card)
-    backed = np.isin(pm, list(CARD_BACKED))
-    card = np.where(backed, card, -1)
-
+    pm, card, uses_new, backed = _purchase_payment(pop, rng, u, pos, ts)
     home = pop.home[u]
     trip = in_trip[ps]
-    gift = ~pos & (rng.random(m) < 0.03)
-    other = (home + rng.integers(1, len(COUNTRIES), size=m)) % len(COUNTRIES)
-    shipping = np.where(gift, other, home)
-    shipping = np.where(trip & (rng.random(m) < 0.3), pop.trip_country[u], shipping)
-    addr = np.where(shipping == home, pop.address[u], new_ids(rng, m))
-    reship = ~pos & (pop.reship_addr[u] >= 0) & (rng.random(m) < RESHIP_USE)
-    shipping = np.where(reship, pop.reship_country[u], shipping)
-    addr = np.where(reship, pop.reship_addr[u], addr)
-    shipping = np.where(pos, -1, shipping).astype(np.int16)
-    addr = np.where(pos, -1, addr)
+    shipping, addr, gift, reship = _purchase_shipping(pop, rng, u, pos, trip)
 
     cw = np.asarray(CATEGORY_WEIGHTS, dtype=float)
     category = np.where(
@@ -319,6 +303,45 @@ def _fill_purchases(
     cols["tag"][idx] = tag
 
 
+def _purchase_payment(
+    pop: Population, rng: np.random.Generator, u: np.ndarray, pos: np.ndarray, ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How each purchase is paid: the method (cash or card at a till), the card (a card
+    the user has, or the new one once it exists; -1 when no card backs the method),
+    whether it is the new card, and whether a card backs the method at all."""
+    m = len(u)
+    pm = np.where(rng.random(m) < 0.8, pop.primary_pm[u], CARD)
+    pm = np.where(pos, np.where(rng.random(m) < 0.85, CARD, CASH), pm).astype(np.int8)
+    card_slot = (rng.random(m) * pop.n_cards[u]).astype(np.int64)
+    card = pop.cards[u, card_slot]
+    uses_new = (ts >= pop.card_add_us[u]) & (rng.random(m) < 0.6)
+    card = np.where(uses_new, pop.new_card[u], card)
+    backed = np.isin(pm, list(CARD_BACKED))
+    card = np.where(backed, card, -1)
+    return pm, card, uses_new, backed
+
+
+def _purchase_shipping(
+    pop: Population, rng: np.random.Generator, u: np.ndarray, pos: np.ndarray, trip: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each purchase is shipped: home, a gift abroad, the trip's country or the
+    reshipper; the country and address (-1 for a till purchase, carried away), and
+    which are gifts and which go through the reshipper."""
+    m = len(u)
+    home = pop.home[u]
+    gift = ~pos & (rng.random(m) < 0.03)
+    other = (home + rng.integers(1, len(COUNTRIES), size=m)) % len(COUNTRIES)
+    shipping = np.where(gift, other, home)
+    shipping = np.where(trip & (rng.random(m) < 0.3), pop.trip_country[u], shipping)
+    addr = np.where(shipping == home, pop.address[u], new_ids(rng, m))
+    reship = ~pos & (pop.reship_addr[u] >= 0) & (rng.random(m) < RESHIP_USE)
+    shipping = np.where(reship, pop.reship_country[u], shipping)
+    addr = np.where(reship, pop.reship_addr[u], addr)
+    shipping = np.where(pos, -1, shipping).astype(np.int16)
+    addr = np.where(pos, -1, addr)
+    return shipping, addr, gift, reship
+
+
 def _fill_behaviour(
     cols: dict[str, np.ndarray], pop: Population, rng: np.random.Generator, etype: np.ndarray
 ) -> None:
@@ -338,135 +361,4 @@ def _fill_behaviour(
     cols["aux"][:] = np.where(etype == PURCHASE, cols["aux"], aux)
 
 
-def _checkout(
-    rows: RowBuilder,
-    rng: np.random.Generator,
-    pop: Population,
-    u: int,
-    t: int,
-    common: dict[str, int],
-    card: int,
-    shipping: int,
-    tag: str,
-) -> None:
-    """A short legitimate session ending in an ordinary purchase (used after a life event)."""
-    for _ in range(int(rng.integers(0, 4))):
-        t += int(rng.exponential(30.0) * US) + US
-        rows.add(ts=t, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
-    amount = round(float(np.exp(rng.normal(pop.mu[u], pop.sigma[u]))), 2)
-    t += int(rng.exponential(20.0) * US) + US
-    rows.add(
-        ts=t, etype=ADD_TO_CART, aux=int(rng.integers(100_000)), qty=1, amount=amount, **common
-    )
-    t += int(rng.exponential(40.0) * US) + US
-    category = (
-        int(pop.fav_category[u])
-        if rng.random() < 0.5
-        else int(rng.integers(0, len(CATEGORY_WEIGHTS)))
-    )
-    rows.add(
-        ts=t,
-        etype=PURCHASE,
-        amount=max(amount, 1.0),
-        qty=1 + int(rng.poisson(0.5)),
-        pm=CARD,
-        card=card,
-        billing=int(pop.home[u]),
-        shipping=shipping,
-        addr=int(pop.address[u]) if shipping == pop.home[u] else int(rng.integers(1, 2**62)),
-        aux=category,
-        tag=TAG_OF[tag],
-        **common,
-    )
-
-
-def life_event_markers(pop: Population, config: SimulatorConfig, rng: np.random.Generator) -> Frame:
-    """The events that start a life event: the first login from a new phone (sometimes
-    after a forgotten password and a reset), the card being added, the login abroad."""
-    rows = RowBuilder()
-    start, end = config.start_us, config.end_us
-    for u in np.flatnonzero((pop.phone_switch_us >= start) & (pop.phone_switch_us < end)).tolist():
-        t = int(pop.phone_switch_us[u])
-        common = {
-            "user": u,
-            "source": MOBILE,
-            "device": int(pop.new_phone[u]),
-            "ip": int(pop.device_ip[u, 0]) if rng.random() < 0.5 else int(rng.integers(1, 2**62)),
-            "country": int(pop.home[u]),
-        }
-        if rng.random() < 0.3:
-            rows.add(ts=t - 90 * US, etype=FAILED_LOGIN, aux=0, **common)
-            if rng.random() < 0.5:
-                rows.add(ts=t - 40 * US, etype=PASSWORD_CHANGE, **common)
-        rows.add(ts=t, etype=LOGIN, **common)
-        rows.add(ts=t + 20 * US, etype=PAGE_VIEW, aux=int(rng.integers(100_000)), **common)
-        if rng.random() < 0.6:  # the new phone's first session ends in a purchase
-            card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
-            _checkout(rows, rng, pop, u, t + 30 * US, common, card, int(pop.home[u]), "new_phone")
-    for u in np.flatnonzero((pop.card_add_us >= start) & (pop.card_add_us < end)).tolist():
-        t = int(pop.card_add_us[u])
-        # A reissued card (expiry, a bank's replacement) just shows up at checkout with
-        # no "payment method added" event, exactly as a stolen card typed in would.
-        if rng.random() < 0.8:
-            rows.add(
-                ts=t,
-                user=u,
-                etype=PM_ADDED,
-                source=int(pop.device_kind[u, 0]),
-                device=int(pop.devices[u, 0]),
-                ip=int(pop.device_ip[u, 0]),
-                country=int(pop.home[u]),
-                pm=CARD,
-                card=int(pop.new_card[u]),
-            )
-        if rng.random() < 0.7:  # added at checkout, used at once
-            common = {
-                "user": u,
-                "source": int(pop.device_kind[u, 0]),
-                "device": int(pop.devices[u, 0]),
-                "ip": int(pop.device_ip[u, 0]),
-                "country": int(pop.home[u]),
-            }
-            home = int(pop.home[u])
-            later = t + int(rng.uniform(0.2, 10) * 60 * US)
-            _checkout(rows, rng, pop, u, later, common, int(pop.new_card[u]), home, "new_card")
-    for u in np.flatnonzero((pop.trip_start_us >= start) & (pop.trip_start_us < end)).tolist():
-        t = int(pop.trip_start_us[u]) + int(rng.uniform(0, 12) * HOUR_US)
-        slot = int(rng.integers(0, pop.n_devices[u]))
-        dev = (
-            int(pop.new_phone[u])
-            if t >= pop.phone_switch_us[u] and slot == pop.phone_slot[u]
-            else int(pop.devices[u, slot])
-        )
-        rows.add(
-            ts=t,
-            user=u,
-            etype=LOGIN,
-            source=int(pop.device_kind[u, slot]),
-            device=dev,
-            ip=int(pop.trip_ip[u]),
-            country=int(pop.trip_country[u]),
-        )
-        if rng.random() < 0.3:  # landed, logged in, bought something at once
-            common = {
-                "user": u,
-                "source": int(pop.device_kind[u, slot]),
-                "device": dev,
-                "ip": int(pop.trip_ip[u]),
-                "country": int(pop.trip_country[u]),
-            }
-            card = int(pop.cards[u, int(rng.integers(0, pop.n_cards[u]))])
-            ship = int(pop.trip_country[u]) if rng.random() < 0.4 else int(pop.home[u])
-            _checkout(rows, rng, pop, u, t + 15 * US, common, card, ship, "travel")
-    frame = rows.frame()
-    keep = (
-        (frame.cols["ts"] >= start)
-        & (frame.cols["ts"] < end)
-        & (pop.created_us[frame.cols["user"]] <= frame.cols["ts"])
-    )
-    frame = frame.take(np.flatnonzero(keep))
-    frame.cols["ts"] += frame.cols["ts"] % US == 0
-    return frame
-
-
-__all__ = ["NEVER", "legit_sessions", "life_event_markers", "sample_session_starts"]
+__all__ = ["NEVER", "legit_sessions", "sample_session_starts"]
