@@ -122,8 +122,42 @@ class WorkerMetrics:
     """Every metric a detector worker exposes (names from the shared brief)."""
 
     def __init__(self) -> None:
+        # One registry per worker; the families are registered (and so exposed) in the
+        # order below, grouped by what they watch.
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._add_flow_metrics(r)
+        # The champion's reloads and version, and the lag of the partitions it scores.
+        self.model_reloads = Counter(
+            "shopsentry_model_reloads",
+            "Champion reload attempts, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "shopsentry_consumer_lag",
+            "Records behind the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_version_info = Gauge(
+            "shopsentry_model_version_info",
+            "1 for the model version now scoring.",
+            ["version"],
+            registry=r,
+        )
+        self._add_challenger_metrics(r)
+        self._add_rule_metrics(r)
+        self.in_flight = Gauge(
+            "shopsentry_in_flight_events", "Events polled but not yet committed.", registry=r
+        )
+        self._add_latency_histograms(r)
+        self._version: str | None = None
+        self._challenger: str | None = None
+
+    def _add_flow_metrics(self, r: CollectorRegistry) -> None:
+        """What became of the input records: handled, decided, alerted, dead-lettered,
+        or skipped as a redelivery, a retry or an already decided replay."""
         self.events_processed = Counter(
             "shopsentry_events_processed",
             "Input events handled (valid or not).",
@@ -159,25 +193,9 @@ class WorkerMetrics:
             "Replayed purchases (after a restore) whose decision already on the log was kept.",
             registry=r,
         )
-        self.model_reloads = Counter(
-            "shopsentry_model_reloads",
-            "Champion reload attempts, by outcome.",
-            ["outcome"],
-            registry=r,
-        )
-        self.consumer_lag = Gauge(
-            "shopsentry_consumer_lag",
-            "Records behind the end of each assigned partition.",
-            ["topic", "partition"],
-            registry=r,
-        )
-        self.model_version_info = Gauge(
-            "shopsentry_model_version_info",
-            "1 for the model version now scoring.",
-            ["version"],
-            registry=r,
-        )
-        # The challenger beside the champion (docs/model-ops.md).
+
+    def _add_challenger_metrics(self, r: CollectorRegistry) -> None:
+        """The challenger beside the champion (docs/model-ops.md)."""
         self.challenger_reloads = Counter(
             "shopsentry_challenger_reloads",
             "Challenger load attempts, by outcome.",
@@ -207,6 +225,9 @@ class WorkerMetrics:
             ["champion_band", "challenger_band"],
             registry=r,
         )
+
+    def _add_rule_metrics(self, r: CollectorRegistry) -> None:
+        """The analysts' rules: hits and errors per rule, and the rule-set version."""
         self.rule_hits = Counter(
             "shopsentry_rule_hits",
             "Purchases an analyst rule fired on, by rule and mode (shadow rules never act).",
@@ -222,9 +243,10 @@ class WorkerMetrics:
         self.rule_set_version = Gauge(
             "shopsentry_rule_set_version", "The rule-set version this worker applies.", registry=r
         )
-        self.in_flight = Gauge(
-            "shopsentry_in_flight_events", "Events polled but not yet committed.", registry=r
-        )
+
+    def _add_latency_histograms(self, r: CollectorRegistry) -> None:
+        """End-to-end, per-stage and scorer latency, fed a micro-batch at a time
+        (:class:`BatchHistogram`), with the children the hot path observes."""
         self._e2e = _HistogramCollector(
             "shopsentry_end_to_end_latency_seconds",
             "Input record log timestamp to decision durable (label since names the start clock).",
@@ -243,8 +265,6 @@ class WorkerMetrics:
         self.e2e = self._e2e.labels(E2E_SINCE)
         self.stage = {name: self._stage.labels(name) for name in STAGES}
         self.prediction = self._prediction.labels()
-        self._version: str | None = None
-        self._challenger: str | None = None
 
     def set_challenger_version(self, version: str | None) -> None:
         """The challenger version now scoring, or None for none."""
