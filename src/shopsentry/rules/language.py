@@ -2,10 +2,11 @@
 
 Analysts write conditions in the Common Expression Language (the language of
 Kubernetes admission policies and Envoy's RBAC): ``purchase.amount > 500.0 &&
-features.new_device == 1.0``. The text is parsed by ``cel-python``'s standard grammar;
-this module type-checks the tree against the names a rule may use and compiles it into
-NumPy operations over columns, so 50 rules cost a few microseconds per purchase instead
-of one interpreter call per rule and purchase.
+features.new_device == 1.0``. The text is parsed by ``cel-python``'s standard grammar
+(:mod:`shopsentry.rules.syntax`, which also says where in the text an error is); this
+module type-checks the tree against the names a rule may use and compiles it into NumPy
+operations over columns, so 50 rules cost a few microseconds per purchase instead of one
+interpreter call per rule and purchase.
 
 Names a rule may use:
 
@@ -27,14 +28,12 @@ that errs on a purchase does not fire there; the caller counts the error per rul
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
-from shopsentry.errors import TerminalError
 from shopsentry.rules.columns import (
     ARITH,
     COMPARE,
@@ -56,21 +55,19 @@ from shopsentry.rules.columns import (
     purchase_reader,
     score_reader,
 )
+from shopsentry.rules.syntax import (
+    RuleSyntaxError,
+    arguments,
+    dotted_path,
+    fail,
+    literal_value,
+    parse,
+)
 
 __all__ = [
     "LIST_NAMES", "Columns", "Compiled", "Kind", "ListName", "Mask", "RuleSyntaxError",
     "Vocabulary", "compile_rule",
 ]  # fmt: skip
-
-
-class RuleSyntaxError(TerminalError):
-    """A rule that does not parse, names an unknown field or mixes types."""
-
-    def __init__(self, reason: str, *, line: int = 1, column: int = 1) -> None:
-        super().__init__(f"{line}:{column}: {reason}")
-        self.reason = reason
-        self.line = line
-        self.column = column
 
 
 @dataclass(frozen=True)
@@ -99,18 +96,6 @@ class Compiled:
         return fires, errors
 
 
-def _pos(node: Any) -> tuple[int, int]:
-    meta = getattr(node, "meta", None)
-    line = getattr(node, "line", None) or getattr(meta, "line", None) or 1
-    column = getattr(node, "column", None) or getattr(meta, "column", None) or 1
-    return int(line), int(column)
-
-
-def _fail(node: Any, reason: str) -> RuleSyntaxError:
-    line, column = _pos(node)
-    return RuleSyntaxError(reason, line=line, column=column)
-
-
 class _Compiler:
     def __init__(self, vocabulary: Vocabulary) -> None:
         self.vocab = vocabulary
@@ -120,13 +105,13 @@ class _Compiler:
     def node(self, tree: Any) -> Expr:
         handler = getattr(self, f"_{tree.data}", None)
         if handler is None:
-            raise _fail(tree, f"{tree.data.replace('_', ' ')} is not supported in rules")
+            raise fail(tree, f"{tree.data.replace('_', ' ')} is not supported in rules")
         result: Expr = handler(tree)
         return result
 
     def _pass(self, tree: Any) -> Expr:
         if len(tree.children) != 1:
-            raise _fail(tree, f"unexpected {tree.data}")
+            raise fail(tree, f"unexpected {tree.data}")
         return self.node(tree.children[0])
 
     _member = _primary = _paren_expr = _pass
@@ -137,7 +122,7 @@ class _Compiler:
         cond, yes, no = (self.node(c) for c in tree.children)
         self._want(tree.children[0], cond, "bool", "the condition of ?:")
         if yes.kind != no.kind:
-            raise _fail(tree, f"the two branches of ?: differ ({yes.kind} and {no.kind})")
+            raise fail(tree, f"the two branches of ?: differ ({yes.kind} and {no.kind})")
 
         def run(cols: Columns) -> Value:
             c, ce = cond.run(cols)
@@ -206,11 +191,11 @@ class _Compiler:
         if "null" in (left.kind, right.kind):
             return self._null_test(tree, op, left, right)
         if left.kind != right.kind:
-            raise _fail(tree, f"cannot compare {left.kind} with {right.kind}")
+            raise fail(tree, f"cannot compare {left.kind} with {right.kind}")
         if left.kind == "bool" and op not in ("eq", "ne"):
-            raise _fail(tree, "true/false values compare only with == and !=")
+            raise fail(tree, "true/false values compare only with == and !=")
         if left.kind in ("list", "set"):
-            raise _fail(tree, "lists can only be the right side of 'in'")
+            raise fail(tree, "lists can only be the right side of 'in'")
         compare = COMPARE[op]
 
         def run(cols: Columns) -> Value:
@@ -228,9 +213,9 @@ class _Compiler:
 
     def _in(self, tree: Any, left: Expr, right: Expr) -> Expr:
         if right.kind not in ("list", "set"):
-            raise _fail(tree, "the right side of 'in' must be a list or lists.<list>.<entity>")
+            raise fail(tree, "the right side of 'in' must be a list or lists.<list>.<entity>")
         if left.kind not in ("num", "str"):
-            raise _fail(tree, f"'in' needs a number or a string on the left, not {left.kind}")
+            raise fail(tree, f"'in' needs a number or a string on the left, not {left.kind}")
 
         # The same membership (a field in a list) appears in many rules: computed once
         # per batch when the left side is a field and the right a named or literal list.
@@ -252,7 +237,7 @@ class _Compiler:
     def _null_test(self, tree: Any, op: str, left: Expr, right: Expr) -> Expr:
         field = left if right.kind == "null" else right
         if op not in ("eq", "ne") or field.path is None:
-            raise _fail(tree, "null compares only with == or != against a field")
+            raise fail(tree, "null compares only with == or != against a field")
         present = self._presence(tree, field.path)
         negate = op == "eq"
 
@@ -307,14 +292,14 @@ class _Compiler:
 
     # -- names ----------------------------------------------------------------------
     def _member_dot(self, tree: Any) -> Expr:
-        return self._reference(tree.children[-1], _path(tree))
+        return self._reference(tree.children[-1], dotted_path(tree))
 
     def _ident(self, tree: Any) -> Expr:
-        return self._reference(tree, _path(tree))
+        return self._reference(tree, dotted_path(tree))
 
     def _reference(self, tree: Any, path: tuple[str, ...] | None) -> Expr:
         if path is None:
-            raise _fail(tree, "only purchase.<field>, features.<name>, score and lists.* exist")
+            raise fail(tree, "only purchase.<field>, features.<name>, score and lists.* exist")
         name = ".".join(path)
         if path == ("score",):
             self.references.add(name)
@@ -322,26 +307,24 @@ class _Compiler:
         if len(path) == 2 and path[0] == "purchase":
             kind = self.vocab.purchase_fields.get(path[1])
             if kind is None:
-                raise _fail(tree, _unknown(name, sorted(self.vocab.purchase_fields), "purchase."))
+                raise fail(tree, _unknown(name, sorted(self.vocab.purchase_fields), "purchase."))
             self.references.add(name)
             return Expr(kind, purchase_reader(path[1]), path=path)
         if len(path) == 2 and path[0] == "features":
             if path[1] not in self.vocab.features:
-                raise _fail(tree, _unknown(name, sorted(self.vocab.features), "features."))
+                raise fail(tree, _unknown(name, sorted(self.vocab.features), "features."))
             self.references.add(name)
             return Expr("num", feature_reader(path[1]), path=path)
         if len(path) == 3 and path[0] == "lists":
             list_name, entity = path[1], path[2]
             if list_name not in LIST_NAMES:
-                raise _fail(tree, f"unknown list {list_name!r} (lists: block, allow)")
+                raise fail(tree, f"unknown list {list_name!r} (lists: block, allow)")
             if entity not in self.vocab.entities:
-                raise _fail(
-                    tree, _unknown(name, sorted(self.vocab.entities), f"lists.{list_name}.")
-                )
+                raise fail(tree, _unknown(name, sorted(self.vocab.entities), f"lists.{list_name}."))
             self.references.add(name)
             chosen = cast(ListName, list_name)
             return Expr("set", lambda cols: (cols.listed(chosen, entity), None), path=path)
-        raise _fail(
+        raise fail(
             tree, f"unknown name {name!r} (purchase.<field>, features.<name>, score, lists.*)"
         )
 
@@ -354,33 +337,33 @@ class _Compiler:
             return lambda cols: ~np.isnan(cols.feature(name))
         if path == ("score",):
             return lambda cols: ~np.isnan(cols.score())
-        raise _fail(tree, "has() takes purchase.<field> or features.<name>")
+        raise fail(tree, "has() takes purchase.<field> or features.<name>")
 
     def _ident_arg(self, tree: Any) -> Expr:
         name = str(tree.children[0])
-        args = _arguments(tree.children[1] if len(tree.children) > 1 else None)
+        args = arguments(tree.children[1] if len(tree.children) > 1 else None)
         if name != "has":
-            raise _fail(tree, f"unknown function {name!r} (rules may call has())")
+            raise fail(tree, f"unknown function {name!r} (rules may call has())")
         if len(args) != 1:
-            raise _fail(tree, "has() takes exactly one field")
+            raise fail(tree, "has() takes exactly one field")
         target = self.node(args[0])
         if target.path is None:
-            raise _fail(args[0], "has() takes purchase.<field> or features.<name>")
+            raise fail(args[0], "has() takes purchase.<field> or features.<name>")
         present = self._presence(tree, target.path)
         return Expr("bool", lambda cols: (present(cols), None))
 
     def _member_dot_arg(self, tree: Any) -> Expr:
         receiver_node, method = tree.children[0], str(tree.children[1])
-        args = _arguments(tree.children[2] if len(tree.children) > 2 else None)
+        args = arguments(tree.children[2] if len(tree.children) > 2 else None)
         if method not in STRING_METHODS:
-            raise _fail(tree, f"unknown method {method!r} (startsWith, endsWith, contains)")
+            raise fail(tree, f"unknown method {method!r} (startsWith, endsWith, contains)")
         receiver = self.node(receiver_node)
         self._want(receiver_node, receiver, "str", f".{method}()")
         if len(args) != 1:
-            raise _fail(tree, f".{method}() takes one string")
+            raise fail(tree, f".{method}() takes one string")
         arg = self.node(args[0])
         if arg.kind != "str" or arg.constant is None:
-            raise _fail(args[0], f".{method}() takes a string literal")
+            raise fail(args[0], f".{method}() takes a string literal")
         test, needle = STRING_METHODS[method], arg.constant
 
         def run(cols: Columns) -> Value:
@@ -398,54 +381,23 @@ class _Compiler:
     # -- literals -------------------------------------------------------------------
     def _literal(self, tree: Any) -> Expr:
         token = tree.children[0]
-        kind, value = _literal_value(token)
+        kind, value = literal_value(token)
         if kind == "null":
             return Expr("null", lambda cols: (None, None))
         return Expr(kind, lambda cols: (value, None), constant=value)
 
     def _list_lit(self, tree: Any) -> Expr:
-        nodes = _arguments(tree.children[0] if tree.children else None)
+        nodes = arguments(tree.children[0] if tree.children else None)
         items = [self.node(n) for n in nodes]
         for node, item in zip(nodes, items, strict=True):
             if item.constant is None or item.kind not in ("num", "str"):
-                raise _fail(node, "a list in a rule holds literal numbers or strings")
+                raise fail(node, "a list in a rule holds literal numbers or strings")
         members = frozenset(item.constant for item in items)
         return Expr("list", lambda cols: (members, None), constant=members)
 
     def _want(self, node: Any, expr: Expr, kind: Kind, where: str) -> None:
         if expr.kind != kind:
-            raise _fail(node, f"{where} must be {_KIND_WORDS[kind]}, not {_KIND_WORDS[expr.kind]}")
-
-
-def _path(tree: Any) -> tuple[str, ...] | None:
-    """``a.b.c`` as ('a', 'b', 'c'), or None if the member chain is not plain names."""
-    if tree.data == "ident":
-        return (str(tree.children[0]),)
-    if tree.data == "member_dot":
-        inner = _path(tree.children[0])
-        return None if inner is None else (*inner, str(tree.children[1]))
-    if tree.data in ("member", "primary") and len(tree.children) == 1:
-        return _path(tree.children[0])
-    return None
-
-
-def _arguments(exprlist: Any) -> list[Any]:
-    return [] if exprlist is None else list(exprlist.children)
-
-
-def _literal_value(token: Any) -> tuple[Kind, Any]:
-    text = str(token)
-    kind = token.type
-    if kind in ("INT_LIT", "FLOAT_LIT"):
-        return "num", float(int(text, 0) if kind == "INT_LIT" else float(text))
-    if kind == "BOOL_LIT":
-        return "bool", text == "true"
-    if kind == "NULL_LIT":
-        return "null", None
-    if kind in ("STRING_LIT", "MLSTRING_LIT"):
-        value = ast.literal_eval(text)
-        return "str", str(value)
-    raise _fail(token, f"{kind.lower().replace('_lit', '')} literals are not supported in rules")
+            raise fail(node, f"{where} must be {_KIND_WORDS[kind]}, not {_KIND_WORDS[expr.kind]}")
 
 
 def _unknown(name: str, known: Sequence[str], prefix: str) -> str:
@@ -466,36 +418,9 @@ _KIND_WORDS: dict[Kind, str] = {
 
 def compile_rule(source: str, vocabulary: Vocabulary) -> Compiled:
     """Parse and check ``source``; raise RuleSyntaxError with the position and the reason."""
-    from celpy.celparser import CELParseError, CELParser
-
-    if not source.strip():
-        raise RuleSyntaxError("the expression is empty")
-    try:
-        tree = _parser(CELParser).parse(source)
-    except CELParseError as exc:
-        line = getattr(exc, "line", None) or 1
-        column = getattr(exc, "column", None) or 1
-        raise RuleSyntaxError(
-            f"syntax error near {_near(source, line, column)!r}", line=line, column=column
-        ) from None
+    tree = parse(source)
     compiler = _Compiler(vocabulary)
     expr = compiler.node(tree)
     if expr.kind != "bool":
         raise RuleSyntaxError(f"a rule must be true or false, this is {_KIND_WORDS[expr.kind]}")
     return Compiled(source, frozenset(compiler.references), expr.run)
-
-
-_PARSER: Any = None
-
-
-def _parser(factory: Any) -> Any:
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = factory()
-    return _PARSER
-
-
-def _near(source: str, line: int, column: int) -> str:
-    lines = source.splitlines() or [source]
-    text = lines[min(line, len(lines)) - 1]
-    return text[max(column - 1, 0) : column + 11] or "the end"
