@@ -1,8 +1,10 @@
 """Apache Kafka as the event log, through confluent-kafka (librdkafka).
 
-:class:`KafkaLog` implements :class:`~shopsentry.bus.base.EventLog`: topic admin here,
-producer and consumer in :mod:`shopsentry.bus.kafka_client`, configuration and error
-translation in :mod:`shopsentry.bus.kafka_config`.
+:class:`KafkaLog` implements :class:`~shopsentry.bus.base.EventLog`: topics and groups
+here, on the bounded, retrying admin requests of :mod:`shopsentry.bus.kafka_admin`
+(the reachability probe, offsets); producer and consumer in
+:mod:`shopsentry.bus.kafka_client`, configuration and error translation in
+:mod:`shopsentry.bus.kafka_config`.
 
 Every call that talks to the cluster is bounded: the first use probes the brokers for at
 most ``connect_timeout_s`` and turns silence into :class:`BrokerUnavailable`, refused
@@ -14,24 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import (
-    KafkaError,
-    KafkaException,
-    TopicCollection,
-)
-from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
     AlterConfigOpType,
     ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewTopic,
-    OffsetSpec,
     ResourceType,
 )
 
@@ -45,15 +39,8 @@ from shopsentry.bus.base import (
     TopicPartition,
     TopicSpec,
 )
-from shopsentry.bus.kafka_config import (
-    UNKNOWN_TOPIC_CODES,
-    ErrorWatch,
-    admin_config,
-    client_error,
-    redact,
-    translate,
-    unavailable_error,
-)
+from shopsentry.bus.kafka_admin import UNKNOWN_TOPIC_GRACE_S, KafkaAdmin
+from shopsentry.bus.kafka_config import UNKNOWN_TOPIC_CODES, translate
 from shopsentry.config import KafkaSettings
 from shopsentry.errors import ConfigError, UnknownTopic
 
@@ -62,9 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-_UNKNOWN_TOPIC_GRACE_S = 3.0
 _ALWAYS_SHOWN_CONFIG = frozenset(
     {
         "retention.ms",
@@ -75,52 +59,14 @@ _ALWAYS_SHOWN_CONFIG = frozenset(
         "max.message.bytes",
     }
 )
-_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-_LEADER_MOVING: frozenset[int] = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.REPLICA_NOT_AVAILABLE,
-        KafkaError.FENCED_LEADER_EPOCH,
-        KafkaError.UNKNOWN_LEADER_EPOCH,
-        KafkaError.OFFSET_NOT_AVAILABLE,
-    }
-)
-_ADMIN_RETRY: frozenset[int] = _LEADER_MOVING | {
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NOT_CONTROLLER,
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-}
-_OFFSETS_RETRY: frozenset[int] = _ADMIN_RETRY | {KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
-class KafkaLog:
+class KafkaLog(KafkaAdmin):
     """The event log on an Apache Kafka cluster (``--bus kafka://host:port[,host:port]``)."""
 
     def __init__(self, bootstrap: str, settings: KafkaSettings | None = None) -> None:
-        if not bootstrap.strip():
-            raise ConfigError("empty Kafka bootstrap address", hint="use --bus kafka://host:port")
-        self.bootstrap = bootstrap
-        self.settings = settings or KafkaSettings()
-        self._watch = ErrorWatch(f"Kafka admin client ({bootstrap})")
-        conf = admin_config(bootstrap, self.settings)
-        conf["error_cb"] = self._watch
-        logger.debug("Kafka admin client config: %s", redact(conf))
-        try:
-            self._admin = AdminClient(conf)
-        except KafkaException as exc:
-            raise client_error(exc, "admin client") from None
-        self._reachable = False
+        super().__init__(bootstrap, settings)
         self._groups: GroupProbe | None = None  # started by the first group_lag
-        self._timeout = self.settings.request_timeout_ms / 1000
-        # How long an admin call keeps retrying while the cluster moves (a dead broker
-        # still cached as controller/leader): long enough for a failover, still bounded.
-        self._admin_deadline = max(self._timeout, self.settings.connect_timeout_s, 10.0)
 
     def __repr__(self) -> str:
         # Never the config dict: it holds the SASL password.
@@ -128,71 +74,6 @@ class KafkaLog:
             f"KafkaLog(bootstrap={self.bootstrap!r}, security_protocol="
             f"{self.settings.security_protocol!r}, user={self.settings.sasl_username!r})"
         )
-
-    # -- reachability ------------------------------------------------------------------
-    def metadata(self, topic: str | None = None) -> ClusterMetadata:
-        """Cluster metadata, probing for at most ``connect_timeout_s``; auth failures
-        are reported as soon as the broker refuses us, not at the end of the wait."""
-        deadline = time.monotonic() + self.settings.connect_timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                md = self._admin.list_topics(topic=topic, timeout=max(0.1, min(1.0, remaining)))
-            except KafkaException as exc:
-                self._admin.poll(0)  # serve error_cb so the watch learns why
-                self._watch.raise_if_auth_failed(self.bootstrap)
-                if time.monotonic() >= deadline:
-                    raise unavailable_error(
-                        self.bootstrap,
-                        self.settings.connect_timeout_s,
-                        self._watch.last_error or exc.args[0],
-                    ) from None
-                continue
-            self._reachable = True
-            return md
-
-    def ensure_reachable(self) -> None:
-        """Probe once per log; producers and consumers call this before they are built."""
-        if not self._reachable:
-            self.metadata()
-
-    def _call(
-        self, submit: Callable[[float], Future[T]], action: str, topic: str | None = None
-    ) -> T:
-        """Run one admin request, retrying while the cluster is moving under us (a dead
-        broker still cached as controller or leader), within ``request_timeout_ms``."""
-        deadline = time.monotonic() + self._admin_deadline
-        grace = time.monotonic() + _UNKNOWN_TOPIC_GRACE_S
-        while True:
-            attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
-            try:
-                return submit(attempt).result(timeout=attempt + 2)
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                self._admin.poll(0)
-                self._watch.raise_if_auth_failed(self.bootstrap)
-                young = time.monotonic() < grace  # brokers may not all know a new topic yet
-                retry = err.code() in _ADMIN_RETRY or (
-                    young and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                )
-                if retry and time.monotonic() < deadline:
-                    logger.debug("%s: %s; retrying", action, err.str())
-                    self._refresh_metadata()
-                    continue
-                raise translate(err, bootstrap=self.bootstrap, topic=topic, action=action) from None
-            except TimeoutError:
-                if time.monotonic() < deadline:
-                    continue
-                raise unavailable_error(
-                    self.bootstrap, self._timeout, self._watch.last_error
-                ) from None
-
-    def _refresh_metadata(self) -> None:
-        """Make librdkafka learn the current controller and leaders before a retry."""
-        try:
-            self._admin.list_topics(timeout=1.0)
-        except KafkaException:
-            time.sleep(0.2)
 
     # -- topics ------------------------------------------------------------------------
     def list_topics(self) -> list[str]:
@@ -305,7 +186,7 @@ class KafkaLog:
         """Metadata that lists ``topic``. Brokers learn about a new topic a moment apart
         (a broker that just restarted may still be replaying the metadata log), so a
         missing topic is asked about again for a few seconds before it is called unknown."""
-        deadline = time.monotonic() + _UNKNOWN_TOPIC_GRACE_S
+        deadline = time.monotonic() + UNKNOWN_TOPIC_GRACE_S
         while True:
             md = self.metadata()
             info = md.topics.get(topic)
@@ -318,48 +199,6 @@ class KafkaLog:
                 # Known but unwell (no leader while brokers are down): transient.
                 raise translate(error, bootstrap=self.bootstrap, action=f"reading {topic!r}")
             time.sleep(0.2)
-
-    def watermarks(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
-        """(low, high) watermark of each partition: earliest kept offset and next offset."""
-        if not tps:
-            return {}
-        out: dict[TopicPartition, list[int]] = {tp: [0, 0] for tp in tps}
-        for index, spec in ((0, _EARLIEST), (1, _LATEST)):
-            pending = list(tps)
-            deadline = time.monotonic() + self._admin_deadline
-            while pending:
-                attempt = max(1.0, min(self._timeout / 3, deadline - time.monotonic()))
-                req = {CkTopicPartition(tp.topic, tp.partition): spec for tp in pending}
-                futures = self._admin.list_offsets(req, request_timeout=attempt)
-                retry: list[TopicPartition] = []
-                for ck_tp, future in futures.items():
-                    tp = TopicPartition(ck_tp.topic, ck_tp.partition)
-                    try:
-                        info = future.result(timeout=attempt + 2)
-                    except (KafkaException, TimeoutError) as exc:
-                        # A leader that just moved, died or was just elected: ask again
-                        # (with fresh metadata) until the deadline.
-                        err = exc.args[0] if isinstance(exc, KafkaException) else None
-                        # A partition of a topic created a moment ago may not have
-                        # reached its leader yet: "unknown" is transient here.
-                        transient = err is None or err.code() in _OFFSETS_RETRY
-                        if transient and time.monotonic() < deadline:
-                            retry.append(tp)
-                            continue
-                        self._admin.poll(0)
-                        self._watch.raise_if_auth_failed(self.bootstrap)
-                        if err is None:
-                            raise unavailable_error(
-                                self.bootstrap, self._timeout, self._watch.last_error
-                            ) from None
-                        raise translate(
-                            err, bootstrap=self.bootstrap, topic=tp.topic, action="listing offsets"
-                        ) from None
-                    out[tp][index] = max(0, info.offset)
-                pending = retry
-                if pending:
-                    self._refresh_metadata()
-        return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
 
     def describe_topic(self, name: str) -> TopicInfo:
         self._metadata_with(name)  # UnknownTopic within a few seconds, not after retries
