@@ -103,67 +103,132 @@ def analyse(
     interval = sum(b.at - a.at for a, b in zip(first, last, strict=True)) / len(first)
     if interval <= 0:
         raise NothingToMeasure("the scrapes span no time", hint="pass --interval > 0")
-    warnings: list[str] = []
 
     # Workers are the endpoints that time stages; λ comes from them so an API that also
     # counts ingested events is not added on top of the detectors' count.
     worker_idx = [i for i, s in enumerate(last) if s.has(STAGE + "_count")]
     counted = worker_idx or list(range(len(last)))
     wf, wl = [first[i] for i in counted], [last[i] for i in counted]
-    events = sum(b.total(EVENTS) - a.total(EVENTS) for a, b in zip(wf, wl, strict=True))
-    if events < 0:
-        warnings.append("a counter went backwards (a process restarted): λ is unreliable")
-        events = 0.0
-    arrival = events / interval
-    by_topic: dict[str, float] = {}
-    for a, b in zip(wf, wl, strict=True):
-        before = a.by_label(EVENTS, "topic")
-        for topic, value in b.by_label(EVENTS, "topic").items():
-            by_topic[topic] = by_topic.get(topic, 0.0) + (value - before.get(topic, 0.0)) / interval
-
-    stages = sorted({s for scrape_ in wl for s in scrape_.by_label(STAGE + "_count", "stage")})
-    stage_mean_ms: dict[str, float] = {}
-    stage_seconds = 0.0
-    for stage in stages:
-        mean = _delta_ratio(wf, wl, STAGE + "_sum", STAGE + "_count", stage=stage)
-        if mean is not None:
-            stage_mean_ms[stage] = mean * 1000.0
-        stage_seconds += sum(
-            b.total(STAGE + "_sum", stage=stage) - a.total(STAGE + "_sum", stage=stage)
-            for a, b in zip(wf, wl, strict=True)
-        )
-    busy = stage_seconds / events if events > 0 and stage_seconds > 0 else None
-    # Stages timed per micro-batch are observed less often than events arrive; the
-    # least-observed stage gives the mean batch size.
-    observations = [
-        sum(
-            b.total(STAGE + "_count", stage=stage) - a.total(STAGE + "_count", stage=stage)
-            for a, b in zip(wf, wl, strict=True)
-        )
-        for stage in stages
-    ]
-    batches = min((n for n in observations if n > 0), default=0.0)
-    events_per_batch = events / batches if batches and events > 0 else None
+    flow = _arrivals(wf, wl, interval)
+    timed = _stage_times(wf, wl, flow.events)
     e2e = _delta_ratio(first, last, END_TO_END + "_sum", END_TO_END + "_count")
     prediction = _delta_ratio(first, last, PREDICTION + "_sum", PREDICTION + "_count")
-
-    gauge_rounds = [r for r in rounds if any(s.has(IN_FLIGHT) for s in r)]
-    l_measured = (
-        sum(sum(s.total(IN_FLIGHT) for s in r) for r in gauge_rounds) / len(gauge_rounds)
-        if gauge_rounds
-        else None
-    )
     lag = sum(s.total(LAG) for s in last) if any(s.has(LAG) for s in last) else None
 
     workers = len(worker_idx)
+    busy = timed.busy_s_per_event
     per_worker = 1.0 / busy if busy else None
     capacity = per_worker * workers if per_worker and workers else None
+    warnings = [
+        *flow.warnings,
+        *_load_warnings(flow.events, timed.events_per_batch, flow.per_s, capacity),
+    ]
+    sizing = _Sizing.of(target_per_s, per_worker, capacity, min_workers)
+    return Measurement(
+        interval_s=interval,
+        targets=tuple(s.url for s in last),
+        unreachable=dict(unreachable or {}),
+        workers=workers,
+        events=flow.events,
+        arrival_per_s=flow.per_s,
+        arrival_by_topic_per_s=flow.by_topic_per_s,
+        stage_mean_ms=timed.mean_ms,
+        busy_s_per_event=busy,
+        events_per_batch=timed.events_per_batch,
+        end_to_end_mean_s=e2e,
+        prediction_mean_s=prediction,
+        l_measured=_mean_in_flight(rounds),
+        l_from_busy=flow.per_s * busy if busy is not None else None,
+        l_from_end_to_end=flow.per_s * e2e if e2e is not None else None,
+        per_worker_per_s=per_worker,
+        capacity_per_s=capacity,
+        utilisation=flow.per_s / capacity if capacity else None,
+        consumer_lag=lag,
+        target_per_s=target_per_s,
+        headroom=sizing.headroom,
+        workers_for_target=sizing.workers_for_target,
+        scaling=sizing.scaling,
+        samples=len(rounds),
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrivals:
+    """λ over the interval: the events the workers processed, in total and per topic."""
+
+    events: float
+    per_s: float
+    by_topic_per_s: dict[str, float]
+    warnings: tuple[str, ...]
+
+
+def _arrivals(first: list[Scrape], last: list[Scrape], interval: float) -> _Arrivals:
+    events = sum(b.total(EVENTS) - a.total(EVENTS) for a, b in zip(first, last, strict=True))
+    warnings: tuple[str, ...] = ()
+    if events < 0:
+        warnings = ("a counter went backwards (a process restarted): λ is unreliable",)
+        events = 0.0
+    by_topic: dict[str, float] = {}
+    for a, b in zip(first, last, strict=True):
+        before = a.by_label(EVENTS, "topic")
+        for topic, value in b.by_label(EVENTS, "topic").items():
+            by_topic[topic] = by_topic.get(topic, 0.0) + (value - before.get(topic, 0.0)) / interval
+    return _Arrivals(events, events / interval, by_topic, warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class _StageTimes:
+    """W from the stage timers: each stage's mean, the busy time per event, the batch size."""
+
+    mean_ms: dict[str, float]
+    busy_s_per_event: float | None
+    events_per_batch: float | None
+
+
+def _stage_times(first: list[Scrape], last: list[Scrape], events: float) -> _StageTimes:
+    stages = sorted({s for scrape_ in last for s in scrape_.by_label(STAGE + "_count", "stage")})
+
+    def delta(name: str, stage: str) -> float:
+        return sum(
+            b.total(name, stage=stage) - a.total(name, stage=stage)
+            for a, b in zip(first, last, strict=True)
+        )
+
+    mean_ms: dict[str, float] = {}
+    stage_seconds = 0.0
+    for stage in stages:
+        mean = _delta_ratio(first, last, STAGE + "_sum", STAGE + "_count", stage=stage)
+        if mean is not None:
+            mean_ms[stage] = mean * 1000.0
+        stage_seconds += delta(STAGE + "_sum", stage)
+    busy = stage_seconds / events if events > 0 and stage_seconds > 0 else None
+    # Stages timed per micro-batch are observed less often than events arrive; the
+    # least-observed stage gives the mean batch size.
+    observations = [delta(STAGE + "_count", stage) for stage in stages]
+    batches = min((n for n in observations if n > 0), default=0.0)
+    events_per_batch = events / batches if batches and events > 0 else None
+    return _StageTimes(mean_ms, busy, events_per_batch)
+
+
+def _mean_in_flight(rounds: Sequence[Sequence[Scrape]]) -> float | None:
+    """The measured L: the in-flight gauge summed over endpoints, averaged over rounds."""
+    gauge_rounds = [r for r in rounds if any(s.has(IN_FLIGHT) for s in r)]
+    if not gauge_rounds:
+        return None
+    return sum(sum(s.total(IN_FLIGHT) for s in r) for r in gauge_rounds) / len(gauge_rounds)
+
+
+def _load_warnings(
+    events: float, events_per_batch: float | None, arrival: float, capacity: float | None
+) -> list[str]:
+    """What makes this interval a weak basis for the capacity figures."""
+    warnings: list[str] = []
     if events == 0:
         warnings.append(
             "no events were processed during the interval:"
             " run the simulator, or lengthen --interval"
         )
-
     if (
         events_per_batch is not None
         and events_per_batch < 2
@@ -175,41 +240,32 @@ def analyse(
             "costs (commit, produce) are shared by more events under load, so the capacity "
             "is a lower bound"
         )
+    return warnings
 
-    headroom = workers_for_target = None
-    scaling = None
-    if target_per_s is not None and per_worker:
-        workers_for_target = max(min_workers, math.ceil(round(target_per_s / per_worker, 9)))
-        headroom = capacity / target_per_s if capacity else None
-        scaling = scaling_plan(target_per_s, per_worker, min_workers=min_workers)
 
-    return Measurement(
-        interval_s=interval,
-        targets=tuple(s.url for s in last),
-        unreachable=dict(unreachable or {}),
-        workers=workers,
-        events=events,
-        arrival_per_s=arrival,
-        arrival_by_topic_per_s=by_topic,
-        stage_mean_ms=stage_mean_ms,
-        busy_s_per_event=busy,
-        events_per_batch=events_per_batch,
-        end_to_end_mean_s=e2e,
-        prediction_mean_s=prediction,
-        l_measured=l_measured,
-        l_from_busy=arrival * busy if busy is not None else None,
-        l_from_end_to_end=arrival * e2e if e2e is not None else None,
-        per_worker_per_s=per_worker,
-        capacity_per_s=capacity,
-        utilisation=arrival / capacity if capacity else None,
-        consumer_lag=lag,
-        target_per_s=target_per_s,
-        headroom=headroom,
-        workers_for_target=workers_for_target,
-        scaling=scaling,
-        samples=len(rounds),
-        warnings=tuple(warnings),
-    )
+@dataclass(frozen=True, slots=True)
+class _Sizing:
+    """Against a target rate: the headroom, the workers it needs and the scaling plan."""
+
+    headroom: float | None = None
+    workers_for_target: int | None = None
+    scaling: ScalingPlan | None = None
+
+    @classmethod
+    def of(
+        cls,
+        target_per_s: float | None,
+        per_worker: float | None,
+        capacity: float | None,
+        min_workers: int,
+    ) -> _Sizing:
+        if target_per_s is None or not per_worker:
+            return cls()
+        return cls(
+            headroom=capacity / target_per_s if capacity else None,
+            workers_for_target=max(min_workers, math.ceil(round(target_per_s / per_worker, 9))),
+            scaling=scaling_plan(target_per_s, per_worker, min_workers=min_workers),
+        )
 
 
 def measure(
