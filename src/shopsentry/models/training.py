@@ -12,22 +12,22 @@ retraining job run:
    imbalance is handled by ``scale_pos_weight = sqrt(negatives / positives)``;
    early-stopped on the most recent slice of those rows (never on the held-out week);
 4. calibrate on that slice: a Platt fit that also estimates the share of fraud already
-   labelled there (see :func:`platt_incomplete`), folded into the trees' leaves (see
-   :func:`fold_calibration`), so the saved model's probability means "chance of fraud" and the
-   detector's 0.7 is a real operating point rather than an artefact of class weights
-   and late labels;
+   labelled there (see :func:`~shopsentry.models.calibration.platt_incomplete`), folded
+   into the trees' leaves (see :func:`~shopsentry.models.calibration.fold_calibration`),
+   so the saved model's probability means "chance of fraud" and the detector's 0.7 is a
+   real operating point rather than an artefact of class weights and late labels;
 5. score the model, the rules baseline and the current champion on the held-out week
-   with the *eventual* truth, and write the report and the model card;
+   with the *eventual* truth, and write the report
+   (:mod:`~shopsentry.models.training_report`) and the model card;
 6. log everything to MLflow, register a version and let the promotion gate decide
    between ``champion`` and ``challenger``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopsentry.errors import TrainingDataError
+from shopsentry.models.calibration import (
+    calibration_mask,
+    fold_calibration,
+    label_completeness,
+    platt,
+    platt_incomplete,
+)
 from shopsentry.models.dataset import (
     Progress,
     TrainingSet,
@@ -43,9 +50,11 @@ from shopsentry.models.dataset import (
     time_split,
     to_datetime64,
 )
-from shopsentry.models.evaluation import EvalWindow, evaluate
+from shopsentry.models.training_report import build_report
 
 if TYPE_CHECKING:
+    import xgboost as xgb
+
     from shopsentry.config import ModelOpsSettings, ModelSettings, Settings
     from shopsentry.models.registry import RegistryConfig
 
@@ -124,180 +133,10 @@ class TrainResult:
     model_dir: Path | None = None
 
 
-def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
-    return out
-
-
-def platt(
-    margin: NDArray[np.float64], y: NDArray[np.bool_], iterations: int = 100
-) -> tuple[float, float]:
-    """Fit ``p = sigmoid(a * margin + b)`` by damped Newton steps on the log loss.
-
-    Uses Platt's smoothed targets so a perfectly separable slice does not push ``a``
-    to infinity; each step is halved until the loss goes down (plain Newton diverges
-    from a poor start on a very imbalanced slice).
-    """
-    positives = float(y.sum())
-    negatives = float(y.size - positives)
-    target = np.where(y, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-
-    def loss(a: float, b: float) -> float:
-        z = a * margin + b
-        return float(np.sum(np.logaddexp(0.0, z) - target * z))
-
-    a, b = 1.0, 0.0
-    current = loss(a, b)
-    for _ in range(iterations):
-        p = _sigmoid(a * margin + b)
-        w = np.maximum(p * (1 - p), 1e-12)
-        g = np.array([np.sum((p - target) * margin), np.sum(p - target)])
-        h = np.array(
-            [[np.sum(w * margin * margin), np.sum(w * margin)], [np.sum(w * margin), np.sum(w)]]
-        )
-        step = np.linalg.solve(h + np.eye(2) * 1e-9, g)
-        scale = 1.0
-        while scale > 1e-6:
-            candidate = loss(a - scale * float(step[0]), b - scale * float(step[1]))
-            if candidate <= current:
-                break
-            scale /= 2
-        else:
-            break
-        a, b = a - scale * float(step[0]), b - scale * float(step[1])
-        improvement, current = current - candidate, candidate
-        if improvement < 1e-10 * max(abs(current), 1.0):
-            break
-    return a, b
-
-
-def label_completeness(data: TrainingSet, as_of: datetime) -> NDArray[np.float64]:
-    """Per row, the estimated share of fraud of its age already labelled at ``as_of``.
-
-    Chain ladder on the label delays, as insurers estimate claims not yet reported:
-    for each day of delay ``d``, the development factor is how much the known fraud of
-    cohorts old enough to show it grows from delay ``<= d`` to ``<= d + 1``; a row of
-    age ``A`` is complete to ``1 / prod(factors from A on)``. Delays longer than the
-    history cannot be seen, so this is an upper bound: it still corrects most of the
-    shortfall of recent rows instead of pretending their labels are final.
-    """
-    cutoff = to_datetime64(as_of)
-    day = np.timedelta64(86400, "s")
-    age = (cutoff - data.occurred_at) / day
-    known = data.known_labels(as_of)
-    delay = (data.label_known_at[known] - data.occurred_at[known]) / day
-    known_age = age[known]
-    horizon = int(np.floor(age.max())) if age.size else 0
-    factors = np.ones(max(horizon, 1))
-    for d in range(horizon):
-        cohort = known_age >= d + 1
-        before = int(np.sum(cohort & (delay <= d)))
-        after = int(np.sum(cohort & (delay <= d + 1)))
-        factors[d] = after / before if before else 1.0
-    # completeness at age A: 1 / product of the factors from floor(A) to the horizon
-    tail = np.cumprod(factors[::-1])[::-1]  # tail[d] = prod(factors[d:])
-    index = np.clip(np.floor(age).astype(np.int64), 0, tail.size)
-    growth = np.where(index < tail.size, tail[np.minimum(index, tail.size - 1)], 1.0)
-    out: NDArray[np.float64] = np.clip(1.0 / growth, 0.05, 1.0)
-    return out
-
-
-def platt_incomplete(
-    margin: NDArray[np.float64], y_known: NDArray[np.bool_], completeness: NDArray[np.float64]
-) -> tuple[float, float]:
-    """Platt scaling when only a known share of each row's fraud is labelled yet.
-
-    Fits ``P(label known) = completeness * sigmoid(a * margin + b)`` by maximum
-    likelihood, so ``sigmoid(a * margin + b)`` estimates the probability of fraud
-    itself rather than of a chargeback having arrived by training time.
-    """
-    from scipy.optimize import minimize
-
-    a0, b0 = platt(margin, y_known)
-    if np.all(completeness >= 0.999):
-        return a0, b0
-    yk = y_known.astype(np.float64)
-
-    def nll(theta: NDArray[np.float64]) -> float:
-        p = np.clip(completeness * _sigmoid(theta[0] * margin + theta[1]), 1e-12, 1 - 1e-12)
-        return float(-np.sum(yk * np.log(p) + (1 - yk) * np.log1p(-p)))
-
-    best = minimize(
-        nll, np.array([a0, b0]), method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-7}
-    )
-    return float(best.x[0]), float(best.x[1])
-
-
-def fold_calibration(raw: bytes, a: float, b: float) -> bytes:
-    """Rewrite an XGBoost JSON model so its margin becomes ``a * margin + b``.
-
-    Every leaf is scaled by ``a``; the intercept ``a * m0 + b`` (``m0`` being the margin
-    XGBoost derives from the old base score) is added to every leaf of the first tree,
-    which each row reaches exactly once, and the base score is set to 0.5 (margin
-    exactly 0). The saved model is a plain XGBoost model whose probabilities are
-    calibrated, so the detector, MLflow's pyfunc and ``inplace_predict`` all agree.
-
-    The intercept does not go into ``base_score``: XGBoost keeps that as a float32
-    probability, and a calibration for incomplete labels often has a large intercept
-    (``b`` ~ 14 on a small history), which puts the base score within 1e-3 of 1 where
-    float32 keeps only a few digits of ``1 - p``: the model then started ~7e-5 in margin
-    away from the calibration it was meant to carry, and past a margin of ~17 the base
-    score would round to exactly 1.0 (an infinite margin). A leaf holds the intercept
-    to float32's relative precision instead. Leaves are written as float32 values, so
-    XGBoost and :func:`~shopsentry.models.forest.parse_model` read the same numbers.
-    """
-    from shopsentry.models.forest import base_margin
-
-    doc = json.loads(raw)
-    learner = doc["learner"]
-    m0 = base_margin(learner)
-    intercept = a * m0 + b
-    learner["learner_model_param"]["base_score"] = "[5E-1]"
-
-    def f32(value: float) -> float:
-        return float(np.float32(value))
-
-    for index, tree in enumerate(learner["gradient_booster"]["model"]["trees"]):
-        shift = intercept if index == 0 else 0.0
-        leaf = [c < 0 for c in tree["left_children"]]
-        tree["split_conditions"] = [
-            f32(v * a + shift) if is_leaf else v
-            for v, is_leaf in zip(tree["split_conditions"], leaf, strict=True)
-        ]
-        tree["base_weights"] = [
-            f32(v * a + shift) if is_leaf else f32(v * a)
-            for v, is_leaf in zip(tree["base_weights"], leaf, strict=True)
-        ]
-    return json.dumps(doc).encode()
-
-
-def _calibration_mask(
-    data: TrainingSet, fraction: float, as_of: datetime, maturity_days: float
-) -> NDArray[np.bool_]:
-    """A held-out slice of the training window whose labels have had time to arrive.
-
-    The latest ``fraction`` of the rows that are at least ``maturity_days`` old at
-    ``as_of``. Calibrating on the very latest rows instead would teach the model that
-    fraud is rare exactly where chargebacks simply have not come in yet, and scale every
-    probability down. The slice sits inside the training window (trees are fit on both
-    sides of it), so it is still out of sample.
-    """
-    mature_before = to_datetime64(as_of - timedelta(days=maturity_days))
-    candidates = np.flatnonzero(data.occurred_at <= mature_before)
-    candidates = candidates[np.argsort(data.occurred_at[candidates], kind="stable")]
-    n_cal = min(int(len(data) * fraction), candidates.size)
-    mask = np.zeros(len(data), bool)
-    if n_cal:
-        mask[candidates[-n_cal:]] = True
-    return mask
-
-
 def fit(
     train: TrainingSet, as_of: datetime, params: TrainParams, progress: Progress | None = None
 ) -> FitResult:
     """Fit on labels known at ``as_of``; early-stop and calibrate on the latest slice."""
-    import xgboost as xgb
-
     y = train.known_labels(as_of)
     if int(y.sum()) < MIN_KNOWN_FRAUD:
         raise TrainingDataError(
@@ -305,27 +144,84 @@ def fit(
             " in the training window",
             hint=f"need at least {MIN_KNOWN_FRAUD}: use a longer history or a later --as-of",
         )
-    # Rows younger than the label maturity carry mostly-unlabelled fraud: as negatives
-    # they teach the trees that fraud looks legitimate. Leave them out when enough
-    # older rows remain.
-    mature = train.occurred_at <= to_datetime64(as_of - timedelta(days=params.label_maturity_days))
-    dropped = 0
+    train, y, dropped = _mature_rows(train, y, as_of, params.label_maturity_days)
+    cal = _calibration_slice(train, y, as_of, params)
+    fit_rows = ~cal
+    positives = float(y[fit_rows].sum())
+    negatives = float(fit_rows.sum() - positives)
+    spw = float(np.clip(math.sqrt(negatives / max(positives, 1.0)), 1.0, 100.0))
+    booster, best, dcal = _boost(train, y, cal, spw, params, progress)
+    raw = bytes(booster.save_raw("json"))
+    calibration: dict[str, float] = {"a": 1.0, "b": 0.0, "applied": 0.0}
+    if params.calibrate and dcal is not None:
+        shares = label_completeness(train, as_of)[cal] if params.label_completeness else None
+        raw, calibration = _calibrate(
+            raw, booster.predict(dcal, output_margin=True), y[cal], shares, dcal
+        )
+    logger.info("trained %d trees (spw %.1f), calibration %s", best + 1, spw, calibration)
+    return FitResult(
+        raw=raw,
+        best_iteration=best,
+        scale_pos_weight=spw,
+        calibration=calibration,
+        rows_fit=int(fit_rows.sum()),
+        rows_calibration=int(cal.sum()),
+        rows_immature_dropped=dropped,
+        calibration_window=(
+            (
+                str(train.occurred_at[cal].min().astype("datetime64[s]")),
+                str(train.occurred_at[cal].max().astype("datetime64[s]")),
+            )
+            if cal.any()
+            else None
+        ),
+    )
+
+
+def _mature_rows(
+    train: TrainingSet, y: NDArray[np.bool_], as_of: datetime, maturity_days: float
+) -> tuple[TrainingSet, NDArray[np.bool_], int]:
+    """The rows to learn from, their known labels and how many young rows were left out.
+
+    Rows younger than the label maturity carry mostly-unlabelled fraud: as negatives
+    they teach the trees that fraud looks legitimate. Leave them out when enough older
+    rows remain."""
+    mature = train.occurred_at <= to_datetime64(as_of - timedelta(days=maturity_days))
     if int(y[mature].sum()) >= 4 * MIN_KNOWN_FRAUD:
-        dropped = int((~mature).sum())
-        train, y = train.subset(mature), y[mature]
-    elif (~mature).any():
+        return train.subset(mature), y[mature], int((~mature).sum())
+    if (~mature).any():
         logger.warning("too few mature labels; training on rows younger than the label maturity")
-    cal = _calibration_mask(train, params.calibration_fraction, as_of, params.label_maturity_days)
+    return train, y, 0
+
+
+def _calibration_slice(
+    train: TrainingSet, y: NDArray[np.bool_], as_of: datetime, params: TrainParams
+) -> NDArray[np.bool_]:
+    """The rows held out to early-stop and calibrate on (see :func:`calibration_mask`);
+    none when either side of the split would have too little known fraud."""
+    cal = calibration_mask(train, params.calibration_fraction, as_of, params.label_maturity_days)
     if int(y[cal].sum()) < MIN_KNOWN_FRAUD or int(y[~cal].sum()) < MIN_KNOWN_FRAUD:
         logger.warning(
             "too little known fraud to hold out a calibration slice;"
             " training on all rows uncalibrated"
         )
         cal = np.zeros(len(train), bool)
-    fit_rows = ~cal
-    positives = float(y[fit_rows].sum())
-    negatives = float(fit_rows.sum() - positives)
-    spw = float(np.clip(math.sqrt(negatives / max(positives, 1.0)), 1.0, 100.0))
+    return cal
+
+
+def _boost(
+    train: TrainingSet,
+    y: NDArray[np.bool_],
+    cal: NDArray[np.bool_],
+    spw: float,
+    params: TrainParams,
+    progress: Progress | None,
+) -> tuple[xgb.Booster, int, xgb.DMatrix | None]:
+    """XGBoost (``hist``) on the rows outside ``cal``, early-stopped on ``cal`` when it
+    has rows. Returns the booster cut at its best iteration (set to score on one
+    thread), that iteration and the calibration rows' matrix (None: no slice)."""
+    import xgboost as xgb
+
     booster_params = {
         "objective": "binary:logistic",
         "eval_metric": ["aucpr", "logloss"],
@@ -341,6 +237,7 @@ def fit(
         "seed": params.seed,
     }
     names = list(train.feature_names)
+    fit_rows = ~cal
     dfit = xgb.DMatrix(
         train.X[fit_rows],
         label=y[fit_rows],
@@ -378,137 +275,43 @@ def fit(
     )
     booster = booster[: best + 1]
     booster.set_param({"nthread": 1})
-    raw = bytes(booster.save_raw("json"))
-    calibration: dict[str, float] = {"a": 1.0, "b": 0.0, "applied": 0.0}
-    if params.calibrate and dcal is not None:
-        margin = booster.predict(dcal, output_margin=True).astype(np.float64)
-        if params.label_completeness:
-            shares = label_completeness(train, as_of)[cal]
-            a, b = platt_incomplete(margin, y[cal], shares)
-            completeness = float(shares.mean())
-        else:
-            (a, b), completeness = platt(margin, y[cal]), 1.0
-        if a > 0 and math.isfinite(a) and math.isfinite(b):
-            raw = fold_calibration(raw, a, b)
-            calibration = {"a": a, "b": b, "label_completeness": completeness, "applied": 1.0}
-            check = xgb.Booster(model_file=bytearray(raw)).predict(dcal, output_margin=True)
-            want = a * margin + b
-            drift = float(np.max(np.abs(check - want)))
-            # float32 leaves: the error grows with the margin's size (confident models)
-            if drift > 1e-3 * max(1.0, float(np.max(np.abs(want)))):
-                raise TrainingDataError(
-                    f"calibration fold drifted by {drift:.2e}", hint="retrain with calibrate=False"
-                )
-        else:
-            logger.warning("calibration fit was degenerate (a=%.3f); keeping the raw model", a)
-    logger.info("trained %d trees (spw %.1f), calibration %s", best + 1, spw, calibration)
-    return FitResult(
-        raw=raw,
-        best_iteration=best,
-        scale_pos_weight=spw,
-        calibration=calibration,
-        rows_fit=int(fit_rows.sum()),
-        rows_calibration=int(cal.sum()),
-        rows_immature_dropped=dropped,
-        calibration_window=(
-            (
-                str(train.occurred_at[cal].min().astype("datetime64[s]")),
-                str(train.occurred_at[cal].max().astype("datetime64[s]")),
-            )
-            if cal.any()
-            else None
-        ),
-    )
+    return booster, best, dcal
 
 
-def importance_by_family(raw: bytes, feature_names: tuple[str, ...]) -> dict[str, float]:
-    """Each feature family's share of the model's total gain (the card's "what the
-    model leans on"): amount, velocity, novelty, behaviour, context, entity."""
+def _calibrate(
+    raw: bytes,
+    margin: NDArray[Any],
+    y: NDArray[np.bool_],
+    shares: NDArray[np.float64] | None,
+    dcal: xgb.DMatrix,
+) -> tuple[bytes, dict[str, float]]:
+    """Fit the calibration on the slice's margins and labels and fold it into ``raw``.
+
+    ``shares`` is each slice row's estimated label completeness (None: labels taken
+    as final). Returns the model and the calibration to report; a degenerate fit
+    keeps the raw model. The folded model is scored again on the slice: float32
+    leaves may not drift from the intended margin beyond their precision."""
     import xgboost as xgb
 
-    from shopsentry.features import FEATURE_FAMILIES
-
-    gain = xgb.Booster(model_file=bytearray(raw)).get_score(importance_type="total_gain")
-    totals: dict[str, float] = {}
-    for name in feature_names:
-        family = FEATURE_FAMILIES.get(name, "other")
-        value = gain.get(name, 0.0)
-        totals[family] = totals.get(family, 0.0) + float(
-            sum(value) if isinstance(value, list) else value
+    margin = margin.astype(np.float64)
+    if shares is not None:
+        a, b = platt_incomplete(margin, y, shares)
+        completeness = float(shares.mean())
+    else:
+        (a, b), completeness = platt(margin, y), 1.0
+    if not (a > 0 and math.isfinite(a) and math.isfinite(b)):
+        logger.warning("calibration fit was degenerate (a=%.3f); keeping the raw model", a)
+        return raw, {"a": 1.0, "b": 0.0, "applied": 0.0}
+    raw = fold_calibration(raw, a, b)
+    check = xgb.Booster(model_file=bytearray(raw)).predict(dcal, output_margin=True)
+    want = a * margin + b
+    drift = float(np.max(np.abs(check - want)))
+    # float32 leaves: the error grows with the margin's size (confident models)
+    if drift > 1e-3 * max(1.0, float(np.max(np.abs(want)))):
+        raise TrainingDataError(
+            f"calibration fold drifted by {drift:.2e}", hint="retrain with calibrate=False"
         )
-    whole = sum(totals.values())
-    return {family: (value / whole if whole else 0.0) for family, value in totals.items()}
-
-
-def _window(data: TrainingSet) -> EvalWindow:
-    return EvalWindow(
-        y=data.is_fraud, occurred_at=data.occurred_at, scenario=data.scenario, card=data.card_ids
-    )
-
-
-def build_report(
-    config: TrainingConfig,
-    data: TrainingSet,
-    train: TrainingSet,
-    valid: TrainingSet,
-    cutoff: datetime,
-    as_of: datetime,
-    fitted: FitResult,
-    params: TrainParams,
-    model_score: NDArray[np.float64],
-) -> dict[str, Any]:
-    """Everything the card, MLflow and the CLI table show, as JSON-ready data."""
-    from shopsentry.models.baseline import RULES_THRESHOLD, describe_rules, rules_score
-
-    window = _window(valid)
-    budgets = config.registry
-    model_metrics = evaluate(
-        window,
-        model_score,
-        threshold=budgets.threshold,
-        fpr_budget=budgets.fpr_budget,
-        review_budget=budgets.review_budget_per_day,
-    )
-    baseline = rules_score(valid.X, valid.feature_names)
-    baseline_metrics = evaluate(
-        window,
-        baseline,
-        threshold=RULES_THRESHOLD,
-        fpr_budget=budgets.fpr_budget,
-        review_budget=budgets.review_budget_per_day,
-    )
-    known = train.known_labels(as_of)
-    return {
-        "data": {
-            "source": data.source,
-            "start": data.start.isoformat(),
-            "validation_start": cutoff.isoformat(),
-            "end": data.end.isoformat(),
-            "as_of": as_of.isoformat(),
-            "rows": len(data),
-            "train_rows": len(train),
-            "train_fraud_known_at_as_of": int(known.sum()),
-            "train_fraud_not_yet_known": int((train.is_fraud & ~known).sum()),
-            "validation_rows": len(valid),
-            "validation_fraud": int(valid.is_fraud.sum()),
-            "validation_truth": "eventual labels (including those known after as_of)",
-        },
-        "features": list(data.feature_names),
-        "importance_by_family": importance_by_family(fitted.raw, data.feature_names),
-        "params": asdict(params),
-        "fit": {
-            "trees": fitted.best_iteration + 1,
-            "scale_pos_weight": fitted.scale_pos_weight,
-            "calibration": fitted.calibration,
-            "rows_fit": fitted.rows_fit,
-            "rows_calibration": fitted.rows_calibration,
-            "calibration_window": fitted.calibration_window,
-            "rows_immature_dropped": fitted.rows_immature_dropped,
-            "label_maturity_days": params.label_maturity_days,
-        },
-        "model": model_metrics,
-        "baseline": {"rules": describe_rules(valid.feature_names), **baseline_metrics},
-    }
+    return raw, {"a": a, "b": b, "label_completeness": completeness, "applied": 1.0}
 
 
 def train_and_register(

@@ -10,10 +10,11 @@ import pytest
 import xgboost as xgb
 
 from shopsentry.errors import TrainingDataError
+from shopsentry.models.calibration import fold_calibration, platt
 from shopsentry.models.dataset import TrainingSet, time_split, to_datetime64
 from shopsentry.models.forest import base_margin
 from shopsentry.models.scorer import build_scorer
-from shopsentry.models.training import TrainParams, fit, fold_calibration, platt
+from shopsentry.models.training import TrainParams, fit
 from tests.unit.models.conftest import FEATURES, synthetic, train_raw
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -165,7 +166,7 @@ def test_label_completeness_estimates_the_missing_chargebacks():
         **{**data.__dict__, "label_known_at": np.where(data.is_fraud, known, np.datetime64("NaT"))}
     )
     as_of = START + timedelta(days=30)
-    from shopsentry.models.training import label_completeness
+    from shopsentry.models.calibration import label_completeness
 
     share = label_completeness(data, as_of)
     age = (to_datetime64(as_of) - data.occurred_at) / np.timedelta64(1, "D")
@@ -177,7 +178,7 @@ def test_label_completeness_estimates_the_missing_chargebacks():
 
 def test_importance_by_family_shares_the_gain() -> None:
     from shopsentry.features import FEATURE_NAMES
-    from shopsentry.models.training import importance_by_family
+    from shopsentry.models.training_report import importance_by_family
 
     X, y = synthetic(600)
     names = ("amount", "purchases_1h", "new_device", "logins_24h", "hour_of_day", *FEATURES[5:])
