@@ -6,9 +6,9 @@ the detector polls (and clearing the challenger removes its file), so the hot pa
 never imports MLflow. Every version's files (model JSON, report, card, plot) are kept
 both as run artifacts and in ``<data_dir>/models/<name>/v<N>/``.
 
-The promotion gate scores the current champion on the *new* held-out window, so the
-two versions are compared on identical rows: a version that does not beat it becomes
-``challenger`` with the reason as a tag. Before any alias moves, the target model is
+Registering a trained version and the offline promotion gate that picks its alias are
+in :mod:`shopsentry.models.offline_gate`; the live gate, in
+:mod:`shopsentry.models.live_gate`. Before any alias moves, here, the target model is
 loaded and validated; a corrupted or incompatible file raises
 :class:`~shopsentry.errors.ModelError` and nothing changes.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shopsentry.errors import ModelError
-from shopsentry.models.evaluation import KEY_METRICS, EvalWindow, evaluate, scalar_metrics
+from shopsentry.models.evaluation import KEY_METRICS
 from shopsentry.models.scorer import (
     CHALLENGER,
     CHAMPION,
@@ -39,23 +39,10 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from shopsentry.config import Settings
-    from shopsentry.models.dataset import TrainingSet
 
 logger = logging.getLogger(__name__)
 
 HISTORY_TAG = "champion_history"
-# The gate: PR-AUC must improve, and recall at the FPR budget may not fall by more than this.
-RECALL_SLACK = 0.02
-
-
-@dataclass(frozen=True)
-class GateOutcome:
-    version: str
-    promoted: bool
-    reason: str
-    model_dir: Path
-    champion_version: str | None
-    champion_metrics: dict[str, float] | None
 
 
 @dataclass(frozen=True)
@@ -107,7 +94,9 @@ def client(config: RegistryConfig) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=config.tracking_uri)
 
 
-def _experiment_id(config: RegistryConfig, mlc: MlflowClient) -> str:
+def ensure_experiment(config: RegistryConfig, mlc: MlflowClient) -> str:
+    """The experiment's id, created on first use (with a local tracking URI, its run
+    artifacts go under ``artifact_dir``)."""
     experiment = mlc.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
@@ -163,9 +152,11 @@ def model_file(config: RegistryConfig, version: str, mlc: MlflowClient | None = 
     return local
 
 
-def _load_checked(
+def load_checked(
     config: RegistryConfig, version: str, mlc: MlflowClient
 ) -> tuple[Path, bytes, Any]:
+    """The version's model file, bytes and scorer, built as the detector would build it:
+    a file that cannot be read or scored raises ModelError before anything points at it."""
     path = model_file(config, version, mlc)
     try:
         raw = path.read_bytes()
@@ -180,158 +171,6 @@ def _load_checked(
         expected_features=current_feature_names(),
     )
     return path, raw, scorer
-
-
-def decide(
-    new: dict[str, float], champion: dict[str, float] | None, champion_version: str | None
-) -> tuple[bool, str]:
-    """The promotion rule, on metrics from the same window. Returns (promote, reason)."""
-    if champion is None or champion_version is None:
-        return True, "no champion yet"
-    gain = new["pr_auc"] - champion["pr_auc"]
-    recall_drop = champion["recall_at_fpr_budget"] - new["recall_at_fpr_budget"]
-    if gain <= 0:
-        return False, (
-            f"PR-AUC {new['pr_auc']:.4f} does not beat champion v{champion_version}'s "
-            f"{champion['pr_auc']:.4f} on the same window"
-        )
-    if recall_drop > RECALL_SLACK:
-        return False, (
-            f"recall at the FPR budget falls {recall_drop:.3f} below"
-            f" champion v{champion_version}'s "
-            f"{champion['recall_at_fpr_budget']:.3f} (allowed {RECALL_SLACK})"
-        )
-    return True, (
-        f"PR-AUC {new['pr_auc']:.4f} beats champion v{champion_version}'s {champion['pr_auc']:.4f} "
-        f"on the same window (recall at budget {new['recall_at_fpr_budget']:.3f} vs "
-        f"{champion['recall_at_fpr_budget']:.3f})"
-    )
-
-
-def _score_champion(
-    config: RegistryConfig, mlc: MlflowClient, valid: TrainingSet
-) -> tuple[str | None, dict[str, float] | None, str | None]:
-    """(champion version, its metrics on this window, why it could not be scored)."""
-    version = registered_alias(mlc, config.files.name, CHAMPION)
-    if version is None:
-        return None, None, None
-    try:
-        _, _, scorer = _load_checked(config, version, mlc)
-    except ModelError as exc:
-        return version, None, exc.one_line()
-    window = EvalWindow(y=valid.is_fraud, occurred_at=valid.occurred_at, scenario=valid.scenario)
-    report = evaluate(
-        window,
-        scorer.predict(valid.X),
-        threshold=config.threshold,
-        fpr_budget=config.fpr_budget,
-        review_budget=config.review_budget_per_day,
-        with_curve=False,
-    )
-    return version, scalar_metrics(report), None
-
-
-def _flat_params(report: dict[str, Any]) -> dict[str, Any]:
-    params = {f"param.{k}": v for k, v in report["params"].items()}
-    params.update({f"fit.{k}": v for k, v in report["fit"].items() if not isinstance(v, dict)})
-    params.update({f"fit.calibration_{k}": v for k, v in report["fit"]["calibration"].items()})
-    params.update({f"data.{k}": v for k, v in report["data"].items()})
-    params["features"] = ",".join(report["features"])[:6000]
-    return params
-
-
-def register_and_gate(
-    config: RegistryConfig,
-    raw: bytes,
-    report: dict[str, Any],
-    valid: TrainingSet,
-    *,
-    keep_challenger: str | None = None,
-) -> GateOutcome:
-    """Log the run, register the version, write its card, and apply the promotion gate.
-    A version that does not win becomes the challenger, unless ``keep_challenger`` names
-    the live challenger that keeps its place (its evidence is still maturing)."""
-    import mlflow
-    import xgboost as xgb
-
-    from shopsentry.models.card import write_card
-
-    mlc = client(config)
-    experiment_id = _experiment_id(config, mlc)
-    name = config.files.name
-    champion_version, champion_metrics, champion_problem = _score_champion(config, mlc, valid)
-    new_metrics = scalar_metrics(report["model"])
-    if champion_problem is not None:
-        promote, reason = (
-            True,
-            f"champion v{champion_version} cannot score this window: {champion_problem}",
-        )
-    else:
-        promote, reason = decide(new_metrics, champion_metrics, champion_version)
-        trained_until = _tag(mlc, name, champion_version, "validation_start")
-        if trained_until and trained_until > report["data"]["validation_start"]:
-            # a back-dated run (--as-of): the champion has seen part of this window
-            reason += f" (note: v{champion_version} was trained on data up to {trained_until[:10]})"
-    report["gate"] = {
-        "champion_version": champion_version,
-        "champion": champion_metrics,
-        "promoted": promote,
-        "reason": reason,
-    }
-    booster = xgb.Booster(model_file=bytearray(raw))
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    ) as run:
-        mlflow.log_params(_flat_params(report))
-        metrics = {**new_metrics, **scalar_metrics(report["baseline"], "baseline_")}
-        if champion_metrics:
-            metrics.update({f"champion_{k}": v for k, v in champion_metrics.items()})
-        for scenario, values in report["model"]["recall_by_scenario_at_fpr_budget"].items():
-            metrics[f"recall_at_budget.{scenario}"] = values["recall"]
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
-        info = mlflow.xgboost.log_model(
-            booster,
-            name="model",
-            registered_model_name=name,
-            pip_requirements=[f"xgboost=={xgb.__version__}"],
-            model_format="json",
-        )
-        version = str(info.registered_model_version)
-        report["version"] = version
-        report["run_id"] = run.info.run_id
-        target = version_dir(config, version)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "model.json").write_bytes(raw)
-        (target / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        write_card(target, name, version, report)
-        for artifact in ("report.json", "model_card.md", "precision_recall.png"):
-            mlflow.log_artifact(str(target / artifact), artifact_path="report")
-    mlc.set_model_version_tag(name, version, "sha256", hashlib.sha256(raw).hexdigest())
-    mlc.set_model_version_tag(name, version, "gate_reason", reason)
-    mlc.set_model_version_tag(name, version, "validation_start", report["data"]["validation_start"])
-    for key in ("pr_auc", "recall_at_fpr_budget", "roc_auc"):
-        mlc.set_model_version_tag(name, version, key, f"{new_metrics[key]:.4f}")
-    if promote:
-        set_champion(config, version, reason, mlc)
-    elif keep_challenger is not None:
-        why = f"not made challenger: v{keep_challenger} keeps its place while its labels mature"
-        mlc.set_model_version_tag(name, version, "challenger_reason", why)
-        logger.info("v%s %s", version, why)
-    else:
-        set_challenger(config, version, reason, mlc)
-    return GateOutcome(version, promote, reason, target, champion_version, champion_metrics)
-
-
-def _tag(mlc: MlflowClient, name: str, version: str | None, key: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    if version is None:
-        return None
-    try:
-        value = mlc.get_model_version(name, version).tags.get(key)
-    except MlflowException:
-        return None
-    return str(value) if value is not None else None
 
 
 def _history(mlc: MlflowClient, name: str) -> list[str]:
@@ -357,7 +196,7 @@ def set_champion(
     """
     mlc = mlc or client(config)
     name = config.files.name
-    path, raw, scorer = _load_checked(config, version, mlc)
+    path, raw, scorer = load_checked(config, version, mlc)
     mlc.set_registered_model_alias(name, CHAMPION, version)
     if registered_alias(mlc, name, CHALLENGER) == version:
         mlc.delete_registered_model_alias(name, CHALLENGER)
@@ -380,7 +219,7 @@ def set_challenger(
     running detectors start scoring it beside the champion (docs/model-ops.md)."""
     mlc = mlc or client(config)
     name = config.files.name
-    path, raw, scorer = _load_checked(config, version, mlc)
+    path, raw, scorer = load_checked(config, version, mlc)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
     mlc.set_model_version_tag(name, version, "challenger_reason", reason)
     write_pointer(

@@ -325,7 +325,7 @@ def train_and_register(
     keep_challenger: str | None = None,
 ) -> TrainResult:
     """Build data, train, evaluate, register, gate. The weekly retraining job calls this
-    (``keep_challenger``: see :func:`~shopsentry.models.registry.register_and_gate`).
+    (``keep_challenger``: see :func:`~shopsentry.models.offline_gate.register_and_gate`).
 
     ``use_warehouse=None`` takes the warehouse's ML_FEATURES layer when it exists, else
     ``history``; ``as_of`` (default: the latest event) is the training time.
@@ -352,7 +352,7 @@ def train_on(
     keep_challenger: str | None = None,
 ) -> TrainResult:
     """Everything after the data set is built: split, fit, evaluate, register, gate."""
-    from shopsentry.models import registry
+    from shopsentry.models import offline_gate
     from shopsentry.models.drift_reference import build_reference
     from shopsentry.models.scorer import build_scorer
 
@@ -379,7 +379,7 @@ def train_on(
     report["drift_reference"] = build_reference(config.modelops, data, fitted.raw, scorer)
     if progress is not None:
         progress("registering", 0, None)
-    outcome = registry.register_and_gate(
+    outcome = offline_gate.register_and_gate(
         config.registry, fitted.raw, report, split.valid, keep_challenger=keep_challenger
     )
     return TrainResult(
