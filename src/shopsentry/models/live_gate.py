@@ -28,8 +28,9 @@ The verdict's reason names the window and the share of the evidence it kept.
 
 :func:`live_evidence` is the thin warehouse query (``staging.stg_decisions`` joined with
 ``staging.stg_fraud_labels``, and the days' maturity); :func:`apply_live_gate` is what
-the weekly retrain calls: it reads the aliases, judges, promotes or refuses, and says
-why in the log, on the challenger's registry version (tags) and in its model card.
+the weekly retrain calls (with a :class:`LiveGateConfig` it builds from the settings):
+it reads the aliases, judges, promotes or refuses, and says why in the log, on the
+challenger's registry version (tags) and in its model card.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,9 +51,31 @@ from shopsentry.warehouse.db import WarehouseError, WarehouseMissing
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from shopsentry.config import Settings
+    from shopsentry.config import LiveGateSettings, Settings
+    from shopsentry.models.registry import RegistryConfig
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGateConfig:
+    """What the live gate needs: the warehouse file its evidence is read from, the
+    registry (the aliases, the versions' files, and the detector's threshold, at which
+    the champion's recall is taken) and the rule's settings (``model.live_gate``)."""
+
+    warehouse: Path
+    registry: RegistryConfig
+    gate: LiveGateSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LiveGateConfig:
+        from shopsentry.models.registry import RegistryConfig
+
+        return cls(
+            warehouse=settings.warehouse_path,
+            registry=RegistryConfig.from_settings(settings),
+            gate=settings.model.live_gate,
+        )
 
 
 @dataclass(frozen=True)
@@ -261,20 +285,20 @@ where champion_version = $champion and challenger_version = $challenger
 
 
 def live_evidence(
-    settings: Settings, champion_version: str, challenger_version: str, as_of: datetime
+    warehouse: Path, champion_version: str, challenger_version: str, as_of: datetime
 ) -> LiveEvidence:
     """The purchases both versions scored that were made by ``as_of`` (by
     ``occurred_at``, as the monitoring models count them, so a replay of past traffic is
     judged as of its own time), with the labels known by then (the latest label of a
     purchase wins, e.g. a review overturning a chargeback), and the label maturity of
-    their days as the warehouse last built it."""
+    their days as the warehouse (the DuckDB file ``warehouse``) last built them."""
     import duckdb
 
     from shopsentry.warehouse.db import connect
 
     params = {"champion": champion_version, "challenger": challenger_version}
     try:
-        with connect(settings.warehouse_path, read_only=True) as con:
+        with connect(warehouse, read_only=True) as con:
             rows = con.execute(_EVIDENCE_SQL, {**params, "as_of": _naive_utc(as_of)}).fetchall()
             try:
                 days = con.execute(_MATURITY_SQL, params).fetchall()
@@ -302,7 +326,7 @@ def _naive_utc(at: datetime) -> datetime:
 
 
 def current_evidence(
-    settings: Settings,
+    warehouse: Path,
     champion: str,
     challenger: str,
     as_of: datetime,
@@ -312,12 +336,12 @@ def current_evidence(
     warehouse's monitoring models were built at another time, ``refresh(as_of)``
     rebuilds them and the evidence is read again; without ``refresh`` (or if it did not
     help), a :class:`WarehouseError` says so (the gate then refuses)."""
-    evidence = live_evidence(settings, champion, challenger, as_of)
+    evidence = live_evidence(warehouse, champion, challenger, as_of)
     if evidence.is_fraud.size == 0 or evidence.maturity_as_of == _naive_utc(as_of):
         return evidence
     if refresh is not None:
         refresh(as_of)
-        evidence = live_evidence(settings, champion, challenger, as_of)
+        evidence = live_evidence(warehouse, champion, challenger, as_of)
         if evidence.maturity_as_of == _naive_utc(as_of):
             return evidence
     built = evidence.maturity_as_of
@@ -330,7 +354,7 @@ def current_evidence(
 
 
 def apply_live_gate(
-    settings: Settings,
+    config: LiveGateConfig,
     as_of: datetime | None = None,
     mlc: MlflowClient | None = None,
     *,
@@ -347,20 +371,19 @@ def apply_live_gate(
     from shopsentry.models.scorer import CHALLENGER, CHAMPION
     from shopsentry.warehouse.db import DbtFailed
 
-    config = registry.RegistryConfig.from_settings(settings)
-    mlc = mlc or registry.client(config)
-    name = settings.model.name
+    mlc = mlc or registry.client(config.registry)
+    name = config.registry.files.name
     champion = registry.registered_alias(mlc, name, CHAMPION)
     challenger = registry.registered_alias(mlc, name, CHALLENGER)
     if champion is None or challenger is None:
         logger.info("live gate: no %s to judge", "challenger" if champion else "champion")
         return None
     when = as_of or datetime.now(UTC)
-    gate = settings.model.live_gate
+    gate = config.gate
     try:
         verdict = judge(
-            current_evidence(settings, champion, challenger, when, refresh),
-            threshold=settings.detector.threshold,
+            current_evidence(config.warehouse, champion, challenger, when, refresh),
+            threshold=config.registry.threshold,
             min_labelled_frauds=gate.min_labelled_frauds,
             min_label_maturity=gate.min_label_maturity,
             min_precision_gain=gate.min_precision_gain,
@@ -375,26 +398,26 @@ def apply_live_gate(
         champion,
         verdict.reason,
     )
-    record_verdict(settings, verdict, when, mlc)
+    record_verdict(config.registry, verdict, when, mlc)
     if verdict.promote:
-        registry.set_champion(config, challenger, f"live evidence: {verdict.reason}", mlc)
+        registry.set_champion(config.registry, challenger, f"live evidence: {verdict.reason}", mlc)
     return verdict
 
 
 def record_verdict(
-    settings: Settings, verdict: LiveVerdict, as_of: datetime, mlc: MlflowClient
+    config: RegistryConfig, verdict: LiveVerdict, as_of: datetime, mlc: MlflowClient
 ) -> None:
     """Tag the challenger's version with the verdict and add it to its model card."""
     from shopsentry.models.card import rewrite_card
-    from shopsentry.models.registry import RegistryConfig, version_dir
+    from shopsentry.models.registry import version_dir
 
     version = verdict.challenger_version
     assert version is not None
-    name = settings.model.name
+    name = config.files.name
     mlc.set_model_version_tag(name, version, "live_gate_reason", verdict.reason)
     mlc.set_model_version_tag(name, version, "live_gate_promoted", str(verdict.promote).lower())
     mlc.set_model_version_tag(name, version, "live_gate_at", as_of.isoformat())
-    directory = version_dir(RegistryConfig.from_settings(settings), version)
+    directory = version_dir(config, version)
     report_file = directory / "report.json"
     if not report_file.is_file():
         logger.info("live gate: no local report for v%s; the verdict is in its tags", version)

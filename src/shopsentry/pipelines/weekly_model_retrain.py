@@ -141,13 +141,13 @@ def judge_live_challenger(settings: Settings, as_of: datetime | None) -> dict[st
     """The live gate (``model.live_gate``) on the current challenger; its verdict or None."""
     if not settings.model.live_gate.enabled:
         return None
-    from shopsentry.models.live_gate import apply_live_gate
+    from shopsentry.models.live_gate import LiveGateConfig, apply_live_gate
     from shopsentry.pipelines.model_monitoring import model_monitoring
 
     # The days' label maturity must be as of the gate's time: the monitoring models
     # (without feature drift) are rebuilt as of it when the warehouse has them at another.
     verdict = apply_live_gate(
-        settings,
+        LiveGateConfig.from_settings(settings),
         as_of or datetime.now(UTC),
         refresh=lambda at: model_monitoring(settings, at, drift=False),
     )

@@ -246,7 +246,7 @@ def test_the_gate_judges_the_matured_days_and_explains_itself(week: Week) -> Non
     window. Last in the module: a promotion would move the aliases."""
     from mlflow import MlflowClient
 
-    from shopsentry.models.live_gate import apply_live_gate
+    from shopsentry.models.live_gate import LiveGateConfig, apply_live_gate
 
     compared = rows(
         week,
@@ -259,7 +259,7 @@ def test_the_gate_judges_the_matured_days_and_explains_itself(week: Week) -> Non
         r for r in compared if r["label_maturity"] is not None and r["label_maturity"] >= 0.8
     ]
     assert matured and matured[-1]["day"] < LIVE[-1], compared  # the newest days wait
-    verdict = apply_live_gate(week.settings, week.as_of)
+    verdict = apply_live_gate(LiveGateConfig.from_settings(week.settings), week.as_of)
     assert verdict is not None, "champion and challenger are registered"
     assert verdict.scored_purchases == sum(r["purchases"] for r in compared)
     assert verdict.purchases == sum(r["purchases"] for r in matured) < verdict.scored_purchases

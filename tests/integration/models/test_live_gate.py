@@ -62,11 +62,12 @@ def live_week(
 def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_settings) -> None:
     from mlflow import MlflowClient
 
-    from shopsentry.models.live_gate import apply_live_gate
+    from shopsentry.models.live_gate import LiveGateConfig, apply_live_gate
     from shopsentry.models.registry import RegistryConfig, version_dir
 
     settings = mlflow_settings
     assert settings.model.live_gate.min_labelled_frauds == 30
+    gate = LiveGateConfig.from_settings(settings)
     data = synthetic_history(n=12000, seed=5)
     assert train_on(TrainingConfig.from_settings(settings), data, params=GOOD).version == "1"
     second = train_on(TrainingConfig.from_settings(settings), data, params=WEAK)
@@ -76,7 +77,7 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     )  # the detectors start scoring it
 
     live_week(settings, "1", "2", frauds_known=20)
-    refused = apply_live_gate(settings, AS_OF)
+    refused = apply_live_gate(gate, AS_OF)
     assert refused is not None and not refused.promote
     assert refused.reason.startswith("not enough matured labels: 20 labelled frauds")
     assert (
@@ -92,14 +93,14 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
 
     # Every label known, but on a day whose chargebacks are mostly still to come.
     live_week(settings, "1", "2", frauds_known=60, label_maturity=0.5)
-    immature = apply_live_gate(settings, AS_OF)
+    immature = apply_live_gate(gate, AS_OF)
     assert immature is not None and not immature.promote
     assert immature.reason.startswith("not enough matured labels: 0 labelled frauds")
     assert "no matured window (0 of 1 days with label maturity >= 0.8)" in immature.reason
     assert "no matured window" in mlc.get_model_version(name, "2").tags["live_gate_reason"]
 
     live_week(settings, "1", "2", frauds_known=60)
-    promoted = apply_live_gate(settings, AS_OF)
+    promoted = apply_live_gate(gate, AS_OF)
     assert promoted is not None and promoted.promote, promoted
     assert promoted.champion_precision == pytest.approx(0.5)
     assert promoted.challenger_precision == pytest.approx(0.8)
@@ -121,4 +122,4 @@ def test_refused_without_matured_labels_then_promoted_on_live_evidence(mlflow_se
     )
     assert promoted.window_first == promoted.window_last == "2026-11-20"
     assert "| this version | 66.7% | 80.0% |" in card
-    assert apply_live_gate(settings, AS_OF) is None  # no challenger left to judge
+    assert apply_live_gate(gate, AS_OF) is None  # no challenger left to judge

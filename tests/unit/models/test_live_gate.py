@@ -269,7 +269,7 @@ def test_the_evidence_is_what_both_scored_with_labels_known_by_then(tmp_path) ->
         ]
         con.executemany("insert into staging.stg_fraud_labels values (?, ?, ?)", labels)
         maturity(con, {date(2026, 11, 20): 0.9, date(2026, 11, 29): None}, AS_OF)
-    evidence = live_evidence(settings, "1", "2", AS_OF)
+    evidence = live_evidence(settings.warehouse_path, "1", "2", AS_OF)
     got = sorted(
         zip(evidence.champion, evidence.challenger, evidence.is_fraud, strict=True),
         reverse=True,
@@ -293,7 +293,7 @@ def test_the_maturity_must_be_as_of_the_gate(tmp_path) -> None:
         decisions(con, [("e1", "1", 0.9, "2", 0.8, at), ("e2", "1", 0.9, "3", 0.8, at)])
         maturity(con, {day: 0.5}, AS_OF - timedelta(days=2))
     with pytest.raises(WarehouseError, match="as of 2026-11-28 00:00:00, not as of the gate's"):
-        current_evidence(settings, "1", "2", AS_OF)
+        current_evidence(settings.warehouse_path, "1", "2", AS_OF)
     refreshed: list[datetime] = []
 
     def rebuild(at: datetime) -> None:
@@ -302,10 +302,11 @@ def test_the_maturity_must_be_as_of_the_gate(tmp_path) -> None:
             con.execute("delete from monitoring.model_comparison_daily")
             maturity(con, {day: 0.95}, at)
 
-    got = current_evidence(settings, "1", "2", AS_OF, refresh=rebuild)
+    got = current_evidence(settings.warehouse_path, "1", "2", AS_OF, refresh=rebuild)
     assert refreshed == [AS_OF] and got.maturity == {day: 0.95}
     with pytest.raises(WarehouseError, match="not built for this pair"):
-        current_evidence(settings, "1", "3", AS_OF, refresh=lambda at: None)  # no rows for 1-3
+        # no rows for 1-3
+        current_evidence(settings.warehouse_path, "1", "3", AS_OF, refresh=lambda at: None)
 
 
 def test_no_staging_yet_is_a_warehouse_error(tmp_path) -> None:
@@ -313,8 +314,8 @@ def test_no_staging_yet_is_a_warehouse_error(tmp_path) -> None:
 
     settings = Settings(data_dir=tmp_path)
     with pytest.raises(WarehouseMissing):
-        live_evidence(settings, "1", "2", datetime.now(UTC))
+        live_evidence(settings.warehouse_path, "1", "2", datetime.now(UTC))
     with connect(settings.warehouse_path) as con:
         con.execute("select 1")
     with pytest.raises(WarehouseError, match="no live challenger evidence"):
-        live_evidence(settings, "1", "2", datetime.now(UTC))
+        live_evidence(settings.warehouse_path, "1", "2", datetime.now(UTC))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shopsentry.config import LiveGateSettings, ModelSettings, Settings
-from shopsentry.models.live_gate import LiveVerdict
+from shopsentry.models.live_gate import LiveGateConfig, LiveVerdict
 from shopsentry.models.training import TrainResult
 
 # The package re-exports the job function under the module's name.
@@ -26,8 +26,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     order: list[str] = []
 
     def gate(
-        settings: Settings, as_of: datetime | None, *, refresh: Callable[[datetime], object]
+        config: LiveGateConfig, as_of: datetime | None, *, refresh: Callable[[datetime], object]
     ) -> LiveVerdict:
+        assert isinstance(config, LiveGateConfig)  # the job passes the narrow config
         order.append("live gate")
         refresh(datetime(2026, 11, 29, tzinfo=UTC))  # as if the maturity was stale
         return LiveVerdict(False, "not enough matured labels", 100, 3, challenger_version="4")
