@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,39 @@ def create_app(
     except Exception:
         keys.close()
         raise
+    services = _build_services(settings, keys, log, start_consumer=start_consumer)
+    app = FastAPI(
+        title="shopsentry",
+        version=__version__,
+        description="Event ingest, fraud alerts and reviews, analytics and the live dashboard.",
+        lifespan=_lifespan(services),
+        docs_url=None,  # served by _add_swagger_ui from vendored assets: no CDN at run time
+        redoc_url=None,
+    )
+    _add_swagger_ui(app)
+    openapi.install(app, max_events=settings.api.max_events_per_request)
+    app.state.services = services
+    app.state.demo_keys = demo_keys
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (events, alerts, analytics, quality, rules, health, dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_middleware(app, settings, services.metrics)
+    return app
+
+
+def _build_services(
+    settings: Settings,
+    keys: KeyStore,
+    log: EventLog | None,
+    *,
+    start_consumer: bool,
+) -> Services:
+    """Open everything a request may touch, once, so a bad setting fails at start.
+
+    The log is opened here only when the caller did not pass one; the services then own
+    it and close it with the app.
+    """
     owns_log = log is None
     if log is None:
         from shopsentry.bus import BusConfig, open_log
@@ -233,7 +266,7 @@ def create_app(
     metrics.watch_store(store, consumer)
     metrics.watch_dag_runs(dag_runs_path(settings.state_dir))
     metrics.watch_model_ops(settings.warehouse_path)
-    services = Services(
+    return Services(
         settings=settings,
         log=log,
         keys=keys,
@@ -248,10 +281,15 @@ def create_app(
         ),
     )
 
+
+def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the background followers run only while the app serves, and
+    every service is closed when it stops."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if consumer is not None:
-            consumer.start()
+        if services.consumer is not None:
+            services.consumer.start()
         if services.rules is not None:
             from shopsentry.features import FEATURE_NAMES
 
@@ -261,14 +299,11 @@ def create_app(
         finally:
             services.close()
 
-    app = FastAPI(
-        title="shopsentry",
-        version=__version__,
-        description="Event ingest, fraud alerts and reviews, analytics and the live dashboard.",
-        lifespan=lifespan,
-        docs_url=None,  # served below from vendored assets: no CDN at run time
-        redoc_url=None,
-    )
+    return lifespan
+
+
+def _add_swagger_ui(app: FastAPI) -> None:
+    """``/docs`` from the vendored Swagger UI under ``static/``: no CDN at run time."""
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
@@ -280,13 +315,9 @@ def create_app(
             swagger_favicon_url="/static/favicon.svg",
         )
 
-    openapi.install(app, max_events=settings.api.max_events_per_request)
-    app.state.services = services
-    app.state.demo_keys = demo_keys
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (events, alerts, analytics, quality, rules, health, dashboard):
-        app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
+    """CORS (when origins are configured), the body limit, metrics and security headers."""
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -299,7 +330,6 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    return app
 
 
 def describe_keys(keys: list[IssuedKey]) -> list[dict[str, Any]]:
