@@ -8,6 +8,7 @@ as the rows, so a replay after a crash neither duplicates an alert nor counts tr
 twice; rows are keyed by ``event_id`` / ``alert_id`` besides. Purchases pass the
 detector's own admission checks (:mod:`shopsentry.events.admission`): one verdict.
 
+The tables and how each record becomes a row are in :mod:`shopsentry.api.read_model_rows`.
 Every query binds its parameters; no caller-supplied text is ever formatted into SQL.
 """
 
@@ -23,17 +24,30 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shopsentry.api import rule_hits
+from shopsentry.api.read_model_rows import (
+    ALERT_COLUMNS,
+    SCHEMA,
+    alert_item,
+    count_traffic,
+    end_to_end_ms,
+    from_ms,
+    put_alert,
+    put_decision,
+    put_purchase,
+    to_ms,
+    traffic_minute,
+)
 from shopsentry.bus.base import Record, TopicPartition
 from shopsentry.config import DetectorSettings
 from shopsentry.errors import InvalidEvent, TerminalError
 from shopsentry.events.admission import Admission, admit
 from shopsentry.events.codec import decode_as
-from shopsentry.events.schema import Decision, FraudAlert, Purchase, Review
+from shopsentry.events.schema import Review
 from shopsentry.stream.base import check_fence
 from shopsentry.stream.dead_letters import DeadLetterLog
 from shopsentry.stream.sqlite_positions import positions_table, read_positions, write_positions
@@ -41,52 +55,27 @@ from shopsentry.stream.sqlite_positions import positions_table, read_positions, 
 if TYPE_CHECKING:
     from shopsentry.stream.base import Checkpoint, Output
 
+# Re-exported: callers and tests import these from here, where they were first.
+__all__ = [
+    "AlertFilter",
+    "AlertReadModel",
+    "InvalidCursor",
+    "UnknownAlert",
+    "decode_cursor",
+    "encode_cursor",
+    "end_to_end_ms",
+    "from_ms",
+    "to_ms",
+    "traffic_minute",
+]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = DetectorSettings().max_event_bytes
 
 HISTORY_LIMIT = 20
 _POSITIONS = "offsets"
-_PLAUSIBLE_MS = 3_600_000  # an hour: beyond it a timestamp is not live
 _MAX_MS = 2**53  # beyond it a time in milliseconds is no time this store wrote
-_SCHEMA = """
-create table if not exists traffic (
-    minute integer not null, topic text not null, count integer not null,
-    primary key (minute, topic)
-);
-create table if not exists purchases (
-    event_id text primary key, user_id text not null, order_id text not null,
-    amount real not null, currency text not null, source text not null,
-    payment_method text, country text, occurred_ms integer not null, raw_json text not null
-);
-create index if not exists purchases_user on purchases (user_id, occurred_ms);
-create table if not exists decisions (
-    event_id text primary key, user_id text not null, order_id text not null,
-    amount real not null, currency text not null, source text not null,
-    probability real not null, band text not null, model_version text not null,
-    top_features text not null, latency_ms text not null, e2e_ms real,
-    occurred_ms integer not null, decided_ms integer not null
-);
-create index if not exists decisions_user on decisions (user_id, decided_ms);
-create index if not exists decisions_time on decisions (decided_ms);
-create table if not exists alerts (
-    alert_id text primary key, event_id text not null unique, user_id text not null,
-    order_id text not null, amount real not null, currency text not null, source text not null,
-    probability real not null, severity text not null, band text not null,
-    model_version text not null, top_features text not null,
-    occurred_ms integer not null, decided_ms integer not null,
-    status text not null default 'open', verdict text, note text, reviewer text, reviewed_ms integer
-);
-create index if not exists alerts_time on alerts (decided_ms, alert_id);
-create index if not exists alerts_user on alerts (user_id, decided_ms);
-create index if not exists alerts_status on alerts (status, decided_ms);
-"""
-
-_ALERT_COLUMNS = (
-    "alert_id, event_id, user_id, order_id, amount, currency, source, probability, severity, band,"
-    " model_version, top_features, occurred_ms, decided_ms,"
-    " status, verdict, note, reviewer, reviewed_ms, " + rule_hits.ALERT_COLUMN
-)
 
 
 class InvalidCursor(TerminalError):
@@ -95,14 +84,6 @@ class InvalidCursor(TerminalError):
 
 class UnknownAlert(TerminalError):
     """No alert has this id."""
-
-
-def to_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def from_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 def encode_cursor(decided_ms: int, alert_id: str) -> str:
@@ -120,30 +101,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidCursor(
             "cursor is not one this API returned", hint="pass next_cursor from a previous page"
         ) from None
-
-
-def end_to_end_ms(decision: Decision) -> float:
-    """Event time to decision. On a live feed that is ``decided_at - occurred_at``; when
-    the events carry a replayed or accelerated clock (far from the detector's), fall back
-    to the stage times the detector measured (parse, features, score, queue)."""
-    for key in ("end_to_end", "e2e", "total"):
-        if key in decision.latency_ms:
-            return float(decision.latency_ms[key])
-    wall = (decision.decided_at - decision.occurred_at).total_seconds() * 1000
-    if 0 <= wall <= _PLAUSIBLE_MS:
-        return wall
-    return float(sum(v for v in decision.latency_ms.values() if 0 <= v <= _PLAUSIBLE_MS))
-
-
-def traffic_minute(record: Record, now_ms: int) -> int:
-    """The minute a record counts in: its log timestamp when that is a plausible recent
-    past, else the time the store saw it. A simulator on an accelerated clock stamps
-    records ahead of the wall clock (and a replay far behind it); drawn at their own
-    times they would smear one real minute over hours of the chart."""
-    ts = record.timestamp_ms
-    if ts > now_ms or now_ms - ts > _PLAUSIBLE_MS:
-        ts = now_ms
-    return ts // 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +152,7 @@ class AlertReadModel:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
-        self._db.executescript(positions_table(_POSITIONS) + _SCHEMA + rule_hits.SCHEMA)
+        self._db.executescript(positions_table(_POSITIONS) + SCHEMA + rule_hits.SCHEMA)
         rule_hits.add_alert_column(self._db)
 
     @contextmanager
@@ -217,9 +174,7 @@ class AlertReadModel:
     def ping(self) -> bool:
         return self.query("select 1") == [(1,)]
 
-    # -- writes (the consumer) -------------------------------------------------------
-
-    # -- the stream runtime's sink: rows and positions in one transaction -----------
+    # -- writes (the consumer), the stream runtime's sink: rows and positions in one tx --
 
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The next offset to read per partition this store has applied records of."""
@@ -244,18 +199,14 @@ class AlertReadModel:
     def _apply_one(self, db: sqlite3.Connection, record: Record, now_ms: int) -> None:
         kind = self._kind_of.get(record.topic)
         if kind in ("purchases", "behavior"):
-            db.execute(
-                "insert into traffic (minute, topic, count) values (?, ?, 1)"
-                " on conflict (minute, topic) do update set count = count + 1",
-                (traffic_minute(record, now_ms), record.topic),
-            )
+            count_traffic(db, record, now_ms)
         try:
             if kind == "purchases":
                 self._put_admitted_purchase(db, record)
             elif kind == "decisions":
-                self._put_decision(db, decode_as("decision", record.value))
+                put_decision(db, decode_as("decision", record.value))
             elif kind == "alerts":
-                self._put_alert(db, decode_as("fraud_alert", record.value))
+                put_alert(db, decode_as("fraud_alert", record.value))
         except InvalidEvent as exc:
             self.dead_letter_log.note(
                 record.topic, record.partition, record.offset, "read-model", exc.message
@@ -267,81 +218,7 @@ class AlertReadModel:
         if purchase is None:
             self.dead_letter_log.note(record.topic, record.partition, record.offset, stage, reason)
             return
-        self._put_purchase(db, purchase, record.value)
-
-    @staticmethod
-    def _put_purchase(db: sqlite3.Connection, p: Purchase, raw: bytes) -> None:
-        db.execute(
-            "insert or ignore into purchases (event_id, user_id, order_id, amount, currency,"
-            " source, payment_method, country, occurred_ms, raw_json)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                p.event_id,
-                p.user_id,
-                p.order_id,
-                p.amount,
-                p.currency,
-                p.source,
-                p.payment_method,
-                p.country,
-                to_ms(p.occurred_at),
-                raw.decode(),
-            ),
-        )
-
-    @staticmethod
-    def _put_decision(db: sqlite3.Connection, d: Decision) -> None:
-        features = json.dumps([f.model_dump() for f in d.top_features])
-        db.execute(
-            "insert or ignore into decisions (event_id, user_id, order_id, amount, currency,"
-            " source, probability,"
-            " band, model_version, top_features, latency_ms, e2e_ms, occurred_ms, decided_ms)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                d.event_id,
-                d.user_id,
-                d.order_id,
-                d.amount,
-                d.currency,
-                d.source,
-                d.probability,
-                d.band,
-                d.model_version,
-                features,
-                json.dumps(d.latency_ms),
-                end_to_end_ms(d),
-                to_ms(d.occurred_at),
-                to_ms(d.decided_at),
-            ),
-        )
-        rule_hits.put(db, d, to_ms(d.decided_at))
-
-    @staticmethod
-    def _put_alert(db: sqlite3.Connection, a: FraudAlert) -> None:
-        features = json.dumps([f.model_dump() for f in a.top_features])
-        db.execute(
-            "insert or ignore into alerts (alert_id, event_id, user_id, order_id, amount,"
-            " currency, source,"
-            " probability, severity, band, model_version, top_features, occurred_ms, decided_ms,"
-            f" {rule_hits.ALERT_COLUMN}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                a.alert_id,
-                a.event_id,
-                a.user_id,
-                a.order_id,
-                a.amount,
-                a.currency,
-                a.source,
-                a.probability,
-                a.severity,
-                a.band,
-                a.model_version,
-                features,
-                to_ms(a.occurred_at),
-                to_ms(a.decided_at),
-                rule_hits.of_alert(a),
-            ),
-        )
+        put_purchase(db, purchase, record.value)
 
     def prune(self, older_than: datetime) -> int:
         """Drop purchases and decisions past the log's retention; alerts are kept."""
@@ -354,17 +231,6 @@ class AlertReadModel:
         return gone
 
     # -- alerts ------------------------------------------------------------------------
-
-    @staticmethod
-    def _alert_row(row: Sequence[Any]) -> dict[str, Any]:
-        keys = [c.strip() for c in _ALERT_COLUMNS.split(",")]
-        item = dict(zip(keys, row, strict=True))
-        item["top_features"] = json.loads(item["top_features"])
-        item["occurred_at"] = from_ms(item.pop("occurred_ms"))
-        item["decided_at"] = from_ms(item.pop("decided_ms"))
-        item["reviewed_at"] = from_ms(item.pop("reviewed_ms"))
-        item.update(rule_hits.from_alert_column(item.pop(rule_hits.ALERT_COLUMN)))
-        return item
 
     def list_alerts(
         self, flt: AlertFilter, *, limit: int, offset: int = 0, cursor: str | None = None
@@ -379,11 +245,11 @@ class AlertReadModel:
             page_params += [decided_ms, decided_ms, alert_id]
             offset = 0
         rows = self.query(
-            f"select {_ALERT_COLUMNS} from alerts where {page_where}"
+            f"select {ALERT_COLUMNS} from alerts where {page_where}"
             " order by decided_ms desc, alert_id desc limit ? offset ?",
             [*page_params, limit + 1, offset],
         )
-        items = [self._alert_row(r) for r in rows[:limit]]
+        items = [alert_item(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit and items:
             last = rows[limit - 1]
@@ -391,8 +257,8 @@ class AlertReadModel:
         return items, int(total), next_cursor
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
-        rows = self.query(f"select {_ALERT_COLUMNS} from alerts where alert_id = ?", [alert_id])
-        return self._alert_row(rows[0]) if rows else None
+        rows = self.query(f"select {ALERT_COLUMNS} from alerts where alert_id = ?", [alert_id])
+        return alert_item(rows[0]) if rows else None
 
     def event_of(self, event_id: str) -> dict[str, Any] | None:
         """The original purchase, when the store saw it on purchase-events."""
