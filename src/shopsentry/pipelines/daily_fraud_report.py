@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shopsentry.pipelines.common import Progress, no_progress
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from shopsentry.config import Settings
@@ -95,18 +96,44 @@ def _svg(fig: Figure) -> str:
 
 
 def _charts(trend: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> dict[str, str]:
+    """The report's charts as inline SVG, keyed by the template's name for each."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     matplotlib.rcParams["svg.hashsalt"] = "shopsentry-fraud-report"
     matplotlib.rcParams["svg.fonttype"] = "none"
     days = [r["day"].strftime("%m-%d") for r in trend]
     x = list(range(len(days)))
-    charts: dict[str, str] = {}
+    return {
+        "alerts": _alerts_chart(trend, x, days),
+        "precision": _precision_chart(trend, x, days),
+        "revenue": _revenue_chart(trend, x, days),
+        "latency": _latency_chart(trend, x, days),
+        "scenarios": _scenarios_chart(scenarios),
+    }
 
-    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+
+def _day_figure() -> tuple[Figure, Axes]:
+    """A wide, short figure for a per-day trend (the page's column width)."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 2.8))
+
+
+def _finish_days(ax: Axes, x: list[int], days: list[str], title: str) -> None:
+    """Day labels under the bars or points, the title and the legend of a trend chart."""
+    ax.set_xticks(x, days, rotation=45, fontsize=8)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def _nan_for_none(values: list[Any]) -> list[float]:
+    """A day without a value is a gap in the line, not a zero."""
+    return [v if v is not None else float("nan") for v in values]
+
+
+def _alerts_chart(trend: list[dict[str, Any]], x: list[int], days: list[str]) -> str:
+    fig, ax = _day_figure()
     width = 0.4
     ax.bar(
         [i - width / 2 for i in x],
@@ -122,55 +149,43 @@ def _charts(trend: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> dic
         label="confirmed fraud",
         color="#b03a2e",
     )
-    ax.set_xticks(x, days, rotation=45, fontsize=8)
-    ax.set_title("Alerts and confirmed fraud per day")
-    ax.legend(fontsize=8)
-    charts["alerts"] = _svg(fig)
+    _finish_days(ax, x, days, "Alerts and confirmed fraud per day")
+    return _svg(fig)
 
-    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+
+def _precision_chart(trend: list[dict[str, Any]], x: list[int], days: list[str]) -> str:
+    fig, ax = _day_figure()
     precision = [r["review_precision"] for r in trend]
     fpr = [r["false_positive_rate"] for r in trend]
-    ax.plot(
-        x,
-        [p if p is not None else float("nan") for p in precision],
-        marker="o",
-        label="precision (reviews)",
-    )
-    ax.plot(
-        x,
-        [f if f is not None else float("nan") for f in fpr],
-        marker="s",
-        label="false-positive rate",
-    )
+    ax.plot(x, _nan_for_none(precision), marker="o", label="precision (reviews)")
+    ax.plot(x, _nan_for_none(fpr), marker="s", label="false-positive rate")
     ax.axhline(0.05, color="grey", linestyle="--", linewidth=1, label="FPR target 5%")
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(x, days, rotation=45, fontsize=8)
-    ax.set_title("Precision and false-positive rate from analyst reviews")
-    ax.legend(fontsize=8)
-    charts["precision"] = _svg(fig)
+    _finish_days(ax, x, days, "Precision and false-positive rate from analyst reviews")
+    return _svg(fig)
 
-    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+
+def _revenue_chart(trend: list[dict[str, Any]], x: list[int], days: list[str]) -> str:
+    fig, ax = _day_figure()
     ax.bar(x, [r["revenue"] or 0 for r in trend], color="#2e86c1", label="revenue")
     ax.bar(x, [r["loss_prevented"] or 0 for r in trend], color="#28b463", label="loss prevented")
-    ax.set_xticks(x, days, rotation=45, fontsize=8)
-    ax.set_title("Revenue and loss prevented per day")
-    ax.legend(fontsize=8)
-    charts["revenue"] = _svg(fig)
+    _finish_days(ax, x, days, "Revenue and loss prevented per day")
+    return _svg(fig)
 
-    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+
+def _latency_chart(trend: list[dict[str, Any]], x: list[int], days: list[str]) -> str:
+    fig, ax = _day_figure()
     for key, label in (("detection_latency_p50_ms", "p50"), ("detection_latency_p95_ms", "p95")):
-        ax.plot(
-            x,
-            [r[key] if r[key] is not None else float("nan") for r in trend],
-            marker="o",
-            label=label,
-        )
+        ax.plot(x, _nan_for_none([r[key] for r in trend]), marker="o", label=label)
     ax.axhline(500, color="grey", linestyle="--", linewidth=1, label="SLO 500 ms")
-    ax.set_xticks(x, days, rotation=45, fontsize=8)
     ax.set_ylabel("ms")
-    ax.set_title("Detection latency (purchase → decision)")
-    ax.legend(fontsize=8)
-    charts["latency"] = _svg(fig)
+    _finish_days(ax, x, days, "Detection latency (purchase → decision)")
+    return _svg(fig)
+
+
+def _scenarios_chart(scenarios: list[dict[str, Any]]) -> str:
+    """Horizontal bars, the top scenario on top; the height grows with the list."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, max(1.6, 0.4 * len(scenarios) + 0.8)))
     names = [s["scenario"] for s in reversed(scenarios)]
@@ -180,8 +195,7 @@ def _charts(trend: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> dic
     ax.barh(names, [s["detected"] for s in reversed(scenarios)], color="#28b463", label="detected")
     ax.set_title("Top fraud scenarios (last 7 days)")
     ax.legend(fontsize=8)
-    charts["scenarios"] = _svg(fig)
-    return charts
+    return _svg(fig)
 
 
 def _render(context: dict[str, Any]) -> str:
