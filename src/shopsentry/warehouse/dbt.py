@@ -170,7 +170,30 @@ def run_dbt(
     project = project_dir()
     work = config.work_dir.resolve()
     config.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    args = [
+    args = _dbt_args(command, project, work)
+    started = time.perf_counter()
+    with _DBT_LOCK, _dbt_environment(config):
+        try:
+            outcome = dbtRunner(callbacks=[_progress_callback(on_node)]).invoke(args)
+        finally:
+            _release_duckdb()
+    result = DbtRunResult(command=list(command), seconds=time.perf_counter() - started)
+    result.nodes.extend(_node_results(outcome.result))
+    _raise_on_failure(outcome, result, command, work, fail_on_tests=fail_on_tests)
+    logger.info(
+        "dbt %s: %d models built, %d checks passed in %.1fs",
+        " ".join(command),
+        result.models_built,
+        result.tests_passed,
+        result.seconds,
+    )
+    return result
+
+
+def _dbt_args(command: Sequence[str], project: Path, work: Path) -> list[str]:
+    """dbt's arguments: the caller's command, then the project, profiles and this run's
+    own target/log directories, quiet and without colours (the output is ours to show)."""
+    return [
         *command,
         "--project-dir",
         str(project),
@@ -183,6 +206,10 @@ def run_dbt(
         "--quiet",
         "--no-use-colors",
     ]
+
+
+def _progress_callback(on_node: NodeCallback | None) -> Callable[[Any], None]:
+    """A dbt event callback that tells ``on_node`` of each node finished, counting them."""
     finished = 0
 
     def callback(event: Any) -> None:
@@ -192,30 +219,40 @@ def run_dbt(
             node_info = event.data.node_info
             on_node(finished, f"{node_info.resource_type} {node_info.node_name}")
 
-    started = time.perf_counter()
-    with _DBT_LOCK, _dbt_environment(config):
-        try:
-            outcome = dbtRunner(callbacks=[callback]).invoke(args)
-        finally:
-            _release_duckdb()
-    result = DbtRunResult(command=list(command), seconds=time.perf_counter() - started)
-    raw = outcome.result
-    for r in getattr(raw, "results", None) or []:
-        node = r.node
-        result.nodes.append(
-            NodeResult(
-                unique_id=_describe(node),
-                resource_type=str(getattr(node, "resource_type", "")),
-                status=str(r.status),
-                message=str(r.message or ""),
-                seconds=float(r.execution_time or 0.0),
-                failures=r.failures,
-            )
+    return callback
+
+
+def _node_results(raw: Any) -> list[NodeResult]:
+    """dbt's per-node results (none when dbt could not start) in our own plain form."""
+    return [
+        NodeResult(
+            unique_id=_describe(r.node),
+            resource_type=str(getattr(r.node, "resource_type", "")),
+            status=str(r.status),
+            message=str(r.message or ""),
+            seconds=float(r.execution_time or 0.0),
+            failures=r.failures,
         )
+        for r in getattr(raw, "results", None) or []
+    ]
+
+
+def _raise_on_failure(
+    outcome: Any,
+    result: DbtRunResult,
+    command: Sequence[str],
+    work: Path,
+    *,
+    fail_on_tests: bool,
+) -> None:
+    """The run's failure as our error, most fundamental first: dbt could not run, then a
+    node that failed to build, then failed checks (only with ``fail_on_tests``), then any
+    other unsuccessful run."""
+    log_hint = f"see {work / 'logs' / 'dbt.log'}"
     if outcome.exception is not None:
         raise DbtFailed(
             f"dbt {' '.join(command)} could not run: {outcome.exception}",
-            hint=f"see {work / 'logs' / 'dbt.log'}",
+            hint=log_hint,
         ) from outcome.exception
     broken = [n for n in result.nodes if n.status in {"error", "runtime error"}]
     broken_builds = [n for n in broken if n.resource_type not in {"test", "unit_test", "source"}]
@@ -227,7 +264,7 @@ def run_dbt(
                 for n in broken_builds[:3]
             ),
             failures=[n.unique_id for n in broken_builds],
-            hint=f"see {work / 'logs' / 'dbt.log'}",
+            hint=log_hint,
         )
     checks = [
         n
@@ -238,15 +275,7 @@ def run_dbt(
     if checks and fail_on_tests:
         raise DataQualityFailed([f"{n.unique_id} ({_short(n)})" for n in checks])
     if not outcome.success and not checks:
-        raise DbtFailed(f"dbt {' '.join(command)} failed", hint=f"see {work / 'logs' / 'dbt.log'}")
-    logger.info(
-        "dbt %s: %d models built, %d checks passed in %.1fs",
-        " ".join(command),
-        result.models_built,
-        result.tests_passed,
-        result.seconds,
-    )
-    return result
+        raise DbtFailed(f"dbt {' '.join(command)} failed", hint=log_hint)
 
 
 def _short(node: NodeResult) -> str:
