@@ -1,4 +1,4 @@
-"""Load the event log into the warehouse's RAW layer (history files: :mod:`.history`).
+"""Load the event log into the RAW layer (its tables: :mod:`.raw`; history files: :mod:`.history`).
 
 The RAW layer is the design's landing zone: one table per topic, every record kept with its
 full JSON (``raw_json``, DuckDB's JSON type standing in for Snowflake's VARIANT), nothing
@@ -45,6 +45,17 @@ from shopsentry.warehouse.log_sink import (
     ProgressObserver,
     WarehouseSink,
 )
+from shopsentry.warehouse.raw import (
+    OFFSETS_TABLE,
+    RAW_BY_NAME,
+    RAW_SCHEMA,
+    RAW_TABLES,
+    RawTable,
+    ensure_raw_schema,
+    raw_counts,
+    record_offsets,
+    recorded_offsets,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -52,10 +63,14 @@ if TYPE_CHECKING:
     from shopsentry.bus import BusConfig
     from shopsentry.config import Settings
 
+# The RAW layer's definitions live in :mod:`.raw`; re-exported here, where the lake,
+# backup and pipeline code and the tests first found them.
 __all__ = [
     "ASSIGNMENT_TIMEOUT_S",
     "INCOMING_SCHEMA",
+    "OFFSETS_TABLE",
     "RAW_BY_NAME",
+    "RAW_SCHEMA",
     "RAW_TABLES",
     "LoadResult",
     "LoaderConfig",
@@ -74,37 +89,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RAW_SCHEMA = "raw"
-OFFSETS_TABLE = f"{RAW_SCHEMA}._load_offsets"
-
-
-@dataclass(frozen=True, slots=True)
-class RawTable:
-    """One RAW table: the topic it mirrors and how its rows are keyed and timed."""
-
-    name: str
-    topic_attr: str  # attribute of settings.topics
-    dedupe_key: str  # SQL over the parsed fields naming one logical record
-    occurred_at: str  # parsed field holding the event time (ISO text)
-
-    @property
-    def qualified(self) -> str:
-        return f"{RAW_SCHEMA}.{self.name}"
-
-
-RAW_TABLES: tuple[RawTable, ...] = (
-    RawTable("purchase_events", "purchase_events", "event_id", "occurred_text"),
-    RawTable("user_behavior", "user_behavior", "event_id", "occurred_text"),
-    # Alerts and decisions carry the purchase's event_id: one of each per purchase.
-    RawTable("fraud_alerts", "fraud_alerts", "event_id", "occurred_text"),
-    RawTable("decisions", "decisions", "event_id", "occurred_text"),
-    # A purchase may be labelled by a chargeback and, separately, by a review.
-    RawTable("fraud_labels", "labels", "event_id || '|' || label_source", "occurred_text"),
-    # An analyst may revise a verdict; each review is kept, staging keeps the latest.
-    RawTable("reviews", "reviews", "alert_id || '|' || reviewed_at", "reviewed_at"),
-)
-RAW_BY_NAME = {t.name: t for t in RAW_TABLES}
-
 # Where a history record goes, by its event_type.
 _TABLE_FOR_TYPE = {
     "purchase": "purchase_events",
@@ -113,21 +97,6 @@ _TABLE_FOR_TYPE = {
     "label": "fraud_labels",
     "review": "reviews",
 }
-
-_RAW_COLUMNS = """
-    _dedupe_key varchar not null,
-    event_id varchar,
-    event_type varchar,
-    user_id varchar,
-    source varchar,
-    occurred_at timestamp,
-    raw_json json,
-    raw_text varchar,
-    _topic varchar not null,
-    _partition integer not null,
-    _offset bigint not null,
-    _loaded_at timestamp not null
-"""
 
 # The envelope fields every RAW table keys, times or routes on, parsed once per record.
 _ENVELOPE = (
@@ -166,32 +135,6 @@ class LoadResult:
     def add(self, inserted: dict[str, int]) -> None:
         for name, n in inserted.items():
             self.inserted[name] = self.inserted.get(name, 0) + n
-
-
-def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the RAW schema and tables if missing; dbt's sources point at them."""
-    con.execute(f"create schema if not exists {RAW_SCHEMA}")
-    for table in RAW_TABLES:
-        con.execute(f"create table if not exists {table.qualified} ({_RAW_COLUMNS})")
-    con.execute(
-        f"""create table if not exists {OFFSETS_TABLE} (
-            consumer_group varchar not null,
-            topic varchar not null,
-            partition integer not null,
-            next_offset bigint not null,
-            updated_at timestamp not null,
-            primary key (consumer_group, topic, partition)
-        )"""
-    )
-
-
-def recorded_offsets(con: duckdb.DuckDBPyConnection, group: str) -> dict[TopicPartition, int]:
-    """The next offset to read per partition, as the last committed load left it."""
-    rows = con.execute(
-        f"select topic, partition, next_offset from {OFFSETS_TABLE} where consumer_group = ?",
-        [group],
-    ).fetchall()
-    return {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
 
 
 def query_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
@@ -290,30 +233,6 @@ def insert_incoming(
         con.unregister("_incoming_arrow")
 
 
-def _record_offsets(
-    con: duckdb.DuckDBPyConnection, group: str, offsets: dict[TopicPartition, int]
-) -> None:
-    if not offsets:
-        return
-    table = pa.table(
-        {
-            "consumer_group": [group] * len(offsets),
-            "topic": [tp.topic for tp in offsets],
-            "partition": pa.array([tp.partition for tp in offsets], pa.int32()),
-            "next_offset": pa.array(list(offsets.values()), pa.int64()),
-        }
-    )
-    con.register("_offsets_arrow", table)
-    try:
-        con.execute(
-            f"""insert or replace into {OFFSETS_TABLE}
-                select consumer_group, topic, partition, next_offset, current_timestamp::timestamp
-                from _offsets_arrow"""
-        )
-    finally:
-        con.unregister("_offsets_arrow")
-
-
 def _insert_new(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Insert what ``_incoming`` holds into each RAW table, first sighting of each key
     only and none already there (the anti-join); rows inserted per table."""
@@ -403,7 +322,7 @@ def load_records(
             _fence(con, group, expected)
         inserted = insert_incoming(con, incoming, table_for_topic) if records else {}
         if group is not None and offsets:
-            _record_offsets(con, group, offsets)
+            record_offsets(con, group, offsets)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -503,14 +422,3 @@ def _bounds(
             ends[TopicPartition(topic, p.partition)] = p.end_offset
             starts[TopicPartition(topic, p.partition)] = p.start_offset
     return ends, starts
-
-
-def raw_counts(
-    con: duckdb.DuckDBPyConnection, tables: Iterable[RawTable] = RAW_TABLES
-) -> dict[str, int]:
-    """Rows per RAW table (for progress lines and tests)."""
-    counts = {}
-    for t in tables:
-        rows = con.execute(f"select count(*) from {t.qualified}").fetchall()
-        counts[t.name] = int(rows[0][0])
-    return counts
