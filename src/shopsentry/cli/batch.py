@@ -17,13 +17,14 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shopsentry.cli.common import settings_of, step_progress
+from shopsentry.cli.common import StepProgress, settings_of, step_progress
 
 if TYPE_CHECKING:
     from shopsentry.config import Settings
@@ -40,7 +41,7 @@ class Job(StrEnum):
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int, int | None], None]]:
+def _progress() -> Iterator[StepProgress]:
     """Progress bars driven by the jobs' (step, done, total) callback, each ending full."""
     from rich.progress import (
         BarColumn,
@@ -116,149 +117,195 @@ def readable(value: Any) -> str:
     return str(value)
 
 
-def register(app: typer.Typer) -> None:
-    batch = typer.Typer(
-        help="Batch jobs: warehouse load, dbt build, reports, retraining.", no_args_is_help=True
-    )
-    app.add_typer(batch, name="batch")
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of `batch run` that some jobs read (each job reads its own)."""
 
-    @batch.command("run")
-    def run(
-        ctx: typer.Context,
-        job: Annotated[Job, typer.Argument(help="Which job to run.")],
-        date: Annotated[
-            str | None,
-            typer.Option(
-                "--date",
-                help="hourly_etl: the hour (YYYY-MM-DDTHH) or whole day (YYYY-MM-DD) to process; "
-                "daily_fraud_report: the report day (default yesterday); "
-                "weekly_model_retrain: train on labels known by the end of this day (default now); "
-                "retention: the day the hot and warm windows count back from (default today); "
-                "model_monitoring: labels known by the end of this day (default now).",
-            ),
-        ] = None,
-        history: Annotated[
-            Path | None,
-            typer.Option(
-                "--history",
-                help="hourly_etl: load this Parquet/JSONL directory instead of the log (backfill).",
-            ),
-        ] = None,
-        force: Annotated[
-            bool,
-            typer.Option(
-                "--force", help="weekly_model_retrain: train again even if this week already ran."
-            ),
-        ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Run one batch job now, with progress."""
-        from shopsentry.pipelines.common import Interval, parse_day, parse_instant
+    date: str | None
+    history: Path | None
+    force: bool
 
-        settings = settings_of(ctx)
-        result: dict[str, Any]
-        with _counted_run(settings, job.value), _progress() as progress:
-            if job is Job.hourly_etl:
-                from shopsentry.pipelines.hourly_etl import hourly_etl
 
-                interval = None
-                if date is not None:
-                    interval = (
-                        Interval.day(parse_day(date))
-                        if len(date) == 10
-                        else Interval.hour_of(parse_instant(date))
-                    )
-                result = hourly_etl(
-                    settings, interval, history=history, progress=progress
-                ).as_dict()
-            elif job is Job.daily_fraud_report:
-                from shopsentry.pipelines.daily_fraud_report import daily_fraud_report
+JobRunner = Callable[["Settings", RunOptions, StepProgress], dict[str, Any]]
 
-                result = daily_fraud_report(
-                    settings, parse_day(date) if date else None, progress=progress
-                ).as_dict()
-            elif job is Job.model_monitoring:
-                from shopsentry.pipelines.model_monitoring import model_monitoring
 
-                as_of = Interval.day(parse_day(date)).end if date else None
-                built = model_monitoring(settings, as_of, progress=progress)
-                result = {
-                    "as_of": as_of.isoformat() if as_of else "now",
-                    "models_built": built.models_built,
-                    "seconds": round(built.seconds, 1),
-                }
-            elif job is Job.retention:
-                from shopsentry.pipelines.retention import retention
+def _hourly_etl(settings: Settings, options: RunOptions, progress: StepProgress) -> dict[str, Any]:
+    """--date is a whole day (YYYY-MM-DD) or one hour; without it, the job's own default."""
+    from shopsentry.pipelines.common import Interval, parse_day, parse_instant
+    from shopsentry.pipelines.hourly_etl import hourly_etl
 
-                result = retention(
-                    settings, parse_day(date) if date else None, progress=progress
-                ).as_dict()
-            else:
-                from shopsentry.pipelines.weekly_model_retrain import weekly_model_retrain
-
-                as_of = None
-                if date is not None:
-                    as_of = (
-                        Interval.day(parse_day(date)).end
-                        if len(date) == 10
-                        else parse_instant(date)
-                    )
-                result = weekly_model_retrain(
-                    settings, as_of, force=force, progress=progress
-                ).as_dict()
-        _echo_result(result, as_json)
-
-    @batch.command("docs")
-    def docs(ctx: typer.Context) -> None:
-        """Generate the dbt docs site (lineage, column docs, tests) for the warehouse."""
-        from shopsentry.warehouse.dbt import DbtConfig, run_dbt
-
-        settings = settings_of(ctx)
-        with _progress() as progress:
-            run_dbt(
-                DbtConfig.from_settings(settings),
-                ["docs", "generate"],
-                on_node=lambda n, _w: progress("dbt docs", n, None),
-            )
-        index = (settings.data_dir / "dbt" / "target" / "index.html").resolve()
-        typer.echo(f"dbt docs: {index} (serve the directory, e.g. python -m http.server)")
-
-    @batch.command("load")
-    def load(
-        ctx: typer.Context,
-        history: Annotated[
-            Path | None,
-            typer.Option(
-                "--history",
-                help="Parquet/JSONL directory (or file) to load; default: drain the event log.",
-            ),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Load RAW only (no dbt): from the event log, or from history files."""
-        from shopsentry.warehouse.history import load_history
-        from shopsentry.warehouse.loader import LoaderConfig, load_from_log
-
-        settings = settings_of(ctx)
-        with _progress() as progress:
-            if history is not None:
-                loaded = load_history(
-                    settings.warehouse_path,
-                    history,
-                    progress=lambda d, t: progress("load history", d, t),
-                )
-            else:
-                loaded = load_from_log(
-                    LoaderConfig.from_settings(settings),
-                    progress=lambda d, t: progress("load", d, t),
-                )
-        _echo_result(
-            {
-                "records_read": loaded.records_read,
-                "rows_inserted": loaded.inserted,
-                "duplicates_skipped": loaded.duplicates_skipped,
-                "seconds": round(loaded.seconds, 3),
-                "warehouse": str(settings.warehouse_path),
-            },
-            as_json,
+    date = options.date
+    interval = None
+    if date is not None:
+        interval = (
+            Interval.day(parse_day(date))
+            if len(date) == 10
+            else Interval.hour_of(parse_instant(date))
         )
+    return hourly_etl(settings, interval, history=options.history, progress=progress).as_dict()
+
+
+def _daily_fraud_report(
+    settings: Settings, options: RunOptions, progress: StepProgress
+) -> dict[str, Any]:
+    """--date is the report day."""
+    from shopsentry.pipelines.common import parse_day
+    from shopsentry.pipelines.daily_fraud_report import daily_fraud_report
+
+    day = parse_day(options.date) if options.date else None
+    return daily_fraud_report(settings, day, progress=progress).as_dict()
+
+
+def _model_monitoring(
+    settings: Settings, options: RunOptions, progress: StepProgress
+) -> dict[str, Any]:
+    """--date: labels known by the end of that day; the result says "now" without it."""
+    from shopsentry.pipelines.common import Interval, parse_day
+    from shopsentry.pipelines.model_monitoring import model_monitoring
+
+    as_of = Interval.day(parse_day(options.date)).end if options.date else None
+    built = model_monitoring(settings, as_of, progress=progress)
+    return {
+        "as_of": as_of.isoformat() if as_of else "now",
+        "models_built": built.models_built,
+        "seconds": round(built.seconds, 1),
+    }
+
+
+def _retention(settings: Settings, options: RunOptions, progress: StepProgress) -> dict[str, Any]:
+    """--date is the day the hot and warm windows count back from."""
+    from shopsentry.pipelines.common import parse_day
+    from shopsentry.pipelines.retention import retention
+
+    today = parse_day(options.date) if options.date else None
+    return retention(settings, today, progress=progress).as_dict()
+
+
+def _weekly_model_retrain(
+    settings: Settings, options: RunOptions, progress: StepProgress
+) -> dict[str, Any]:
+    """--date: labels known by the end of that day, or at an exact instant."""
+    from shopsentry.pipelines.common import Interval, parse_day, parse_instant
+    from shopsentry.pipelines.weekly_model_retrain import weekly_model_retrain
+
+    date = options.date
+    as_of = None
+    if date is not None:
+        as_of = Interval.day(parse_day(date)).end if len(date) == 10 else parse_instant(date)
+    return weekly_model_retrain(settings, as_of, force=options.force, progress=progress).as_dict()
+
+
+# Each job's runner; the pipeline modules are imported only when their job runs.
+_RUNNERS: dict[Job, JobRunner] = {
+    Job.hourly_etl: _hourly_etl,
+    Job.daily_fraud_report: _daily_fraud_report,
+    Job.weekly_model_retrain: _weekly_model_retrain,
+    Job.retention: _retention,
+    Job.model_monitoring: _model_monitoring,
+}
+
+JobArg = Annotated[Job, typer.Argument(help="Which job to run.")]
+DateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--date",
+        help="hourly_etl: the hour (YYYY-MM-DDTHH) or whole day (YYYY-MM-DD) to process; "
+        "daily_fraud_report: the report day (default yesterday); "
+        "weekly_model_retrain: train on labels known by the end of this day (default now); "
+        "retention: the day the hot and warm windows count back from (default today); "
+        "model_monitoring: labels known by the end of this day (default now).",
+    ),
+]
+RunHistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="hourly_etl: load this Parquet/JSONL directory instead of the log (backfill).",
+    ),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="weekly_model_retrain: train again even if this week already ran."
+    ),
+]
+LoadHistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="Parquet/JSONL directory (or file) to load; default: drain the event log.",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+batch_app = typer.Typer(
+    help="Batch jobs: warehouse load, dbt build, reports, retraining.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("run")
+def run(
+    ctx: typer.Context,
+    job: JobArg,
+    date: DateOpt = None,
+    history: RunHistoryOpt = None,
+    force: ForceOpt = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run one batch job now, with progress."""
+    settings = settings_of(ctx)
+    options = RunOptions(date=date, history=history, force=force)
+    with _counted_run(settings, job.value), _progress() as progress:
+        result = _RUNNERS[job](settings, options, progress)
+    _echo_result(result, as_json)
+
+
+@batch_app.command("docs")
+def docs(ctx: typer.Context) -> None:
+    """Generate the dbt docs site (lineage, column docs, tests) for the warehouse."""
+    from shopsentry.warehouse.dbt import DbtConfig, run_dbt
+
+    settings = settings_of(ctx)
+    with _progress() as progress:
+        run_dbt(
+            DbtConfig.from_settings(settings),
+            ["docs", "generate"],
+            on_node=lambda n, _w: progress("dbt docs", n, None),
+        )
+    index = (settings.data_dir / "dbt" / "target" / "index.html").resolve()
+    typer.echo(f"dbt docs: {index} (serve the directory, e.g. python -m http.server)")
+
+
+@batch_app.command("load")
+def load(ctx: typer.Context, history: LoadHistoryOpt = None, as_json: AsJson = False) -> None:
+    """Load RAW only (no dbt): from the event log, or from history files."""
+    from shopsentry.warehouse.history import load_history
+    from shopsentry.warehouse.loader import LoaderConfig, load_from_log
+
+    settings = settings_of(ctx)
+    with _progress() as progress:
+        if history is not None:
+            loaded = load_history(
+                settings.warehouse_path,
+                history,
+                progress=lambda d, t: progress("load history", d, t),
+            )
+        else:
+            loaded = load_from_log(
+                LoaderConfig.from_settings(settings),
+                progress=lambda d, t: progress("load", d, t),
+            )
+    _echo_result(
+        {
+            "records_read": loaded.records_read,
+            "rows_inserted": loaded.inserted,
+            "duplicates_skipped": loaded.duplicates_skipped,
+            "seconds": round(loaded.seconds, 3),
+            "warehouse": str(settings.warehouse_path),
+        },
+        as_json,
+    )

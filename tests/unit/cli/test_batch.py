@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shopsentry.cli.batch import _echo_result, readable
+from shopsentry.cli.batch import _RUNNERS, Job, _echo_result, readable
 
 
 def test_floats_are_short_and_counts_have_commas() -> None:
@@ -23,3 +23,8 @@ def test_a_retrain_result_is_no_json_blob(capsys) -> None:  # type: ignore[no-un
     out = capsys.readouterr().out
     assert "{" not in out and "0.885154560921349" not in out
     assert "pr_auc" in out and "0.8852" in out and "3,109" in out
+
+
+def test_every_job_has_a_runner() -> None:
+    """`batch run JOB` dispatches through a table: a job added to the enum needs its runner."""
+    assert set(_RUNNERS) == set(Job)
