@@ -33,100 +33,111 @@ def default_metrics_urls(settings: Settings) -> list[str]:
     return urls
 
 
+UrlsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Metrics URLs for --measure (default: the detector workers' and the API's).",
+        show_default=False,
+    ),
+]
+RateOpt = Annotated[
+    str | None, typer.Option(help="Expected load, e.g. 1000/h (default: settings).")
+]
+PeakOpt = Annotated[str | None, typer.Option(help="Peak load, e.g. 3000/h (default: settings).")]
+StageOpt = Annotated[
+    list[str] | None,
+    typer.Option("--stage", help="Override or add a stage time, name=ms (repeatable)."),
+]
+ExactOpt = Annotated[
+    bool,
+    typer.Option(help="Keep every step exact instead of rounding λ and L to 0.01 like the design."),
+]
+MeasureOpt = Annotated[
+    bool,
+    typer.Option("--measure", help="Also measure the running system through its /metrics."),
+]
+IntervalOpt = Annotated[str, typer.Option(help="How long to measure, e.g. 30s.")]
+SamplesOpt = Annotated[int, typer.Option(min=2, help="Scrapes spread over the interval.")]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(help="Target rate for headroom and scaling steps, e.g. 50000/h."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def capacity(
-        ctx: typer.Context,
-        urls: Annotated[
-            list[str] | None,
-            typer.Argument(
-                help="Metrics URLs for --measure (default: the detector workers' and the API's).",
-                show_default=False,
-            ),
-        ] = None,
-        rate: Annotated[
-            str | None, typer.Option(help="Expected load, e.g. 1000/h (default: settings).")
-        ] = None,
-        peak: Annotated[
-            str | None, typer.Option(help="Peak load, e.g. 3000/h (default: settings).")
-        ] = None,
-        stage: Annotated[
-            list[str] | None,
-            typer.Option("--stage", help="Override or add a stage time, name=ms (repeatable)."),
-        ] = None,
-        exact: Annotated[
-            bool,
-            typer.Option(
-                help="Keep every step exact instead of rounding λ and L to 0.01 like the design."
-            ),
-        ] = False,
-        measure: Annotated[
-            bool,
-            typer.Option("--measure", help="Also measure the running system through its /metrics."),
-        ] = False,
-        interval: Annotated[str, typer.Option(help="How long to measure, e.g. 30s.")] = "30s",
-        samples: Annotated[int, typer.Option(min=2, help="Scrapes spread over the interval.")] = 5,
-        target: Annotated[
-            str | None,
-            typer.Option(help="Target rate for headroom and scaling steps, e.g. 50000/h."),
-        ] = None,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="Print JSON instead of tables.")
-        ] = False,
-    ) -> None:
-        """Size the hot path with Little's law (L = λ·W), as the design's section 3 does."""
-        from rich.console import Console
+    app.command()(capacity)
 
-        from shopsentry.monitoring.capacity import (
-            DESIGN_STAGES,
-            merge_stages,
-            parse_stage,
-            plan,
-            scaling_plan,
+
+def capacity(
+    ctx: typer.Context,
+    urls: UrlsArg = None,
+    rate: RateOpt = None,
+    peak: PeakOpt = None,
+    stage: StageOpt = None,
+    exact: ExactOpt = False,
+    measure: MeasureOpt = False,
+    interval: IntervalOpt = "30s",
+    samples: SamplesOpt = 5,
+    target: TargetOpt = None,
+    as_json: AsJson = False,
+) -> None:
+    """Size the hot path with Little's law (L = λ·W), as the design's section 3 does."""
+    from rich.console import Console
+
+    from shopsentry.monitoring.capacity import scaling_plan
+
+    settings = settings_of(ctx)
+    capacity_plan = _plan(settings, rate, peak, stage or [], exact=exact)
+    target_per_s = parse_rate(target) if target else None
+    measured = None
+    if measure:
+        measured = _measure(
+            urls or default_metrics_urls(settings),
+            parse_duration(interval),
+            samples,
+            target_per_s or capacity_plan.peak_per_s,
+            quiet=as_json,
         )
+    scaling = None
+    if target_per_s is not None and measured is None:
+        scaling = scaling_plan(target_per_s, capacity_plan.per_worker_per_s)
+    elif measured is not None:
+        scaling = measured.scaling
 
-        settings = settings_of(ctx)
-        load = settings.load
-        capacity_plan = plan(
-            parse_rate(rate) if rate else load.expected_per_hour / 3600.0,
-            parse_rate(peak) if peak else load.peak_per_hour / 3600.0,
-            merge_stages(DESIGN_STAGES, [parse_stage(s) for s in stage or []]),
-            safety_factor=load.safety_factor,
-            outage_s=load.outage_minutes * 60.0,
-            partitions=settings.topics.purchase_events.partitions,
-            min_workers=2,
-            decimals=None if exact else 2,
-        )
-        target_per_s = parse_rate(target) if target else None
-        measured = None
-        if measure:
-            measured = _measure(
-                urls or default_metrics_urls(settings),
-                parse_duration(interval),
-                samples,
-                target_per_s or capacity_plan.peak_per_s,
-                quiet=as_json,
-            )
-        scaling = None
-        if target_per_s is not None and measured is None:
-            scaling = scaling_plan(target_per_s, capacity_plan.per_worker_per_s)
-        elif measured is not None:
-            scaling = measured.scaling
+    if as_json:
+        out = {
+            "plan": capacity_plan.to_dict(),
+            "measured": measured.to_dict() if measured else None,
+            "scaling": scaling.to_dict() if scaling else None,
+        }
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    console = Console()
+    _print_plan(console, capacity_plan)
+    if measured is not None:
+        _print_measured(console, capacity_plan, measured)
+    if scaling is not None:
+        _print_scaling(console, scaling)
 
-        if as_json:
-            out = {
-                "plan": capacity_plan.to_dict(),
-                "measured": measured.to_dict() if measured else None,
-                "scaling": scaling.to_dict() if scaling else None,
-            }
-            typer.echo(json.dumps(out, indent=2, default=str))
-            return
-        console = Console()
-        _print_plan(console, capacity_plan)
-        if measured is not None:
-            _print_measured(console, capacity_plan, measured)
-        if scaling is not None:
-            _print_scaling(console, scaling)
+
+def _plan(
+    settings: Settings, rate: str | None, peak: str | None, stages: list[str], *, exact: bool
+) -> CapacityPlan:
+    """The design's plan for these settings, with the command line's rates and stages."""
+    from shopsentry.monitoring.capacity import DESIGN_STAGES, merge_stages, parse_stage, plan
+
+    load = settings.load
+    return plan(
+        parse_rate(rate) if rate else load.expected_per_hour / 3600.0,
+        parse_rate(peak) if peak else load.peak_per_hour / 3600.0,
+        merge_stages(DESIGN_STAGES, [parse_stage(s) for s in stages]),
+        safety_factor=load.safety_factor,
+        outage_s=load.outage_minutes * 60.0,
+        partitions=settings.topics.purchase_events.partitions,
+        min_workers=2,
+        decimals=None if exact else 2,
+    )
 
 
 def _measure(
