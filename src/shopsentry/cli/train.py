@@ -85,158 +85,164 @@ def print_report(console: Console, result: TrainResult) -> None:
         console.print(f"model card: {result.model_dir / 'model_card.md'}")
 
 
+HistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Directory with events and labels (.parquet or .jsonl), e.g. from "
+        "`shopsentry simulate --out DIR`.",
+        exists=True,
+        file_okay=False,
+    ),
+]
+FromWarehouseOpt = Annotated[
+    bool,
+    typer.Option("--from-warehouse", help="Read ml_features.training_set from the warehouse."),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Train as of this UTC time: later events and labels known later are "
+        "ignored (default: the latest event)."
+    ),
+]
+TreesOpt = Annotated[int, typer.Option(help="Maximum number of boosting rounds.", min=10)]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="XGBoost threads (default: model.nthread).", min=1)
+]
+
+models_app = typer.Typer(
+    help="Model versions in the registry: list, promote, set the challenger, roll back."
+)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def train(
-        ctx: typer.Context,
-        history: Annotated[
-            Path | None,
-            typer.Option(
-                help="Directory with events and labels (.parquet or .jsonl), e.g. from "
-                "`shopsentry simulate --out DIR`.",
-                exists=True,
-                file_okay=False,
-            ),
-        ] = None,
-        from_warehouse: Annotated[
-            bool,
-            typer.Option(
-                "--from-warehouse", help="Read ml_features.training_set from the warehouse."
-            ),
-        ] = False,
-        as_of: Annotated[
-            str | None,
-            typer.Option(
-                help="Train as of this UTC time: later events and labels known later are "
-                "ignored (default: the latest event)."
-            ),
-        ] = None,
-        trees: Annotated[
-            int, typer.Option(help="Maximum number of boosting rounds.", min=10)
-        ] = 400,
-        threads: Annotated[
-            int | None, typer.Option(help="XGBoost threads (default: model.nthread).", min=1)
-        ] = None,
-    ) -> None:
-        """Train the fraud model, compare it with the rules and the champion, register it."""
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    app.command()(train)
+    app.add_typer(models_app, name="models")
 
-        from shopsentry.models.training import TrainingConfig, TrainParams, train_and_register
 
-        if history is not None and from_warehouse:
-            raise ConfigError("--history and --from-warehouse exclude each other", hint="pick one")
-        settings = settings_of(ctx)
-        console = Console()
-        columns = (
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with step_progress(columns, console=console, transient=True) as progress:
-            result = train_and_register(
-                TrainingConfig.from_settings(settings),
-                history=history,
-                use_warehouse=True if from_warehouse else None,
-                as_of=_parse_as_of(as_of),
-                params=TrainParams(n_estimators=trees, nthread=threads or settings.model.nthread),
-                progress=progress,
-            )
-        print_report(console, result)
+def train(
+    ctx: typer.Context,
+    history: HistoryOpt = None,
+    from_warehouse: FromWarehouseOpt = False,
+    as_of: AsOfOpt = None,
+    trees: TreesOpt = 400,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train the fraud model, compare it with the rules and the champion, register it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    models = typer.Typer(
-        help="Model versions in the registry: list, promote, set the challenger, roll back."
+    from shopsentry.models.training import TrainingConfig, TrainParams, train_and_register
+
+    if history is not None and from_warehouse:
+        raise ConfigError("--history and --from-warehouse exclude each other", hint="pick one")
+    settings = settings_of(ctx)
+    console = Console()
+    columns = (
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
     )
+    with step_progress(columns, console=console, transient=True) as progress:
+        result = train_and_register(
+            TrainingConfig.from_settings(settings),
+            history=history,
+            use_warehouse=True if from_warehouse else None,
+            as_of=_parse_as_of(as_of),
+            params=TrainParams(n_estimators=trees, nthread=threads or settings.model.nthread),
+            progress=progress,
+        )
+    print_report(console, result)
 
-    @models.command("list")
-    def list_(ctx: typer.Context) -> None:
-        """Versions, newest first, with aliases and held-out metrics."""
-        from rich.console import Console
-        from rich.table import Table
 
-        from shopsentry.models.registry import RegistryConfig, list_versions
+@models_app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Versions, newest first, with aliases and held-out metrics."""
+    from rich.console import Console
+    from rich.table import Table
 
-        settings = settings_of(ctx)
-        versions = list_versions(RegistryConfig.from_settings(settings))
-        console = Console()
-        if not versions:
-            console.print(f"no versions of {settings.model.name} yet; run `shopsentry train`")
-            return
-        table = Table(title=f"{settings.model.name} ({redact_url(settings.mlflow_tracking_uri)})")
-        for column in ("version", "aliases", "created", "PR-AUC", "recall@FPR", "rules PR-AUC"):
-            table.add_column(column)
-        table.add_column("note", overflow="fold")
-        for v in versions:
-            note = v.tags.get("challenger_reason") or v.tags.get("promotion_reason", "")
-            if "rolled_back_at" in v.tags:
-                note = f"rolled back {v.tags['rolled_back_at'][:16]}; {note}"
-            table.add_row(
-                v.version,
-                ", ".join(v.aliases),
-                f"{v.created:%Y-%m-%d %H:%M}",
-                _fmt(v.metrics.get("pr_auc")),
-                _fmt(v.metrics.get("recall_at_fpr_budget")),
-                _fmt(v.metrics.get("baseline_pr_auc")),
-                note,
-            )
-        console.print(table)
+    from shopsentry.models.registry import RegistryConfig, list_versions
 
-    @models.command()
-    def promote(
-        ctx: typer.Context,
-        version: Annotated[str, typer.Argument(help="The version to make champion.")],
-    ) -> None:
-        """Make VERSION the champion (its model file is validated first)."""
-        from shopsentry.models.registry import RegistryConfig
-        from shopsentry.models.registry import promote as do_promote
+    settings = settings_of(ctx)
+    versions = list_versions(RegistryConfig.from_settings(settings))
+    console = Console()
+    if not versions:
+        console.print(f"no versions of {settings.model.name} yet; run `shopsentry train`")
+        return
+    table = Table(title=f"{settings.model.name} ({redact_url(settings.mlflow_tracking_uri)})")
+    for column in ("version", "aliases", "created", "PR-AUC", "recall@FPR", "rules PR-AUC"):
+        table.add_column(column)
+    table.add_column("note", overflow="fold")
+    for v in versions:
+        note = v.tags.get("challenger_reason") or v.tags.get("promotion_reason", "")
+        if "rolled_back_at" in v.tags:
+            note = f"rolled back {v.tags['rolled_back_at'][:16]}; {note}"
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases),
+            f"{v.created:%Y-%m-%d %H:%M}",
+            _fmt(v.metrics.get("pr_auc")),
+            _fmt(v.metrics.get("recall_at_fpr_budget")),
+            _fmt(v.metrics.get("baseline_pr_auc")),
+            note,
+        )
+    console.print(table)
 
-        settings = settings_of(ctx)
-        do_promote(RegistryConfig.from_settings(settings), version)
-        typer.echo(f"version {version} is now champion of {settings.model.name}")
 
-    @models.command()
-    def challenger(
-        ctx: typer.Context,
-        version: Annotated[
-            str | None, typer.Argument(help="The version to score beside the champion.")
-        ] = None,
-        clear: Annotated[
-            bool, typer.Option("--clear", help="Remove the challenger alias instead.")
-        ] = False,
-    ) -> None:
-        """Make VERSION the challenger that running detectors score beside the champion
-        (docs/model-ops.md), or --clear it."""
-        from shopsentry.models import registry
+@models_app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+) -> None:
+    """Make VERSION the champion (its model file is validated first)."""
+    from shopsentry.models.registry import RegistryConfig
+    from shopsentry.models.registry import promote as do_promote
 
-        if (version is None) == (not clear):
-            raise ConfigError("give a VERSION or --clear", hint="not both")
-        settings = settings_of(ctx)
-        config = registry.RegistryConfig.from_settings(settings)
-        if version is None:
-            cleared = registry.clear_challenger(config)
-            name = settings.model.name
-            typer.echo(
-                f"challenger v{cleared} of {name} cleared"
-                if cleared
-                else f"{name} had no challenger"
-            )
-            return
-        registry.make_challenger(config, version)
-        typer.echo(f"version {version} is now challenger of {settings.model.name}")
+    settings = settings_of(ctx)
+    do_promote(RegistryConfig.from_settings(settings), version)
+    typer.echo(f"version {version} is now champion of {settings.model.name}")
 
-    @models.command()
-    def rollback(ctx: typer.Context) -> None:
-        """Give the champion alias back to the previous champion (running detectors
-        switch back without a restart)."""
-        from shopsentry.models.registry import RegistryConfig
-        from shopsentry.models.registry import rollback as do_rollback
 
-        settings = settings_of(ctx)
-        version = do_rollback(RegistryConfig.from_settings(settings))
-        typer.echo(f"rolled back: version {version} is champion of {settings.model.name} again")
+@models_app.command()
+def challenger(
+    ctx: typer.Context,
+    version: Annotated[
+        str | None, typer.Argument(help="The version to score beside the champion.")
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the challenger alias instead.")
+    ] = False,
+) -> None:
+    """Make VERSION the challenger that running detectors score beside the champion
+    (docs/model-ops.md), or --clear it."""
+    from shopsentry.models import registry
 
-    app.add_typer(models, name="models")
+    if (version is None) == (not clear):
+        raise ConfigError("give a VERSION or --clear", hint="not both")
+    settings = settings_of(ctx)
+    config = registry.RegistryConfig.from_settings(settings)
+    if version is None:
+        cleared = registry.clear_challenger(config)
+        name = settings.model.name
+        typer.echo(
+            f"challenger v{cleared} of {name} cleared" if cleared else f"{name} had no challenger"
+        )
+        return
+    registry.make_challenger(config, version)
+    typer.echo(f"version {version} is now challenger of {settings.model.name}")
+
+
+@models_app.command()
+def rollback(ctx: typer.Context) -> None:
+    """Give the champion alias back to the previous champion (running detectors
+    switch back without a restart)."""
+    from shopsentry.models.registry import RegistryConfig
+    from shopsentry.models.registry import rollback as do_rollback
+
+    settings = settings_of(ctx)
+    version = do_rollback(RegistryConfig.from_settings(settings))
+    typer.echo(f"rolled back: version {version} is champion of {settings.model.name} again")
 
 
 def _fmt(value: float | None) -> str:
