@@ -177,6 +177,7 @@ def preflight(settings: Settings, workers: int) -> None:
         finally:
             log.close()
     if settings.state.backend == "redis":
-        from shopsentry.features.state_store import open_store
+        from shopsentry.features.state_store import StateConfig, open_store
 
-        open_store(settings).close()  # StateStoreUnavailable when Redis does not answer
+        # StateStoreUnavailable when Redis does not answer
+        open_store(StateConfig.from_settings(settings)).close()

@@ -51,7 +51,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     from shopsentry.detection.metrics import WorkerMetrics
     from shopsentry.detection.model_reload import ModelHolder
     from shopsentry.features.entity_store import open_entity_store
-    from shopsentry.features.state_store import open_store
+    from shopsentry.features.state_store import StateConfig, open_store
     from shopsentry.models import (
         ModelFiles,
         challenger_version,
@@ -78,17 +78,19 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
             optional=True,
             name="challenger",
         )
-    log = open_log(BusConfig.from_settings(settings))
-    store = open_store(settings)
+    bus = BusConfig.from_settings(settings)
+    state = StateConfig.from_settings(settings)
+    log = open_log(bus)
+    store = open_store(state)
     return Worker(
         settings,
         log,
         store,
         holder,
-        default_feature_ops(open_entity_store(settings)),
+        default_feature_ops(open_entity_store(state)),
         options,
         metrics,
-        lag_log=lambda: open_log(BusConfig.from_settings(settings), create_topics=False),
+        lag_log=lambda: open_log(bus, create_topics=False),
         challenger=challenger,
     )
 
@@ -132,12 +134,13 @@ def labels_main(settings: Settings, log_level: int) -> None:
 
 def _run_labels(settings: Settings) -> None:
     from shopsentry.bus import BusConfig, open_log
-    from shopsentry.features.entity_labels import label_runtime
+    from shopsentry.features.entity_labels import LabelConsumerConfig, label_runtime
     from shopsentry.features.entity_store import open_entity_store
+    from shopsentry.features.state_store import StateConfig
 
     log = open_log(BusConfig.from_settings(settings))
-    store = open_entity_store(settings)
-    runtime = label_runtime(settings, log, store)
+    store = open_entity_store(StateConfig.from_settings(settings))
+    runtime = label_runtime(LabelConsumerConfig.from_settings(settings), log, store)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("label consumer: signal %d, finishing the batch", signum)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shopsentry.bus.base import EventLog, Record
-from shopsentry.config import Settings
 from shopsentry.errors import InvalidEvent
 from shopsentry.events.codec import decode_as
 from shopsentry.events.schema import Label, Review
@@ -38,6 +39,9 @@ from shopsentry.features.offline import KnownLabel
 from shopsentry.stream.base import BatchResult, HandlerBase
 from shopsentry.stream.dead_letters import DeadLetterLog
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
+
+if TYPE_CHECKING:
+    from shopsentry.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -89,29 +93,56 @@ class LabelHandler(HandlerBase):
         return BatchResult(changes=labels)
 
 
-def label_group(settings: Settings) -> str:
+def label_group(detector_group: str) -> str:
     """The label consumer's group: the detector's group with ``-labels``."""
-    return f"{settings.detector.group_id}-labels"
+    return f"{detector_group}-labels"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConsumerConfig:
+    """What the label consumer reads of the configuration: its group (derived from the
+    detector's, :func:`label_group`), the two topics it reads, and the detector's
+    micro-batch bounds, which it shares."""
+
+    group_id: str
+    labels_topic: str
+    reviews_topic: str
+    batch_max_records: int
+    batch_max_wait_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LabelConsumerConfig:
+        t, d = settings.topics, settings.detector
+        return cls(
+            group_id=label_group(d.group_id),
+            labels_topic=t.labels.name,
+            reviews_topic=t.reviews.name,
+            batch_max_records=d.batch_max_records,
+            batch_max_wait_ms=d.batch_max_wait_ms,
+        )
 
 
 def label_runtime(
-    settings: Settings,
+    config: LabelConsumerConfig,
     log: EventLog,
     store: EntityStore,
     *,
     stop: threading.Event | None = None,
 ) -> StreamRuntime:
     """The label consumer: :class:`LabelHandler` into ``store`` on the stream runtime."""
-    t, d = settings.topics, settings.detector
-    config = RuntimeConfig(
-        group_id=label_group(settings),
-        topics=(t.labels.name, t.reviews.name),
+    runtime_config = RuntimeConfig(
+        group_id=config.group_id,
+        topics=(config.labels_topic, config.reviews_topic),
         client_id="detector-labels",
-        batch_max_records=d.batch_max_records,
-        batch_max_wait_ms=d.batch_max_wait_ms,
+        batch_max_records=config.batch_max_records,
+        batch_max_wait_ms=config.batch_max_wait_ms,
         idle_poll_s=IDLE_POLL_S,
         produces=False,
     )
     return StreamRuntime(
-        log, config, LabelHandler(t.reviews.name), EntityLabelSink(store), stop=stop
+        log,
+        runtime_config,
+        LabelHandler(config.reviews_topic),
+        EntityLabelSink(store),
+        stop=stop,
     )

@@ -40,8 +40,8 @@ from shopsentry.features.entity import EntityState, observe_entity_label, observ
 from shopsentry.stream.base import check_fence
 
 if TYPE_CHECKING:
-    from shopsentry.config import Settings
     from shopsentry.features.offline import KnownLabel
+    from shopsentry.features.state_store import StateConfig
     from shopsentry.stream.base import Checkpoint, Output
 
 Positions = Mapping[TopicPartition, int]
@@ -380,12 +380,12 @@ class LmdbEntityStore:
                     entry[0].close()
 
 
-def open_entity_store(settings: Settings, *, prefix: str | None = None) -> EntityStore:
-    """The entity store on ``settings.state.backend``, keyed under ``prefix`` (default:
-    the detector's consumer group)."""
-    key_prefix = prefix if prefix is not None else settings.detector.group_id
-    if settings.state.backend == "redis":
+def open_entity_store(config: StateConfig, *, prefix: str | None = None) -> EntityStore:
+    """The entity store on ``config.backend``, keyed under ``prefix`` (default: the
+    detector's consumer group)."""
+    key_prefix = prefix if prefix is not None else config.group_id
+    if config.backend == "redis":
         from shopsentry.features.entity_redis import RedisEntityStore
 
-        return RedisEntityStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
-    return LmdbEntityStore(settings.state_dir / f"{key_prefix}.entities.lmdb")
+        return RedisEntityStore(config.redis_url.get_secret_value(), prefix=key_prefix)
+    return LmdbEntityStore(config.state_dir / f"{key_prefix}.entities.lmdb")

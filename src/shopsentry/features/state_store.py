@@ -23,15 +23,19 @@ returns the blobs the given partitions point at, so a new owner can re-produce w
 crashed one saved but may not have produced (:mod:`shopsentry.stream.checkpoint`). A
 blob no partition points at any more is deleted by the save that replaced it.
 
-Backends: :mod:`shopsentry.features.lmdb_store` (LMDB, in ``settings.state_dir``)
+Backends: :mod:`shopsentry.features.lmdb_store` (LMDB, in the data dir's state directory)
 and :mod:`shopsentry.features.redis_store` (Redis). :func:`open_store` picks by
-``settings.state.backend``.
+:attr:`StateConfig.backend` (``state.backend`` in the settings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from pydantic import SecretStr
 
 from shopsentry.bus.base import TopicPartition
 
@@ -132,14 +136,36 @@ def check_namespace(namespace: str) -> None:
         raise ConfigError(f"unknown state namespace {namespace!r}", hint=f"use one of {NAMESPACES}")
 
 
-def open_store(settings: Settings, *, prefix: str | None = None) -> StateStore:
-    """The store ``settings.state.backend`` names, keyed under ``prefix`` (default: the
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the detector's state lives, for both stores (per-user and entity): the
+    backend, the LMDB directory or the Redis URL (kept secret: it may hold a password,
+    and a config's repr gets logged), and the default key prefix — the detector's
+    consumer group, so two groups never share applied offsets."""
+
+    backend: Literal["lmdb", "redis"]
+    state_dir: Path
+    redis_url: SecretStr
+    group_id: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateConfig:
+        return cls(
+            backend=settings.state.backend,
+            state_dir=settings.state_dir,
+            redis_url=settings.state.redis_url,
+            group_id=settings.detector.group_id,
+        )
+
+
+def open_store(config: StateConfig, *, prefix: str | None = None) -> StateStore:
+    """The store ``config.backend`` names, keyed under ``prefix`` (default: the
     detector's consumer group, so two groups never share applied offsets)."""
-    key_prefix = prefix if prefix is not None else settings.detector.group_id
-    if settings.state.backend == "redis":
+    key_prefix = prefix if prefix is not None else config.group_id
+    if config.backend == "redis":
         from shopsentry.features.redis_store import RedisStateStore
 
-        return RedisStateStore(settings.state.redis_url.get_secret_value(), prefix=key_prefix)
+        return RedisStateStore(config.redis_url.get_secret_value(), prefix=key_prefix)
     from shopsentry.features.lmdb_store import LmdbStateStore
 
-    return LmdbStateStore(settings.state_dir / f"{key_prefix}.lmdb")
+    return LmdbStateStore(config.state_dir / f"{key_prefix}.lmdb")

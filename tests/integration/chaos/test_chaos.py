@@ -34,7 +34,7 @@ from shopsentry.detection.runner import Supervisor, WorkerStatus
 from shopsentry.detection.worker import WorkerOptions
 from shopsentry.errors import ShopsentryError
 from shopsentry.events.schema import DECISION, Decision
-from shopsentry.features.state_store import NAMESPACES, open_store
+from shopsentry.features.state_store import NAMESPACES, StateConfig, open_store
 from shopsentry.simulator.output import publish
 from tests.integration.detection.conftest import Champion, promote, simulator
 from tests.integration.fixtures.kafka import ThreeBrokerCluster, wait_until
@@ -399,7 +399,8 @@ def test_final_state_equals_a_clean_single_worker_replay(
         supervisor.wait(timeout=60)
     assert status.exitcode == 0 and status.summary is not None
     assert status.summary.records == chaos_run.inputs
-    chaos_store, replay_store = open_store(settings), open_store(replay)
+    chaos_store = open_store(StateConfig.from_settings(settings))
+    replay_store = open_store(StateConfig.from_settings(replay))
     try:
         for namespace in NAMESPACES:
             chaos_state = dict(chaos_store.items(namespace))

@@ -13,7 +13,7 @@ from shopsentry.detection.runner import Supervisor
 from shopsentry.detection.worker import WorkerOptions
 from shopsentry.events.schema import DECISION
 from shopsentry.features.state import BehaviorState, PurchaseState
-from shopsentry.features.state_store import BEHAVIOR_NS, PURCHASE_NS, open_store
+from shopsentry.features.state_store import BEHAVIOR_NS, PURCHASE_NS, StateConfig, open_store
 
 from . import conftest as fx
 from .conftest import Champion
@@ -53,7 +53,7 @@ def test_a_reposted_event_is_decided_once_and_counted_once(
     log.close()
     assert decided == Counter(r[6] for r in purchases)  # each purchase once, retries none
 
-    store = open_store(settings)
+    store = open_store(StateConfig.from_settings(settings))
     try:
         bought = {u: PurchaseState.from_bytes(raw).n for u, raw in store.items(PURCHASE_NS)}
         seen = {u: BehaviorState.from_bytes(raw).n for u, raw in store.items(BEHAVIOR_NS)}

@@ -24,7 +24,7 @@ from shopsentry.events.schema import ALERT, DECISION, Decision
 from shopsentry.features.entity import entity_keys
 from shopsentry.features.entity_labels import label_group
 from shopsentry.features.state import PurchaseState
-from shopsentry.features.state_store import PURCHASE_NS, open_store
+from shopsentry.features.state_store import PURCHASE_NS, StateConfig, open_store
 
 from .conftest import (
     Champion,
@@ -179,7 +179,7 @@ def test_simulated_fraud_is_caught_at_the_rate_the_report_promised(
     supervisor = run_supervisor(settings, 2, exit_when_idle_s=idle_s(settings))
     try:
         wait_for(lambda: lag_is_zero(settings, len(warmup)), 240, "the warm-up backlog to drain")
-        group = label_group(settings)
+        group = label_group(settings.detector.group_id)
         wait_for(lambda: lag_is_zero(settings, len(labels), group), 240, "labels to be applied")
         sent = len(warmup)
         rounds = causal_rounds(stream, settings.topics.purchase_events.partitions)
@@ -263,7 +263,7 @@ def test_kill_9_of_one_worker_loses_nothing_and_counts_nothing_twice(
         probs.setdefault(d.event_id, set()).add(d.probability)
     assert all(len(p) == 1 for p in probs.values())
 
-    store = open_store(settings)
+    store = open_store(StateConfig.from_settings(settings))
     counts = {user: PurchaseState.from_bytes(raw).n for user, raw in store.items(PURCHASE_NS)}
     store.close()
     assert counts == dict(Counter(r[5] for r in purchases))

@@ -84,7 +84,7 @@ def test_a_label_published_while_detect_runs_changes_only_later_decisions(
         decide(first)
         decide(early)
         produce(log, [(settings.topics.labels.name, None, encode(chargeback))])
-        group = label_group(settings)
+        group = label_group(settings.detector.group_id)
         wait_for(lambda: lag_is_zero(settings, 1, group), 240, "the label consumer to apply it")
         decide(before)  # arrives after the label, but is decided before its known_at
         decide(after)

@@ -81,7 +81,7 @@ def _apply_labels(settings: Settings, labels: int) -> None:
     supervisor.start()
     try:
         wait_for(
-            lambda: _drained(settings, label_group(settings), labels),
+            lambda: _drained(settings, label_group(settings.detector.group_id), labels),
             "the label consumer to apply every label",
             600,
         )

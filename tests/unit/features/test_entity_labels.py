@@ -17,7 +17,12 @@ from shopsentry.config import Settings
 from shopsentry.errors import StateFenced
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import Label, Review
-from shopsentry.features.entity_labels import LabelHandler, label_runtime, labels_of
+from shopsentry.features.entity_labels import (
+    LabelConsumerConfig,
+    LabelHandler,
+    label_runtime,
+    labels_of,
+)
 from shopsentry.features.entity_store import EntityLabelSink, EntityPurchase, LmdbEntityStore
 from shopsentry.features.offline import KnownLabel
 from shopsentry.stream.base import Checkpoint
@@ -86,7 +91,7 @@ def test_the_consumer_applies_labels_to_the_purchase_entities(tmp_path: Path) ->
     producer.flush()
     labels_tp = TopicPartition(settings.topics.labels.name, 0)
     reviews_tp = TopicPartition(settings.topics.reviews.name, 0)
-    runtime = label_runtime(settings, log, store)
+    runtime = label_runtime(LabelConsumerConfig.from_settings(settings), log, store)
     run_until(runtime, lambda: store.positions([labels_tp, reviews_tp]) == {
         labels_tp: 2, reviews_tp: 1
     })  # fmt: skip
@@ -131,7 +136,7 @@ def test_a_restart_resumes_at_the_stored_positions_not_the_group_commit(tmp_path
     )
     producer.send(settings.topics.reviews.name, encode(review("ev-1", "false_positive")))
     producer.flush()
-    handler_runtime = label_runtime(settings, log, store)
+    handler_runtime = label_runtime(LabelConsumerConfig.from_settings(settings), log, store)
     run_until(handler_runtime, lambda: store.positions([reviews_tp]) == {reviews_tp: 1})
     assert isinstance(handler_runtime.handler, LabelHandler)
     assert handler_runtime.handler.labels == 1  # only the review: the label was not re-read
