@@ -88,7 +88,9 @@ class Lane:
         self.entities = LmdbEntityStore(run_dir / "entities.lmdb")
         self.cache = StateCache()
         self.pipeline = HotPath(
-            hot_path_config(settings), default_feature_ops(self.entities), cache=self.cache
+            hot_path_config(settings.topics, settings.detector),
+            default_feature_ops(self.entities),
+            cache=self.cache,
         )
         self.champion, self.challenger = champion, challenger
         self.decisions_topic = settings.topics.decisions.name

@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from shopsentry.config import Settings
-from shopsentry.detection.worker import Worker, WorkerOptions, WorkerSummary
+from shopsentry.detection.worker import Worker, WorkerConfig, WorkerOptions, WorkerSummary
 from shopsentry.errors import ShopsentryError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ DEFAULT_METRICS_PORT = 9400
 
 
 def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
-    """A worker wired to the configured log, state store, champion model and features."""
+    """A worker wired to the configured log, state store, champion model and features
+    (the composition root of a worker: each part gets the narrow config it reads)."""
+    from shopsentry.backup.replay import load_ledger
     from shopsentry.bus import BusConfig, open_log
     from shopsentry.detection.feature_ops import default_feature_ops
     from shopsentry.detection.metrics import WorkerMetrics
@@ -83,7 +85,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
     log = open_log(bus)
     store = open_store(state)
     return Worker(
-        settings,
+        WorkerConfig.from_settings(settings),
         log,
         store,
         holder,
@@ -92,6 +94,7 @@ def build_worker(settings: Settings, options: WorkerOptions) -> Worker:
         metrics,
         lag_log=lambda: open_log(bus, create_topics=False),
         challenger=challenger,
+        replay_ledger=lambda: load_ledger(settings),
     )
 
 

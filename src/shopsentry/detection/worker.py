@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 from shopsentry.bus.base import EventLog, Record, TopicPartition
 from shopsentry.bus.partitioner import partition_for
-from shopsentry.config import Settings
 from shopsentry.detection.challenger import ChallengerConfig
 from shopsentry.detection.dedupe import RecentEventIds
 from shopsentry.detection.hot_path import FeatureOps, HotPath, HotPathConfig, StateCache
@@ -50,9 +49,17 @@ from shopsentry.stream.base import BatchResult, Observer
 from shopsentry.stream.runtime import RuntimeConfig, StreamRuntime
 
 if TYPE_CHECKING:
-    from shopsentry.backup.replay import ReplayedDecisions
+    from shopsentry.backup.replay import Ledger, ReplayedDecisions
+    from shopsentry.config import DetectorSettings, Settings, TopicsSettings
 
-__all__ = ["DetectorHandler", "Worker", "WorkerOptions", "WorkerSummary", "hot_path_config"]
+__all__ = [
+    "DetectorHandler",
+    "Worker",
+    "WorkerConfig",
+    "WorkerOptions",
+    "WorkerSummary",
+    "hot_path_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,22 @@ LAG_REFRESH_S = 5.0
 # the model) and collects the young generation only after more allocations than a batch
 # makes, by which time the batch's objects are gone.
 STREAMING_GC_THRESHOLDS = (50_000, 20, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a detector worker reads of the configuration: the topics it consumes and
+    produces (purchases, behaviour, decisions, alerts, dead letters, the rules' control
+    topic) and the detector section (its group, micro-batch bounds, input alignment,
+    decision bands, challenger, rules, deduplication). The stores, the model and the log
+    come built: :func:`~shopsentry.detection.runner.build_worker` wires them."""
+
+    topics: TopicsSettings
+    detector: DetectorSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        return cls(topics=settings.topics, detector=settings.detector)
 
 
 @dataclass
@@ -93,8 +116,9 @@ def streaming_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def hot_path_config(settings: Settings) -> HotPathConfig:
-    t, d = settings.topics, settings.detector
+def hot_path_config(topics: TopicsSettings, detector: DetectorSettings) -> HotPathConfig:
+    """The hot path's topics, size limit, decision bands and challenger split."""
+    t, d = topics, detector
     c = d.challenger
     return HotPathConfig(
         purchase_topic=t.purchase_events.name,
@@ -118,7 +142,7 @@ class DetectorHandler:
 
     def __init__(
         self,
-        settings: Settings,
+        config: WorkerConfig,
         ops: FeatureOps,
         store: StateStore,
         holder: ModelHolder,
@@ -136,16 +160,17 @@ class DetectorHandler:
         self.metrics = metrics
         self.summary = summary
         self.cache = StateCache()
-        self.behavior_topic = settings.topics.user_behavior.name
-        self.behavior_partitions = settings.topics.user_behavior.partitions
+        topics = config.topics
+        self.behavior_topic = topics.user_behavior.name
+        self.behavior_partitions = topics.user_behavior.partitions
         self.owned_behavior: set[int] = set()
-        keep = settings.detector.recent_event_ids
+        keep = config.detector.recent_event_ids
         self.pipeline = HotPath(
-            hot_path_config(settings),
+            hot_path_config(topics, config.detector),
             ops,
             cache=self.cache,
             owns_behavior=self.owns_behavior,
-            recent=RecentEventIds(settings.topics.purchase_events.name, keep) if keep else None,
+            recent=RecentEventIds(topics.purchase_events.name, keep) if keep else None,
         )
         # After a restore: the purchases whose decision is on the log already (set by
         # Worker.run from the restore's ledger, docs/runbook.md).
@@ -212,11 +237,15 @@ class DetectorHandler:
 
 
 class Worker:
-    """A detector worker process's body: load the model, run the stream until stopped."""
+    """A detector worker process's body: load the model, run the stream until stopped.
+
+    ``replay_ledger`` reads the last restore's ledger (the purchases whose decision is on
+    the log already, ``backup/replay.py``) when the worker starts; None: no restore to
+    honour."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: WorkerConfig,
         log: EventLog,
         store: StateStore,
         holder: ModelHolder,
@@ -225,15 +254,16 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         lag_log: Callable[[], EventLog] | None = None,
         challenger: ModelHolder | None = None,
+        replay_ledger: Callable[[], Ledger] | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.log = log
         self.store = store
         self.options = options or WorkerOptions()
         self.metrics = metrics or WorkerMetrics()
         self.summary = WorkerSummary(index=self.options.index)
         self.handler = DetectorHandler(
-            settings, ops, store, holder, self.metrics, self.summary, challenger
+            config, ops, store, holder, self.metrics, self.summary, challenger
         )
         self.runtime: StreamRuntime | None = None
         self._stop = threading.Event()
@@ -241,6 +271,7 @@ class Worker:
         # (``lag_log`` opens one): on Kafka it is several admin round trips, which must
         # not stall the hot path. None: no lag gauges.
         self._lag_log = lag_log
+        self._replay_ledger = replay_ledger
 
     @property
     def holder(self) -> ModelHolder:
@@ -272,7 +303,7 @@ class Worker:
         return self._stop.is_set()
 
     def runtime_config(self) -> RuntimeConfig:
-        d, t, opts = self.settings.detector, self.settings.topics, self.options
+        d, t, opts = self.config.detector, self.config.topics, self.options
         return RuntimeConfig(
             group_id=d.group_id,
             topics=(t.purchase_events.name, t.user_behavior.name),
@@ -363,17 +394,19 @@ class Worker:
             logger.info(
                 "worker %d: challenger %s scores beside the champion (%s)",
                 self.options.index, current.version,
-                self.settings.detector.challenger.mode,
+                self.config.detector.challenger.mode,
             )  # fmt: skip
         challenger.start()
 
     def _load_replay_ledger(self) -> None:
         """After a restore: keep the decisions the log already holds (backup/replay.py)."""
-        from shopsentry.backup.replay import ReplayedDecisions, load_ledger
+        if self._replay_ledger is None:
+            return
+        from shopsentry.backup.replay import ReplayedDecisions
 
-        ledger = load_ledger(self.settings)
+        ledger = self._replay_ledger()
         if ledger.event_ids:
-            t = self.settings.topics
+            t = self.config.topics
             self.handler.replayed = ReplayedDecisions(
                 ledger, (t.decisions.name, t.fraud_alerts.name), t.purchase_events.name
             )
@@ -385,9 +418,9 @@ class Worker:
     def _follow_rules(self) -> None:
         """Load the rule set to the control topic's end before the first purchase is
         decided, then follow it (changes apply between batches, within a second)."""
-        if not self.settings.detector.rules:
+        if not self.config.detector.rules:
             return
-        follower = RuleSetFollower(self.log, self.settings.topics.rules.name)
+        follower = RuleSetFollower(self.log, self.config.topics.rules.name)
         compiled = follower.load_initial(self.handler.ops.names)
         logger.info(
             "worker %d: rule set version %d (%d rules, %d list entries)",

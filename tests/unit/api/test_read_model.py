@@ -43,7 +43,7 @@ def test_the_read_model_stores_exactly_the_purchases_the_detector_decides(tmp_pa
     settings = Settings(data_dir=tmp_path / "d", detector={"max_event_bytes": LIMIT})
     store = LmdbStateStore(tmp_path / "s.lmdb")
     try:
-        outcome = HotPath(hot_path_config(settings), FakeOps()).process(
+        outcome = HotPath(hot_path_config(settings.topics, settings.detector), FakeOps()).process(
             batch, {}, FakeScorer(), store
         )
     finally:

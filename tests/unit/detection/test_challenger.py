@@ -67,7 +67,7 @@ def decisions(out: BatchOutcome) -> dict[str, Decision]:
 
 
 def run(store: LmdbStateStore, s: Settings, challenger: FakeScorer | None) -> BatchOutcome:
-    return HotPath(hot_path_config(s), FakeOps()).process(
+    return HotPath(hot_path_config(s.topics, s.detector), FakeOps()).process(
         batch(), {}, FakeScorer(), store, None, challenger
     )
 
@@ -161,7 +161,7 @@ def test_the_rules_see_the_serving_models_probability(store: LmdbStateStore) -> 
     rule = Rule(name="risky", expression="score >= 0.7", action="review", mode="active")
     compiled = CompiledRuleSet(RuleSet(version=1, rules=(rule,)), FakeOps.names)
     s = settings("split", share=1.0)
-    out = HotPath(hot_path_config(s), FakeOps()).process(
+    out = HotPath(hot_path_config(s.topics, s.detector), FakeOps()).process(
         batch(), {}, FakeScorer(), store, compiled, Bolder()
     )
     for d in decisions(out).values():

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from shopsentry.bus.base import Record
-from shopsentry.config import Settings
+from shopsentry.config import DetectorSettings, TopicsSettings
 from shopsentry.detection.dedupe import Recent, RecentEventIds
 from shopsentry.detection.hot_path import HotPath, StateCache
 from shopsentry.detection.worker import hot_path_config
@@ -30,7 +30,7 @@ def decided(out) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def make_pipe(cache: StateCache | None = None, keep: int = 4) -> HotPath:
-    config = hot_path_config(Settings(data_dir="unused"))
+    config = hot_path_config(TopicsSettings(), DetectorSettings())
     return HotPath(config, FakeOps(), cache=cache, recent=RecentEventIds(PT, keep))
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from shopsentry.bus.base import Record
-from shopsentry.config import Settings
+from shopsentry.config import DetectorSettings, TopicsSettings
 from shopsentry.detection import feature_ops
 from shopsentry.detection.feature_ops import SharedFeatureOps
 from shopsentry.detection.hot_path import HotPath
@@ -21,6 +21,9 @@ from shopsentry.features.entity_store import LmdbEntityStore
 from shopsentry.features.lmdb_store import LmdbStateStore
 
 from .fakes import FakeScorer, purchase
+
+# The hot path as the default settings configure it.
+DEFAULTS = hot_path_config(TopicsSettings(), DetectorSettings())
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -48,7 +51,7 @@ def batch(users: list[str]) -> list[Record]:
 def test_a_redelivered_batch_counts_nothing_twice_in_entity_state(tmp_path: Path) -> None:
     entities = LmdbEntityStore(tmp_path / "entities.lmdb")
     store = LmdbStateStore(tmp_path / "state.lmdb")
-    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(entities))
+    pipe = HotPath(DEFAULTS, SharedFeatureOps(entities))
     records = batch(["u1", "u2", "u3"])
     scorer = RowScorer()
     out = pipe.process(records, {}, scorer, store)
@@ -85,7 +88,7 @@ def test_a_feature_step_failing_half_way_leaves_its_entities_uncounted(
     monkeypatch.setattr(feature_ops, "purchase_step", failing)
     entities = LmdbEntityStore(tmp_path / "entities.lmdb")
     store = LmdbStateStore(tmp_path / "state.lmdb")
-    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(entities))
+    pipe = HotPath(DEFAULTS, SharedFeatureOps(entities))
     out = pipe.process(batch(["u1", "bad", "u3"]), {}, RowScorer(), store)
     assert out.purchases == 2 and out.dead_letters == {"features": 1}
     state = entities.load(["device:shared-tablet"])["device:shared-tablet"]
@@ -104,14 +107,14 @@ def test_a_kept_entity_state_is_decoded_again_once_another_worker_wrote_it(
     other = LmdbEntityStore(tmp_path / "entities.lmdb")
     store = LmdbStateStore(tmp_path / "state.lmdb")
     ops = SharedFeatureOps(entities)
-    pipe = HotPath(hot_path_config(Settings(data_dir=tmp_path)), ops)
+    pipe = HotPath(DEFAULTS, ops)
     pipe.process(batch(["u1", "u2"]), {}, RowScorer(), store)
     assert "device:shared-tablet" in ops._kept
     scorer = RowScorer()
     pipe.process(batch(["u3"])[:1], {}, scorer, store)  # kept state used: nothing changed
     assert scorer.rows[0][COL["device_purchases_1d"]] == 2.0
     other_store = LmdbStateStore(tmp_path / "other.lmdb")
-    twin = HotPath(hot_path_config(Settings(data_dir=tmp_path)), SharedFeatureOps(other))
+    twin = HotPath(DEFAULTS, SharedFeatureOps(other))
     twin.process(batch(["u4"]), {}, RowScorer(), other_store)  # another worker, same device
     scorer = RowScorer()
     pipe.process(batch(["x", "x", "u5"])[2:], {}, scorer, store)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from shopsentry.bus.base import Record, TopicPartition
-from shopsentry.config import Settings
+from shopsentry.config import DetectorSettings, TopicsSettings
 from shopsentry.detection.hot_path import HotPath
 from shopsentry.detection.worker import hot_path_config
 from shopsentry.events.codec import encode
@@ -17,6 +17,9 @@ from shopsentry.features.lmdb_store import LmdbStateStore
 from shopsentry.features.state_store import BEHAVIOR_NS, PURCHASE_NS
 
 from .fakes import FakeOps, FakeScorer, login, purchase
+
+# The hot path as the default settings configure it.
+DEFAULTS = hot_path_config(TopicsSettings(), DetectorSettings())
 
 PT, BT = "purchase-events", "user-behavior"
 
@@ -29,7 +32,7 @@ def rec(
 
 @pytest.fixture
 def pipe() -> HotPath:
-    return HotPath(hot_path_config(Settings(data_dir="unused")), FakeOps())
+    return HotPath(DEFAULTS, FakeOps())
 
 
 def decisions(out) -> list:  # type: ignore[no-untyped-def]
@@ -143,7 +146,7 @@ def test_a_feature_error_dead_letters_that_event_only(store: LmdbStateStore) -> 
                 raise ValueError("unlucky")
             return super().vector(purchase, pstate, bstate)
 
-    pipe = HotPath(hot_path_config(Settings(data_dir="unused")), Exploding())
+    pipe = HotPath(DEFAULTS, Exploding())
     records = [rec(PT, 0, encode(purchase(1, amount=13.0))), rec(PT, 1, encode(purchase(2)))]
     out = pipe.process(records, {}, FakeScorer(), store)
     assert out.dead_letters == {"features": 1}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from shopsentry.bus.base import TopicPartition
-from shopsentry.config import Settings
+from shopsentry.config import DetectorSettings, TopicsSettings
 from shopsentry.detection.model_reload import ModelHolder
-from shopsentry.detection.worker import Worker, WorkerOptions
+from shopsentry.detection.worker import Worker, WorkerConfig, WorkerOptions
 from shopsentry.events.codec import encode
 from shopsentry.events.schema import DECISION
 from shopsentry.features.lmdb_store import LmdbStateStore
@@ -28,18 +28,22 @@ class Crash(Exception):
     pass
 
 
+def worker_config(**detector: object) -> WorkerConfig:
+    """The default topics with these detector settings."""
+    return WorkerConfig(TopicsSettings(), DetectorSettings(**detector))  # type: ignore[arg-type]
+
+
 def make_worker(tmp_path: Path, log: MemoryLog, scorer: FakeScorer, **opts: object) -> Worker:
-    settings = Settings(data_dir=tmp_path / "data")
     store = LmdbStateStore(tmp_path / "state.lmdb")
     holder = ModelHolder(lambda: scorer, lambda: scorer.version, interval_s=60)
     options = WorkerOptions(exit_when_idle_s=0.0, **opts)  # type: ignore[arg-type]
-    return Worker(settings, log, store, holder, FakeOps(), options)
+    return Worker(worker_config(), log, store, holder, FakeOps(), options)
 
 
-def as_polled(tmp_path: Path) -> Settings:
+def as_polled() -> WorkerConfig:
     """Batches as polled, for the tests that pin which records a batch holds (the input
     alignment regroups them; tests/unit/stream/test_align.py tests it)."""
-    return Settings(data_dir=tmp_path / "data", detector={"align_max_idle_ms": 0})
+    return worker_config(align_max_idle_ms=0)
 
 
 def feed(log: MemoryLog, users: int = 5, per_user: int = 4) -> None:
@@ -131,7 +135,7 @@ def test_a_crash_in_any_window_leaves_one_decision_per_purchase_and_exact_counts
     log = MemoryLog(PARTS)
     feed(log)
     first = make_worker(tmp_path, log, FakeScorer(), index=0)
-    first.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 7})
+    first.config = worker_config(batch_max_records=7)
     make_producer, make_consumer = log.producer, log.consumer
     crash_in(log, first, window)
     with pytest.raises(Crash):
@@ -164,7 +168,7 @@ def test_a_saved_batch_is_re_produced_verbatim_even_if_the_state_moved_on(tmp_pa
     log = MemoryLog(PARTS)
     feed(log, users=3, per_user=2)
     first = make_worker(tmp_path, log, FakeScorer(), index=0)
-    first.settings = as_polled(tmp_path)  # batch 0 holds every purchase
+    first.config = as_polled()  # batch 0 holds every purchase
     make_producer, make_consumer = log.producer, log.consumer
     crash_in(log, first, "after_save", batch=0)
     with pytest.raises(Crash):
@@ -190,7 +194,7 @@ def test_hot_swap_between_batches_records_both_versions(tmp_path: Path) -> None:
     feed(log, users=3, per_user=2)
     v1, v2 = FakeScorer(version="1"), FakeScorer(version="2")
     worker = make_worker(tmp_path, log, v1)
-    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 2})
+    worker.config = worker_config(batch_max_records=2)
     current = {"scorer": v1}
     worker.holder = ModelHolder(
         lambda: current["scorer"], lambda: current["scorer"].version, interval_s=60
@@ -228,7 +232,7 @@ def test_max_events_stops_the_worker(tmp_path: Path) -> None:
     log = MemoryLog(PARTS)
     feed(log)
     worker = make_worker(tmp_path, log, FakeScorer(), max_events=5)
-    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 5})
+    worker.config = worker_config(batch_max_records=5)
     summary = worker.run()
     assert summary.records == 5
     assert (
@@ -247,7 +251,7 @@ def test_written_states_are_cached_between_batches_and_dropped_on_rebalance(
     log = MemoryLog(PARTS)
     feed(log, users=2, per_user=3)
     worker = make_worker(tmp_path, log, FakeScorer())
-    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 4})
+    worker.config = worker_config(batch_max_records=4)
     loads: list[tuple[str, list[str]]] = []
     original = worker.store.load
 
@@ -272,7 +276,7 @@ def test_read_only_behaviour_states_are_cached_only_when_this_worker_owns_them(
         for u in range(2):
             log.append(PT, encode(purchase(n, f"u{u}")), f"u{u}".encode())
     worker = make_worker(tmp_path, log, FakeScorer())
-    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 2})
+    worker.config = worker_config(batch_max_records=2)
     loads: list[str] = []
     original = worker.store.load
 
@@ -288,7 +292,7 @@ def test_read_only_behaviour_states_are_cached_only_when_this_worker_owns_them(
     for n in range(3):
         log2.append(PT, encode(purchase(n, "u0")), b"u0")
     other = make_worker(tmp_path / "b", log2, FakeScorer())
-    other.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 1})
+    other.config = worker_config(batch_max_records=1)
     loads.clear()
     other.store.load = lambda ns, keys: (loads.extend(f"{ns}:{k}" for k in keys), {})[1]  # type: ignore[method-assign]
     other.pipeline.owns_behavior = lambda user: False
@@ -303,7 +307,7 @@ def test_a_save_after_another_worker_took_the_partitions_is_fenced_out(tmp_path:
     log = MemoryLog(PARTS)
     feed(log)
     worker = make_worker(tmp_path, log, FakeScorer())
-    worker.settings = as_polled(tmp_path)  # the first batch is everything
+    worker.config = as_polled()  # the first batch is everything
     store = worker.store
     new_owner_state = {"purchases": 99, "events": ["elsewhere"]}
     everything = {
@@ -406,7 +410,7 @@ def test_a_challenger_set_and_cleared_mid_run_is_scored_only_while_it_exists(
     log = MemoryLog(PARTS)
     feed(log, users=3, per_user=3)
     worker = make_worker(tmp_path, log, FakeScorer(version="1"))
-    worker.settings = Settings(data_dir=tmp_path / "data", detector={"batch_max_records": 3})
+    worker.config = worker_config(batch_max_records=3)
     alias: dict[str, str | None] = {"v": None}
     worker.handler.challenger = ModelHolder(
         lambda: FakeScorer(version=alias["v"] or "?"),
