@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shopsentry.backup.replay import Ledger
 from shopsentry.bus.base import TopicPartition
 from shopsentry.config import DetectorSettings, TopicsSettings
 from shopsentry.detection.model_reload import ModelHolder
@@ -226,6 +227,34 @@ def test_latency_samples_are_written_for_benchmarks(tmp_path: Path) -> None:
     worker.run()
     samples = np.load(path)
     assert samples.shape == (6,) and (samples >= 0).all()
+
+
+def test_after_a_restore_the_ledger_s_purchases_keep_the_decision_already_on_the_log(
+    tmp_path: Path,
+) -> None:
+    """The worker reads the restore's ledger it is handed when it starts: a purchase the
+    ledger names is decided again (its features count) but emits no second decision."""
+    log = MemoryLog(PARTS)
+    feed(log)
+    store = LmdbStateStore(tmp_path / "state.lmdb")
+    holder = ModelHolder(FakeScorer, lambda: "1", interval_s=60)
+    on_the_log = {"p-u0-0", "p-u3-1"}
+    ledger = Ledger(set(on_the_log), {p: 100 for p in range(PARTS[PT])})
+    worker = Worker(
+        worker_config(),
+        log,
+        store,
+        holder,
+        FakeOps(),
+        WorkerOptions(exit_when_idle_s=0.0),
+        replay_ledger=lambda: ledger,
+    )
+    summary = worker.run()
+    assert summary.purchases == 20
+    expected = {f"p-u{u}-{n}" for u in range(5) for n in range(4)} - on_the_log
+    assert sorted(decision_ids(log)) == sorted(expected)
+    assert purchase_counts(store) == {f"u{u}": 4 for u in range(5)}
+    assert worker.metrics.value("shopsentry_replayed_decisions_kept_total") == 2
 
 
 def test_max_events_stops_the_worker(tmp_path: Path) -> None:
