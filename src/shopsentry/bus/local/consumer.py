@@ -291,12 +291,15 @@ class LocalConsumer:
         if not tps:
             return out
         self._rr = (self._rr + 1) % len(tps)
+        behind = self._with_new_records()
         for tp in tps[self._rr :] + tps[: self._rr]:
             need = max_records - len(out)
             if need <= 0:
                 break
             state = self._states[tp]
             if not state.buffer:
+                if tp not in behind:
+                    continue
                 self._read(tp, state, need)
                 if not state.buffer:
                     continue
@@ -309,6 +312,24 @@ class LocalConsumer:
                 state.buffer = buffer[need:]
             state.position = out[-1].offset + 1
         return out
+
+    def _with_new_records(self) -> set[TopicPartition]:
+        """The partitions (of those with nothing buffered) whose end offset is past this
+        consumer's position: one query for all of them, so a poll reads only partitions
+        that have something new instead of querying each (at a low rate most have
+        nothing)."""
+        empty = {
+            state.lo // PARTITION_SPAN: tp for tp, state in self._states.items() if not state.buffer
+        }
+        if not empty:
+            return set()
+        marks = ",".join("?" * len(empty))
+        rows = self._conn.execute(
+            f"SELECT id, end_offset FROM partitions WHERE id IN ({marks})",
+            tuple(empty),
+        ).fetchall()
+        states = self._states
+        return {empty[pid] for pid, end in rows if end > states[empty[pid]].position}
 
     def _read(self, tp: TopicPartition, state: _PartitionState, need: int) -> None:
         """Decode the batches from ``state.position`` on until ``need`` records are buffered."""

@@ -260,17 +260,29 @@ class LocalProducer:
     @sqlite_errors
     def _append(self, work: list[tuple[int, list[tuple[int, int, bytes]]]]) -> None:
         conn = self._conn
+        pids = sorted({pid for pid, _ in work})
+        marks = ",".join("?" * len(pids))
         with transaction(conn):
-            for pid, batches in work:
-                end = conn.execute(
-                    "SELECT end_offset FROM partitions WHERE id = ?", (pid,)
-                ).fetchone()[0]
-                rows = []
+            # Three statements however many partitions the flush touches: a low-rate
+            # flush spreads a few records over many partitions.
+            ends = dict(
+                conn.execute(
+                    f"SELECT id, end_offset FROM partitions WHERE id IN ({marks})",
+                    pids,
+                ).fetchall()
+            )
+            rows = []
+            for pid, batches in work:  # a partition may come more than once
+                end = ends[pid]
                 for count, max_ts, payload in batches:
                     rows.append((batch_id(pid, end), count, max_ts, payload))
                     end += count
-                conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?)", rows)
-                conn.execute("UPDATE partitions SET end_offset = ? WHERE id = ?", (end, pid))
+                ends[pid] = end
+            conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?)", rows)
+            conn.executemany(
+                "UPDATE partitions SET end_offset = ? WHERE id = ?",
+                [(end, pid) for pid, end in ends.items()],
+            )
 
     def _maybe_apply_retention(self) -> None:
         now = now_ms()

@@ -306,7 +306,7 @@ def test_an_idle_consumer_skips_the_fetch_queries_until_someone_writes(log: Loca
     statements: list[str] = []
     consumer._conn.set_trace_callback(statements.append)
     assert consumer.poll(100, 0.0) == []  # an empty fetch: it queried the partitions
-    assert any("FROM batches" in s for s in statements)
+    assert any("FROM partitions" in s for s in statements)
     statements.clear()
     assert consumer.poll(100, 0.2) == []  # nobody wrote: many looks, no fetch
     assert statements and all(s == "PRAGMA data_version" for s in statements)
@@ -314,6 +314,76 @@ def test_an_idle_consumer_skips_the_fetch_queries_until_someone_writes(log: Loca
     got = consumer.poll(100, 5.0)
     assert [r.value for r in got] == [b"10"]
     consumer.close()
+
+
+def test_a_poll_reads_only_the_partitions_with_new_records(log: LocalLog) -> None:
+    """One query finds which partitions moved; only those are read (a low-rate flush
+    touches few partitions, and a poll need not query the others)."""
+    produce(log, "orders", 30)
+    consumer = log.consumer(None, ["orders"])
+    assert len(consumer.poll(100, 1.0)) == 30
+    statements: list[str] = []
+    consumer._conn.set_trace_callback(statements.append)
+    with log.producer() as producer:
+        producer.send("orders", b"late", key=b"user-1")
+    got = consumer.poll(100, 5.0)
+    assert [r.value for r in got] == [b"late"]
+    reads = [s for s in statements if "FROM batches" in s]
+    assert len(reads) == 1, statements  # the one partition that moved, of three
+    consumer.close()
+
+
+def test_one_flush_over_many_partitions_keeps_each_partitions_offsets(log: LocalLog) -> None:
+    """A flush writes every partition it touches in one transaction of three statements;
+    each partition's offsets still run on from its own end."""
+    produce(log, "orders", 9)
+    statements: list[str] = []
+    with log.producer() as producer:
+        producer._conn.set_trace_callback(statements.append)
+        for i in range(9, 21):
+            producer.send("orders", f"{i}".encode(), key=f"user-{i % 20}".encode())
+        producer.flush()
+        writes = [s for s in statements if s.startswith(("INSERT", "UPDATE", "SELECT"))]
+        producer._conn.set_trace_callback(None)
+    consumer = log.consumer(None, ["orders"])
+    got = consumer.poll(100, 1.0)
+    assert sorted(int(r.value) for r in got) == list(range(21))
+    for partition in range(3):
+        offsets = [r.offset for r in got if r.partition == partition]
+        assert offsets == list(range(len(offsets)))  # no gap, no overlap
+    assert len({r.partition for r in got if int(r.value) >= 9}) == 3
+    assert sum("end_offset FROM partitions" in s for s in writes) == 1, writes
+    assert sum(s.startswith("INSERT INTO batches") for s in writes) == 3  # one per partition
+    consumer.close()
+
+
+def test_a_new_log_has_16k_pages_and_an_older_64k_log_keeps_working(tmp_path: Path) -> None:
+    """Small pages keep a low-rate commit small; a log created by an earlier version
+    (64 KiB pages) keeps its pages, and is read and written as before."""
+    fresh = LocalLog(tmp_path / "new")
+    fresh.create_topics([TopicSpec("orders", 3)])
+    produce(fresh, "orders", 5)
+    fresh.close()
+    conn = sqlite3.connect(tmp_path / "new" / "log.sqlite")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
+    conn.close()
+    (tmp_path / "old").mkdir()
+    old_file = tmp_path / "old" / "log.sqlite"
+    conn = sqlite3.connect(old_file)
+    conn.execute("PRAGMA page_size=65536")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE placeholder (x)")  # the file now exists with 64 KiB pages
+    conn.close()
+    old = LocalLog(tmp_path / "old")
+    old.create_topics([TopicSpec("orders", 3)])
+    produce(old, "orders", 40)
+    consumer = old.consumer(None, ["orders"])
+    assert sorted(int(r.value) for r in consumer.poll(100, 1.0)) == list(range(40))
+    consumer.close()
+    old.close()
+    conn = sqlite3.connect(old_file)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 65536
+    conn.close()
 
 
 def test_unknown_topic_and_groupless_commit_errors(log: LocalLog) -> None:
