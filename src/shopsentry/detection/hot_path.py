@@ -47,7 +47,7 @@ from shopsentry.features.state_store import (
     SEEN_NS,
     StateStore,
 )
-from shopsentry.rules.engine import CompiledRuleSet, PurchaseColumns
+from shopsentry.rules.engine import CompiledRuleSet, PurchaseColumns, Verdicts
 from shopsentry.stream.dead_letters import DeadLetterLog
 
 logger = logging.getLogger(__name__)
@@ -208,31 +208,7 @@ class HotPath:
         out = BatchOutcome(model_version=scorer.version)
         started_ms = self._clock_ms()
         t0 = time.perf_counter()
-
-        by_partition: dict[TopicPartition, list[tuple[Record, Any]]] = {}
-        commit = out.commit
-        events = out.events_by_topic
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            commit[tp] = record.offset + 1
-            if record.offset <= applied.get(tp, NOTHING_APPLIED):
-                out.skipped_by_topic[record.topic] = out.skipped_by_topic.get(record.topic, 0) + 1
-                continue
-            out.applied[tp] = record.offset
-            events[record.topic] = events.get(record.topic, 0) + 1
-            try:
-                event = decode(record.value, max_bytes=cfg.max_event_bytes)
-            except InvalidEvent as exc:
-                self._dead_letter(out, record, exc.one_line(), "decode")
-                continue
-            problem = self._misrouted(record, event)
-            if problem is not None:
-                self._dead_letter(out, record, problem, "route")
-            else:
-                bucket = by_partition.get(tp)
-                if bucket is None:
-                    bucket = by_partition[tp] = []
-                bucket.append((record, event))
+        by_partition = self._parse(records, applied, out)
         seen = self.recent.drop_duplicates(by_partition, store, self.cache) if self.recent else None
         t1 = time.perf_counter()
         out.stages_s["parse"] = t1 - t0
@@ -263,16 +239,7 @@ class HotPath:
             "features": round((t2 - t1) * 1000, 3),
             "score": round((t3 - t2) * 1000, 3),
         }
-        verdicts = None
-        if rules is not None:
-            out.rule_set_version = rules.version
-            if rules.rules or rules.lists:
-                cols = PurchaseColumns(
-                    [p for _, p in decided], X, self._feature_index, acting, rules.lists
-                )
-                verdicts = rules.evaluate(cols, started_ms / 1000)
-                out.rule_hits, out.rule_errors = verdicts.hits, verdicts.errors
-                latency["rules"] = round((time.perf_counter() - t3) * 1000, 3)
+        verdicts = self._rules(out, rules, decided, X, acting, started_ms, latency)
         route_decisions(
             out, decided, X, probs, scorer, cfg.routing, latency, started_ms,
             verdicts, out.rule_set_version, scores,
@@ -281,6 +248,64 @@ class HotPath:
         out.timestamps_ms.extend(r.timestamp_ms for r, _ in decided)
         out.stages_s["score"] = time.perf_counter() - t2
         return out
+
+    def _parse(
+        self,
+        records: Sequence[Record],
+        applied: dict[TopicPartition, int],
+        out: BatchOutcome,
+    ) -> dict[TopicPartition, list[tuple[Record, Any]]]:
+        """Decode the records not yet applied, by partition (offset order kept); the
+        undecodable and the misrouted are dead-lettered. Counts and offsets go to ``out``."""
+        max_bytes = self.config.max_event_bytes
+        by_partition: dict[TopicPartition, list[tuple[Record, Any]]] = {}
+        commit = out.commit
+        events = out.events_by_topic
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            commit[tp] = record.offset + 1
+            if record.offset <= applied.get(tp, NOTHING_APPLIED):
+                out.skipped_by_topic[record.topic] = out.skipped_by_topic.get(record.topic, 0) + 1
+                continue
+            out.applied[tp] = record.offset
+            events[record.topic] = events.get(record.topic, 0) + 1
+            try:
+                event = decode(record.value, max_bytes=max_bytes)
+            except InvalidEvent as exc:
+                self._dead_letter(out, record, exc.one_line(), "decode")
+                continue
+            problem = self._misrouted(record, event)
+            if problem is not None:
+                self._dead_letter(out, record, problem, "route")
+            else:
+                bucket = by_partition.get(tp)
+                if bucket is None:
+                    bucket = by_partition[tp] = []
+                bucket.append((record, event))
+        return by_partition
+
+    def _rules(
+        self,
+        out: BatchOutcome,
+        rules: CompiledRuleSet | None,
+        decided: list[tuple[Record, Purchase]],
+        X: np.ndarray,
+        acting: np.ndarray,
+        started_ms: int,
+        latency: dict[str, float],
+    ) -> Verdicts | None:
+        """The rule set's verdicts on the batch (None: no rule set, or an empty one)."""
+        if rules is None:
+            return None
+        out.rule_set_version = rules.version
+        if not (rules.rules or rules.lists):
+            return None
+        t = time.perf_counter()
+        cols = PurchaseColumns([p for _, p in decided], X, self._feature_index, acting, rules.lists)
+        verdicts = rules.evaluate(cols, started_ms / 1000)
+        out.rule_hits, out.rule_errors = verdicts.hits, verdicts.errors
+        latency["rules"] = round((time.perf_counter() - t) * 1000, 3)
+        return verdicts
 
     def _misrouted(self, record: Record, event: Any) -> str | None:
         """Why a valid event cannot be processed where it is (None: it can)."""

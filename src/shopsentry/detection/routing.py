@@ -26,6 +26,7 @@ from shopsentry.events.schema import (
     FeatureContribution,
     FraudAlert,
     Purchase,
+    Severity,
     band_for,
     severity_for,
     trusted,
@@ -153,6 +154,37 @@ def _challenger_rows(
     return rows
 
 
+def _rule_fields(
+    verdicts: Verdicts | None, i: int, model_band: Band, rule_set_version: int | None
+) -> tuple[Band, dict[str, Any]]:
+    """Row ``i``'s final band and the decision's rule fields (the model's band stands
+    when no rule set ran)."""
+    if verdicts is None:
+        return model_band, {
+            "rule_set_version": rule_set_version,
+            "rules_fired": (),
+            "shadow_rules_fired": (),
+            "list_hits": (),
+            "model_band": model_band,
+        }
+    return verdicts.final_band(i, model_band), {
+        "rule_set_version": rule_set_version,
+        "rules_fired": verdicts.rules_fired[i],
+        "shadow_rules_fired": verdicts.shadow_fired[i],
+        "list_hits": verdicts.list_hits[i],
+        "model_band": model_band,
+    }
+
+
+def _severity(band: Band, model_band: Band, acting_prob: float, threshold: float) -> Severity:
+    """An alert's severity. A rule can alert below the threshold: its severity is the
+    band's floor; a rule's decline over the model's review is at least high."""
+    severity = severity_for(max(acting_prob, threshold), threshold)
+    if band == "decline" and model_band != "decline":
+        severity = "high" if severity == "medium" else severity
+    return severity
+
+
 def route_decisions(
     out: BatchOutcome,
     decided: Sequence[tuple[Record, Purchase]],
@@ -188,19 +220,7 @@ def route_decisions(
             ch_fields, served_band, ch_prob = ch_rows[i]
             if served_band is not None:  # the challenger decides for this user
                 model_band, acting_prob = served_band, ch_prob
-        band = model_band
-        rules: dict[str, Any] = {
-            "rule_set_version": rule_set_version,
-            "rules_fired": (),
-            "shadow_rules_fired": (),
-            "list_hits": (),
-            "model_band": model_band,
-        }
-        if verdicts is not None:
-            band = verdicts.final_band(i, model_band)
-            rules["rules_fired"] = verdicts.rules_fired[i]
-            rules["shadow_rules_fired"] = verdicts.shadow_fired[i]
-            rules["list_hits"] = verdicts.list_hits[i]
+        band, rules = _rule_fields(verdicts, i, model_band, rule_set_version)
         bands[band] = bands.get(band, 0) + 1
         top = explained.get(i, ())
         event_latency = dict(latency_ms)
@@ -231,10 +251,7 @@ def route_decisions(
         )
         outputs.append(OutRecord(decisions_topic, record.key, wire_json(decision)))
         if band != "approve":
-            # A rule can alert below the threshold: its severity is the band's floor.
-            severity = severity_for(max(acting_prob, threshold), threshold)
-            if band == "decline" and model_band != "decline":
-                severity = "high" if severity == "medium" else severity
+            severity = _severity(band, model_band, acting_prob, threshold)
             severities[severity] = severities.get(severity, 0) + 1
             alert = trusted(
                 FraudAlert,
