@@ -48,6 +48,7 @@ from benchmarks.detector_report import HISTORY, plot, ratios, summary_of, write_
 from benchmarks.detector_workload import (  # noqa: F401  (the drain child reads them here)
     RESULTS,
     ROOT,
+    RedisServer,
     Traffic,
     kafka_node,
     latency_at,
@@ -95,6 +96,11 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
         champions[label] = trained["champion"]
         data.setdefault("models", {})[label] = trained["model"]
     node = None
+    redis = RedisServer(work / "redis") if "redis" in args.state_backends.split(",") else None
+    # The [state] section of each state backend's runs (None: the default, LMDB).
+    states: dict[str, dict[str, Any] | None] = {"lmdb": None}
+    if redis is not None:
+        states["redis"] = {"backend": "redis", "redis_url": redis.url}
     try:
         for backend in args.backends.split(","):
             bootstrap = None
@@ -102,10 +108,13 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
                 bootstrap, node = kafka_node(args, work / "kafka")
                 if bootstrap is None:
                     continue
-            for label, tree in trees.items():
+            runs = [(label, tree, "lmdb") for label, tree in trees.items()]
+            runs += [("today", ROOT, state) for state in states if state != "lmdb"]
+            for label, tree, state in runs:
                 kinds = ["shopsentry", "floor"]
                 if label == "today":
-                    kinds += ["shopsentry_no_entities", "shopsentry_rules"]
+                    kinds += ["shopsentry_no_entities"]
+                    kinds += ["shopsentry_rules"] if state == "lmdb" else []
                 spec = {
                     "work": str(work / label),
                     "backend": backend,
@@ -115,23 +124,28 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
                     "champion": champions[label],
                     "rules": 50,
                     "entries": 100_000,
+                    "state": states[state],
                 }
                 load = list(os.getloadavg())
                 result = child(tree, spec, work)
                 result["ratios"] = ratios(result)
-                result |= {"backend": backend, "tree": label, "load_average_before": load}
+                result |= {"backend": backend, "tree": label, "state": state}
+                result["load_average_before"] = load
                 print(json.dumps(result["ratios"]), flush=True)
                 data["ratio_runs"].append(result)
+            if args.low_rate:
+                for state, section in states.items():
+                    data["low_rate"].extend(
+                        low_rate(args, work, backend, bootstrap, champions, state, section)
+                    )
             if backend == "kafka" and node is not None:
-                if args.low_rate:
-                    data["low_rate"].extend(low_rate(args, work, backend, bootstrap, champions))
                 node.stop_all()
                 node = None
-            elif args.low_rate:
-                data["low_rate"].extend(low_rate(args, work, backend, bootstrap, champions))
     finally:
         if node is not None:
             node.stop_all()
+        if redis is not None:
+            redis.stop()
 
 
 def low_rate(
@@ -140,12 +154,15 @@ def low_rate(
     backend: str,
     bootstrap: str | None,
     champions: dict[str, Any],
+    state: str = "lmdb",
+    section: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One worker at a steady ``--low-rate`` purchases/s: e2e p50/p99 and the worker's
     CPU per purchase (whole process over the paced window: idle polls included); today's
-    code, and with ``--before-src`` another tree's ``src`` under today's benchmark."""
+    code, and with ``--before-src`` (LMDB state only) another tree's ``src`` under
+    today's benchmark. ``section``: the ``[state]`` settings of ``state``."""
     order = [("today", ROOT)]
-    if args.before_src:
+    if args.before_src and state == "lmdb":
         # A, B, B, A: the first of two runs in a row measured worse in smoke runs on a
         # loaded machine, whatever the code, so each side gets one first and one second.
         before = ("before", Path(args.before_src).resolve())
@@ -159,10 +176,11 @@ def low_rate(
             "champion": champions["today"],
             "low_rate": args.low_rate,
             "duration": args.duration,
+            "state": section,
         }
         load = list(os.getloadavg())
         row = child(tree, spec, work, bench_tree=ROOT)["low_rate"]
-        row |= {"backend": backend, "code": label, "load_average_before": load}
+        row |= {"backend": backend, "code": label, "state": state, "load_average_before": load}
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -197,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         "--purchases", type=int, default=100_000, help="backlog size per throughput run"
     )
     parser.add_argument("--backends", default="local,kafka")
+    parser.add_argument(
+        "--state-backends",
+        default="lmdb,redis",
+        help="state backends of today's runs (lmdb, redis: a redis-server started here)",
+    )
     parser.add_argument(
         "--baseline",
         help="a commit to measure beside today's code in the same run (checked out in a "

@@ -285,7 +285,8 @@ def main(argv: list[str]) -> int:
         results["champion"] = {**champion, "model_path": str(champion["model_path"])}
         Path(spec["out"]).write_text(json.dumps(results, default=str))
         return 0
-    settings = bd.run_settings(work, spec["backend"], spec.get("bootstrap"), champion)
+    state = {"state": spec["state"]} if spec.get("state") else {}  # older trees: LMDB only
+    settings = bd.run_settings(work, spec["backend"], spec.get("bootstrap"), champion, **state)
     if spec.get("low_rate"):
         # One worker (a supervised process) at a paced rate: see bench_detector.latency_at.
         results["low_rate"] = bd.latency_at(settings, 1, spec["low_rate"], spec["duration"], work)

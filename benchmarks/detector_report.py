@@ -52,7 +52,7 @@ def summary_of(data: dict[str, Any]) -> dict[str, Any]:
     for run in data.get("ratio_runs", []):
         if run["tree"] != "today":
             continue
-        backend = run["backend"]
+        backend = run["backend"] + _state_suffix(run)
         row[f"{backend}_1w_purchases_per_s"] = run["shopsentry"]["purchases_per_s"]
         share = run["ratios"]["shopsentry"]["throughput_share_of_floor"]
         row[f"{backend}_share_of_floor"] = share
@@ -60,8 +60,14 @@ def summary_of(data: dict[str, Any]) -> dict[str, Any]:
         row[f"{r['backend']}_{r['workers']}w_purchases_per_s"] = r["purchases_per_s"]
     for r in data["latency"] + data.get("low_rate", []):
         if r["offered_per_s"] == 1000.0 and "p99_ms" in r and r.get("code", "today") == "today":
-            row[f"{r['backend']}_p99_ms_at_1000"] = r["p99_ms"]
+            row[f"{r['backend']}{_state_suffix(r)}_p99_ms_at_1000"] = r["p99_ms"]
     return row
+
+
+def _state_suffix(run: dict[str, Any]) -> str:
+    """``""`` for the default state backend (LMDB), ``"_redis"`` for Redis."""
+    state = run.get("state", "lmdb")
+    return "" if state == "lmdb" else f"_{state}"
 
 
 KIND_LABELS = {
@@ -84,9 +90,10 @@ def ratio_lines(data: dict[str, Any]) -> list[str]:
         " span. Ratios are what to compare across machines; absolute figures move with the"
         " machine and its load.",
         "",
-        "| backend | code | run | purchases/s | CPU-s per 100k purchases | CPU µs per purchase"
-        " | share of floor (throughput) | share of floor (CPU) | load before |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backend | state | code | run | purchases/s | CPU-s per 100k purchases"
+        " | CPU µs per purchase | share of floor (throughput) | share of floor (CPU)"
+        " | load before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in data.get("ratio_runs", []):
         code = (
@@ -97,7 +104,7 @@ def ratio_lines(data: dict[str, Any]) -> list[str]:
                 continue
             r, share = run[kind], run["ratios"].get(kind, {})
             lines.append(
-                f"| {run['backend']} | {code} | {label} | {r['purchases_per_s']:,} | {r['cpu_s_per_100k']}"  # noqa: E501
+                f"| {run['backend']} | {run.get('state', 'lmdb')} | {code} | {label} | {r['purchases_per_s']:,} | {r['cpu_s_per_100k']}"  # noqa: E501
                 f" | {r['cpu_us_per_purchase']} | {_pct(share.get('throughput_share_of_floor'))}"
                 f" | {_pct(share.get('cpu_share_of_floor'))} | {[round(x, 2) for x in run['load_average_before']]} |"  # noqa: E501
             )
@@ -106,13 +113,14 @@ def ratio_lines(data: dict[str, Any]) -> list[str]:
         lines += [
             "## A steady low rate (one worker, paced producer)",
             "",
-            "| backend | code | offered/s | achieved/s | samples | p50 ms | p99 ms | max ms"
-            " | worker CPU µs per purchase | purchases per batch | worker CPU, share of a core |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| backend | state | code | offered/s | achieved/s | samples | p50 ms | p99 ms"
+            " | max ms | worker CPU µs per purchase | purchases per batch"
+            " | worker CPU, share of a core |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in data["low_rate"]:
             lines.append(
-                f"| {r['backend']} | {r.get('code', 'today')} | {r['offered_per_s']:,.0f} | {r['achieved_per_s']:,} | {r['samples']:,}"  # noqa: E501
+                f"| {r['backend']} | {r.get('state', 'lmdb')} | {r.get('code', 'today')} | {r['offered_per_s']:,.0f} | {r['achieved_per_s']:,} | {r['samples']:,}"  # noqa: E501
                 f" | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('max_ms', '-')}"
                 f" | {r['cpu_us_per_purchase']} | {r.get('purchases_per_batch', '-')}"
                 f" | {r['cpu_share_of_a_core']} |"
@@ -123,13 +131,16 @@ def ratio_lines(data: dict[str, Any]) -> list[str]:
 
 def derived_lines(data: dict[str, Any]) -> list[str]:
     """Before/after, the entity store's share and the rules' cost, as ratios of one run."""
-    runs = {(r["backend"], r["tree"]): r for r in data.get("ratio_runs", [])}
+    runs = {
+        (r["backend"], r["tree"], r.get("state", "lmdb")): r for r in data.get("ratio_runs", [])
+    }
     lines = []
-    for backend in ("local", "kafka"):
-        today = runs.get((backend, "today"))
-        if today is None:
+    for (backend, tree, state), today in runs.items():
+        if tree != "today":
             continue
         t = today["shopsentry"]
+        if state != "lmdb":
+            backend = f"{backend}, {state} state"
         if "shopsentry_no_entities" in today:
             n = today["shopsentry_no_entities"]
             lines.append(
@@ -145,7 +156,7 @@ def derived_lines(data: dict[str, Any]) -> list[str]:
                 f" {_pct(r['purchases_per_s'] / t['purchases_per_s'])} of the same code without rules"  # noqa: E501
                 f" (target ≥ 90%); by CPU {_pct(t['cpu_s_per_100k'] / r['cpu_s_per_100k'])}."
             )
-        base = runs.get((backend, "baseline"))
+        base = runs.get((today["backend"], "baseline", state))
         if base is not None:
             b = base["shopsentry"]
             lines.append(
@@ -164,7 +175,11 @@ def low_rate_lines(data: dict[str, Any]) -> list[str]:
     """Today vs ``--before-src`` at the paced rate: means of the A, B, B, A runs."""
     lines = []
     for backend in ("local", "kafka"):
-        rows = [r for r in data.get("low_rate", []) if r["backend"] == backend]
+        rows = [
+            r
+            for r in data.get("low_rate", [])
+            if r["backend"] == backend and r.get("state", "lmdb") == "lmdb"
+        ]
         means = {}
         for code in ("today", "before"):
             mine = [r for r in rows if r.get("code", "today") == code and "p99_ms" in r]
@@ -198,7 +213,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> None:
         f"- date: {data['date']}, commit {data.get('commit')}, nproc: {data['nproc']}, python {data['python']}, {data['platform']}",  # noqa: E501
         f"- uptime at start: `{data.get('uptime_at_start')}`; at end: `{data.get('uptime_at_end')}`",  # noqa: E501
         f"- settings: batch_max_records={data['batch_max_records']}, batch_max_wait_ms={data['batch_max_wait_ms']}, "  # noqa: E501
-        f"embedded log fsync={data['log_fsync']}, state: LMDB in the data dir (no fsync per commit, like SQLite's synchronous=NORMAL)",  # noqa: E501
+        f"embedded log fsync={data['log_fsync']}, state: LMDB in the data dir (no fsync per commit, like SQLite's synchronous=NORMAL) or Redis (a local redis-server, no persistence)",  # noqa: E501
         "- note: the machine is shared (2 cores, other jobs running: see the load column); on"
         " Kafka the broker shares the cores with the worker.",
         "",
@@ -262,6 +277,7 @@ def _tail(data: dict[str, Any], lines: list[str]) -> None:
         keys = [
             "local_1w_purchases_per_s", "kafka_1w_purchases_per_s", "local_share_of_floor",
             "kafka_share_of_floor", "local_p99_ms_at_1000", "kafka_p99_ms_at_1000",
+            "kafka_redis_1w_purchases_per_s", "kafka_redis_p99_ms_at_1000",
         ]  # fmt: skip
         lines += [
             "## Run-to-run variation (same command, shared 2-core machine)",

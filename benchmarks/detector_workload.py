@@ -133,7 +133,15 @@ def write_backlog(log: Any, settings: Any, purchases: int, traffic: Traffic) -> 
 
 
 # -- settings per run ------------------------------------------------------------------
-def run_settings(work: Path, backend: str, bootstrap: str | None, champion: dict[str, Any]) -> Any:
+def run_settings(
+    work: Path,
+    backend: str,
+    bootstrap: str | None,
+    champion: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> Any:
+    """Settings of one run: a fresh data dir and group, the log ``backend`` (Kafka: fresh
+    topics) and ``state`` (the ``[state]`` section; None: LMDB in the data dir)."""
     from shopsentry.bus import BusConfig, open_log, topic_specs
     from shopsentry.config import Settings, TopicsSettings
 
@@ -143,6 +151,8 @@ def run_settings(work: Path, backend: str, bootstrap: str | None, champion: dict
         "detector": {"group_id": f"bench-{unique}"},
         "log_session_timeout_ms": 3000,
     }
+    if state is not None:
+        overrides["state"] = state
     if backend == "kafka":
         base = TopicsSettings().with_replication(1)
         overrides["topics"] = {
@@ -371,6 +381,48 @@ def profile(settings: Any, purchases: int, out: Path) -> str:
 
 
 # -- Kafka -----------------------------------------------------------------------------
+class RedisServer:
+    """A ``redis-server`` on a free loopback port for the state backend runs (no
+    persistence: the benchmark measures the hot path, as LMDB runs without fsync)."""
+
+    def __init__(self, where: Path) -> None:
+        import shutil
+        import subprocess
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server not found: install it with `make system-deps`")
+        where.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(where)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"redis-server on port {self.port} did not start") from None
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 def kafka_node(args: argparse.Namespace, where: Path) -> tuple[str | None, Any]:
     """``--bootstrap``, or a single KRaft node started here (stop it when done); (None,
     None) when Kafka cannot run on this machine."""
