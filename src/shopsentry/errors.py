@@ -124,6 +124,19 @@ class NoChampion(TerminalError):
         )
 
 
+class NoModelRegistered(TerminalError):
+    """The registry holds no version of the model yet (a fresh machine: `shopsentry train`
+    never ran, or ran against another registry); ``registry`` says where we looked."""
+
+    def __init__(self, name: str, registry: str) -> None:
+        super().__init__(
+            f"no model registered yet under {name!r} in {registry}",
+            hint="run `shopsentry train` first",
+        )
+        self.name = name
+        self.registry = registry
+
+
 class TrainingDataError(TerminalError):
     """The labelled data set cannot be built or is unusable for training (too small,
     no known fraud, missing columns)."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shopsentry.errors import ModelError
+from shopsentry.errors import ModelError, NoModelRegistered
 from shopsentry.models.evaluation import KEY_METRICS
 from shopsentry.models.scorer import (
     CHALLENGER,
@@ -34,6 +34,7 @@ from shopsentry.models.scorer import (
     current_feature_names,
     write_pointer,
 )
+from shopsentry.redaction import redact_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -92,6 +93,25 @@ def client(config: RegistryConfig) -> MlflowClient:
         )
     mlflow.set_tracking_uri(config.tracking_uri)
     return mlflow.MlflowClient(tracking_uri=config.tracking_uri)
+
+
+def registered_client(config: RegistryConfig) -> MlflowClient:
+    """A client on a registry that holds at least one version of the model: the commands
+    that move an alias start here. On a fresh machine (no registry database yet, or
+    nothing registered under the name) it raises NoModelRegistered, and with the default
+    SQLite registry it does so before MLflow would create an empty database."""
+    name = config.files.name
+    uri = config.tracking_uri
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not _versions_from_sqlite(path, name):
+            raise NoModelRegistered(name, str(path))
+        return client(config)
+    mlc = client(config)
+    # a name with no versions finds nothing; a server that does not answer still raises
+    if not mlc.search_model_versions(f"name = '{name}'", max_results=1):
+        raise NoModelRegistered(name, redact_url(uri))
+    return mlc
 
 
 def ensure_experiment(config: RegistryConfig, mlc: MlflowClient) -> str:
@@ -235,8 +255,9 @@ def set_challenger(
 
 
 def clear_challenger(config: RegistryConfig, mlc: MlflowClient | None = None) -> str | None:
-    """Remove the challenger alias and pointer; returns the version that had it."""
-    mlc = mlc or client(config)
+    """Remove the challenger alias and pointer; returns the version that had it (without
+    a client, a registry with no version of the model raises NoModelRegistered)."""
+    mlc = mlc or registered_client(config)
     name = config.files.name
     version = registered_alias(mlc, name, CHALLENGER)
     if version is not None:
@@ -258,7 +279,7 @@ def _require_version(mlc: MlflowClient, config: RegistryConfig, version: str) ->
 
 def make_challenger(config: RegistryConfig, version: str) -> None:
     """Make ``version`` the challenger by hand (after validating its model file)."""
-    mlc = client(config)
+    mlc = registered_client(config)
     _require_version(mlc, config, version)
     if registered_alias(mlc, config.files.name, CHAMPION) == version:
         raise ModelError(
@@ -269,14 +290,14 @@ def make_challenger(config: RegistryConfig, version: str) -> None:
 
 def promote(config: RegistryConfig, version: str) -> None:
     """Make ``version`` champion by hand (after validating its model file)."""
-    mlc = client(config)
+    mlc = registered_client(config)
     _require_version(mlc, config, version)
     set_champion(config, version, "manual promotion", mlc)
 
 
 def rollback(config: RegistryConfig) -> str:
     """Give the champion alias back to the previous champion; returns its version."""
-    mlc = client(config)
+    mlc = registered_client(config)
     name = config.files.name
     current = registered_alias(mlc, name, CHAMPION)
     history = _history(mlc, name)
