@@ -113,3 +113,30 @@ def test_redis_down_is_a_clear_transient_error(tmp_path: Path) -> None:
     with pytest.raises(EntityStoreUnavailable):
         s.load(["terminal:t1"])  # never an empty state standing in for a missing one
     s.close()
+
+
+def test_a_clean_prepared_batch_takes_one_compare_and_set_else_the_transaction(
+    store: RedisEntityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions: list[int] = []
+    real = store._transaction
+
+    def counted(*args: object) -> int:
+        transactions.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_transaction", counted)
+    batch = [delta(1), delta(2)]
+    assert store.apply_purchases(batch, prepare(store, batch)) == 2
+    assert transactions == []  # nobody else wrote, no label pending: the fast path
+    assert purchases_of(store) == 2
+    assert store.apply_labels([KnownLabel("ev-3", True, TS0 + 99)]) == 0  # waits for ev-3
+    transactions.clear()  # labels always take the transaction
+    batch = [delta(3)]
+    assert store.apply_purchases(batch, prepare(store, batch)) == 1
+    assert transactions == [1]  # the pending label fails the compare: the transaction
+    assert list(store.load(["terminal:t1"])["terminal:t1"].frauds) == ["ev-3"]
+    batch = [delta(3), delta(4)]  # ev-3 redelivered: its marker fails the compare
+    assert store.apply_purchases(batch, prepare(store, batch)) == 1
+    assert transactions == [1, 1]
+    assert purchases_of(store) == 4
