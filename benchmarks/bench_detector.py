@@ -48,12 +48,12 @@ from benchmarks.detector_report import HISTORY, plot, ratios, summary_of, write_
 from benchmarks.detector_workload import (  # noqa: F401  (the drain child reads them here)
     RESULTS,
     ROOT,
-    RedisServer,
     Traffic,
     kafka_node,
     latency_at,
     profile,
     promote,
+    redis_server,
     run_settings,
     throughput,
     train_champion,
@@ -96,7 +96,7 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
         champions[label] = trained["champion"]
         data.setdefault("models", {})[label] = trained["model"]
     node = None
-    redis = RedisServer(work / "redis") if "redis" in args.state_backends.split(",") else None
+    redis = redis_server(work / "redis") if "redis" in args.state_backends.split(",") else None
     # The [state] section of each state backend's runs (None: the default, LMDB).
     states: dict[str, dict[str, Any] | None] = {"lmdb": None}
     if redis is not None:

@@ -381,46 +381,19 @@ def profile(settings: Any, purchases: int, out: Path) -> str:
 
 
 # -- Kafka -----------------------------------------------------------------------------
-class RedisServer:
-    """A ``redis-server`` on a free loopback port for the state backend runs (no
-    persistence: the benchmark measures the hot path, as LMDB runs without fsync)."""
+def redis_server(where: Path) -> Any:
+    """A ``redis-server`` on a free loopback port for the state backend runs
+    (``scripts/redis_server.py``; no persistence: the benchmark measures the hot path,
+    as LMDB runs without fsync). Stop it with ``.stop()``."""
+    import sys
 
-    def __init__(self, where: Path) -> None:
-        import shutil
-        import subprocess
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import redis_server as launcher  # scripts/ is not a package
 
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server not found: install it with `make system-deps`")
-        where.mkdir(parents=True, exist_ok=True)
-        self.port = free_ports(1)
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(where)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        import redis
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.5).ping():
-                    return
-            except redis.RedisError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise SystemExit(f"redis-server on port {self.port} did not start") from None
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+    try:
+        return launcher.start_redis(where)
+    except launcher.RedisUnavailable as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def kafka_node(args: argparse.Namespace, where: Path) -> tuple[str | None, Any]:
