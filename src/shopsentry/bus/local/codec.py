@@ -194,15 +194,8 @@ def _records(
     frame runs per record: about twice as fast, same objects.
     """
     records: list[Record] = list(map(_new, repeat(Record, n)))
-    columns: tuple[Iterable[Any], ...] = (
-        repeat(topic, n),
-        repeat(partition, n),
-        offsets,
-        timestamps,
-        keys,
-        values,
-        headers,
-    )
+    fields = (repeat(topic, n), repeat(partition, n), offsets, timestamps, keys, values, headers)
+    columns: tuple[Iterable[Any], ...] = fields
     for setter, column in zip(_SETTERS, columns, strict=True):
         _drain(map(setter, records, column))
     return records
