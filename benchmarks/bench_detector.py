@@ -15,13 +15,17 @@ shared cores) moves absolute figures by 2-3x from one hour to the next:
    purchase, flush per batch. Reported: purchases/s over the busy span, whole-process CPU
    seconds per 100,000 purchases, and each as a share of the floor. Also in the same
    run: the same code without the entity store (what the entity lookups cost) and with
-   50 active rules + 100,000 list entries (``bench_rules``' workload).
+   50 active rules + 100,000 list entries (``bench_rules``' workload). With
+   ``--state-backends lmdb,redis`` (the default) today's code also runs on Redis state
+   (a ``redis-server`` on loopback started here, no persistence), with and without the
+   entity store.
 2. ``--baseline REV``: the same measurement, with its own floor, on the code of another
    commit (checked out in a temporary ``git worktree``, its own ``PYTHONPATH`` and its own
    benchmark's model and traffic), e.g. the commit the README's earlier figures came from.
 3. **A steady low rate** (``--low-rate``, 1,000 purchases/s): one supervised worker fed by
    a paced producer (flushing every 5 ms); end-to-end p50/p99 (log timestamp → decision
-   durable) and the worker's whole-process CPU per purchase over the paced window.
+   durable) and the worker's whole-process CPU per purchase over the paced window, on each
+   state backend.
    ``--before REV`` runs it on that commit's ``src`` too, in A, B, B, A order.
 4. ``--sweep``: the earlier runs' sections (1 and 2 supervised workers, latency against
    offered load with 2 workers); ``--profile``: pyinstrument over one in-process worker.
