@@ -159,19 +159,20 @@ def _rule_fields(
 ) -> tuple[Band, dict[str, Any]]:
     """Row ``i``'s final band and the decision's rule fields (the model's band stands
     when no rule set ran)."""
-    if verdicts is None:
-        return model_band, {
-            "rule_set_version": rule_set_version,
-            "rules_fired": (),
-            "shadow_rules_fired": (),
-            "list_hits": (),
-            "model_band": model_band,
-        }
-    return verdicts.final_band(i, model_band), {
+    band = model_band
+    fired: tuple[str, ...] = ()
+    shadow: tuple[str, ...] = ()
+    hits: tuple[str, ...] = ()
+    if verdicts is not None:
+        band = verdicts.final_band(i, model_band)
+        fired, shadow, hits = (
+            verdicts.rules_fired[i], verdicts.shadow_fired[i], verdicts.list_hits[i]
+        )  # fmt: skip
+    return band, {
         "rule_set_version": rule_set_version,
-        "rules_fired": verdicts.rules_fired[i],
-        "shadow_rules_fired": verdicts.shadow_fired[i],
-        "list_hits": verdicts.list_hits[i],
+        "rules_fired": fired,
+        "shadow_rules_fired": shadow,
+        "list_hits": hits,
         "model_band": model_band,
     }
 
