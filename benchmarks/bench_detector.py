@@ -25,7 +25,9 @@ shared cores) moves absolute figures by 2-3x from one hour to the next:
 3. **A steady low rate** (``--low-rate``, 1,000 purchases/s): one supervised worker fed by
    a paced producer (flushing every 5 ms); end-to-end p50/p99 (log timestamp → decision
    durable) and the worker's whole-process CPU per purchase over the paced window, on each
-   state backend.
+   state backend; beside them, the latency floor at the same rate: the same producer and
+   traffic into a bare consume → produce loop that batches like the stream runtime
+   (``latency_floor.py``), what any consumer of that log pays there.
    ``--before REV`` runs it on that commit's ``src`` too, in A, B, B, A order.
 4. ``--sweep``: the earlier runs' sections (1 and 2 supervised workers, latency against
    offered load with 2 workers); ``--profile``: pyinstrument over one in-process worker.
@@ -142,6 +144,9 @@ def ratio_run(args: argparse.Namespace, work: Path, data: dict[str, Any]) -> Non
                     data["low_rate"].extend(
                         low_rate(args, work, backend, bootstrap, champions, state, section)
                     )
+                data["low_rate"].append(
+                    low_rate(args, work, backend, bootstrap, champions, floor=True)[0]
+                )
             if backend == "kafka" and node is not None:
                 node.stop_all()
                 node = None
@@ -160,13 +165,16 @@ def low_rate(
     champions: dict[str, Any],
     state: str = "lmdb",
     section: dict[str, Any] | None = None,
+    floor: bool = False,
 ) -> list[dict[str, Any]]:
     """One worker at a steady ``--low-rate`` purchases/s: e2e p50/p99 and the worker's
     CPU per purchase (whole process over the paced window: idle polls included); today's
     code, and with ``--before-src`` (LMDB state only) another tree's ``src`` under
-    today's benchmark. ``section``: the ``[state]`` settings of ``state``."""
-    order = [("today", ROOT)]
-    if args.before_src and state == "lmdb":
+    today's benchmark. ``section``: the ``[state]`` settings of ``state``. ``floor``:
+    the bare consume → produce loop at the same rate instead (benchmarks.latency_floor),
+    the latency any consumer of this log pays there."""
+    order = [("floor" if floor else "today", ROOT)]
+    if args.before_src and state == "lmdb" and not floor:
         # A, B, B, A: the first of two runs in a row measured worse in smoke runs on a
         # loaded machine, whatever the code, so each side gets one first and one second.
         before = ("before", Path(args.before_src).resolve())
@@ -181,10 +189,12 @@ def low_rate(
             "low_rate": args.low_rate,
             "duration": args.duration,
             "state": section,
+            "floor": floor,
         }
         load = list(os.getloadavg())
         row = child(tree, spec, work, bench_tree=ROOT)["low_rate"]
-        row |= {"backend": backend, "code": label, "state": state, "load_average_before": load}
+        where = "-" if floor else state
+        row |= {"backend": backend, "code": label, "state": where, "load_average_before": load}
         print(row, flush=True)
         rows.append(row)
     return rows

@@ -172,15 +172,11 @@ class FloorClock:
         }
 
 
-def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
-    """confluent-kafka only: consume a batch, produce one record per purchase, flush,
-    commit without waiting; the producer as durable as shopsentry's (acks=all,
-    idempotence, the same linger)."""
+def floor_clients(settings: Any, bootstrap: str) -> tuple[Any, Any]:
+    """A floor loop's plain confluent-kafka consumer (a fresh group, from the start) and
+    producer (as durable as shopsentry's: acks=all, idempotence, the same linger)."""
     from confluent_kafka import Consumer, Producer
 
-    topics = settings.topics
-    purchase_topic = topics.purchase_events.name
-    out_topic = topics.decisions.name
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -199,6 +195,17 @@ def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
             "queue.buffering.max.messages": 500_000,
         }
     )
+    return consumer, producer
+
+
+def drain_floor_kafka(settings: Any, bootstrap: str) -> dict[str, Any]:
+    """confluent-kafka only: consume a batch, produce one record per purchase, flush,
+    commit without waiting; the producer as durable as shopsentry's (acks=all,
+    idempotence, the same linger)."""
+    topics = settings.topics
+    purchase_topic = topics.purchase_events.name
+    out_topic = topics.decisions.name
+    consumer, producer = floor_clients(settings, bootstrap)
     consumer.subscribe([purchase_topic, topics.user_behavior.name])
     clock = FloorClock(_expected_records(settings))
     while clock.more():
@@ -267,7 +274,9 @@ def _expected_records(settings: Any) -> int:
 def main(argv: list[str]) -> int:
     """SPEC (JSON): work (a directory), backend (local | kafka), bootstrap (Kafka only),
     purchases, kinds (list of "shopsentry" / "floor", run in that order over one
-    backlog), champion (null: train one here and print it), out (result JSON path)."""
+    backlog), champion (null: train one here and print it), out (result JSON path);
+    low_rate + duration: one worker at that paced rate instead (with floor: the bare
+    loop of :mod:`benchmarks.latency_floor` instead of a worker)."""
     spec = json.loads(Path(argv[0]).read_text())
     import benchmarks.bench_detector as bd
 
@@ -287,6 +296,15 @@ def main(argv: list[str]) -> int:
         return 0
     state = {"state": spec["state"]} if spec.get("state") else {}  # older trees: LMDB only
     settings = bd.run_settings(work, spec["backend"], spec.get("bootstrap"), champion, **state)
+    if spec.get("low_rate") and spec.get("floor"):
+        # The bare loop at the same paced rate (today's benchmarks only).
+        from benchmarks.latency_floor import latency_floor_at
+
+        results["low_rate"] = latency_floor_at(
+            settings, spec["low_rate"], spec["duration"], work, spec.get("bootstrap")
+        )
+        Path(spec["out"]).write_text(json.dumps(results, default=str))
+        return 0
     if spec.get("low_rate"):
         # One worker (a supervised process) at a paced rate: see bench_detector.latency_at.
         results["low_rate"] = bd.latency_at(settings, 1, spec["low_rate"], spec["duration"], work)

@@ -229,51 +229,16 @@ def latency_at(
     )
     supervisor.start()
     log = open_log(BusConfig.from_settings(settings))
-    pt = settings.topics.purchase_events.name
-    traffic = Traffic()
-    producer = log.producer()
-    # Warm-up: a trickle until every worker has decided something (the group has settled
-    # after the last member joined), then wait for all of it; those samples are dropped.
-    warm_sent = 0
-    warm = [0] * workers
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        key, value = traffic.next_purchase()
-        producer.send(pt, value, key)
-        producer.flush()
-        warm_sent += 1
-        time.sleep(0.05)
-        if warm_sent % 10 == 0 and all(decided(base_port + i) > 0 for i in range(workers)):
-            break
-    while time.monotonic() < deadline:
-        warm = [decided(base_port + i) for i in range(workers)]
-        if sum(warm) >= warm_sent:
-            break
-        time.sleep(0.1)
-    time.sleep(1.0)
-    sent = 0
-    total = max(1, round(duration_s * rate))
+    producer, traffic = log.producer(), Traffic()
+    ports = range(base_port, base_port + workers)
+    # Warm-up until every worker has decided something (the group has settled after the
+    # last member joined); those samples are dropped.
+    warm = warm_up(producer, settings, traffic, lambda: [decided(port) for port in ports])
     cpu0 = sum(process_cpu_s(pid) for pid in supervisor.pids)
-    wall0 = time.monotonic()
-    tick = 0.005  # the producer flushes at most every 5 ms (what a web tier would batch)
-    while sent < total:
-        due = min(total, int((time.monotonic() - wall0) * rate) + 1)
-        while sent < due:
-            key, value = traffic.next_purchase()
-            producer.send(pt, value, key)
-            sent += 1
-        producer.flush()
-        wait = sent / rate - (time.monotonic() - wall0)
-        time.sleep(min(max(wait, tick), 1.0))
-    producer.flush()
-    producer.close()
-    offered_s = time.monotonic() - wall0
+    sent, offered_s, wall0 = offer(producer, settings, traffic, rate, duration_s)
     # The workers' whole-process CPU over the paced window (idle polls, flushes, state
     # writes and commits of every small batch included), per purchase offered.
-    while sum(decided(base_port + i) for i in range(workers)) < sum(warm) + sent:
-        if time.monotonic() - wall0 > offered_s + 60:
-            break
-        time.sleep(0.05)
+    until(lambda: sum(decided(port) for port in ports) >= sum(warm) + sent, offered_s + 60)
     cpu_s = sum(process_cpu_s(pid) for pid in supervisor.pids) - cpu0
     busy_s = time.monotonic() - wall0
     statuses = supervisor.wait(timeout=1800)
@@ -297,10 +262,72 @@ def latency_at(
         "purchases_per_batch": round((sent + sum(warm)) / batches, 1) if batches else None,
         "cpu_share_of_a_core": round(cpu_s / busy_s, 3),
     }
-    if lat.size:
-        result |= {f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
-        result["max_ms"] = round(float(lat.max()), 2)
-    return result
+    return result | percentiles(lat)
+
+
+def warm_up(
+    producer: Any, settings: Any, traffic: Traffic, counts: Any, timeout_s: float = 300
+) -> list[int]:
+    """A trickle of purchases until every consumer's count (``counts()``: one per
+    consumer, purchases done) is above zero, then wait for all of them; the counts then
+    (the warm-up samples each consumer drops)."""
+    pt = settings.topics.purchase_events.name
+    sent = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        key, value = traffic.next_purchase()
+        producer.send(pt, value, key)
+        producer.flush()
+        sent += 1
+        time.sleep(0.05)
+        if sent % 10 == 0 and all(n > 0 for n in counts()):
+            break
+    until(lambda: sum(counts()) >= sent, max(0.0, deadline - time.monotonic()))
+    time.sleep(1.0)
+    return list(counts())
+
+
+def offer(
+    producer: Any, settings: Any, traffic: Traffic, rate: float, duration_s: float
+) -> tuple[int, float, float]:
+    """Send ``rate`` purchases/s for ``duration_s`` (flushing at most every 5 ms, what a
+    web tier would batch); (purchases sent, seconds it took, its start on the monotonic
+    clock)."""
+    pt = settings.topics.purchase_events.name
+    sent = 0
+    total = max(1, round(duration_s * rate))
+    wall0 = time.monotonic()
+    tick = 0.005
+    while sent < total:
+        due = min(total, int((time.monotonic() - wall0) * rate) + 1)
+        while sent < due:
+            key, value = traffic.next_purchase()
+            producer.send(pt, value, key)
+            sent += 1
+        producer.flush()
+        wait = sent / rate - (time.monotonic() - wall0)
+        time.sleep(min(max(wait, tick), 1.0))
+    producer.flush()
+    producer.close()
+    return sent, time.monotonic() - wall0, wall0
+
+
+def until(done: Any, timeout_s: float) -> bool:
+    """Wait for ``done()`` (checked every 50 ms) at most ``timeout_s``; whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def percentiles(lat_ms: np.ndarray) -> dict[str, float]:
+    """p50 / p95 / p99 and the max of latencies in ms (empty: none)."""
+    if not lat_ms.size:
+        return {}
+    out = {f"p{q}_ms": round(float(np.percentile(lat_ms, q)), 2) for q in (50, 95, 99)}
+    return out | {"max_ms": round(float(lat_ms.max()), 2)}
 
 
 def free_ports(n: int) -> int:
